@@ -1,0 +1,87 @@
+"""Who says yes: approval of remediation steps and confirmation of manual steps.
+
+The runner asks an :class:`Approver` before every step with ``confirm`` (all
+remediation steps by default) and before recording a manual step as done. The
+CLI asks on the terminal; ``--yes`` approves commands but never pretends a human
+did a manual step; without a terminal and without ``--yes`` nothing is approved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from engine.model import Phase, Step
+
+
+class Decision(Enum):
+    """What the approver decided."""
+
+    APPROVED = "approved"
+    """Run it / the manual step was done."""
+    DECLINED = "declined"
+    """Do not run it; recorded as declined."""
+    SKIPPED = "skipped"
+    """Not decided by a human (e.g. a manual step in a ``--yes`` run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """One step waiting for a decision, with exactly what would run where."""
+
+    run_id: str
+    host: str
+    phase: Phase
+    step: Step
+    text: str
+    """The rendered command (secrets redacted) or, for manual steps, the instructions."""
+
+    @property
+    def manual(self) -> bool:
+        """True for a manual step (the human does it; the decision says it was done)."""
+        return not self.step.run
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A decision and who made it."""
+
+    decision: Decision
+    by: str
+    note: str = ""
+
+    @property
+    def approved(self) -> bool:
+        """True when the step may run (or the manual step was done)."""
+        return self.decision is Decision.APPROVED
+
+
+class Approver(Protocol):
+    """Decides on steps that need a human."""
+
+    def decide(self, request: ApprovalRequest) -> Approval:
+        """Approve, decline or skip ``request``."""
+        ...
+
+
+class AssumeYes:
+    """``--yes``: approves every command; manual steps are skipped, never faked as done."""
+
+    def decide(self, request: ApprovalRequest) -> Approval:
+        """Approve commands, skip manual steps."""
+        if request.manual:
+            return Approval(Decision.SKIPPED, "--yes", "a manual step needs a human; not done in a --yes run")
+        return Approval(Decision.APPROVED, "--yes")
+
+
+class NobodyToAsk:
+    """No terminal and no ``--yes``: nothing is approved, and the note says how to approve."""
+
+    def decide(self, request: ApprovalRequest) -> Approval:
+        """Decline, explaining how to approve."""
+        return Approval(
+            Decision.DECLINED,
+            "no-terminal",
+            "needs approval: no terminal to ask on; rerun on a terminal, or with --yes to approve all",
+        )

@@ -1,0 +1,417 @@
+"""``cairn``: the command line. Thin: parse arguments, call the engine, print.
+
+Exit codes: 0 success / healthy / remediated; 1 problems found (``validate``)
+or the pitfall is present (``run``); 2 usage or input errors, and runs that
+failed; 130 interrupted. Heavy modules are imported inside the handlers so
+that ``cairn --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine import __version__
+
+EXIT_OK, EXIT_FOUND, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+PHASES = ("detect", "diagnose", "remediate", "verify")
+
+
+def default_runbook_dirs() -> list[Path]:
+    """``$CAIRN_RUNBOOKS`` (os.pathsep-separated), else ``./runbooks``, else the bundled runbooks."""
+    explicit = os.environ.get("CAIRN_RUNBOOKS")
+    if explicit:
+        return [Path(p) for p in explicit.split(os.pathsep) if p]
+    local = Path("runbooks")
+    return [local] if local.is_dir() else [BUNDLED_RUNBOOKS]
+
+
+def _emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.loader import load_library  # noqa: PLC0415
+    from engine.render import problems_text  # noqa: PLC0415
+
+    paths = [Path(p) for p in args.paths] or _runbook_dirs(args)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        return _usage(f"no such file or folder: {', '.join(missing)}")
+    library = load_library(paths)
+    if args.json:
+        _emit_json(
+            {
+                "valid": not library.invalid,
+                "files": [
+                    {
+                        "path": r.path,
+                        "id": r.declared_id,
+                        "valid": not r.problems,
+                        "problems": [p.as_dict() for p in r.problems],
+                    }
+                    for r in library.results
+                ],
+            }
+        )
+    else:
+        text, bad, count = problems_text(library.results)
+        total = len(library.results)
+        print(text) if text else None
+        if total == 0:
+            print(f"no runbook files (*.yaml, *.yml) under {', '.join(map(str, paths))}")
+        elif bad:
+            print(
+                f"\n{bad} of {total} file{'s' if total != 1 else ''} invalid, {count} problem{'s' if count != 1 else ''}"
+            )
+        else:
+            print(f"\nall {total} runbook file{'s' if total != 1 else ''} valid")
+    return EXIT_FOUND if library.invalid else EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from engine.schema import schema_text  # noqa: PLC0415
+
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from engine.render import list_text, runbook_summary  # noqa: PLC0415
+
+    library = _library(args)
+    runbooks = [rb for rb in library.runbooks if not args.tag or args.tag in rb.tags]
+    if args.json:
+        _emit_json(
+            {
+                "runbooks": [runbook_summary(rb) for rb in runbooks],
+                "invalid": [
+                    {"path": r.path, "problems": [p.as_dict() for p in r.problems]} for r in library.invalid
+                ],
+            }
+        )
+    else:
+        print(list_text(runbooks, library.invalid))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from engine.render import as_data, knowledge_markdown  # noqa: PLC0415
+
+    runbook = _library(args).get(args.id)
+    if args.json:
+        data = as_data(runbook)
+        data.pop("source_text", None)
+        _emit_json(data)
+        return EXIT_OK
+    markdown = knowledge_markdown(runbook)
+    if args.markdown or not sys.stdout.isatty():
+        sys.stdout.write(markdown)
+        return EXIT_OK
+    from rich.console import Console  # noqa: PLC0415
+    from rich.markdown import Markdown  # noqa: PLC0415
+
+    Console().print(Markdown(markdown))
+    return EXIT_OK
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any], list[Any]]:
+    """Runbook, typed inputs and hosts for ``plan`` and ``run``: every input error before anything runs."""
+    from engine.inputs import parse_extra_vars, resolve_inputs  # noqa: PLC0415
+    from engine.inventory import resolve_targets  # noqa: PLC0415
+    from engine.terminal import ask_input  # noqa: PLC0415
+
+    runbook = _library(args).get(args.id)
+    given = parse_extra_vars(args.extra_vars)
+    interactive = sys.stdin.isatty() and not getattr(args, "json", False)
+    inputs = resolve_inputs(runbook, given, ask=ask_input if interactive else None)
+    hosts = resolve_targets(args.inventory, runbook.targets, args.limit)
+    return runbook, inputs, hosts
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from engine.model import Phase  # noqa: PLC0415
+    from engine.plan import plan_run  # noqa: PLC0415
+    from engine.render import plan_data, plan_text  # noqa: PLC0415
+
+    runbook, inputs, hosts = _prepare(args)
+    plans = plan_run(runbook, hosts, inputs, last_phase=Phase(args.phase))
+    if args.json:
+        _emit_json(plan_data(runbook, plans))
+    else:
+        print(plan_text(runbook, plans))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    from engine.approval import Approver, AssumeYes, NobodyToAsk  # noqa: PLC0415
+    from engine.events import EventBus, new_run_id  # noqa: PLC0415
+    from engine.journal import Journal  # noqa: PLC0415
+    from engine.model import Phase  # noqa: PLC0415
+    from engine.render import as_data  # noqa: PLC0415
+    from engine.runner import Runner, RunRequest  # noqa: PLC0415
+    from engine.terminal import ProgressPrinter, TerminalApprover  # noqa: PLC0415
+
+    runbook, inputs, hosts = _prepare(args)
+    approver: Approver
+    if args.yes:
+        approver = AssumeYes()
+    elif sys.stdin.isatty():
+        approver = TerminalApprover()
+    else:
+        approver = NobodyToAsk()
+    journal = Journal(args.journal)
+    bus = EventBus(new_run_id())
+    bus.subscribe(journal.record)
+    if not args.json or args.verbose:
+        bus.subscribe(ProgressPrinter(sys.stderr if args.json else sys.stdout, verbose=args.verbose > 0))
+    request = RunRequest(
+        runbook=runbook,
+        hosts=tuple(hosts),
+        inputs=inputs,
+        started_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        dry_run=args.dry_run,
+        last_phase=Phase(args.phase),
+    )
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # end the run as interrupted, killing the running command
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        report = Runner(request, bus=bus, approver=approver).run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the journal has the run so far: cairn show-run {bus.run_id}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        journal.close()
+    if args.json:
+        _emit_json(as_data(report) | {"exit_code": report.exit_code})
+    else:
+        print(f"\nexit {report.exit_code} — details: cairn show-run {report.run_id}")
+    return report.exit_code
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from engine.journal import Journal  # noqa: PLC0415
+    from engine.render import as_data, history_text  # noqa: PLC0415
+
+    journal = Journal(args.journal)
+    try:
+        runs = journal.list_runs(limit=args.limit, runbook_id=args.runbook)
+    finally:
+        journal.close()
+    if args.json:
+        _emit_json([as_data(r) | {"runbook_text": None} for r in runs])
+    else:
+        print(history_text(runs))
+    return EXIT_OK
+
+
+def cmd_show_run(args: argparse.Namespace) -> int:
+    from engine.journal import Journal  # noqa: PLC0415
+    from engine.render import as_data, run_text  # noqa: PLC0415
+
+    journal = Journal(args.journal)
+    try:
+        run = journal.get_run(args.run_id)
+    finally:
+        journal.close()
+    if args.json:
+        _emit_json(as_data(run))
+    else:
+        print(run_text(run, full_output=args.output))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _runbook_dirs(args: argparse.Namespace) -> list[Path]:
+    return [Path(p) for p in args.runbooks] if args.runbooks else default_runbook_dirs()
+
+
+def _library(args: argparse.Namespace) -> Any:
+    from engine.errors import CairnError  # noqa: PLC0415
+    from engine.loader import load_library  # noqa: PLC0415
+
+    dirs = _runbook_dirs(args)
+    missing = [str(d) for d in dirs if not d.exists()]
+    if missing:
+        raise CairnError(f"runbook folder {', '.join(missing)} does not exist; point --runbooks at one")
+    return load_library(dirs)
+
+
+def _usage(message: str) -> int:
+    print(f"cairn: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render ``--help`` in the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="cairn",
+        description="Incident knowledge base and runbook automation: detect, diagnose, remediate, verify.",
+        epilog="Exit codes: 0 ok/healthy/remediated, 1 problems found or pitfall present, "
+        "2 usage error or failed run, 130 interrupted. Docs: docs/runbook-format.md",
+    )
+    parser.add_argument("--version", action="version", version=f"cairn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    runbooks = argparse.ArgumentParser(add_help=False)
+    runbooks.add_argument(
+        "--runbooks",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="folder of runbooks (repeatable; default: $CAIRN_RUNBOOKS, ./runbooks, or the bundled ones)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    journal = argparse.ArgumentParser(add_help=False)
+    journal.add_argument(
+        "--journal",
+        metavar="PATH",
+        default=None,
+        help="journal database (default: $CAIRN_JOURNAL or ~/.local/state/cairn/journal.db)",
+    )
+    targets = argparse.ArgumentParser(add_help=False)
+    targets.add_argument("id", metavar="ID", help="runbook id (see `cairn list`)")
+    targets.add_argument(
+        "-i",
+        "--inventory",
+        action="append",
+        metavar="INV",
+        help="Ansible inventory file or folder (repeatable); default: run on this machine",
+    )
+    targets.add_argument("-l", "--limit", metavar="PATTERN", help="further limit the hosts (Ansible pattern)")
+    targets.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a runbook input (repeatable); @FILE reads YAML/JSON",
+    )
+    targets.add_argument(
+        "--phase",
+        choices=PHASES,
+        default="verify",
+        help="stop after this phase (remediate always continues into verify); default: all",
+    )
+
+    def add(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help_text: str,
+        parents: Sequence[argparse.ArgumentParser],
+    ) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text, parents=list(parents))
+        command.set_defaults(handler=handler)
+        return command
+
+    validate = add(
+        "validate",
+        cmd_validate,
+        "check runbooks against the format; report every problem",
+        [runbooks, as_json],
+    )
+    validate.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files or folders (default: the runbooks folder)"
+    )
+    add("schema", cmd_schema, "print the runbook JSON Schema", [])
+    listing = add("list", cmd_list, "list the runbooks in the knowledge base", [runbooks, as_json])
+    listing.add_argument("--tag", help="only runbooks with this tag")
+    show = add(
+        "show", cmd_show, "show a runbook's knowledge: summary, symptoms, cause, steps", [runbooks, as_json]
+    )
+    show.add_argument("id", metavar="ID", help="runbook id")
+    show.add_argument(
+        "--markdown", action="store_true", help="print the Markdown source instead of rendering it"
+    )
+    add(
+        "plan",
+        cmd_plan,
+        "show the exact commands each target would run, without running anything",
+        [targets, runbooks, as_json],
+    )
+    run = add(
+        "run",
+        cmd_run,
+        "run a runbook: detect, diagnose, remediate (with approval), verify",
+        [targets, runbooks, as_json, journal],
+    )
+    run.add_argument(
+        "--yes", action="store_true", help="approve every remediation step (non-interactive use)"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run the read-only phases; show remediation commands without running them",
+    )
+    run.add_argument("-v", "--verbose", action="count", default=0, help="stream every command and its output")
+    history = add("history", cmd_history, "list past runs from the journal", [journal, as_json])
+    history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    history.add_argument("--runbook", metavar="ID", help="only runs of this runbook")
+    show_run = add(
+        "show-run", cmd_show_run, "show one run: every step, output and approval", [journal, as_json]
+    )
+    show_run.add_argument("run_id", metavar="RUN_ID", help="run id, or an unambiguous prefix of it")
+    show_run.add_argument(
+        "--output", action="store_true", help="show complete (journaled) output of every step"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cairn`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    if getattr(args, "verbose", 0) > 1:
+        import logging  # noqa: PLC0415
+
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
+    from engine.errors import CairnError, RunbookInvalid  # noqa: PLC0415
+
+    try:
+        code: int = args.handler(args)
+    except RunbookInvalid as exc:
+        print(f"cairn: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CairnError as exc:
+        return _usage(str(exc))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `cairn history | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

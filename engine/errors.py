@@ -1,0 +1,106 @@
+"""Cairn's exceptions: faults in the engine's *inputs*, never a failing step.
+
+A step that exits non-zero, times out or finds the pitfall is a ``StepResult``,
+not an exception. Exceptions are for things a human must fix before anything
+can run: a bad runbook, inventory, input value, template or journal.
+
+    CairnError
+     ├── RunbookInvalid        a runbook file has problems (carries every Problem)
+     ├── RunbookNotFound       no runbook with that id in the searched folders
+     ├── InputError            an -e value is unknown, missing or of the wrong type
+     ├── TemplateError         a template or expression failed to render/evaluate
+     ├── InventoryError        the inventory is malformed or a pattern matches nothing
+     ├── ExecutorError         a host cannot be reached the way it asks to be
+     └── JournalError          the run journal cannot be opened or has no such run
+
+Every error's ``str()`` names the thing and says what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a runbook file, located precisely."""
+
+    file: str
+    line: int
+    column: int
+    pointer: str
+    """JSON pointer into the document, e.g. ``/detect/0/timeout``; ``""`` is the root."""
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        at = f" [{self.pointer}]" if self.pointer else ""
+        return f"{where}:{at} {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        """The problem as plain data, for ``--json`` output."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "pointer": self.pointer,
+            "message": self.message,
+        }
+
+
+class CairnError(Exception):
+    """Root of every error Cairn raises on purpose."""
+
+
+class RunbookInvalid(CairnError):
+    """A runbook file failed to load; ``problems`` lists every reason."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{file}: {len(problems)} {noun}; fix them and retry:\n{lines}")
+
+
+class RunbookNotFound(CairnError):
+    """No runbook has the requested id."""
+
+    def __init__(self, runbook_id: str, searched: list[str], known: list[str]) -> None:
+        self.runbook_id = runbook_id
+        hint = f" Known ids: {', '.join(sorted(known))}." if known else ""
+        where = ", ".join(searched) or "(no folders)"
+        super().__init__(
+            f"no runbook with id {runbook_id!r} in {where}.{hint} "
+            "Use `cairn list` to see them, or --runbooks DIR to look elsewhere."
+        )
+
+
+class InputError(CairnError):
+    """A runbook input was given a bad value, an unknown name, or none at all."""
+
+
+class TemplateError(CairnError):
+    """A template or expression failed; names the step and field it came from."""
+
+    def __init__(self, message: str, *, step_id: str = "", field: str = "") -> None:
+        self.step_id = step_id
+        self.field = field
+        where = f"step {step_id!r} {field}: " if step_id else (f"{field}: " if field else "")
+        super().__init__(f"{where}{message}")
+
+
+class InventoryError(CairnError):
+    """The inventory cannot be read, or a host pattern selects no host."""
+
+
+class ExecutorError(CairnError):
+    """A host cannot be reached: unsupported connection, refused, bad host key …"""
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(f"{host}: {message}")
+
+
+class JournalError(CairnError):
+    """The journal cannot be opened or written, or a run id is unknown."""

@@ -1,0 +1,140 @@
+"""One typed event stream for a run; the journal, CLI, TUI and server all read it.
+
+Events are frozen dataclasses carrying the run id, a per-run counter and a
+timestamp. The :class:`EventBus` delivers them synchronously, in order, to every
+subscriber, so a subscriber that writes (the journal) has committed an event
+before the runner takes its next step. Secrets are redacted by the runner
+before an event is built; subscribers never see them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from engine.model import HostReport, Phase, RunReport, StepResult
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A sortable, unique run id: ``20261128-020301-3fa2c1``."""
+    stamp = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
+    return f"{stamp:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event: which run, in what order, when."""
+
+    run_id: str
+    seq: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    """A run began; carries everything the journal keeps about it."""
+
+    runbook_id: str
+    runbook_path: str
+    runbook_sha256: str
+    runbook_text: str
+    hosts: tuple[str, ...]
+    inputs: dict[str, Any]
+    """Input values with secrets replaced by ``***``."""
+    started_by: str
+    trigger: dict[str, Any] = field(default_factory=dict)
+    """What started it: ``{"kind": "cli"}``, or the alert for alert-started runs."""
+    dry_run: bool = False
+    last_phase: str = Phase.VERIFY.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(Event):
+    """A step began on a host (after its ``when`` and approval)."""
+
+    host: str
+    phase: Phase
+    step_id: str
+    title: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutput(Event):
+    """Complete lines of output from a running step."""
+
+    host: str
+    phase: Phase
+    step_id: str
+    stream: str
+    """``stdout`` or ``stderr``."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepApproval(Event):
+    """A human (or ``--yes``, or the lack of a terminal) decided on a step."""
+
+    host: str
+    phase: Phase
+    step_id: str
+    command: str
+    approved: bool
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinished(Event):
+    """A step has its result."""
+
+    result: StepResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFinished(Event):
+    """Every phase is done on a host."""
+
+    report: HostReport
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    """The run reached its end, or was interrupted."""
+
+    report: RunReport
+
+
+Subscriber = Callable[[Event], None]
+E = TypeVar("E", bound=Event)
+
+
+class EventBus:
+    """Numbers events and hands each to every subscriber, in subscription order."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._subscribers: list[Subscriber] = []
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Deliver every later event to ``subscriber``."""
+        self._subscribers.append(subscriber)
+
+    def emit(self, kind: type[E], **fields: Any) -> E:
+        """Build an event of ``kind`` and deliver it; returns it."""
+        with self._lock:
+            self._seq += 1
+            event = kind(run_id=self.run_id, seq=self._seq, at=time.time(), **fields)
+            for subscriber in self._subscribers:
+                subscriber(event)
+        return event

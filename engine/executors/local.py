@@ -1,0 +1,192 @@
+"""Run commands on this machine: ``bash -c`` in its own process group.
+
+On timeout or cancel the whole process group is killed (SIGTERM, then SIGKILL
+after a grace period), not merely abandoned, and the output read so far is kept.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+
+from engine.executors import OutputCallback
+from engine.model import CommandResult, Host
+
+log = logging.getLogger(__name__)
+
+SHELL = "/bin/bash"
+MAX_CAPTURE = 8 * 1024 * 1024
+"""Bytes of each stream kept in memory; streaming callbacks still see everything."""
+KILL_GRACE = 2.0
+"""Seconds between SIGTERM and SIGKILL for a timed-out process group."""
+_EXIT_DRAIN = 1.0
+"""After the command exits, seconds to wait for a background child to close the pipes."""
+_POLL = 0.1
+
+
+class _Stream:
+    def __init__(self, name: str, on_output: OutputCallback | None) -> None:
+        self.name = name
+        self.chunks: list[str] = []
+        self.size = 0
+        self.truncated = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._on_output = on_output
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        text = self._decoder.decode(data, final=final)
+        if not text:
+            return
+        if self._on_output:
+            self._on_output(self.name, text)
+        if self.size < MAX_CAPTURE:
+            self.chunks.append(text)
+            self.size += len(data)
+        else:
+            self.truncated = True
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` is running (zombies waiting to be reaped do not count)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:  # no /proc: fall back to asking the kernel, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def kill_process_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE) -> None:
+    """SIGTERM ``proc``'s process group, wait up to ``grace`` seconds, then SIGKILL what is left."""
+    pgid = proc.pid  # start_new_session=True made the leader's pid the group id
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or the group never looks empty
+        if not group_alive(pgid):
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class LocalExecutor:
+    """Runs commands on this machine."""
+
+    def __init__(self, shell: str = SHELL) -> None:
+        self.shell = shell
+
+    def run(
+        self,
+        host: Host,
+        command: str,
+        *,
+        timeout: float,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CommandResult:
+        """Run ``command`` with bash; see the module docstring for timeout semantics."""
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [self.shell, "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        streams = {
+            proc.stdout.fileno(): _Stream("stdout", on_output),
+            proc.stderr.fileno(): _Stream("stderr", on_output),
+        }
+        timed_out = cancelled = False
+        try:
+            timed_out, cancelled = self._pump(proc, streams, started + timeout, cancel)
+        except BaseException:
+            # Ctrl-C or a failing subscriber: never leave the command running behind us.
+            kill_process_group(proc)
+            proc.wait()
+            raise
+        finally:
+            for stream in streams.values():
+                stream.feed(b"", final=True)
+            proc.stdout.close()
+            proc.stderr.close()
+        if timed_out or cancelled:
+            kill_process_group(proc)
+        rc = proc.wait()
+        out, err = streams[min(streams)], streams[max(streams)]
+        return CommandResult(
+            rc=None if timed_out or cancelled else rc,
+            stdout=out.text,
+            stderr=err.text,
+            duration=time.monotonic() - started,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            truncated=out.truncated or err.truncated,
+        )
+
+    def _pump(
+        self,
+        proc: subprocess.Popen[bytes],
+        streams: dict[int, _Stream],
+        deadline: float,
+        cancel: threading.Event | None,
+    ) -> tuple[bool, bool]:
+        """Read both pipes until EOF, the deadline or a cancel; returns (timed_out, cancelled)."""
+        exited_at: float | None = None
+        with selectors.DefaultSelector() as selector:
+            for fd in streams:
+                os.set_blocking(fd, False)
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                now = time.monotonic()
+                if cancel is not None and cancel.is_set():
+                    return False, True
+                if now >= deadline:
+                    return True, False
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                if exited_at is not None and now - exited_at > _EXIT_DRAIN:
+                    log.debug("pid %d exited; a background child still holds its output open", proc.pid)
+                    return False, False
+                for key, _ in selector.select(timeout=min(_POLL, deadline - now)):
+                    fd = int(key.fd)
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if data:
+                        streams[fd].feed(data)
+                    else:
+                        selector.unregister(fd)
+        return False, False
+
+    def close(self) -> None:
+        """Nothing to release for local commands."""

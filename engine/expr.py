@@ -1,0 +1,309 @@
+"""Templates and expressions: Jinja2 in an immutable sandbox, with shell-quoting.
+
+Three uses, one language (the one Ansible users already write):
+
+* **commands** (``run:``): every ``{{ value }}`` is shell-quoted, so an alert
+  label such as ``node1; rm -rf /`` stays one argument. Lists become several
+  quoted arguments. ``{{ value | unquoted }}`` opts out, explicitly.
+* **text** (``manual:`` instructions, trigger targets): rendered as is.
+* **expressions** (``when:``, ``expect:``): evaluated to a Python value.
+
+Undefined names are errors, never silently empty: an empty string in a shell
+command is how ``rm -rf /{{ dir }}`` goes wrong. :func:`check` inspects a
+template without running it, for ``cairn validate``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.errors import TemplateError
+from engine.model import parse_duration
+
+# Names a template may use at the top level. Expectations also see the step's own output.
+TEMPLATE_NAMES = frozenset({"target", "vars", "inputs", "steps", "alert", "run"})
+EXPECT_NAMES = TEMPLATE_NAMES | {"out", "rc", "stdout", "stderr"}
+
+_WRAPPED = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
+
+
+class Unquoted(str):
+    """A string the template author marked as trusted shell text (``| unquoted``)."""
+
+    __slots__ = ()
+
+
+def shell_quote(value: Any) -> str:
+    """One value as shell text: strings quoted, lists as several quoted words."""
+    if isinstance(value, Unquoted):
+        return str(value)
+    if value is None:
+        return "''"
+    if isinstance(value, list | tuple):
+        return " ".join(shell_quote(v) for v in value)
+    return shlex.quote(str(value))
+
+
+def _plain(value: Any) -> Any:
+    return "" if value is None else value
+
+
+# --------------------------------------------------------------------------- filters and tests
+
+
+def _unquoted(value: Any) -> Unquoted:
+    return Unquoted("" if value is None else value)
+
+
+def _regex_search(value: Any, pattern: str, group: int | str = 0) -> str | None:
+    found = re.search(pattern, str(value), re.MULTILINE)
+    return found.group(group) if found else None
+
+
+def _regex_findall(value: Any, pattern: str) -> list[Any]:
+    return re.findall(pattern, str(value), re.MULTILINE)
+
+
+def _regex_replace(value: Any, pattern: str, replacement: str = "") -> str:
+    return re.sub(pattern, replacement, str(value), flags=re.MULTILINE)
+
+
+def _test_match(value: Any, pattern: str) -> bool:
+    return re.match(pattern, str(value)) is not None
+
+
+def _test_search(value: Any, pattern: str) -> bool:
+    return re.search(pattern, str(value)) is not None
+
+
+def _version_key(text: str) -> tuple[tuple[int, str], ...]:
+    # "4.19.113-300.el7" -> ((4,''), (19,''), (113,''), (300,''), (0,'el'), (7,'')):
+    # numbers compare as numbers, so 4.19.113 > 4.19.9.
+    return tuple(
+        (int(part), "") if part.isdigit() else (0, part) for part in re.findall(r"\d+|[A-Za-z]+", text)
+    )
+
+
+_VERSION_OPS = {
+    "<": lambda a, b: a < b,
+    "lt": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "le": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "gt": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "ge": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "eq": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "ne": lambda a, b: a != b,
+}
+
+
+def _test_version(value: Any, other: str, operator: str = "==") -> bool:
+    """Ansible's ``version`` test: ``kernel is version('4.19.113', '<')``."""
+    if operator not in _VERSION_OPS:
+        raise ValueError(f"version test: unknown operator {operator!r}")
+    return bool(_VERSION_OPS[operator](_version_key(str(value)), _version_key(str(other))))
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+FILTERS: dict[str, Any] = {
+    "unquoted": _unquoted,
+    "quote": shlex.quote,
+    "regex_search": _regex_search,
+    "regex_findall": _regex_findall,
+    "regex_replace": _regex_replace,
+    "to_json": lambda v: json.dumps(v, sort_keys=True, default=str),
+    "from_json": json.loads,
+    "duration": _duration,
+}
+TESTS: dict[str, Any] = {"match": _test_match, "search": _test_search, "version": _test_version}
+GLOBALS: dict[str, Any] = {"now": time.time}
+
+
+def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        finalize=finalize,
+    )
+    env.filters.update(FILTERS)
+    env.tests.update(TESTS)
+    env.globals.update(GLOBALS)
+    return env
+
+
+_COMMAND_ENV = _environment(shell_quote)
+_TEXT_ENV = _environment(_plain)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@lru_cache(maxsize=2048)
+def _compiled_command(source: str) -> Any:
+    return _COMMAND_ENV.from_string(source)
+
+
+@lru_cache(maxsize=2048)
+def _compiled_text(source: str) -> Any:
+    return _TEXT_ENV.from_string(source)
+
+
+@lru_cache(maxsize=2048)
+def _compiled_expression(source: str) -> Any:
+    return _TEXT_ENV.compile_expression(unwrap(source), undefined_to_none=False)
+
+
+def unwrap(expression: str) -> str:
+    """``{{ a == b }}`` -> ``a == b``; bare expressions pass unchanged."""
+    wrapped = _WRAPPED.match(expression)
+    if wrapped and "{{" not in wrapped.group(1) and "}}" not in wrapped.group(1):
+        return wrapped.group(1).strip()
+    return expression.strip()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, SecurityError):
+        return f"not allowed in the sandbox: {exc}"
+    if isinstance(exc, JinjaTemplateError):
+        return str(exc.message or exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def render_command(source: str, context: Mapping[str, Any], *, step_id: str = "") -> str:
+    """Render a ``run:`` command, shell-quoting every interpolated value."""
+    try:
+        return str(_compiled_command(source).render(context)).strip()
+    except Exception as exc:
+        raise TemplateError(_describe(exc), step_id=step_id, field="run") from exc
+
+
+def render_text(source: str, context: Mapping[str, Any], *, step_id: str = "", field: str = "") -> str:
+    """Render text for humans or non-shell consumers (no quoting)."""
+    try:
+        return str(_compiled_text(source).render(context))
+    except Exception as exc:
+        raise TemplateError(_describe(exc), step_id=step_id, field=field) from exc
+
+
+def evaluate(expression: str, context: Mapping[str, Any], *, step_id: str = "", field: str = "") -> Any:
+    """Evaluate a ``when``/``expect`` expression to a Python value."""
+    try:
+        return _compiled_expression(expression)(**context)
+    except Exception as exc:
+        raise TemplateError(_describe(exc), step_id=step_id, field=field) from exc
+
+
+def render_data(value: Any, context: Mapping[str, Any], *, step_id: str = "", field: str = "") -> Any:
+    """Render every string inside a nested structure (ansible args)."""
+    if isinstance(value, str):
+        return render_text(value, context, step_id=step_id, field=field)
+    if isinstance(value, Mapping):
+        return {k: render_data(v, context, step_id=step_id, field=field) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_data(v, context, step_id=step_id, field=field) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateCheck:
+    """What :func:`check` learned about a template without rendering it."""
+
+    errors: tuple[str, ...] = ()
+    names: frozenset[str] = frozenset()
+    """Top-level variables it reads."""
+    step_refs: frozenset[str] = frozenset()
+    """Step ids it reads through ``steps.<id>`` / ``steps['<id>']``."""
+    input_refs: frozenset[str] = frozenset()
+    unquoted: bool = False
+    dynamic_refs: tuple[str, ...] = field(default=())
+    """Namespaces indexed with a computed key (``steps[x]``): cannot be checked."""
+
+
+def _free_names(ast: nodes.Template) -> set[str]:
+    # Names read but never assigned (loop variables, {% set %}) anywhere in the
+    # template. Coarser than jinja2.meta's scoping, but it needs no code
+    # generation, so it is fast and cannot fail on a template with other errors.
+    loaded, stored = set(), set()
+    for name in ast.find_all(nodes.Name):
+        (stored if name.ctx in ("store", "param") else loaded).add(name.name)
+    if any(True for _ in ast.find_all(nodes.For)):
+        stored.add("loop")
+    if any(True for _ in ast.find_all((nodes.Macro, nodes.CallBlock))):
+        stored.update(("caller", "varargs", "kwargs"))
+    return loaded - stored
+
+
+def _refs(ast: nodes.Template, namespace: str) -> tuple[set[str], bool]:
+    found: set[str] = set()
+    dynamic = False
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        inner = node.node
+        if not (isinstance(inner, nodes.Name) and inner.name == namespace):
+            continue
+        if isinstance(node, nodes.Getattr):
+            found.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add(node.arg.value)
+        else:
+            dynamic = True
+    return found, dynamic
+
+
+@lru_cache(maxsize=4096)
+def check(source: str, *, expression: bool = False) -> TemplateCheck:
+    """Parse a template (or an expression) and report what it uses and what is wrong."""
+    text = "{{ " + unwrap(source) + " }}" if expression else source
+    try:
+        ast = _TEXT_ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        where = f" (template line {exc.lineno})" if not expression and exc.lineno > 1 else ""
+        return TemplateCheck(errors=(f"does not compile: {exc.message}{where}",))
+    errors: list[str] = []
+    for flt in ast.find_all(nodes.Filter):
+        if flt.name not in _TEXT_ENV.filters:
+            errors.append(f"uses unknown filter {flt.name!r}{_suggest(flt.name, _TEXT_ENV.filters)}")
+    for tst in ast.find_all(nodes.Test):
+        if tst.name not in _TEXT_ENV.tests:
+            errors.append(f"uses unknown test {tst.name!r}{_suggest(tst.name, _TEXT_ENV.tests)}")
+    names = frozenset(_free_names(ast) - set(_TEXT_ENV.globals))
+    step_refs, step_dynamic = _refs(ast, "steps")
+    input_refs, input_dynamic = _refs(ast, "inputs")
+    dynamic = tuple(n for n, d in (("steps", step_dynamic), ("inputs", input_dynamic)) if d)
+    unquoted = any(f.name == "unquoted" for f in ast.find_all(nodes.Filter))
+    return TemplateCheck(
+        errors=tuple(errors),
+        names=names,
+        step_refs=frozenset(step_refs),
+        input_refs=frozenset(input_refs),
+        unquoted=unquoted,
+        dynamic_refs=dynamic,
+    )
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    from difflib import get_close_matches  # noqa: PLC0415 - only on the error path
+
+    close = get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,1 @@
+"""Practice labs: reproduce a pitfall's symptoms on this machine, for training and tests."""

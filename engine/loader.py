@@ -1,0 +1,270 @@
+"""YAML file -> validated :class:`~engine.model.Runbook`, or every problem with file:line.
+
+The only place that turns dicts into the model. Reading (:mod:`engine.yamlsource`),
+the schema (:mod:`engine.schema`) and the semantic checks (:mod:`engine.semantics`)
+each add problems; a runbook is built only when there are none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import schema, semantics
+from engine.errors import Problem, RunbookInvalid, RunbookNotFound
+from engine.model import (
+    DEFAULT_TIMEOUT,
+    AnsibleAction,
+    InputSpec,
+    InputType,
+    OnTimeout,
+    ParseKind,
+    ParseSpec,
+    Reference,
+    Runbook,
+    Severity,
+    Step,
+    StepKind,
+    Trigger,
+    parse_duration,
+)
+from engine.yamlsource import Document, parse_yaml_bytes, read_yaml_file
+
+log = logging.getLogger(__name__)
+
+RUNBOOK_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """One file: the runbook when it is valid, else its problems."""
+
+    path: str
+    runbook: Runbook | None
+    problems: tuple[Problem, ...] = ()
+    declared_id: str = ""
+    """The ``id`` the file declares, even when it is invalid."""
+
+
+def check_document(doc: Document) -> LoadResult:
+    """Validate a parsed document and build its runbook when it has no problem."""
+    if not doc.problems:
+        if not isinstance(doc.data, dict):
+            doc.add(
+                "",
+                f"a runbook is a mapping of keys (id, title, severity, …), but this file holds {_kind(doc.data)}",
+            )
+        else:
+            for issue in schema.validate(doc.data):
+                doc.add(issue.pointer, issue.message, key=issue.at_key)
+            semantics.check(doc)
+    problems = tuple(sorted(doc.problems, key=lambda p: (p.line, p.column, p.message)))
+    declared = doc.data.get("id") if isinstance(doc.data, dict) else None
+    declared_id = declared if isinstance(declared, str) else Path(doc.file).stem
+    if problems:
+        return LoadResult(doc.file, None, problems, declared_id)
+    return LoadResult(doc.file, _build_runbook(doc.data, doc), (), declared_id)
+
+
+def check_file(path: Path | str, *, display: str | None = None) -> LoadResult:
+    """Load one file, collecting problems instead of raising."""
+    return check_document(read_yaml_file(Path(path), display=display))
+
+
+def check_text(text: str | bytes, name: str = "<text>") -> LoadResult:
+    """Load a runbook from text (tests, stdin)."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return check_document(parse_yaml_bytes(raw, name))
+
+
+def load_runbook(path: Path | str) -> Runbook:
+    """Load one valid runbook; raise :class:`RunbookInvalid` listing every problem."""
+    result = check_file(path)
+    if result.runbook is None:
+        raise RunbookInvalid(result.path, list(result.problems))
+    return result.runbook
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a single string"
+    return f"a single {type(value).__name__} value"
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _build_runbook(data: dict[str, Any], doc: Document) -> Runbook:
+    verify_raw = data.get("verify", "detect")
+    return Runbook(
+        id=data["id"],
+        title=data["title"],
+        severity=Severity(data["severity"]),
+        summary=data["summary"],
+        tags=tuple(data.get("tags", ())),
+        symptoms=tuple(data.get("symptoms", ())),
+        cause=data.get("cause", ""),
+        references=tuple(Reference(r["title"], r["url"]) for r in data.get("references", ())),
+        triggers=tuple(Trigger(tuple(t["matchers"]), t["target"]) for t in data.get("triggers", ())),
+        inputs=tuple(_build_input(name, spec) for name, spec in data.get("inputs", {}).items()),
+        targets=data.get("targets", "all"),
+        detect=_build_steps(data, "detect", doc),
+        diagnose=_build_steps(data, "diagnose", doc),
+        remediate=_build_steps(data, "remediate", doc),
+        verify=() if verify_raw == "detect" else _build_steps(data, "verify", doc),
+        verify_is_detect=verify_raw == "detect",
+        source_path=doc.file,
+        source_text=doc.text,
+        sha256=hashlib.sha256(doc.text.encode("utf-8")).hexdigest(),
+    )
+
+
+def _build_input(name: str, spec: dict[str, Any]) -> InputSpec:
+    kind = InputType(spec["type"])
+    default = spec.get("default")
+    if kind is InputType.DURATION and "default" in spec:
+        default = parse_duration(default)
+    return InputSpec(
+        name=name,
+        type=kind,
+        description=spec.get("description", ""),
+        default=default,
+        has_default="default" in spec,
+        secret=spec.get("secret", False),
+        choices=tuple(spec.get("choices", ())),
+    )
+
+
+def _build_parse(raw: Any) -> ParseSpec:
+    if raw is None:
+        return ParseSpec()
+    if isinstance(raw, str):
+        return ParseSpec(kind=ParseKind(raw))
+    if "regex" in raw:
+        return ParseSpec(kind=ParseKind.REGEX, pattern=raw["regex"])
+    table = raw["table"] or {}
+    return ParseSpec(
+        kind=ParseKind.TABLE,
+        columns=tuple(table.get("columns", ())),
+        separator=table.get("separator"),
+    )
+
+
+def _build_steps(data: dict[str, Any], phase: str, doc: Document) -> tuple[Step, ...]:
+    steps = []
+    for index, raw in enumerate(data.get(phase, ())):
+        ptr = f"/{phase}/{index}"
+        if "run" in raw:
+            kind = StepKind.RUN
+        elif "manual" in raw:
+            kind = StepKind.MANUAL
+        else:
+            kind = StepKind.ANSIBLE
+        ansible = raw.get("ansible")
+        steps.append(
+            Step(
+                id=raw["id"],
+                title=raw["title"],
+                kind=kind,
+                why=raw.get("why", ""),
+                run=raw.get("run", ""),
+                instructions=raw.get("manual", ""),
+                ansible=AnsibleAction(
+                    module=ansible.get("module", ""),
+                    args=ansible.get("args"),
+                    playbook=ansible.get("playbook", ""),
+                    become=ansible.get("become", False),
+                )
+                if ansible
+                else None,
+                when=raw.get("when", ""),
+                expect=raw.get("expect", ""),
+                report=raw.get("report", ""),
+                timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
+                on_timeout=OnTimeout(raw.get("on_timeout", "error")),
+                parse=_build_parse(raw.get("parse")),
+                exit_codes=tuple(raw.get("exit_codes", (0,))),
+                confirm=raw.get("confirm", phase == "remediate"),
+                tradeoff=raw.get("tradeoff", ""),
+                pointer=ptr,
+                line=doc.where(ptr)[0],
+            )
+        )
+    return tuple(steps)
+
+
+# --------------------------------------------------------------------------- library
+
+
+@dataclass
+class Library:
+    """Every runbook found in some folders or files, valid or not."""
+
+    searched: list[str] = field(default_factory=list)
+    results: list[LoadResult] = field(default_factory=list)
+
+    @property
+    def runbooks(self) -> list[Runbook]:
+        """The valid runbooks, by id."""
+        return sorted((r.runbook for r in self.results if r.runbook), key=lambda rb: rb.id)
+
+    @property
+    def invalid(self) -> list[LoadResult]:
+        """Files that failed to load."""
+        return [r for r in self.results if r.runbook is None]
+
+    def get(self, runbook_id: str) -> Runbook:
+        """The runbook with ``runbook_id``; a clear error when it is absent or invalid."""
+        for result in self.results:
+            if result.runbook and result.runbook.id == runbook_id:
+                return result.runbook
+        for result in self.invalid:
+            if result.declared_id == runbook_id:
+                raise RunbookInvalid(result.path, list(result.problems))
+        raise RunbookNotFound(runbook_id, self.searched, [rb.id for rb in self.runbooks])
+
+
+def runbook_files(paths: Iterable[Path]) -> list[Path]:
+    """YAML files named by ``paths``: files as given, folders searched recursively."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in RUNBOOK_SUFFIXES and p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+def load_library(paths: Iterable[Path]) -> Library:
+    """Load every runbook under ``paths``; duplicate ids are problems of the later file."""
+    paths = list(paths)
+    library = Library(searched=[str(p) for p in paths])
+    seen: dict[str, str] = {}
+    for file in runbook_files(paths):
+        result = check_file(file)
+        runbook = result.runbook
+        if runbook is not None:
+            if runbook.id in seen:
+                line = next(
+                    (i + 1 for i, ln in enumerate(runbook.source_text.splitlines()) if ln.startswith("id:")),
+                    1,
+                )
+                problem = Problem(
+                    result.path,
+                    line,
+                    1,
+                    "/id",
+                    f"runbook id {runbook.id!r} is already used by {seen[runbook.id]}; ids must be unique",
+                )
+                result = LoadResult(result.path, None, (problem,), runbook.id)
+            else:
+                seen[runbook.id] = result.path
+        library.results.append(result)
+    log.debug("loaded %d runbooks (%d invalid)", len(library.runbooks), len(library.invalid))
+    return library

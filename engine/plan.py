@@ -1,0 +1,104 @@
+"""Plan: the exact commands each target would run, rendered, without running anything.
+
+Steps whose command or condition reads an earlier step's result can only be
+rendered at run time; the plan says so and shows the template instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine import expr
+from engine.errors import TemplateError
+from engine.inputs import Redactor
+from engine.model import Host, Phase, Runbook, Step, StepKind
+from engine.runner import phases_until
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """One step on one host as it would run."""
+
+    phase: Phase
+    step: Step
+    text: str
+    """Rendered command or instructions; the raw template when ``deferred``."""
+    deferred: str = ""
+    """Why it can only be rendered at run time (it reads ``steps.<id>``)."""
+    condition: str = ""
+    """``""`` (always runs), ``skip`` (its ``when`` is false now) or ``run time`` (decided later)."""
+    error: str = ""
+    """A template that fails to render for this host."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPlan:
+    """Every planned step on one host."""
+
+    host: Host
+    steps: tuple[PlannedStep, ...]
+
+
+def plan_run(
+    runbook: Runbook,
+    hosts: list[Host],
+    inputs: Mapping[str, Any],
+    *,
+    last_phase: Phase = Phase.VERIFY,
+    alert: Mapping[str, Any] | None = None,
+) -> list[HostPlan]:
+    """Render every step of the phases a run would go through, for every host."""
+    redact = Redactor.for_inputs(runbook, inputs)
+    plans = []
+    for host in hosts:
+        context = {
+            "target": host.name,
+            "vars": host.vars,
+            "inputs": dict(inputs),
+            "steps": {},
+            "alert": alert,
+            "run": {"id": "(plan)", "phase": "", "dry_run": True},
+        }
+        steps = [
+            _plan_step(phase, step, context | {"run": context["run"] | {"phase": phase.value}}, redact)
+            for phase in phases_until(last_phase)
+            for step in runbook.steps(phase)
+        ]
+        plans.append(HostPlan(host, tuple(steps)))
+    return plans
+
+
+def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redactor) -> PlannedStep:
+    source = step.instructions if step.kind is StepKind.MANUAL else step.run
+    if step.kind is StepKind.ANSIBLE and step.ansible:
+        action = step.ansible
+        source = (
+            f"ansible {action.module} {action.args!r}"
+            if action.module
+            else f"ansible-playbook {action.playbook}"
+        )
+    condition = ""
+    if step.when:
+        if expr.check(step.when, expression=True).step_refs:
+            condition = "run time"
+        else:
+            try:
+                condition = "" if expr.evaluate(step.when, context, step_id=step.id, field="when") else "skip"
+            except TemplateError as exc:
+                return PlannedStep(phase, step, source, error=str(exc))
+    refs = expr.check(source).step_refs if step.kind is not StepKind.ANSIBLE else frozenset()
+    if refs:
+        reads = ", ".join(f"steps.{r}" for r in sorted(refs))
+        return PlannedStep(phase, step, source, deferred=f"reads {reads}", condition=condition)
+    if step.kind is StepKind.ANSIBLE:
+        return PlannedStep(phase, step, source, condition=condition)
+    try:
+        if step.kind is StepKind.MANUAL:
+            text = expr.render_text(source, context, step_id=step.id, field="manual")
+        else:
+            text = expr.render_command(source, context, step_id=step.id)
+    except TemplateError as exc:
+        return PlannedStep(phase, step, source, condition=condition, error=str(exc))
+    return PlannedStep(phase, step, redact(text), condition=condition)

@@ -1,0 +1,335 @@
+"""Text and data views of runbooks, plans, reports and journal records.
+
+Pure functions returning strings or JSON-ready data; the CLI prints them, the
+TUI and ``cairn docs`` reuse them. No I/O here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable
+from enum import Enum
+from typing import Any
+
+from engine.errors import Problem
+from engine.journal import RunRecord
+from engine.loader import LoadResult
+from engine.model import Phase, Runbook, RunReport, Step, StepKind, StepResult, format_duration
+from engine.plan import HostPlan
+
+STATUS_MARK = {
+    "ok": "ok",
+    "finding": "FINDING",
+    "error": "ERROR",
+    "timeout": "TIMEOUT",
+    "skipped": "skipped",
+    "declined": "declined",
+    "running": "running",
+}
+
+
+def as_data(value: Any) -> Any:
+    """Dataclasses, enums and tuples -> JSON-ready dicts, strings and lists."""
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): as_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_data(v) for v in value]
+    return value
+
+
+def when(ts: float | None) -> str:
+    """Local time of a timestamp, to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Left-aligned columns; the last column is not padded."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)] + [str(row[-1])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    """Every line of ``text`` prefixed."""
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def problems_text(results: Iterable[LoadResult]) -> tuple[str, int, int]:
+    """(report, files with problems, problem count) for ``cairn validate``."""
+    lines: list[str] = []
+    bad = count = 0
+    for result in results:
+        if result.problems:
+            bad += 1
+            count += len(result.problems)
+            lines.extend(str(p) for p in result.problems)
+        else:
+            lines.append(f"{result.path}: ok ({result.declared_id})")
+    return "\n".join(lines), bad, count
+
+
+def problem_data(problem: Problem) -> dict[str, Any]:
+    """One problem for ``--json``."""
+    return problem.as_dict()
+
+
+# --------------------------------------------------------------------------- knowledge
+
+
+def knowledge_markdown(runbook: Runbook) -> str:
+    """The runbook's knowledge and steps as Markdown: training material."""
+    out = [f"# {runbook.title}", ""]
+    meta = f"**id** `{runbook.id}` · **severity** {runbook.severity.value}"
+    if runbook.tags:
+        meta += " · **tags** " + ", ".join(runbook.tags)
+    if runbook.targets != "all":
+        meta += f" · **targets** `{runbook.targets}`"
+    out += [meta, "", runbook.summary.strip(), ""]
+    if runbook.symptoms:
+        out += ["## Symptoms", ""] + [f"- {s.strip()}" for s in runbook.symptoms] + [""]
+    if runbook.cause:
+        out += ["## Cause", "", runbook.cause.strip(), ""]
+    for phase in (Phase.DETECT, Phase.DIAGNOSE, Phase.REMEDIATE):
+        steps = runbook.steps(phase)
+        if steps:
+            out += [f"## {phase.value.capitalize()}", ""]
+            out += [_step_markdown(i, s) for i, s in enumerate(steps, 1)]
+    out += ["## Verify", ""]
+    if runbook.verify_is_detect:
+        out += ["Re-runs the detect steps; the remediation counts only when they come back clean.", ""]
+    else:
+        out += [_step_markdown(i, s) for i, s in enumerate(runbook.verify, 1)]
+    if runbook.inputs:
+        out += ["## Inputs", ""]
+        for spec in runbook.inputs:
+            default = "" if not spec.has_default else f" (default `{spec.default}`)"
+            secret = " — secret" if spec.secret else ""
+            out.append(
+                f"- `{spec.name}` *{spec.type.value}*{default}{secret}: {spec.description}".rstrip(": ")
+            )
+        out.append("")
+    if runbook.triggers:
+        out += ["## Alerts that start it", ""]
+        out += [f"- `{', '.join(t.matchers)}` → target `{t.target}`" for t in runbook.triggers] + [""]
+    if runbook.references:
+        out += ["## References", ""] + [f"- [{r.title}]({r.url})" for r in runbook.references] + [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _step_markdown(number: int, step: Step) -> str:
+    lines = [f"{number}. **{step.title}** (`{step.id}`, {step.kind.value})"]
+    if step.why:
+        lines.append(indent(step.why.strip(), "   "))
+    if step.kind is StepKind.RUN:
+        lines += ["", "   ```sh", indent(step.run.strip(), "   "), "   ```"]
+    elif step.kind is StepKind.MANUAL:
+        lines += ["", indent(step.instructions.strip(), "   > ")]
+    if step.tradeoff:
+        lines += ["", f"   *Trade-off:* {step.tradeoff.strip()}"]
+    return "\n".join(lines) + "\n"
+
+
+def list_text(runbooks: list[Runbook], invalid: list[LoadResult]) -> str:
+    """``cairn list`` as text."""
+    rows = [[rb.id, rb.severity.value, rb.title, ", ".join(rb.tags)] for rb in runbooks]
+    text = table(rows, ["ID", "SEVERITY", "TITLE", "TAGS"]) if rows else "no valid runbooks"
+    for result in invalid:
+        n = len(result.problems)
+        text += (
+            f"\nINVALID {result.path}: {n} problem{'s' if n != 1 else ''}; see `cairn validate {result.path}`"
+        )
+    return text
+
+
+def runbook_summary(runbook: Runbook) -> dict[str, Any]:
+    """A runbook's identity for ``cairn list --json``."""
+    return {
+        "id": runbook.id,
+        "title": runbook.title,
+        "severity": runbook.severity.value,
+        "tags": list(runbook.tags),
+        "path": runbook.source_path,
+        "steps": {p.value: [s.id for s in runbook.steps(p)] for p in Phase},
+    }
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan_text(runbook: Runbook, plans: list[HostPlan]) -> str:
+    """``cairn plan`` as text."""
+    noun = "host" if len(plans) == 1 else "hosts"
+    out = [f"Plan for {runbook.id} on {len(plans)} {noun} — nothing is run"]
+    for host_plan in plans:
+        out.append(f"\n{host_plan.host.name} (connection: {host_plan.host.connection})")
+        phase: Phase | None = None
+        for planned in host_plan.steps:
+            if planned.phase is not phase:
+                phase = planned.phase
+                suffix = " (re-runs detect)" if phase is Phase.VERIFY and runbook.verify_is_detect else ""
+                out.append(f"  {phase.value}{suffix}")
+            notes = []
+            if planned.step.confirm or planned.step.kind is StepKind.MANUAL:
+                notes.append("needs approval" if planned.step.kind is not StepKind.MANUAL else "manual")
+            if planned.condition == "skip":
+                notes.append(f"skipped: when is false ({planned.step.when})")
+            elif planned.condition:
+                notes.append(f"only if: {planned.step.when}")
+            note = f"  [{'; '.join(notes)}]" if notes else ""
+            out.append(f"    {planned.step.id}: {planned.step.title}{note}")
+            if planned.error:
+                out.append(f"      ! cannot render: {planned.error}")
+            elif planned.deferred:
+                out.append(f"      (rendered at run time: {planned.deferred})")
+                out.append(indent(planned.text.strip(), "      | "))
+            elif planned.step.kind is StepKind.MANUAL:
+                out.append(indent(planned.text.strip(), "      > "))
+            else:
+                out.append(indent(planned.text.strip(), "      $ "))
+    return "\n".join(out)
+
+
+def plan_data(runbook: Runbook, plans: list[HostPlan]) -> dict[str, Any]:
+    """``cairn plan --json``."""
+    return {
+        "runbook": runbook.id,
+        "hosts": [
+            {
+                "host": p.host.name,
+                "connection": p.host.connection,
+                "steps": [
+                    {
+                        "phase": s.phase.value,
+                        "id": s.step.id,
+                        "title": s.step.title,
+                        "kind": s.step.kind.value,
+                        "text": s.text,
+                        "deferred": s.deferred,
+                        "condition": s.condition,
+                        "confirm": s.step.confirm or s.step.kind is StepKind.MANUAL,
+                        "timeout": s.step.timeout,
+                        "error": s.error,
+                    }
+                    for s in p.steps
+                ],
+            }
+            for p in plans
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def step_line(result: StepResult) -> str:
+    """One line for a finished step."""
+    mark = STATUS_MARK.get(result.status.value, result.status.value)
+    took = format_duration(result.duration) if result.duration else ""
+    message = result.message.splitlines()[0] if result.message else ""
+    return f"{result.step_id:<24} {mark:<8} {took:>6}  {message}".rstrip()
+
+
+def summary_text(report: RunReport) -> str:
+    """The end-of-run table: host, outcome, reason."""
+    rows = [[h.host, h.outcome.value, h.reason] for h in report.hosts]
+    text = table(rows, ["HOST", "OUTCOME", "REASON"]) if rows else "no host was run"
+    if report.interrupted:
+        text += "\nthe run was interrupted"
+    return text
+
+
+def history_text(runs: list[RunRecord]) -> str:
+    """``cairn history`` as text."""
+    if not runs:
+        return "no runs yet; start one with `cairn run ID`"
+    rows = []
+    for run in runs:
+        outcomes = ", ".join(sorted({o["outcome"] for o in run.outcomes.values()})) or "-"
+        status = run.status.value + (" (dry run)" if run.dry_run else "")
+        rows.append(
+            [
+                run.id,
+                when(run.started_at),
+                run.runbook_id,
+                _hosts(run.hosts),
+                status,
+                outcomes,
+                _started_by(run),
+            ]
+        )
+    return table(rows, ["RUN", "STARTED", "RUNBOOK", "TARGETS", "STATUS", "OUTCOME", "STARTED BY"])
+
+
+def _hosts(hosts: tuple[str, ...]) -> str:
+    return ", ".join(hosts) if len(hosts) <= 3 else f"{', '.join(hosts[:2])} +{len(hosts) - 2}"
+
+
+def _started_by(run: RunRecord) -> str:
+    kind = run.trigger.get("kind", "cli")
+    return run.started_by if kind == "cli" else f"{kind}: {run.started_by}"
+
+
+def run_text(run: RunRecord, *, full_output: bool = False) -> str:
+    """``cairn show-run`` as text."""
+    out = [
+        f"run {run.id}: {run.runbook_id} — {run.status.value}"
+        + (f", exit {run.exit_code}" if run.exit_code is not None else ""),
+        f"  started   {when(run.started_at)} by {_started_by(run)}",
+        f"  finished  {when(run.finished_at)}",
+        f"  targets   {', '.join(run.hosts)}",
+        f"  inputs    {', '.join(f'{k}={v}' for k, v in run.inputs.items()) or '-'}",
+        f"  runbook   {run.runbook_path} (sha256 {run.runbook_sha256[:12]})",
+        f"  artifacts {run.artifacts}",
+    ]
+    if run.dry_run:
+        out.append("  dry run: remediation was not executed")
+    for host, outcome in run.outcomes.items():
+        out.append(f"  {host}: {outcome['outcome']} — {outcome['reason']}")
+    host = phase = None
+    for step in run.steps:
+        if step.host != host:
+            host, phase = step.host, None
+            out.append(f"\n{host}")
+        if step.phase != phase:
+            phase = step.phase
+            out.append(f"  {phase}")
+        mark = STATUS_MARK.get(step.status, step.status)
+        took = format_duration(step.duration) if step.duration else ""
+        rc = f" rc={step.rc}" if step.rc is not None else ""
+        out.append(f"    {step.step_id:<24} {mark:<8} {took:>6}{rc}  {step.message}".rstrip())
+        if step.command:
+            out.append(indent(step.command.strip(), "      $ "))
+        if step.approval:
+            out.append(f"      approval: {step.approval}")
+        for name, text in (("stdout", step.stdout), ("stderr", step.stderr)):
+            if text.strip():
+                shown = text if full_output else _tail(text, 10)
+                out.append(f"      {name}:")
+                out.append(indent(shown.rstrip(), "        "))
+    if run.approvals:
+        out.append("\napprovals")
+        for a in run.approvals:
+            verdict = "approved" if a.approved else "declined"
+            note = f" — {a.note}" if a.note else ""
+            out.append(f"  {when(a.at)} {a.host} {a.phase}/{a.step_id}: {verdict} by {a.decided_by}{note}")
+    return "\n".join(out)
+
+
+def _tail(text: str, lines: int) -> str:
+    all_lines = text.rstrip().splitlines()
+    if len(all_lines) <= lines:
+        return text
+    return f"[… {len(all_lines) - lines} earlier lines; --output shows all …]\n" + "\n".join(
+        all_lines[-lines:]
+    )

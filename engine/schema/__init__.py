@@ -1,0 +1,214 @@
+"""The runbook format's contract: the JSON Schema, and its errors in plain words.
+
+``runbook.schema.json`` beside this file is the single source of truth for the
+shape of a runbook; editors read it through the ``yaml-language-server``
+modeline. This module turns jsonschema's errors into messages that say what to
+fix, using the schema's own descriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from difflib import get_close_matches
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.yamlsource import pointer
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+
+SCHEMA_PATH = Path(__file__).with_name("runbook.schema.json")
+SCHEMA_ID = "https://cairn.dev/schemas/runbook/v1.schema.json"
+_KINDS = ("run", "manual", "ansible")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaIssue:
+    """A schema violation: where (pointer), what to fix, and whether it points at a key."""
+
+    pointer: str
+    message: str
+    at_key: bool = False
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The runbook JSON Schema as a dict."""
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def schema_text() -> str:
+    """The schema file, exactly as shipped."""
+    return SCHEMA_PATH.read_text(encoding="utf-8")
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator  # noqa: PLC0415 - 0.15 s import, only when validating
+
+    return Draft202012Validator(schema())
+
+
+def validate(data: Any) -> list[SchemaIssue]:
+    """Every schema violation in ``data``, in document order."""
+    issues: list[SchemaIssue] = []
+    for error in _validator().iter_errors(data):
+        issues.extend(_translate(error))
+    return sorted(issues, key=lambda i: i.pointer)
+
+
+def _label(path: tuple[str | int, ...]) -> str:
+    if not path:
+        return "the runbook"
+    last = path[-1]
+    if isinstance(last, int):
+        parent = path[-2] if len(path) > 1 else "item"
+        return f"{parent}[{last}]"
+    return f"{last!r}"
+
+
+def _kind_of(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "empty (null)",
+    }.get(type(value), type(value).__name__)
+
+
+def _expected(types: str | list[str]) -> str:
+    names = {
+        "string": "a string",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+        "array": "a list",
+        "object": "a mapping",
+        "null": "null",
+    }
+    listed = [types] if isinstance(types, str) else types
+    return " or ".join(names.get(t, t) for t in listed)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _described(error: ValidationError) -> str:
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return f" — {description}" if description else ""
+
+
+def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
+    path = tuple(error.absolute_path)
+    ptr = pointer(path)
+    label = _label(path)
+    value = error.instance
+    match error.validator:
+        case "required":
+            missing = [k for k in error.validator_value if not isinstance(value, dict) or k not in value]
+            props = error.schema.get("properties", {})
+            for key in missing:
+                hint = props.get(key, {}).get("description", "")
+                where = "" if not path else f" in {label}"
+                yield SchemaIssue(
+                    ptr, f"missing required key {key!r}{where}; add it" + (f" ({hint})" if hint else "")
+                )
+        case "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            extras = [k for k in value if k not in allowed] if isinstance(value, dict) else []
+            for key in extras:
+                close = get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                yield SchemaIssue(
+                    pointer((*path, key)),
+                    f"unknown key {key!r}; {hint}allowed here: {', '.join(allowed)}",
+                    at_key=True,
+                )
+        case "type":
+            hint = ""
+            if error.validator_value == "string" and isinstance(value, bool | int | float):
+                hint = " (put it in quotes to make it text)"
+            yield SchemaIssue(
+                ptr,
+                f"{label} must be {_expected(error.validator_value)}, not {_kind_of(value)} "
+                f"({_short(value)}){hint}",
+            )
+        case "enum":
+            options = [str(o) for o in error.validator_value]
+            close = get_close_matches(str(value), options, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            yield SchemaIssue(ptr, f"{label} must be one of {', '.join(options)}, not {_short(value)}{hint}")
+        case "const":
+            yield SchemaIssue(ptr, f"{label} must be {error.validator_value!r}, not {_short(value)}")
+        case "pattern" if "propertyNames" in error.relative_schema_path:
+            yield SchemaIssue(
+                pointer((*path, str(value))), f"name {value!r} is not valid{_described(error)}", at_key=True
+            )
+        case "pattern":
+            yield SchemaIssue(ptr, f"{label} has an invalid value {_short(value)}{_described(error)}")
+        case "minLength":
+            yield SchemaIssue(ptr, f"{label} must not be empty")
+        case "maxLength":
+            yield SchemaIssue(ptr, f"{label} is too long (at most {error.validator_value} characters)")
+        case "minItems":
+            n = error.validator_value
+            yield SchemaIssue(ptr, f"{label} needs at least {n} item{'s' if n != 1 else ''}")
+        case "uniqueItems":
+            yield SchemaIssue(ptr, f"{label} lists the same item twice; remove the duplicate")
+        case "minimum" | "exclusiveMinimum":
+            yield SchemaIssue(ptr, f"{label} must be at least {error.validator_value}, not {_short(value)}")
+        case "maximum":
+            yield SchemaIssue(ptr, f"{label} must be at most {error.validator_value}, not {_short(value)}")
+        case "minProperties" | "maxProperties":
+            keys = sorted(error.schema.get("properties", {}))
+            yield SchemaIssue(ptr, f"{label} must have exactly one of: {', '.join(keys)}")
+        case "oneOf" if _is_step_kind(error):
+            yield _step_kind_issue(ptr, label, value)
+        case "oneOf" if path and path[-1] == "ansible":
+            yield SchemaIssue(ptr, "an ansible step takes either module (with args) or playbook, not both")
+        case "anyOf" | "oneOf":
+            yield from _alternatives(error, path, ptr, label, value)
+        case _:
+            yield SchemaIssue(ptr, f"{label}: {error.message}")
+
+
+def _is_step_kind(error: ValidationError) -> bool:
+    branches = error.validator_value
+    return isinstance(branches, list) and all(
+        list(b) == ["required"] and b["required"][0] in _KINDS for b in branches
+    )
+
+
+def _step_kind_issue(ptr: str, label: str, value: Any) -> SchemaIssue:
+    present = [k for k in _KINDS if isinstance(value, dict) and k in value]
+    if not present:
+        return SchemaIssue(
+            ptr, f"{label} does nothing: give it one of run (a command), manual (instructions) or ansible"
+        )
+    return SchemaIssue(
+        ptr,
+        f"{label} has {' and '.join(present)}; a step has exactly one of run, manual or ansible: split it into several steps",
+    )
+
+
+def _alternatives(
+    error: ValidationError, path: tuple[str | int, ...], ptr: str, label: str, value: Any
+) -> Iterator[SchemaIssue]:
+    from jsonschema.exceptions import best_match  # noqa: PLC0415
+
+    deeper = [e for e in (error.context or []) if len(e.absolute_path) > len(path)]
+    if deeper:
+        yield from _translate(best_match(deeper))
+        return
+    yield SchemaIssue(ptr, f"{label} has an invalid value {_short(value)}{_described(error)}")

@@ -1,0 +1,242 @@
+"""Checks the JSON Schema cannot express, reported like schema errors.
+
+Duplicate step ids; templates and expressions that do not compile or use an
+unknown filter; references to unknown or later steps, unknown inputs or unknown
+variables; regular expressions that do not compile; keys that mean nothing for
+a step's kind; input defaults of the wrong type. Works on the raw data and
+skips whatever has the wrong shape (the schema reports that), so one pass
+finds every problem.
+"""
+
+from __future__ import annotations
+
+import re
+from difflib import get_close_matches
+from typing import Any
+
+from engine import expr
+from engine.model import InputType, parse_duration
+from engine.yamlsource import Document, pointer
+
+PHASES = ("detect", "diagnose", "remediate", "verify")
+_RUN_ONLY_KEYS = ("parse", "expect", "report", "exit_codes", "on_timeout", "timeout")
+_MAX_TIMEOUT = 24 * 3600.0
+
+
+def check(doc: Document) -> None:
+    """Append every semantic problem of ``doc.data`` to ``doc.problems``."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return
+    inputs = data.get("inputs") if isinstance(data.get("inputs"), dict) else {}
+    _check_inputs(doc, inputs)
+    steps = _steps_in_order(data)
+    order: dict[str, int] = {}
+    for index, (ptr, step) in enumerate(steps):
+        sid = step.get("id")
+        if not isinstance(sid, str):
+            continue
+        if sid in order:
+            first_ptr = steps[order[sid]][0]
+            line = doc.where(first_ptr)[0]
+            doc.add(f"{ptr}/id", f"duplicate step id {sid!r} (first at line {line}); step ids must be unique")
+        else:
+            order[sid] = index
+    for index, (ptr, step) in enumerate(steps):
+        _check_step(doc, ptr, step, index, order, set(inputs))
+    for i, trigger in enumerate(data.get("triggers") or []):
+        if isinstance(trigger, dict) and isinstance(trigger.get("target"), str):
+            _check_template(
+                doc,
+                f"/triggers/{i}/target",
+                trigger["target"],
+                names=frozenset({"alert", "inputs"}),
+                order=order,
+                inputs=set(inputs),
+                position=-1,
+            )
+
+
+def _steps_in_order(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for phase in PHASES:
+        steps = data.get(phase)
+        if not isinstance(steps, list):
+            continue
+        found.extend((pointer((phase, i)), step) for i, step in enumerate(steps) if isinstance(step, dict))
+    return found
+
+
+def _check_inputs(doc: Document, inputs: dict[str, Any]) -> None:
+    for name, spec in inputs.items():
+        if not isinstance(spec, dict):
+            continue
+        try:
+            kind = InputType(spec.get("type"))
+        except ValueError:
+            continue  # the schema reports it
+        base = pointer(("inputs", name))
+        for key in ("default",):
+            if key in spec:
+                problem = input_value_problem(kind, spec[key])
+                if problem:
+                    doc.add(f"{base}/{key}", f"default of input {name!r} {problem}")
+        for i, choice in enumerate(spec.get("choices") or []):
+            problem = input_value_problem(kind, choice)
+            if problem:
+                doc.add(f"{base}/choices/{i}", f"choice of input {name!r} {problem}")
+        if spec.get("secret") is True and "default" in spec:
+            doc.add(
+                f"{base}/default",
+                f"secret input {name!r} has a default, which anyone who can read the runbook sees; "
+                "remove it and give the value with -e or at the prompt",
+            )
+        choices = spec.get("choices")
+        if isinstance(choices, list) and "default" in spec and spec["default"] not in choices:
+            doc.add(
+                f"{base}/default", f"default {spec['default']!r} of input {name!r} is not one of its choices"
+            )
+
+
+def input_value_problem(kind: InputType, value: Any) -> str:
+    """Why ``value`` is not a valid ``kind``, or ``""`` when it is."""
+    match kind:
+        case InputType.STRING:
+            ok = isinstance(value, str)
+        case InputType.INTEGER:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        case InputType.NUMBER:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        case InputType.BOOLEAN:
+            ok = isinstance(value, bool)
+        case InputType.DURATION:
+            try:
+                parse_duration(value)
+                ok = True
+            except (ValueError, TypeError, AttributeError):
+                ok = False
+    if ok:
+        return ""
+    examples = {
+        InputType.STRING: "text",
+        InputType.INTEGER: "a whole number",
+        InputType.NUMBER: "a number",
+        InputType.BOOLEAN: "true or false",
+        InputType.DURATION: "a duration like 30m",
+    }
+    return f"must be {examples[kind]} (type {kind.value}), not {value!r}"
+
+
+def _check_step(
+    doc: Document, ptr: str, step: dict[str, Any], index: int, order: dict[str, int], inputs: set[str]
+) -> None:
+    phase = ptr.split("/")[1]
+    common = {"order": order, "inputs": inputs, "position": index, "self_id": step.get("id")}
+    if isinstance(step.get("run"), str):
+        _check_template(doc, f"{ptr}/run", step["run"], names=expr.TEMPLATE_NAMES, **common)
+    if isinstance(step.get("manual"), str):
+        _check_template(doc, f"{ptr}/manual", step["manual"], names=expr.TEMPLATE_NAMES, **common)
+        for key in _RUN_ONLY_KEYS:
+            if key in step:
+                doc.add(
+                    f"{ptr}/{key}",
+                    f"{key!r} means nothing for a manual step (it runs no command); remove it",
+                    key=True,
+                )
+    ansible = step.get("ansible")
+    if isinstance(ansible, dict):
+        _check_data_templates(doc, f"{ptr}/ansible/args", ansible.get("args"), common)
+    if isinstance(step.get("when"), str):
+        _check_template(
+            doc, f"{ptr}/when", step["when"], names=expr.TEMPLATE_NAMES, expression=True, **common
+        )
+    if isinstance(step.get("expect"), str):
+        _check_template(
+            doc, f"{ptr}/expect", step["expect"], names=expr.EXPECT_NAMES, expression=True, **common
+        )
+    if isinstance(step.get("report"), str):
+        _check_template(doc, f"{ptr}/report", step["report"], names=expr.EXPECT_NAMES, **common)
+    parse = step.get("parse")
+    if isinstance(parse, dict) and isinstance(parse.get("regex"), str):
+        try:
+            re.compile(parse["regex"])
+        except re.error as exc:
+            doc.add(f"{ptr}/parse/regex", f"regular expression does not compile: {exc}")
+    timeout = step.get("timeout")
+    if isinstance(timeout, str | int) and not isinstance(timeout, bool):
+        try:
+            if parse_duration(timeout) > _MAX_TIMEOUT:
+                doc.add(
+                    f"{ptr}/timeout",
+                    "timeout is longer than a day; nothing in a runbook should wait that long",
+                )
+        except ValueError:
+            pass  # the schema reports the format
+    if phase == "remediate" and step.get("on_timeout") == "finding":
+        doc.add(
+            f"{ptr}/on_timeout",
+            "on_timeout: finding is for detect, diagnose and verify; a remediation that hangs is an error",
+        )
+
+
+def _check_data_templates(doc: Document, ptr: str, value: Any, common: dict[str, Any]) -> None:
+    if isinstance(value, str):
+        _check_template(doc, ptr, value, names=expr.TEMPLATE_NAMES, **common)
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            _check_data_templates(doc, pointer((*_split(ptr), key)), sub, common)
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            _check_data_templates(doc, f"{ptr}/{i}", sub, common)
+
+
+def _split(ptr: str) -> tuple[str, ...]:
+    return tuple(p.replace("~1", "/").replace("~0", "~") for p in ptr.split("/")[1:])
+
+
+def _check_template(
+    doc: Document,
+    ptr: str,
+    source: str,
+    *,
+    names: frozenset[str],
+    order: dict[str, int],
+    inputs: set[str],
+    position: int,
+    expression: bool = False,
+    self_id: Any = None,
+) -> None:
+    what = "expression" if expression else "template"
+    result = expr.check(source, expression=expression)
+    for error in result.errors:
+        doc.add(ptr, f"{what} {error}")
+    if result.errors:
+        return
+    for name in sorted(result.names - names):
+        close = get_close_matches(name, sorted(names), n=1)
+        if name in expr.EXPECT_NAMES:
+            hint = "; it is only available in expect (this step's own output)"
+        elif close:
+            hint = f"; did you mean {close[0]!r}?"
+        else:
+            hint = f"; available: {', '.join(sorted(names))} (host variables are vars.<name>)"
+        doc.add(ptr, f"{what} uses unknown variable {name!r}{hint}")
+    for ref in sorted(result.step_refs):
+        if ref not in order:
+            close = get_close_matches(ref, list(order), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            doc.add(ptr, f"{what} reads steps.{ref}, but there is no step {ref!r}{hint}")
+        elif ref == self_id:
+            doc.add(
+                ptr,
+                f"{what} reads steps.{ref}, its own step, which has no result yet; in expect use out, rc or stdout",
+            )
+        elif position >= 0 and order[ref] > position:
+            doc.add(
+                ptr, f"{what} reads steps.{ref}, which runs after this step; a step only sees earlier steps"
+            )
+    for ref in sorted(result.input_refs - inputs):
+        close = get_close_matches(ref, sorted(inputs), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        declared = f" (declared: {', '.join(sorted(inputs))})" if inputs and not close else ""
+        doc.add(ptr, f"{what} reads inputs.{ref}, but the runbook declares no input {ref!r}{hint}{declared}")

@@ -1,0 +1,153 @@
+"""The CLI's live side: progress as events arrive, and approvals asked on the terminal."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import TextIO
+
+from engine.approval import Approval, ApprovalRequest, Decision
+from engine.events import (
+    Event,
+    HostFinished,
+    RunFinished,
+    RunStarted,
+    StepApproval,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+)
+from engine.model import InputSpec
+from engine.render import indent, step_line, summary_text
+
+
+class TerminalApprover:
+    """Asks on the terminal before each step that needs approval, showing the exact command."""
+
+    def __init__(self, stream: TextIO | None = None, read: TextIO | None = None) -> None:
+        self.out = stream or sys.stderr
+        self.read = read or sys.stdin
+        self.user = getpass.getuser()
+        self._all: Decision | None = None
+
+    def decide(self, request: ApprovalRequest) -> Approval:
+        """Show the step and ask; ``a`` approves the rest of the run, ``q`` declines it."""
+        who = f"tty:{self.user}"
+        if self._all is not None and not request.manual:
+            return Approval(self._all, who, "answered for all remaining steps")
+        step = request.step
+        print(f"\n  ┌ {request.phase.value} step {step.id!r} on {request.host}: {step.title}", file=self.out)
+        if step.why:
+            print(indent(step.why.strip(), "  │ "), file=self.out)
+        if request.manual:
+            print("  │ Do this by hand:", file=self.out)
+            print(indent(request.text.strip(), "  │   "), file=self.out)
+        else:
+            print(indent(request.text.strip(), "  │ $ "), file=self.out)
+        if step.tradeoff:
+            print(indent(f"trade-off: {step.tradeoff.strip()}", "  │ "), file=self.out)
+        if request.manual:
+            return self._ask_manual(who)
+        return self._ask_command(who)
+
+    def _answer(self, prompt: str) -> str:
+        print(prompt, end="", file=self.out, flush=True)
+        line = self.read.readline()
+        if not line:  # end of input: nobody is there to approve
+            print(file=self.out)
+            return ""
+        return line.strip().lower()
+
+    def _ask_command(self, who: str) -> Approval:
+        while True:
+            answer = self._answer("  └ run it? [y]es / [n]o / [a]ll remaining / [q]uit (decline the rest): ")
+            if answer in ("y", "yes"):
+                return Approval(Decision.APPROVED, who)
+            if answer in ("n", "no", ""):
+                return Approval(Decision.DECLINED, who, f"declined by {who}")
+            if answer in ("a", "all"):
+                self._all = Decision.APPROVED
+                return Approval(Decision.APPROVED, who, "approved with all remaining steps")
+            if answer in ("q", "quit"):
+                self._all = Decision.DECLINED
+                return Approval(Decision.DECLINED, who, f"declined by {who} with all remaining steps")
+
+    def _ask_manual(self, who: str) -> Approval:
+        while True:
+            answer = self._answer("  └ done? [y]es, done / [s]kip / [n]o, decline: ")
+            if answer in ("y", "yes", "d", "done"):
+                return Approval(Decision.APPROVED, who)
+            if answer in ("s", "skip"):
+                return Approval(Decision.SKIPPED, who, f"skipped by {who}")
+            if answer in ("n", "no", ""):
+                return Approval(Decision.DECLINED, who, f"declined by {who}")
+
+
+def ask_input(spec: InputSpec, stream: TextIO | None = None) -> str | None:
+    """Prompt for a required input on the terminal (secrets without echo)."""
+    out = stream or sys.stderr
+    label = f"input {spec.name} ({spec.type.value})" + (f" — {spec.description}" if spec.description else "")
+    try:
+        if spec.secret:
+            return getpass.getpass(f"{label}: ", stream=out)
+        print(f"{label}: ", end="", file=out, flush=True)
+        line = sys.stdin.readline()
+        return line.rstrip("\n") if line else None
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
+class ProgressPrinter:
+    """Prints a run as it happens: a line per step, output when asked, a summary at the end."""
+
+    def __init__(self, stream: TextIO, *, verbose: bool = False) -> None:
+        self.out = stream
+        self.verbose = verbose
+        self._where: tuple[str, str] | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Print what ``event`` means for the person watching."""
+        match event:
+            case RunStarted():
+                hosts = ", ".join(event.hosts)
+                mode = " (dry run: remediation is shown, not run)" if event.dry_run else ""
+                self._print(f"{event.runbook_id} on {hosts} — run {event.run_id}{mode}")
+            case StepStarted():
+                self._heading(event.host, event.phase.value)
+                if self.verbose:
+                    self._print(indent(event.command, "     $ "))
+            case StepOutput() if self.verbose:
+                self.out.write(indent(event.text.rstrip("\n"), "     | ") + "\n")
+            case StepApproval():
+                pass
+            case StepFinished():
+                result = event.result
+                self._heading(result.host, result.phase.value)
+                self._print("   " + step_line(result))
+                quiet = result.status.value == "finding" and bool(result.message) and not result.message.startswith("expect")
+                if result.status.value in ("finding", "error", "timeout") and not self.verbose and not quiet:
+                    detail = (result.stderr if result.status.value != "finding" else "") or result.stdout
+                    lines = [ln for ln in detail.strip().splitlines() if ln.strip()]
+                    if lines and not result.message.startswith(lines[-1]):
+                        shown = lines[:6] + ([f"… {len(lines) - 6} more lines"] if len(lines) > 6 else [])
+                        self._print(indent("\n".join(shown), "       | "))
+                if (
+                    result.status.value == "skipped"
+                    and result.command
+                    and result.message.startswith("dry run")
+                ):
+                    self._print(indent(result.command, "       would run $ "))
+            case HostFinished():
+                pass
+            case RunFinished():
+                self._print("\n" + summary_text(event.report))
+            case _:
+                pass
+
+    def _heading(self, host: str, phase: str) -> None:
+        if self._where != (host, phase):
+            self._where = (host, phase)
+            self._print(f"── {host} · {phase}")
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
