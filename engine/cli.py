@@ -410,6 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `cairn history | head`: the reader left; not an error worth a traceback.
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # a bug in Cairn: say so plainly, keep the traceback for -vv
+        import logging  # noqa: PLC0415
+
+        logging.getLogger("engine.cli").debug("internal error", exc_info=True)
+        print(
+            f"cairn: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in Cairn, not in your input; rerun with -vv for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return code
 
 

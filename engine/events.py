@@ -80,6 +80,16 @@ class StepOutput(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested(Event):
+    """A step waits for a decision (the approver is being asked now)."""
+
+    host: str
+    phase: Phase
+    step_id: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepApproval(Event):
     """A human (or ``--yes``, or the lack of a terminal) decided on a step."""
 

@@ -142,6 +142,8 @@ def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
+        trim_blocks=True,  # as in Ansible: {% for %} lines leave no blank lines behind
+        lstrip_blocks=True,
         finalize=finalize,
     )
     env.filters.update(FILTERS)
@@ -245,7 +247,8 @@ def _free_names(ast: nodes.Template) -> set[str]:
     # Names read but never assigned (loop variables, {% set %}) anywhere in the
     # template. Coarser than jinja2.meta's scoping, but it needs no code
     # generation, so it is fast and cannot fail on a template with other errors.
-    loaded, stored = set(), set()
+    loaded: set[str] = set()
+    stored: set[str] = set()
     for name in ast.find_all(nodes.Name):
         (stored if name.ctx in ("store", "param") else loaded).add(name.name)
     if any(True for _ in ast.find_all(nodes.For)):
@@ -259,6 +262,8 @@ def _refs(ast: nodes.Template, namespace: str) -> tuple[set[str], bool]:
     found: set[str] = set()
     dynamic = False
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        if not isinstance(node, nodes.Getattr | nodes.Getitem):
+            continue
         inner = node.node
         if not (isinstance(inner, nodes.Name) and inner.name == namespace):
             continue

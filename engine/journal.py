@@ -199,10 +199,10 @@ class Journal:
 
     def close(self) -> None:
         """Close the database and any open artifact files."""
-        for handle in self._outputs.values():
-            handle.close()
-        for handle in self._run_locks.values():
-            handle.close()
+        for output in self._outputs.values():
+            output.close()
+        for lock in self._run_locks.values():
+            lock.close()
         self._db.close()
 
     # ----------------------------------------------------------------- writing
@@ -273,11 +273,11 @@ class Journal:
                     ),
                 )
             case RunFinished():
-                report = event.report
-                status = RunStatus.INTERRUPTED if report.interrupted else RunStatus.FINISHED
+                final = event.report
+                status = RunStatus.INTERRUPTED if final.interrupted else RunStatus.FINISHED
                 self._db.execute(
                     "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? WHERE id = ?",
-                    (status.value, report.exit_code, event.at, event.run_id),
+                    (status.value, final.exit_code, event.at, event.run_id),
                 )
                 self._release(event.run_id)
 

@@ -128,7 +128,7 @@ def _build_runbook(data: dict[str, Any], doc: Document) -> Runbook:
 def _build_input(name: str, spec: dict[str, Any]) -> InputSpec:
     kind = InputType(spec["type"])
     default = spec.get("default")
-    if kind is InputType.DURATION and "default" in spec:
+    if kind is InputType.DURATION and default is not None:
         default = parse_duration(default)
     return InputSpec(
         name=name,

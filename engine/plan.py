@@ -53,16 +53,20 @@ def plan_run(
     redact = Redactor.for_inputs(runbook, inputs)
     plans = []
     for host in hosts:
-        context = {
+        context: dict[str, Any] = {
             "target": host.name,
             "vars": host.vars,
             "inputs": dict(inputs),
             "steps": {},
             "alert": alert,
-            "run": {"id": "(plan)", "phase": "", "dry_run": True},
         }
         steps = [
-            _plan_step(phase, step, context | {"run": context["run"] | {"phase": phase.value}}, redact)
+            _plan_step(
+                phase,
+                step,
+                context | {"run": {"id": "(plan)", "phase": phase.value, "dry_run": True}},
+                redact,
+            )
             for phase in phases_until(last_phase)
             for step in runbook.steps(phase)
         ]

@@ -10,13 +10,15 @@ import dataclasses
 import time
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.errors import Problem
-from engine.journal import RunRecord
-from engine.loader import LoadResult
 from engine.model import Phase, Runbook, RunReport, Step, StepKind, StepResult, format_duration
-from engine.plan import HostPlan
+
+if TYPE_CHECKING:
+    from engine.errors import Problem
+    from engine.journal import RunRecord
+    from engine.loader import LoadResult
+    from engine.plan import HostPlan
 
 STATUS_MARK = {
     "ok": "ok",
@@ -294,9 +296,10 @@ def run_text(run: RunRecord, *, full_output: bool = False) -> str:
     ]
     if run.dry_run:
         out.append("  dry run: remediation was not executed")
-    for host, outcome in run.outcomes.items():
-        out.append(f"  {host}: {outcome['outcome']} — {outcome['reason']}")
-    host = phase = None
+    for name, outcome in run.outcomes.items():
+        out.append(f"  {name}: {outcome['outcome']} — {outcome['reason']}")
+    host: str | None = None
+    phase: str | None = None
     for step in run.steps:
         if step.host != host:
             host, phase = step.host, None

@@ -23,6 +23,7 @@ from engine import expr
 from engine.approval import ApprovalRequest, Approver, Decision
 from engine.errors import ExecutorError, TemplateError
 from engine.events import (
+    ApprovalRequested,
     EventBus,
     HostFinished,
     RunFinished,
@@ -234,6 +235,7 @@ class Runner:
             return self._finish(host, phase, step, StepStatus.SKIPPED, "dry run: not run", command=shown)
         approval = ""
         if step.kind is StepKind.MANUAL or step.confirm:
+            self.bus.emit(ApprovalRequested, host=host.name, phase=phase, step_id=step.id, command=shown)
             decided = self.approver.decide(ApprovalRequest(self.run_id, host.name, phase, step, shown))
             approval = decided.by
             self.bus.emit(

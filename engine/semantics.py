@@ -11,6 +11,7 @@ finds every problem.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any
 
@@ -28,7 +29,8 @@ def check(doc: Document) -> None:
     data = doc.data
     if not isinstance(data, dict):
         return
-    inputs = data.get("inputs") if isinstance(data.get("inputs"), dict) else {}
+    raw_inputs = data.get("inputs")
+    inputs: dict[str, Any] = raw_inputs if isinstance(raw_inputs, dict) else {}
     _check_inputs(doc, inputs)
     steps = _steps_in_order(data)
     order: dict[str, int] = {}
@@ -43,18 +45,25 @@ def check(doc: Document) -> None:
         else:
             order[sid] = index
     for index, (ptr, step) in enumerate(steps):
-        _check_step(doc, ptr, step, index, order, set(inputs))
-    for i, trigger in enumerate(data.get("triggers") or []):
+        _check_step(doc, ptr, step, _Scope(order, frozenset(inputs), index, step.get("id")))
+    triggers = data.get("triggers")
+    for i, trigger in enumerate(triggers if isinstance(triggers, list) else []):
         if isinstance(trigger, dict) and isinstance(trigger.get("target"), str):
+            scope = _Scope(order, frozenset(inputs), -1, None)
             _check_template(
-                doc,
-                f"/triggers/{i}/target",
-                trigger["target"],
-                names=frozenset({"alert", "inputs"}),
-                order=order,
-                inputs=set(inputs),
-                position=-1,
+                doc, f"/triggers/{i}/target", trigger["target"], scope, names=frozenset({"alert", "inputs"})
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What a template may refer to: step ids (with their order), inputs, and its own step."""
+
+    order: dict[str, int]
+    inputs: frozenset[str]
+    position: int
+    """Index of the step the template belongs to; -1 outside steps."""
+    self_id: Any
 
 
 def _steps_in_order(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -127,15 +136,12 @@ def input_value_problem(kind: InputType, value: Any) -> str:
     return f"must be {examples[kind]} (type {kind.value}), not {value!r}"
 
 
-def _check_step(
-    doc: Document, ptr: str, step: dict[str, Any], index: int, order: dict[str, int], inputs: set[str]
-) -> None:
+def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) -> None:
     phase = ptr.split("/")[1]
-    common = {"order": order, "inputs": inputs, "position": index, "self_id": step.get("id")}
     if isinstance(step.get("run"), str):
-        _check_template(doc, f"{ptr}/run", step["run"], names=expr.TEMPLATE_NAMES, **common)
+        _check_template(doc, f"{ptr}/run", step["run"], scope, names=expr.TEMPLATE_NAMES)
     if isinstance(step.get("manual"), str):
-        _check_template(doc, f"{ptr}/manual", step["manual"], names=expr.TEMPLATE_NAMES, **common)
+        _check_template(doc, f"{ptr}/manual", step["manual"], scope, names=expr.TEMPLATE_NAMES)
         for key in _RUN_ONLY_KEYS:
             if key in step:
                 doc.add(
@@ -145,17 +151,13 @@ def _check_step(
                 )
     ansible = step.get("ansible")
     if isinstance(ansible, dict):
-        _check_data_templates(doc, f"{ptr}/ansible/args", ansible.get("args"), common)
+        _check_data_templates(doc, f"{ptr}/ansible/args", ansible.get("args"), scope)
     if isinstance(step.get("when"), str):
-        _check_template(
-            doc, f"{ptr}/when", step["when"], names=expr.TEMPLATE_NAMES, expression=True, **common
-        )
+        _check_template(doc, f"{ptr}/when", step["when"], scope, names=expr.TEMPLATE_NAMES, expression=True)
     if isinstance(step.get("expect"), str):
-        _check_template(
-            doc, f"{ptr}/expect", step["expect"], names=expr.EXPECT_NAMES, expression=True, **common
-        )
+        _check_template(doc, f"{ptr}/expect", step["expect"], scope, names=expr.EXPECT_NAMES, expression=True)
     if isinstance(step.get("report"), str):
-        _check_template(doc, f"{ptr}/report", step["report"], names=expr.EXPECT_NAMES, **common)
+        _check_template(doc, f"{ptr}/report", step["report"], scope, names=expr.EXPECT_NAMES)
     parse = step.get("parse")
     if isinstance(parse, dict) and isinstance(parse.get("regex"), str):
         try:
@@ -179,15 +181,15 @@ def _check_step(
         )
 
 
-def _check_data_templates(doc: Document, ptr: str, value: Any, common: dict[str, Any]) -> None:
+def _check_data_templates(doc: Document, ptr: str, value: Any, scope: _Scope) -> None:
     if isinstance(value, str):
-        _check_template(doc, ptr, value, names=expr.TEMPLATE_NAMES, **common)
+        _check_template(doc, ptr, value, scope, names=expr.TEMPLATE_NAMES)
     elif isinstance(value, dict):
         for key, sub in value.items():
-            _check_data_templates(doc, pointer((*_split(ptr), key)), sub, common)
+            _check_data_templates(doc, pointer((*_split(ptr), key)), sub, scope)
     elif isinstance(value, list):
         for i, sub in enumerate(value):
-            _check_data_templates(doc, f"{ptr}/{i}", sub, common)
+            _check_data_templates(doc, f"{ptr}/{i}", sub, scope)
 
 
 def _split(ptr: str) -> tuple[str, ...]:
@@ -195,16 +197,7 @@ def _split(ptr: str) -> tuple[str, ...]:
 
 
 def _check_template(
-    doc: Document,
-    ptr: str,
-    source: str,
-    *,
-    names: frozenset[str],
-    order: dict[str, int],
-    inputs: set[str],
-    position: int,
-    expression: bool = False,
-    self_id: Any = None,
+    doc: Document, ptr: str, source: str, scope: _Scope, *, names: frozenset[str], expression: bool = False
 ) -> None:
     what = "expression" if expression else "template"
     result = expr.check(source, expression=expression)
@@ -215,28 +208,28 @@ def _check_template(
     for name in sorted(result.names - names):
         close = get_close_matches(name, sorted(names), n=1)
         if name in expr.EXPECT_NAMES:
-            hint = "; it is only available in expect (this step's own output)"
+            hint = "; it is only available in expect and report (this step's own output)"
         elif close:
             hint = f"; did you mean {close[0]!r}?"
         else:
             hint = f"; available: {', '.join(sorted(names))} (host variables are vars.<name>)"
         doc.add(ptr, f"{what} uses unknown variable {name!r}{hint}")
     for ref in sorted(result.step_refs):
-        if ref not in order:
-            close = get_close_matches(ref, list(order), n=1)
+        if ref not in scope.order:
+            close = get_close_matches(ref, list(scope.order), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             doc.add(ptr, f"{what} reads steps.{ref}, but there is no step {ref!r}{hint}")
-        elif ref == self_id:
+        elif ref == scope.self_id:
             doc.add(
                 ptr,
                 f"{what} reads steps.{ref}, its own step, which has no result yet; in expect use out, rc or stdout",
             )
-        elif position >= 0 and order[ref] > position:
+        elif scope.position >= 0 and scope.order[ref] > scope.position:
             doc.add(
                 ptr, f"{what} reads steps.{ref}, which runs after this step; a step only sees earlier steps"
             )
-    for ref in sorted(result.input_refs - inputs):
-        close = get_close_matches(ref, sorted(inputs), n=1)
+    for ref in sorted(result.input_refs - scope.inputs):
+        close = get_close_matches(ref, sorted(scope.inputs), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        declared = f" (declared: {', '.join(sorted(inputs))})" if inputs and not close else ""
+        declared = f" (declared: {', '.join(sorted(scope.inputs))})" if scope.inputs and not close else ""
         doc.add(ptr, f"{what} reads inputs.{ref}, but the runbook declares no input {ref!r}{hint}{declared}")

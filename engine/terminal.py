@@ -8,6 +8,7 @@ from typing import TextIO
 
 from engine.approval import Approval, ApprovalRequest, Decision
 from engine.events import (
+    ApprovalRequested,
     Event,
     HostFinished,
     RunFinished,
@@ -118,13 +119,19 @@ class ProgressPrinter:
                     self._print(indent(event.command, "     $ "))
             case StepOutput() if self.verbose:
                 self.out.write(indent(event.text.rstrip("\n"), "     | ") + "\n")
+            case ApprovalRequested():
+                self._heading(event.host, event.phase.value)
             case StepApproval():
                 pass
             case StepFinished():
                 result = event.result
                 self._heading(result.host, result.phase.value)
                 self._print("   " + step_line(result))
-                quiet = result.status.value == "finding" and bool(result.message) and not result.message.startswith("expect")
+                quiet = (
+                    result.status.value == "finding"
+                    and bool(result.message)
+                    and not result.message.startswith("expect")
+                )
                 if result.status.value in ("finding", "error", "timeout") and not self.verbose and not quiet:
                     detail = (result.stderr if result.status.value != "finding" else "") or result.stdout
                     lines = [ln for ln in detail.strip().splitlines() if ln.strip()]

@@ -53,7 +53,7 @@ _Resolver.yaml_implicit_resolvers = {
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_12, list("tTfF"))
 
 try:  # libyaml is ~10x faster; the pure-Python parser is the fallback.
-    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.composer import Composer
     from yaml.parser import Parser
@@ -68,7 +68,7 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
             Composer.__init__(self)
 
 
-class _Loader(_Parser, SafeConstructor, _Resolver):  # type: ignore[misc,valid-type]
+class _Loader(_Parser, SafeConstructor, _Resolver):
     def __init__(self, stream: str) -> None:
         _Parser.__init__(self, stream)
         SafeConstructor.__init__(self)

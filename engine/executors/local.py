@@ -7,6 +7,7 @@ after a grace period), not merely abandoned, and the output read so far is kept.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import os
 import selectors
@@ -90,10 +91,8 @@ def kill_process_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE)
         if not group_alive(pgid):
             return
         time.sleep(0.02)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class LocalExecutor:

@@ -114,10 +114,12 @@ def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
     ptr = pointer(path)
     label = _label(path)
     value = error.instance
+    rule: Any = error.validator_value
+    subschema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     match error.validator:
         case "required":
-            missing = [k for k in error.validator_value if not isinstance(value, dict) or k not in value]
-            props = error.schema.get("properties", {})
+            missing = [k for k in rule if not isinstance(value, dict) or k not in value]
+            props = subschema.get("properties", {})
             for key in missing:
                 hint = props.get(key, {}).get("description", "")
                 where = "" if not path else f" in {label}"
@@ -125,7 +127,7 @@ def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
                     ptr, f"missing required key {key!r}{where}; add it" + (f" ({hint})" if hint else "")
                 )
         case "additionalProperties":
-            allowed = sorted(error.schema.get("properties", {}))
+            allowed = sorted(subschema.get("properties", {}))
             extras = [k for k in value if k not in allowed] if isinstance(value, dict) else []
             for key in extras:
                 close = get_close_matches(key, allowed, n=1)
@@ -137,20 +139,19 @@ def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
                 )
         case "type":
             hint = ""
-            if error.validator_value == "string" and isinstance(value, bool | int | float):
+            if rule == "string" and isinstance(value, bool | int | float):
                 hint = " (put it in quotes to make it text)"
             yield SchemaIssue(
                 ptr,
-                f"{label} must be {_expected(error.validator_value)}, not {_kind_of(value)} "
-                f"({_short(value)}){hint}",
+                f"{label} must be {_expected(rule)}, not {_kind_of(value)} ({_short(value)}){hint}",
             )
         case "enum":
-            options = [str(o) for o in error.validator_value]
+            options = [str(o) for o in rule]
             close = get_close_matches(str(value), options, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             yield SchemaIssue(ptr, f"{label} must be one of {', '.join(options)}, not {_short(value)}{hint}")
         case "const":
-            yield SchemaIssue(ptr, f"{label} must be {error.validator_value!r}, not {_short(value)}")
+            yield SchemaIssue(ptr, f"{label} must be {rule!r}, not {_short(value)}")
         case "pattern" if "propertyNames" in error.relative_schema_path:
             yield SchemaIssue(
                 pointer((*path, str(value))), f"name {value!r} is not valid{_described(error)}", at_key=True
@@ -160,18 +161,18 @@ def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
         case "minLength":
             yield SchemaIssue(ptr, f"{label} must not be empty")
         case "maxLength":
-            yield SchemaIssue(ptr, f"{label} is too long (at most {error.validator_value} characters)")
+            yield SchemaIssue(ptr, f"{label} is too long (at most {rule} characters)")
         case "minItems":
-            n = error.validator_value
+            n = rule
             yield SchemaIssue(ptr, f"{label} needs at least {n} item{'s' if n != 1 else ''}")
         case "uniqueItems":
             yield SchemaIssue(ptr, f"{label} lists the same item twice; remove the duplicate")
         case "minimum" | "exclusiveMinimum":
-            yield SchemaIssue(ptr, f"{label} must be at least {error.validator_value}, not {_short(value)}")
+            yield SchemaIssue(ptr, f"{label} must be at least {rule}, not {_short(value)}")
         case "maximum":
-            yield SchemaIssue(ptr, f"{label} must be at most {error.validator_value}, not {_short(value)}")
+            yield SchemaIssue(ptr, f"{label} must be at most {rule}, not {_short(value)}")
         case "minProperties" | "maxProperties":
-            keys = sorted(error.schema.get("properties", {}))
+            keys = sorted(subschema.get("properties", {}))
             yield SchemaIssue(ptr, f"{label} must have exactly one of: {', '.join(keys)}")
         case "oneOf" if _is_step_kind(error):
             yield _step_kind_issue(ptr, label, value)

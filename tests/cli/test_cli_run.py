@@ -1,0 +1,224 @@
+"""`cairn plan`, `run`, `history`, `show-run` through the real command, on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CairnRunner, cairn_command
+
+pytestmark = pytest.mark.cli
+
+ECHO = """
+id: echo-check
+title: Echo check
+severity: warning
+summary: Checks that a marker file is absent, and removes it.
+inputs:
+  target: {type: string, default: world}
+  marker: {type: string}
+  token: {type: string, secret: true, description: an API token}
+detect:
+  - id: greet
+    title: Greet the target
+    run: printf '%s\\n' hello {{ inputs.target }}
+    report: "{{ out }}"
+  - id: marker_absent
+    title: Marker file is absent
+    run: test ! -e {{ inputs.marker }}
+    exit_codes: [0, 1]
+    expect: rc == 0
+    report: "{{ 'marker present' if rc else 'no marker' }}"
+remediate:
+  - id: remove_marker
+    title: Remove the marker
+    run: "rm -f {{ inputs.marker }} && echo token={{ inputs.token }}"
+"""
+
+HANG = """
+id: hang
+title: A step that hangs
+severity: info
+summary: s
+inputs:
+  pidfile: {type: string}
+detect:
+  - id: wait
+    title: wait forever
+    run: "echo $$ > {{ inputs.pidfile }}; exec sleep 600"
+    timeout: 10m
+"""
+
+
+def wait_for(condition: Callable[[], bool], deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.02)
+
+
+def test_injection_through_extra_vars_is_an_argument(cairn: CairnRunner, runbook_dir, tmp_path: Path) -> None:
+    folder = runbook_dir(ECHO)
+    owned = tmp_path / "owned"
+    hostile = f"x; touch {owned}"
+    done = cairn(
+        "run", "echo-check", "--runbooks", str(folder), "-e", f"target={hostile}",
+        "-e", f"marker={tmp_path / 'marker'}", "-e", "token=t0k3n-abc", "--phase", "detect",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not owned.exists()
+    assert f"greet                    ok" in done.stdout
+    plan = cairn(
+        "plan", "echo-check", "--runbooks", str(folder), "-e", f"target={hostile}",
+        "-e", "marker=m", "-e", "token=t0k3n-abc",
+    )
+    assert f"$ printf '%s\\n' hello 'x; touch {owned}'" in plan.stdout
+    assert not owned.exists()
+
+
+def test_run_outcomes_exit_codes_and_journal(cairn: CairnRunner, runbook_dir, tmp_path: Path, journal_path: Path) -> None:
+    folder = runbook_dir(ECHO)
+    marker = tmp_path / "marker"
+    secret = "t0k3n-5ecret-value"
+    common = ["--runbooks", str(folder), "-e", f"marker={marker}", "-e", f"token={secret}"]
+
+    healthy = cairn("run", "echo-check", *common)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "healthy" in healthy.stdout
+
+    marker.write_text("x")
+    declined = cairn("run", "echo-check", *common)  # stdin is not a terminal: nobody approves
+    assert declined.returncode == 1
+    assert "declined" in declined.stdout and "--yes" in declined.stdout
+    assert marker.exists()
+
+    fixed = cairn("run", "echo-check", *common, "--yes", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    report = json.loads(fixed.stdout)
+    assert report["exit_code"] == 0
+    assert report["hosts"][0]["outcome"] == "remediated"
+    assert not marker.exists()
+    assert secret not in fixed.stdout + fixed.stderr
+
+    history = json.loads(cairn("history", "--json").stdout)
+    assert [r["id"] for r in history][0] == report["run_id"]
+    assert [r["status"] for r in history] == ["finished"] * 3
+    assert history[0]["inputs"]["token"] == "***"
+    assert history[0]["started_by"].startswith(os.environ.get("USER", "") or "")
+
+    others = [r["id"] for r in history[1:]]
+    prefix = next(report["run_id"][:n] for n in range(8, 30) if not any(o.startswith(report["run_id"][:n]) for o in others))
+    shown = cairn("show-run", prefix)
+    assert shown.returncode == 0
+    assert "remove_marker" in shown.stdout and "approval: --yes" in shown.stdout
+    assert "token=***" in shown.stdout
+
+    # The secret is nowhere on disk: not in the database, not in the artifacts.
+    for path in [journal_path, *journal_path.parent.rglob("*")]:
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    with sqlite3.connect(journal_path) as db:
+        steps = db.execute("SELECT step_id, status FROM steps WHERE run_id = ? ORDER BY seq", (report["run_id"],))
+        assert steps.fetchall() == [
+            ("greet", "ok"),
+            ("marker_absent", "finding"),
+            ("remove_marker", "ok"),
+            ("greet", "ok"),
+            ("marker_absent", "ok"),
+        ]
+
+
+def test_dry_run_shows_remediation_without_running_it(cairn: CairnRunner, runbook_dir, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    done = cairn(
+        "run", "echo-check", "--runbooks", str(runbook_dir(ECHO)), "-e", f"marker={marker}", "-e", "token=t0k3n-abc",
+        "--dry-run", "--yes",
+    )
+    assert done.returncode == 1
+    assert f"would run $ rm -f {marker} && echo token=***" in done.stdout
+    assert marker.exists()
+
+
+def test_input_errors_are_usage_errors(cairn: CairnRunner, runbook_dir) -> None:
+    folder = str(runbook_dir(ECHO))
+    unknown = cairn("run", "echo-check", "--runbooks", folder, "-e", "colour=red", "-e", "marker=m", "-e", "token=t0k3n-abc")
+    assert unknown.returncode == 2
+    assert "has no input 'colour'" in unknown.stderr
+    missing = cairn("run", "echo-check", "--runbooks", folder)
+    assert missing.returncode == 2
+    assert "-e marker=VALUE" in missing.stderr
+    malformed = cairn("run", "echo-check", "--runbooks", folder, "-e", "marker")
+    assert malformed.returncode == 2
+    assert "expected key=value" in malformed.stderr
+    nothing = cairn("run", "nope", "--runbooks", folder)
+    assert nothing.returncode == 2
+    for done in (unknown, missing, malformed, nothing):
+        assert "Traceback" not in done.stderr
+
+
+def test_failed_run_exits_2(cairn: CairnRunner, runbook_dir) -> None:
+    folder = runbook_dir(
+        """
+        id: broken-check
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: check, title: c, run: "echo oops >&2; exit 3"}
+        """
+    )
+    done = cairn("run", "broken-check", "--runbooks", str(folder))
+    assert done.returncode == 2
+    assert "exit code 3: oops" in done.stdout
+
+
+def test_sigkill_leaves_an_interrupted_run(runbook_dir, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    proc = subprocess.Popen(
+        [*cairn_command(), "run", "hang", "--runbooks", str(runbook_dir(HANG)), "-e", f"pidfile={pidfile}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+        proc.kill()
+        proc.wait()
+    finally:
+        if pidfile.exists():  # kill -9 cannot clean up: the command lives on, as it would in real life
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    done = subprocess.run([*cairn_command(), "history", "--json"], capture_output=True, text=True, check=True)
+    (run,) = json.loads(done.stdout)
+    assert run["status"] == "interrupted"
+    shown = subprocess.run([*cairn_command(), "show-run", run["id"]], capture_output=True, text=True, check=True)
+    assert "interrupted: the run stopped before this step finished" in shown.stdout
+
+
+def test_sigterm_kills_the_command_and_records_the_interruption(runbook_dir, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    proc = subprocess.Popen(
+        [*cairn_command(), "run", "hang", "--runbooks", str(runbook_dir(HANG)), "-e", f"pidfile={pidfile}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    command_pid = int(pidfile.read_text())
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    assert not Path(f"/proc/{command_pid}").exists() or "Z" in Path(f"/proc/{command_pid}/stat").read_text().split()[2]
+    done = subprocess.run([*cairn_command(), "history", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)[0]["status"] == "interrupted"

@@ -1,0 +1,465 @@
+"""The run state machine, driven by a scripted executor: phases, conditions, approvals, verify."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from engine.approval import Approval, ApprovalRequest, AssumeYes, Decision, NobodyToAsk
+from engine.events import Event, EventBus, RunFinished, RunStarted, StepApproval, StepFinished, StepOutput
+from engine.executors import ExecutorSet, OutputCallback
+from engine.loader import check_text
+from engine.model import (
+    CommandResult,
+    Host,
+    HostOutcome,
+    Phase,
+    Runbook,
+    StepStatus,
+)
+from engine.runner import Runner, RunRequest
+
+LOCAL = Host("node1", "local", {"role": "worker"})
+
+
+@dataclass
+class Scripted:
+    """An executor that answers commands from a script: (regex, result or callable)."""
+
+    script: list[tuple[str, CommandResult | Callable[[str], CommandResult]]]
+    seen: list[str] = field(default_factory=list)
+
+    def run(
+        self,
+        host: Host,
+        command: str,
+        *,
+        timeout: float,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CommandResult:
+        self.seen.append(command)
+        for pattern, answer in self.script:
+            if re.search(pattern, command):
+                result = answer(command) if callable(answer) else answer
+                if on_output and result.stdout:
+                    on_output("stdout", result.stdout)
+                return result
+        raise AssertionError(f"unscripted command: {command}")
+
+    def close(self) -> None:
+        pass
+
+
+def ok(stdout: str = "", rc: int = 0) -> CommandResult:
+    return CommandResult(rc=rc, stdout=stdout, stderr="", duration=0.01)
+
+
+def hung() -> CommandResult:
+    return CommandResult(rc=None, stdout="partial\n", stderr="", duration=10.0, timed_out=True)
+
+
+class Recorder:
+    """Approver that answers from a dict of step id -> Decision and remembers the requests."""
+
+    def __init__(self, answers: dict[str, Decision] | None = None) -> None:
+        self.answers = answers or {}
+        self.requests: list[ApprovalRequest] = []
+
+    def decide(self, request: ApprovalRequest) -> Approval:
+        self.requests.append(request)
+        return Approval(self.answers.get(request.step.id, Decision.APPROVED), "test")
+
+
+def load(text: str) -> Runbook:
+    result = check_text(textwrap.dedent(text))
+    assert result.runbook is not None, "\n".join(map(str, result.problems))
+    return result.runbook
+
+
+def execute(
+    runbook: Runbook,
+    executor: Scripted,
+    *,
+    approver: object = None,
+    inputs: dict[str, object] | None = None,
+    **options: object,
+) -> tuple[list[Event], object]:
+    events: list[Event] = []
+    bus = EventBus("run-1")
+    bus.subscribe(events.append)
+    values = {i.name: i.default for i in runbook.inputs} | (inputs or {})
+    request = RunRequest(runbook=runbook, hosts=(LOCAL,), inputs=values, started_by="test", **options)  # type: ignore[arg-type]
+    runner = Runner(
+        request,
+        bus=bus,
+        approver=approver or Recorder(),  # type: ignore[arg-type]
+        executors=ExecutorSet({"local": lambda: executor}),
+    )
+    return events, runner.run()
+
+
+def statuses(events: list[Event]) -> list[tuple[str, str, str]]:
+    return [
+        (e.result.phase.value, e.result.step_id, e.result.status.value)
+        for e in events
+        if isinstance(e, StepFinished)
+    ]
+
+
+ZOMBIES = """
+id: zombies
+title: Zombies
+severity: warning
+summary: s
+detect:
+  - id: count
+    title: count zombies
+    run: count-zombies
+    parse: number
+    expect: out == 0
+    report: "{{ out }} zombies"
+diagnose:
+  - id: parents
+    title: parents
+    run: show-parents
+remediate:
+  - id: reap
+    title: reap them
+    run: reap --max {{ steps.count.out }}
+verify: detect
+"""
+
+
+def test_healthy_target_stops_after_detect() -> None:
+    executor = Scripted([("count-zombies", ok("0\n"))])
+    events, report = execute(load(ZOMBIES), executor)
+    assert statuses(events) == [("detect", "count", "ok")]
+    assert report.hosts[0].outcome is HostOutcome.HEALTHY
+    assert report.exit_code == 0
+    assert executor.seen == ["count-zombies"]
+
+
+def test_present_then_remediated_and_verified() -> None:
+    counts = iter(["3\n", "0\n"])
+    executor = Scripted(
+        [
+            ("count-zombies", lambda _: ok(next(counts))),
+            ("show-parents", ok("containerd-shim\n")),
+            ("reap", ok()),
+        ]
+    )
+    events, report = execute(load(ZOMBIES), executor)
+    assert statuses(events) == [
+        ("detect", "count", "finding"),
+        ("diagnose", "parents", "ok"),
+        ("remediate", "reap", "ok"),
+        ("verify", "count", "ok"),
+    ]
+    # The remediation command saw the parsed result of an earlier step.
+    assert "reap --max 3" in executor.seen
+    assert report.hosts[0].outcome is HostOutcome.REMEDIATED
+    assert report.exit_code == 0
+    finding = next(e.result for e in events if isinstance(e, StepFinished))
+    assert finding.message == "3 zombies"
+
+
+def test_verify_still_finding_means_present() -> None:
+    executor = Scripted([("count-zombies", ok("2\n")), ("show-parents", ok()), ("reap", ok())])
+    _, report = execute(load(ZOMBIES), executor)
+    assert report.hosts[0].outcome is HostOutcome.PRESENT
+    assert "verify still finds it: count" in report.hosts[0].reason
+    assert report.exit_code == 1
+
+
+def test_declined_remediation_is_recorded_and_skips_verify() -> None:
+    executor = Scripted([("count-zombies", ok("2\n")), ("show-parents", ok())])
+    approver = Recorder({"reap": Decision.DECLINED})
+    events, report = execute(load(ZOMBIES), executor, approver=approver)
+    assert statuses(events)[-1] == ("remediate", "reap", "declined")
+    assert [r.step.id for r in approver.requests] == ["reap"]
+    assert approver.requests[0].text == "reap --max 2"  # the exact command was shown
+    approvals = [e for e in events if isinstance(e, StepApproval)]
+    assert [(a.step_id, a.approved, a.command) for a in approvals] == [("reap", False, "reap --max 2")]
+    assert report.hosts[0].outcome is HostOutcome.PRESENT
+    assert report.exit_code == 1
+    assert not any("reap" in c for c in executor.seen)
+
+
+def test_no_terminal_declines_with_a_hint() -> None:
+    executor = Scripted([("count-zombies", ok("2\n")), ("show-parents", ok())])
+    events, _ = execute(load(ZOMBIES), executor, approver=NobodyToAsk())
+    declined = [e.result for e in events if isinstance(e, StepFinished)][-1]
+    assert declined.status is StepStatus.DECLINED
+    assert "--yes" in declined.message
+
+
+def test_remediation_error_stops_the_phase_and_still_verifies() -> None:
+    runbook = load(
+        """
+        id: two-fixes
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: check, title: c, run: check, expect: "out == 'fine'"}
+        remediate:
+          - {id: first, title: f, run: first-fix}
+          - {id: second, title: s, run: second-fix}
+        """
+    )
+    executor = Scripted([("check", ok("broken\n")), ("first-fix", ok(rc=1))])
+    events, report = execute(runbook, executor, approver=AssumeYes())
+    assert statuses(events) == [
+        ("detect", "check", "finding"),
+        ("remediate", "first", "error"),
+        ("remediate", "second", "skipped"),
+        ("verify", "check", "finding"),
+    ]
+    assert "second-fix" not in executor.seen
+    assert report.hosts[0].outcome is HostOutcome.FAILED
+    assert report.hosts[0].reason.startswith("remediation failed: first: exit code 1")
+    assert report.exit_code == 2
+
+
+def test_detect_error_without_finding_is_a_failed_run() -> None:
+    executor = Scripted([("count-zombies", ok("not a number\n"))])
+    events, report = execute(load(ZOMBIES), executor)
+    result = next(e.result for e in events if isinstance(e, StepFinished))
+    assert result.status is StepStatus.ERROR
+    assert "expected one number" in result.message
+    assert report.hosts[0].outcome is HostOutcome.FAILED
+    assert report.exit_code == 2
+
+
+def test_hang_as_finding_and_as_error() -> None:
+    runbook = load(
+        """
+        id: hangs
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: runtime, title: r, run: docker ps, timeout: 10s, on_timeout: finding}
+          - {id: other, title: o, run: slow-thing, timeout: 10s}
+        """
+    )
+    events, report = execute(runbook, Scripted([("docker ps|slow-thing", hung())]), last_phase=Phase.DETECT)
+    results = [e.result for e in events if isinstance(e, StepFinished)]
+    assert [r.status for r in results] == [StepStatus.FINDING, StepStatus.TIMEOUT]
+    assert "no answer within 10s" in results[0].message
+    assert results[0].stdout == "partial\n"  # partial output kept
+    # A finding decides "present", even though another check timed out.
+    assert report.hosts[0].outcome is HostOutcome.PRESENT
+
+
+def test_when_false_skips_and_exit_codes_allow_nonzero() -> None:
+    runbook = load(
+        """
+        id: conditions
+        title: t
+        severity: info
+        summary: s
+        inputs:
+          deep: {type: boolean, default: false}
+        detect:
+          - id: grep
+            title: g
+            run: grep-it
+            exit_codes: [0, 1]
+            expect: rc == 1
+          - id: deep_check
+            title: d
+            when: inputs.deep
+            run: deep-check
+        """
+    )
+    executor = Scripted([("grep-it", ok(rc=1))])
+    events, report = execute(runbook, executor)
+    assert statuses(events) == [("detect", "grep", "ok"), ("detect", "deep_check", "skipped")]
+    assert report.exit_code == 0
+    events, _ = execute(runbook, Scripted([("grep-it", ok(rc=2))]), inputs={"deep": False})
+    assert statuses(events)[0] == ("detect", "grep", "error")
+
+
+def test_phase_limit_and_dry_run_never_execute_remediation() -> None:
+    executor = Scripted([("count-zombies", ok("4\n")), ("show-parents", ok())])
+    events, report = execute(load(ZOMBIES), executor, last_phase=Phase.DETECT)
+    assert statuses(events) == [("detect", "count", "finding")]
+    assert report.exit_code == 1
+
+    approver = Recorder()
+    events, report = execute(load(ZOMBIES), executor, approver=approver, dry_run=True)
+    dry = [e.result for e in events if isinstance(e, StepFinished)][-1]
+    assert (dry.step_id, dry.status, dry.command) == ("reap", StepStatus.SKIPPED, "reap --max 4")
+    assert approver.requests == []
+    assert not any(c.startswith("reap") for c in executor.seen)
+    assert report.exit_code == 1
+
+
+def test_manual_steps_need_a_human() -> None:
+    runbook = load(
+        """
+        id: manual
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: check, title: c, run: check, expect: "false"}
+        remediate:
+          - id: probes
+            title: switch probes
+            manual: Replace the exec probe of {{ target }} with an HTTP probe.
+        """
+    )
+    executor = Scripted([("check", ok())])
+    events, report = execute(runbook, executor, approver=AssumeYes())
+    manual = [e.result for e in events if isinstance(e, StepFinished)][-1]
+    assert manual.status is StepStatus.SKIPPED
+    assert "needs a human" in manual.message
+    assert report.hosts[0].outcome is HostOutcome.PRESENT  # nothing was done, so nothing to verify
+
+    approver = Recorder()
+    events, _ = execute(runbook, executor, approver=approver)
+    assert approver.requests[0].text == "Replace the exec probe of node1 with an HTTP probe."
+    assert statuses(events)[1:] == [("remediate", "probes", "ok"), ("verify", "check", "finding")]
+
+
+def test_ansible_steps_are_an_error_result_for_now() -> None:
+    runbook = load(
+        """
+        id: ansible-later
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: check, title: c, run: check, expect: "false"}
+        remediate:
+          - id: cron
+            title: cron
+            ansible: {module: ansible.builtin.cron, args: {name: x, job: "true"}}
+        """
+    )
+    events, report = execute(runbook, Scripted([("check", ok())]), approver=AssumeYes())
+    cron = next(e.result for e in events if isinstance(e, StepFinished) and e.result.step_id == "cron")
+    assert cron.status is StepStatus.ERROR
+    assert "ansible-runner" in cron.message
+    assert report.exit_code == 2
+
+
+def test_template_errors_become_step_errors() -> None:
+    runbook = load(
+        """
+        id: templates
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: check, title: c, run: "check {{ vars.missing_var }}"}
+        """
+    )
+    events, report = execute(runbook, Scripted([]))
+    result = next(e.result for e in events if isinstance(e, StepFinished))
+    assert result.status is StepStatus.ERROR
+    assert "missing_var" in result.message
+    assert report.exit_code == 2
+
+
+def test_host_vars_and_target_are_visible_and_quoted() -> None:
+    runbook = load(
+        """
+        id: vars
+        title: t
+        severity: info
+        summary: s
+        inputs:
+          name: {type: string}
+        detect:
+          - {id: check, title: c, run: "check {{ target }} {{ vars.role }} {{ inputs.name }}"}
+        """
+    )
+    executor = Scripted([("check", ok())])
+    execute(runbook, executor, inputs={"name": "a; rm -rf /"})
+    assert executor.seen == ["check node1 worker 'a; rm -rf /'"]
+
+
+def test_secrets_never_reach_events() -> None:
+    runbook = load(
+        """
+        id: secrets
+        title: t
+        severity: info
+        summary: s
+        inputs:
+          token: {type: string, secret: true}
+        detect:
+          - id: call
+            title: c
+            run: "curl -H 'Authorization: Bearer {{ inputs.token | unquoted }}' api"
+            report: "got {{ stdout }}"
+        """
+    )
+    secret = "tok-3f9a8b7c"
+    executor = Scripted([("curl", ok(f"echo: {secret}\n"))])
+    events, _ = execute(runbook, executor, inputs={"token": secret})
+    assert secret in executor.seen[0]  # the executor gets the real value ...
+    dumped = repr(events)
+    assert secret not in dumped  # ... nobody else does
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert started.inputs == {"token": "***"}
+    output = [e for e in events if isinstance(e, StepOutput)]
+    assert output and output[0].text == "echo: ***\n"
+
+
+def test_events_are_numbered_in_order_and_end_with_run_finished() -> None:
+    executor = Scripted([("count-zombies", ok("0\n"))])
+    events, report = execute(load(ZOMBIES), executor)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert isinstance(events[0], RunStarted)
+    assert isinstance(events[-1], RunFinished) and events[-1].report == report
+    assert all(e.run_id == "run-1" for e in events)
+
+
+def test_unreachable_host_fails_alone() -> None:
+    runbook = load(ZOMBIES)
+    events: list[Event] = []
+    bus = EventBus("run-2")
+    bus.subscribe(events.append)
+    executor = Scripted([("count-zombies", ok("0\n"))])
+    hosts = (Host("far", "ssh"), LOCAL)
+    request = RunRequest(runbook=runbook, hosts=hosts, inputs={}, started_by="test")
+    report = Runner(
+        request, bus=bus, approver=Recorder(), executors=ExecutorSet({"local": lambda: executor})
+    ).run()
+    outcomes = {h.host: (h.outcome, h.reason) for h in report.hosts}
+    assert outcomes["node1"][0] is HostOutcome.HEALTHY
+    assert outcomes["far"][0] is HostOutcome.FAILED
+    assert "ansible_connection=ssh" in outcomes["far"][1]
+    assert report.exit_code == 2
+
+
+def test_ctrl_c_ends_the_run_as_interrupted() -> None:
+    def interrupt(_: str) -> CommandResult:
+        raise KeyboardInterrupt
+
+    events: list[Event] = []
+    bus = EventBus("run-3")
+    bus.subscribe(events.append)
+    request = RunRequest(runbook=load(ZOMBIES), hosts=(LOCAL,), inputs={}, started_by="test")
+    runner = Runner(
+        request,
+        bus=bus,
+        approver=Recorder(),
+        executors=ExecutorSet({"local": lambda: Scripted([("count", interrupt)])}),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert statuses(events) == [("detect", "count", "error")]
+    assert isinstance(events[-1], RunFinished)
+    assert events[-1].report.interrupted
+    assert events[-1].report.exit_code == 130
