@@ -58,9 +58,9 @@ class RunbookInvalid(CairnError):
     def __init__(self, file: str, problems: list[Problem]) -> None:
         self.file = file
         self.problems = problems
-        noun = "problem" if len(problems) == 1 else "problems"
+        count = "1 problem; fix it" if len(problems) == 1 else f"{len(problems)} problems; fix them"
         lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{file}: {len(problems)} {noun}; fix them and retry:\n{lines}")
+        super().__init__(f"{file}: {count} and retry:\n{lines}")
 
 
 class RunbookNotFound(CairnError):

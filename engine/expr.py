@@ -19,12 +19,12 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -51,12 +51,14 @@ def shell_quote(value: Any) -> str:
         return str(value)
     if value is None:
         return "''"
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | Iterator):  # Iterator: map()/select() without | list
         return " ".join(shell_quote(v) for v in value)
     return shlex.quote(str(value))
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Iterator):
+        return list(value)
     return "" if value is None else value
 
 
@@ -125,7 +127,7 @@ def _duration(value: Any) -> float:
 
 FILTERS: dict[str, Any] = {
     "unquoted": _unquoted,
-    "quote": shlex.quote,
+    "quote": lambda v: Unquoted(shlex.quote(str(v))),  # already quoted: not quoted again
     "regex_search": _regex_search,
     "regex_findall": _regex_findall,
     "regex_replace": _regex_replace,
@@ -209,7 +211,10 @@ def render_text(source: str, context: Mapping[str, Any], *, step_id: str = "", f
 def evaluate(expression: str, context: Mapping[str, Any], *, step_id: str = "", field: str = "") -> Any:
     """Evaluate a ``when``/``expect`` expression to a Python value."""
     try:
-        return _compiled_expression(expression)(**context)
+        value = _compiled_expression(expression)(**context)
+        if isinstance(value, Undefined):
+            value._fail_with_undefined_error()  # a bare undefined name: say so, never "false"
+        return value
     except Exception as exc:
         raise TemplateError(_describe(exc), step_id=step_id, field=field) from exc
 
@@ -281,10 +286,20 @@ def check(source: str, *, expression: bool = False) -> TemplateCheck:
     """Parse a template (or an expression) and report what it uses and what is wrong."""
     text = "{{ " + unwrap(source) + " }}" if expression else source
     try:
+        return _check(text, expression)
+    except RecursionError:
+        return TemplateCheck(errors=("is nested too deeply to compile; simplify it",))
+
+
+def _check(text: str, expression: bool) -> TemplateCheck:
+    try:
         ast = _TEXT_ENV.parse(text)
     except TemplateSyntaxError as exc:
         where = f" (template line {exc.lineno})" if not expression and exc.lineno > 1 else ""
-        return TemplateCheck(errors=(f"does not compile: {exc.message}{where}",))
+        message = str(exc.message or exc)
+        if expression:  # the expression is parsed inside {{ }}: say it in the author's terms
+            message = message.replace("'end of print statement'", "end of the expression")
+        return TemplateCheck(errors=(f"does not compile: {message}{where}",))
     errors: list[str] = []
     for flt in ast.find_all(nodes.Filter):
         if flt.name not in _TEXT_ENV.filters:

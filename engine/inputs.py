@@ -45,6 +45,10 @@ def _read_vars_file(path: Path) -> dict[str, Any]:
 
 def convert(spec: InputSpec, value: Any) -> Any:
     """``value`` (text from the command line, or YAML data) as ``spec.type``."""
+    if value is None:
+        raise InputError(f"input {spec.name!r} is empty; give it a value")
+    if isinstance(value, bool) and spec.type in (InputType.INTEGER, InputType.NUMBER, InputType.DURATION):
+        raise InputError(f"input {spec.name!r}: expected a number, got {str(value).lower()}")
     text = str(value).strip() if not isinstance(value, bool) else value
     try:
         match spec.type:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,12 +91,8 @@ def load_inventory(sources: Sequence[str]) -> Inventory:
     for source in sources:
         if "," not in source and not Path(source).exists():
             raise InventoryError(f"inventory {source!r} does not exist")
-    # Fail on sources Ansible cannot parse, instead of its default of warning and going on.
-    os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
-    os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
-    os.environ.setdefault("ANSIBLE_LOCALHOST_WARNING", "False")
     captured = io.StringIO()
-    with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+    with _ansible_settings(), contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
         from ansible.errors import AnsibleError  # noqa: PLC0415
         from ansible.inventory.manager import InventoryManager  # noqa: PLC0415
         from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
@@ -110,6 +106,28 @@ def load_inventory(sources: Sequence[str]) -> Inventory:
             details = _summarise(captured.getvalue())
             raise InventoryError(f"{exc.message}" + (f":\n{details}" if details else "")) from exc
     return Inventory(tuple(sources), manager, variables)
+
+
+@contextlib.contextmanager
+def _ansible_settings() -> Iterator[None]:
+    """Fail on sources Ansible cannot parse (its default is to warn and go on).
+
+    ansible-core reads these when its config is first loaded; they are restored
+    afterwards so that commands Cairn runs do not inherit them.
+    """
+    settings = {
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+    }
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update({k: v for k, v in settings.items() if saved[k] is None})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
 
 
 def _summarise(warnings: str) -> str:

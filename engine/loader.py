@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from engine.yamlsource import Document, parse_yaml_bytes, read_yaml_file
 log = logging.getLogger(__name__)
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
+_ID_LINE = re.compile(r"""^["']?id["']?\s*:""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +54,21 @@ class LoadResult:
 
 def check_document(doc: Document) -> LoadResult:
     """Validate a parsed document and build its runbook when it has no problem."""
-    if not doc.problems:
-        if not isinstance(doc.data, dict):
-            doc.add(
-                "",
-                f"a runbook is a mapping of keys (id, title, severity, …), but this file holds {_kind(doc.data)}",
-            )
-        else:
-            for issue in schema.validate(doc.data):
-                doc.add(issue.pointer, issue.message, key=issue.at_key)
-            semantics.check(doc)
+    if isinstance(doc.data, dict):
+        # Even when reading found problems (a duplicate key, a tag), check the rest:
+        # every problem in one pass. Values that could not be read are skipped.
+        read_problems = len(doc.problems)
+        for issue in schema.validate(doc.data):
+            doc.add(issue.pointer, issue.message, key=issue.at_key)
+        semantics.check(doc)
+        if doc.broken:
+            later = [p for p in doc.problems[read_problems:] if not _under(p.pointer, doc.broken)]
+            doc.problems[read_problems:] = later
+    elif not doc.problems:
+        doc.add(
+            "",
+            f"a runbook is a mapping of keys (id, title, severity, …), but this file holds {_kind(doc.data)}",
+        )
     problems = tuple(sorted(doc.problems, key=lambda p: (p.line, p.column, p.message)))
     declared = doc.data.get("id") if isinstance(doc.data, dict) else None
     declared_id = declared if isinstance(declared, str) else Path(doc.file).stem
@@ -77,7 +84,8 @@ def check_file(path: Path | str, *, display: str | None = None) -> LoadResult:
 
 def check_text(text: str | bytes, name: str = "<text>") -> LoadResult:
     """Load a runbook from text (tests, stdin)."""
-    raw = text.encode("utf-8") if isinstance(text, str) else text
+    # surrogatepass: text with lone surrogates becomes invalid UTF-8, reported as such.
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     return check_document(parse_yaml_bytes(raw, name))
 
 
@@ -89,12 +97,20 @@ def load_runbook(path: Path | str) -> Runbook:
     return result.runbook
 
 
+def _under(ptr: str, roots: set[str]) -> bool:
+    return any(ptr == root or ptr.startswith(root + "/") for root in roots)
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
         return "a single string"
-    return f"a single {type(value).__name__} value"
+    if value is None:
+        return "only null (~)"
+    if isinstance(value, bool):
+        return "a single true/false value"
+    return "a single number"
 
 
 # --------------------------------------------------------------------------- building
@@ -128,8 +144,10 @@ def _build_runbook(data: dict[str, Any], doc: Document) -> Runbook:
 def _build_input(name: str, spec: dict[str, Any]) -> InputSpec:
     kind = InputType(spec["type"])
     default = spec.get("default")
-    if kind is InputType.DURATION and default is not None:
-        default = parse_duration(default)
+    choices = tuple(spec.get("choices", ()))
+    if kind is InputType.DURATION:  # templates and -e values see durations as seconds
+        default = parse_duration(default) if default is not None else None
+        choices = tuple(parse_duration(c) for c in choices)
     return InputSpec(
         name=name,
         type=kind,
@@ -137,7 +155,7 @@ def _build_input(name: str, spec: dict[str, Any]) -> InputSpec:
         default=default,
         has_default="default" in spec,
         secret=spec.get("secret", False),
-        choices=tuple(spec.get("choices", ())),
+        choices=choices,
     )
 
 
@@ -238,7 +256,14 @@ def runbook_files(paths: Iterable[Path]) -> list[Path]:
             files.extend(sorted(p for p in path.rglob("*") if p.suffix in RUNBOOK_SUFFIXES and p.is_file()))
         else:
             files.append(path)
-    return files
+    seen: set[Path] = set()
+    unique = []
+    for file in files:  # a file named twice (itself and its folder) is read once
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(file)
+    return unique
 
 
 def load_library(paths: Iterable[Path]) -> Library:
@@ -252,7 +277,7 @@ def load_library(paths: Iterable[Path]) -> Library:
         if runbook is not None:
             if runbook.id in seen:
                 line = next(
-                    (i + 1 for i, ln in enumerate(runbook.source_text.splitlines()) if ln.startswith("id:")),
+                    (i + 1 for i, ln in enumerate(runbook.source_text.splitlines()) if _ID_LINE.match(ln)),
                     1,
                 )
                 problem = Problem(

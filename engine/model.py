@@ -5,6 +5,7 @@ Everything after :mod:`engine.loader` sees these types, never raw YAML dicts.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -159,16 +160,26 @@ def parse_duration(value: str | int | float) -> float:
     """Seconds in ``value``: a number of seconds, or text like ``30s``, ``5m``, ``1h30m``."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative")
-        return float(value)
-    text = value.strip().replace(" ", "")
-    if text.isdigit():
-        return float(text)
-    if not _DURATION_RE.match(text):
-        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h30m or 500ms")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            text = value.strip().replace(" ", "")
+            if text.isdigit():
+                seconds = float(text)
+            elif _DURATION_RE.match(text):
+                seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+            else:
+                raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h30m or 500ms")
+    except OverflowError:
+        raise ValueError("duration is too large") from None
+    if not math.isfinite(seconds):
+        raise (
+            ValueError("duration is too large") if seconds > 0 else ValueError(f"{value!r} is not a duration")
+        )
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

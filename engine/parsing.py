@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -35,17 +36,18 @@ def parse_output(spec: ParseSpec, stdout: str) -> Any:
             return _regex(spec.pattern, stdout)
 
 
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _number(stdout: str) -> int | float:
     text = stdout.strip()
-    try:
+    if _INTEGER.fullmatch(text) and len(text) <= 100:
         return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        shown = text if len(text) <= 40 else text[:37] + "..."
-        raise ParseError(f"expected one number, got {shown!r}") from None
+    if _DECIMAL.fullmatch(text) and math.isfinite(value := float(text)):
+        return value
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    raise ParseError(f"expected one number, got {shown!r}")
 
 
 def _split(line: str, separator: str | None, parts: int) -> list[str]:
@@ -63,9 +65,13 @@ def _table(spec: ParseSpec, stdout: str) -> list[dict[str, str]]:
         if not lines:
             return []
         header = _split(lines.pop(0), spec.separator, 0)
-        columns = [
-            re.sub(r"\W+", "_", h.strip()).strip("_").lower() or f"col{i}" for i, h in enumerate(header)
-        ]
+        columns = []
+        for i, cell in enumerate(header):
+            base = name = re.sub(r"\W+", "_", cell.strip()).strip("_").lower() or f"col{i}"
+            n = 2
+            while name in columns:  # two headers that normalise alike keep both columns
+                name, n = f"{base}_{n}", n + 1
+            columns.append(name)
     rows = []
     for line in lines:
         cells = _split(line, spec.separator, len(columns))

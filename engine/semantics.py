@@ -17,7 +17,7 @@ from typing import Any
 
 from engine import expr
 from engine.model import InputType, parse_duration
-from engine.yamlsource import Document, pointer
+from engine.yamlsource import Document, pointer, yaml_repr
 
 PHASES = ("detect", "diagnose", "remediate", "verify")
 _RUN_ONLY_KEYS = ("parse", "expect", "report", "exit_codes", "on_timeout", "timeout")
@@ -85,26 +85,37 @@ def _check_inputs(doc: Document, inputs: dict[str, Any]) -> None:
         except ValueError:
             continue  # the schema reports it
         base = pointer(("inputs", name))
-        for key in ("default",):
-            if key in spec:
-                problem = input_value_problem(kind, spec[key])
-                if problem:
-                    doc.add(f"{base}/{key}", f"default of input {name!r} {problem}")
-        for i, choice in enumerate(spec.get("choices") or []):
+        default_ok = spec.get("default") is not None  # an empty default is the schema's to report
+        if default_ok:
+            problem = input_value_problem(kind, spec["default"])
+            if problem:
+                doc.add(f"{base}/default", f"default of input {name!r} {problem}")
+                default_ok = False
+        choices = spec.get("choices")
+        valid_choices = []
+        for i, choice in enumerate(choices if isinstance(choices, list) else []):
             problem = input_value_problem(kind, choice)
             if problem:
                 doc.add(f"{base}/choices/{i}", f"choice of input {name!r} {problem}")
+            else:
+                valid_choices.append(choice)
         if spec.get("secret") is True and "default" in spec:
             doc.add(
                 f"{base}/default",
                 f"secret input {name!r} has a default, which anyone who can read the runbook sees; "
                 "remove it and give the value with -e or at the prompt",
             )
-        choices = spec.get("choices")
-        if isinstance(choices, list) and "default" in spec and spec["default"] not in choices:
-            doc.add(
-                f"{base}/default", f"default {spec['default']!r} of input {name!r} is not one of its choices"
-            )
+        if default_ok and isinstance(choices, list):
+            same = parse_duration if kind is InputType.DURATION else _identity
+            if same(spec["default"]) not in [same(c) for c in valid_choices]:
+                doc.add(
+                    f"{base}/default",
+                    f"default {spec['default']!r} of input {name!r} is not one of its choices",
+                )
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def input_value_problem(kind: InputType, value: Any) -> str:
@@ -133,7 +144,7 @@ def input_value_problem(kind: InputType, value: Any) -> str:
         InputType.BOOLEAN: "true or false",
         InputType.DURATION: "a duration like 30m",
     }
-    return f"must be {examples[kind]} (type {kind.value}), not {value!r}"
+    return f"must be {examples[kind]} (type {kind.value}), not {yaml_repr(value)}"
 
 
 def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) -> None:
@@ -164,21 +175,32 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
             re.compile(parse["regex"])
         except re.error as exc:
             doc.add(f"{ptr}/parse/regex", f"regular expression does not compile: {exc}")
-    timeout = step.get("timeout")
-    if isinstance(timeout, str | int) and not isinstance(timeout, bool):
-        try:
-            if parse_duration(timeout) > _MAX_TIMEOUT:
-                doc.add(
-                    f"{ptr}/timeout",
-                    "timeout is longer than a day; nothing in a runbook should wait that long",
-                )
-        except ValueError:
-            pass  # the schema reports the format
+        except (OverflowError, RecursionError, ValueError):
+            doc.add(
+                f"{ptr}/parse/regex",
+                "regular expression does not compile: it is too large or nested too deeply",
+            )
+    _check_timeout(doc, f"{ptr}/timeout", step.get("timeout"))
     if phase == "remediate" and step.get("on_timeout") == "finding":
         doc.add(
             f"{ptr}/on_timeout",
             "on_timeout: finding is for detect, diagnose and verify; a remediation that hangs is an error",
         )
+
+
+def _check_timeout(doc: Document, ptr: str, timeout: Any) -> None:
+    if not isinstance(timeout, str | int) or isinstance(timeout, bool):
+        return  # absent, or the wrong type: the schema reports that
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        if "too large" in str(exc):
+            doc.add(ptr, "timeout is too large; nothing in a runbook should wait longer than a day")
+        return  # otherwise a malformed duration: the schema reports it
+    if seconds > _MAX_TIMEOUT:
+        doc.add(ptr, "timeout is longer than a day; nothing in a runbook should wait that long")
+    elif seconds <= 0 and isinstance(timeout, str):  # an integer 0 is the schema's (minimum 1)
+        doc.add(ptr, "timeout is zero: the command would be killed at once; give a positive duration")
 
 
 def _check_data_templates(doc: Document, ptr: str, value: Any, scope: _Scope) -> None:
@@ -200,6 +222,8 @@ def _check_template(
     doc: Document, ptr: str, source: str, scope: _Scope, *, names: frozenset[str], expression: bool = False
 ) -> None:
     what = "expression" if expression else "template"
+    if not source.strip():
+        return  # the schema reports empty values
     result = expr.check(source, expression=expression)
     for error in result.errors:
         doc.add(ptr, f"{what} {error}")
@@ -207,7 +231,7 @@ def _check_template(
         return
     for name in sorted(result.names - names):
         close = get_close_matches(name, sorted(names), n=1)
-        if name in expr.EXPECT_NAMES:
+        if name in expr.EXPECT_NAMES - expr.TEMPLATE_NAMES and names >= expr.TEMPLATE_NAMES:
             hint = "; it is only available in expect and report (this step's own output)"
         elif close:
             hint = f"; did you mean {close[0]!r}?"

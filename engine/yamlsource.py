@@ -14,6 +14,7 @@ are strings, and dates stay strings.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,24 @@ class _Loader(_Parser, SafeConstructor, _Resolver):
         _Resolver.__init__(self)
 
 
+def yaml_repr(value: Any) -> str:
+    """A value as it looks in YAML (true, null, [a, b]), shortened for messages."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(yaml_repr(v) for v in value[:5]) + (", …]" if len(value) > 5 else "]")
+    elif isinstance(value, dict):
+        items = ", ".join(f"{k}: {yaml_repr(v)}" for k, v in list(value.items())[:5])
+        text = "{" + items + (", …}" if len(value) > 5 else "}")
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def escape_pointer_part(part: str | int) -> str:
     """One JSON-pointer reference token (RFC 6901)."""
     return str(part).replace("~", "~0").replace("/", "~1")
@@ -97,6 +116,8 @@ class Document:
     """JSON pointer of a value -> (line, column) where it starts, 1-based."""
     key_positions: dict[str, tuple[int, int]] = field(default_factory=dict)
     """JSON pointer of a value -> (line, column) of its key."""
+    broken: set[str] = field(default_factory=set)
+    """Pointers whose value could not be read (already reported; later checks skip them)."""
 
     def where(self, ptr: str, *, key: bool = False) -> tuple[int, int]:
         """Best known position for ``ptr``: itself, else its nearest ancestor."""
@@ -125,7 +146,11 @@ def read_yaml_file(path: Path, *, display: str | None = None) -> Document:
     name = display or str(path)
     doc = Document(file=name, text="")
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            doc.add("", "not a regular file (a folder, FIFO or device); name a runbook file")
+            return doc
+        size = info.st_size
         if size > MAX_BYTES:
             doc.add("", f"file is {size:,} bytes; runbooks are limited to {MAX_BYTES:,} bytes")
             return doc
@@ -171,23 +196,41 @@ def _mark(node: Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _error_position(doc: Document, mark: Any) -> tuple[int, int]:
+    """1-based position of a parser error, kept inside the file (libyaml may point past its end)."""
+    if mark is None:
+        return (1, 1)
+    lines = doc.text.split("\n")
+    line = min(mark.line + 1, len(lines))
+    column = mark.column + 1 if mark.line + 1 <= len(lines) else len(lines[-1]) + 1
+    return (line, column)
+
+
 def _compose(doc: Document) -> None:
     loader = _Loader(doc.text)
     try:
         root = loader.get_single_node()
     except yaml.composer.ComposerError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = _error_position(doc, mark)
         if "expected a single document" in str(exc):
             message = "several YAML documents (---) in one file: put one runbook per file"
+        elif "undefined alias" in str(exc) and mark is not None:
+            alias = re.match(r"\*?([^\s,\]}]*)", doc.text[mark.index :])
+            name = alias.group(1) if alias else ""
+            message = (
+                f"undefined YAML alias *{name}: there is no anchor &{name} before it; define the anchor first"
+            )
         else:
             message = f"YAML: {exc.problem or exc}"
         doc.problems.append(Problem(doc.file, line, col, "", message))
         return
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = _error_position(doc, mark)
         what = " ".join(p for p in (exc.context, exc.problem) if p)
+        if "mapping values are not allowed" in what:
+            what += " (a value that contains ': ' must be put in quotes)"
         doc.problems.append(Problem(doc.file, line, col, "", f"invalid YAML: {what}"))
         return
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
@@ -257,16 +300,21 @@ def _build(node: Node, path: tuple[str | int, ...], doc: Document, loader: _Load
     tag = node.tag
     if tag not in _STANDARD_TAGS:
         line, col = _mark(node)
+        shown = tag.replace("tag:yaml.org,2002:", "!!")
         doc.problems.append(
-            Problem(doc.file, line, col, ptr, f"YAML tag {tag!r} is not allowed in runbooks; remove it")
+            Problem(doc.file, line, col, ptr, f"YAML tag {shown} is not allowed in runbooks; remove it")
         )
+        doc.broken.add(ptr)
         return None
     if isinstance(node, ScalarNode):
         try:
             return loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             doc.add(ptr, f"invalid value: {getattr(exc, 'problem', None) or exc}")
-            return None
+        except ValueError:  # e.g. an integer with more digits than Python converts
+            doc.add(ptr, f"value {node.value[:20]!r}… is too long a number; quote it if it is text")
+        doc.broken.add(ptr)
+        return None
     if isinstance(node, SequenceNode):
         return [_build(child, (*path, i), doc, loader, depth + 1) for i, child in enumerate(node.value)]
     result: dict[str, Any] = {}
@@ -278,6 +326,7 @@ def _build(node: Node, path: tuple[str | int, ...], doc: Document, loader: _Load
                     doc.file, line, col, ptr, "YAML merge keys (<<) are not supported; write the keys out"
                 )
             )
+            doc.broken.add(ptr)  # the mapping lacks the merged keys: do not report their absence
             continue
         if not isinstance(key_node, ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
             line, col = _mark(key_node)

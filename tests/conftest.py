@@ -45,7 +45,9 @@ CairnRunner = Callable[..., subprocess.CompletedProcess[str]]
 def cairn(tmp_path: Path) -> CairnRunner:
     """Run the real `cairn` command in a subprocess (stdin is not a terminal)."""
 
-    def run(*args: str, cwd: Path | None = None, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, cwd: Path | None = None, timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*cairn_command(), *args],
             cwd=cwd or tmp_path,

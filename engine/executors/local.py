@@ -93,6 +93,14 @@ def kill_process_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE)
         time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: return once the group is really gone (bounded).
+    deadline = time.monotonic() + KILL_GRACE
+    while time.monotonic() < deadline:
+        proc.poll()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.01)
+    log.warning("process group %d still has live processes after SIGKILL", pgid)
 
 
 class LocalExecutor:

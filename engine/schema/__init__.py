@@ -16,7 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.model import DURATION_PATTERN
 from engine.yamlsource import pointer
+from engine.yamlsource import yaml_repr as _short
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -57,9 +59,9 @@ def _validator() -> Draft202012Validator:
 
 def validate(data: Any) -> list[SchemaIssue]:
     """Every schema violation in ``data``, in document order."""
-    issues: list[SchemaIssue] = []
+    issues: dict[SchemaIssue, None] = {}  # ordered and de-duplicated
     for error in _validator().iter_errors(data):
-        issues.extend(_translate(error))
+        issues.update(dict.fromkeys(_translate(error)))
     return sorted(issues, key=lambda i: i.pointer)
 
 
@@ -81,7 +83,7 @@ def _kind_of(value: Any) -> str:
         str: "a string",
         list: "a list",
         dict: "a mapping",
-        type(None): "empty (null)",
+        type(None): "empty",
     }.get(type(value), type(value).__name__)
 
 
@@ -99,9 +101,8 @@ def _expected(types: str | list[str]) -> str:
     return " or ".join(names.get(t, t) for t in listed)
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _is_duration(subschema: dict[str, Any]) -> bool:
+    return subschema.get("pattern") == DURATION_PATTERN
 
 
 def _described(error: ValidationError) -> str:
@@ -141,6 +142,8 @@ def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
             hint = ""
             if rule == "string" and isinstance(value, bool | int | float):
                 hint = " (put it in quotes to make it text)"
+            elif _is_duration(subschema) and isinstance(value, float):
+                hint = " (write fractions with a unit, e.g. 1500ms)"
             yield SchemaIssue(
                 ptr,
                 f"{label} must be {_expected(rule)}, not {_kind_of(value)} ({_short(value)}){hint}",
@@ -168,7 +171,8 @@ def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
         case "uniqueItems":
             yield SchemaIssue(ptr, f"{label} lists the same item twice; remove the duplicate")
         case "minimum" | "exclusiveMinimum":
-            yield SchemaIssue(ptr, f"{label} must be at least {rule}, not {_short(value)}")
+            unit = " second" if _is_duration(subschema) else ""
+            yield SchemaIssue(ptr, f"{label} must be at least {rule}{unit}, not {_short(value)}")
         case "maximum":
             yield SchemaIssue(ptr, f"{label} must be at most {rule}, not {_short(value)}")
         case "minProperties" | "maxProperties":
@@ -177,7 +181,7 @@ def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
         case "oneOf" if _is_step_kind(error):
             yield _step_kind_issue(ptr, label, value)
         case "oneOf" if path and path[-1] == "ansible":
-            yield SchemaIssue(ptr, "an ansible step takes either module (with args) or playbook, not both")
+            yield _ansible_issue(ptr, value)
         case "anyOf" | "oneOf":
             yield from _alternatives(error, path, ptr, label, value)
         case _:
@@ -203,13 +207,35 @@ def _step_kind_issue(ptr: str, label: str, value: Any) -> SchemaIssue:
     )
 
 
+def _ansible_issue(ptr: str, value: Any) -> SchemaIssue:
+    keys = set(value) if isinstance(value, dict) else set()
+    if "module" in keys and "playbook" in keys:
+        return SchemaIssue(ptr, "an ansible step takes either module (with args) or playbook, not both")
+    if "playbook" in keys:
+        return SchemaIssue(ptr, "args go with module, not with playbook (put variables in the playbook)")
+    return SchemaIssue(ptr, "an ansible step needs module (with args) or playbook; neither is given")
+
+
 def _alternatives(
     error: ValidationError, path: tuple[str | int, ...], ptr: str, label: str, value: Any
 ) -> Iterator[SchemaIssue]:
     from jsonschema.exceptions import best_match  # noqa: PLC0415
 
-    deeper = [e for e in (error.context or []) if len(e.absolute_path) > len(path)]
+    context = list(error.context or [])
+    deeper = [e for e in context if len(e.absolute_path) > len(path)]
     if deeper:
         yield from _translate(best_match(deeper))
         return
-    yield SchemaIssue(ptr, f"{label} has an invalid value {_short(value)}{_described(error)}")
+    # Errors from the alternatives whose *type* fits the value say what is wrong with it.
+    fitting = [e for e in context if e.validator != "type"]
+    specific = [e for e in fitting if e.validator not in ("const", "enum")]
+    if specific:
+        yield from _translate(best_match(specific))
+        return
+    options: list[str] = []
+    for e in fitting:
+        allowed: Any = e.validator_value
+        options.extend(str(o) for o in (allowed if e.validator == "enum" else [allowed]))
+    close = get_close_matches(str(value), options, n=1) if isinstance(value, str) else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    yield SchemaIssue(ptr, f"{label} has an invalid value {_short(value)}{hint}{_described(error)}")

@@ -71,21 +71,41 @@ def test_injection_through_extra_vars_is_an_argument(cairn: CairnRunner, runbook
     owned = tmp_path / "owned"
     hostile = f"x; touch {owned}"
     done = cairn(
-        "run", "echo-check", "--runbooks", str(folder), "-e", f"target={hostile}",
-        "-e", f"marker={tmp_path / 'marker'}", "-e", "token=t0k3n-abc", "--phase", "detect",
+        "run",
+        "echo-check",
+        "--runbooks",
+        str(folder),
+        "-e",
+        f"target={hostile}",
+        "-e",
+        f"marker={tmp_path / 'marker'}",
+        "-e",
+        "token=t0k3n-abc",
+        "--phase",
+        "detect",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert not owned.exists()
-    assert f"greet                    ok" in done.stdout
+    assert "greet                    ok" in done.stdout
     plan = cairn(
-        "plan", "echo-check", "--runbooks", str(folder), "-e", f"target={hostile}",
-        "-e", "marker=m", "-e", "token=t0k3n-abc",
+        "plan",
+        "echo-check",
+        "--runbooks",
+        str(folder),
+        "-e",
+        f"target={hostile}",
+        "-e",
+        "marker=m",
+        "-e",
+        "token=t0k3n-abc",
     )
     assert f"$ printf '%s\\n' hello 'x; touch {owned}'" in plan.stdout
     assert not owned.exists()
 
 
-def test_run_outcomes_exit_codes_and_journal(cairn: CairnRunner, runbook_dir, tmp_path: Path, journal_path: Path) -> None:
+def test_run_outcomes_exit_codes_and_journal(
+    cairn: CairnRunner, runbook_dir, tmp_path: Path, journal_path: Path
+) -> None:
     folder = runbook_dir(ECHO)
     marker = tmp_path / "marker"
     secret = "t0k3n-5ecret-value"
@@ -110,13 +130,17 @@ def test_run_outcomes_exit_codes_and_journal(cairn: CairnRunner, runbook_dir, tm
     assert secret not in fixed.stdout + fixed.stderr
 
     history = json.loads(cairn("history", "--json").stdout)
-    assert [r["id"] for r in history][0] == report["run_id"]
+    assert history[0]["id"] == report["run_id"]
     assert [r["status"] for r in history] == ["finished"] * 3
     assert history[0]["inputs"]["token"] == "***"
     assert history[0]["started_by"].startswith(os.environ.get("USER", "") or "")
 
     others = [r["id"] for r in history[1:]]
-    prefix = next(report["run_id"][:n] for n in range(8, 30) if not any(o.startswith(report["run_id"][:n]) for o in others))
+    prefix = next(
+        report["run_id"][:n]
+        for n in range(8, 30)
+        if not any(o.startswith(report["run_id"][:n]) for o in others)
+    )
     shown = cairn("show-run", prefix)
     assert shown.returncode == 0
     assert "remove_marker" in shown.stdout and "approval: --yes" in shown.stdout
@@ -127,7 +151,9 @@ def test_run_outcomes_exit_codes_and_journal(cairn: CairnRunner, runbook_dir, tm
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     with sqlite3.connect(journal_path) as db:
-        steps = db.execute("SELECT step_id, status FROM steps WHERE run_id = ? ORDER BY seq", (report["run_id"],))
+        steps = db.execute(
+            "SELECT step_id, status FROM steps WHERE run_id = ? ORDER BY seq", (report["run_id"],)
+        )
         assert steps.fetchall() == [
             ("greet", "ok"),
             ("marker_absent", "finding"),
@@ -137,12 +163,22 @@ def test_run_outcomes_exit_codes_and_journal(cairn: CairnRunner, runbook_dir, tm
         ]
 
 
-def test_dry_run_shows_remediation_without_running_it(cairn: CairnRunner, runbook_dir, tmp_path: Path) -> None:
+def test_dry_run_shows_remediation_without_running_it(
+    cairn: CairnRunner, runbook_dir, tmp_path: Path
+) -> None:
     marker = tmp_path / "marker"
     marker.write_text("x")
     done = cairn(
-        "run", "echo-check", "--runbooks", str(runbook_dir(ECHO)), "-e", f"marker={marker}", "-e", "token=t0k3n-abc",
-        "--dry-run", "--yes",
+        "run",
+        "echo-check",
+        "--runbooks",
+        str(runbook_dir(ECHO)),
+        "-e",
+        f"marker={marker}",
+        "-e",
+        "token=t0k3n-abc",
+        "--dry-run",
+        "--yes",
     )
     assert done.returncode == 1
     assert f"would run $ rm -f {marker} && echo token=***" in done.stdout
@@ -151,7 +187,18 @@ def test_dry_run_shows_remediation_without_running_it(cairn: CairnRunner, runboo
 
 def test_input_errors_are_usage_errors(cairn: CairnRunner, runbook_dir) -> None:
     folder = str(runbook_dir(ECHO))
-    unknown = cairn("run", "echo-check", "--runbooks", folder, "-e", "colour=red", "-e", "marker=m", "-e", "token=t0k3n-abc")
+    unknown = cairn(
+        "run",
+        "echo-check",
+        "--runbooks",
+        folder,
+        "-e",
+        "colour=red",
+        "-e",
+        "marker=m",
+        "-e",
+        "token=t0k3n-abc",
+    )
     assert unknown.returncode == 2
     assert "has no input 'colour'" in unknown.stderr
     missing = cairn("run", "echo-check", "--runbooks", folder)
@@ -200,7 +247,9 @@ def test_sigkill_leaves_an_interrupted_run(runbook_dir, tmp_path: Path) -> None:
     done = subprocess.run([*cairn_command(), "history", "--json"], capture_output=True, text=True, check=True)
     (run,) = json.loads(done.stdout)
     assert run["status"] == "interrupted"
-    shown = subprocess.run([*cairn_command(), "show-run", run["id"]], capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [*cairn_command(), "show-run", run["id"]], capture_output=True, text=True, check=True
+    )
     assert "interrupted: the run stopped before this step finished" in shown.stdout
 
 
@@ -219,6 +268,9 @@ def test_sigterm_kills_the_command_and_records_the_interruption(runbook_dir, tmp
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "interrupted" in err
-    assert not Path(f"/proc/{command_pid}").exists() or "Z" in Path(f"/proc/{command_pid}/stat").read_text().split()[2]
+    assert (
+        not Path(f"/proc/{command_pid}").exists()
+        or "Z" in Path(f"/proc/{command_pid}/stat").read_text().split()[2]
+    )
     done = subprocess.run([*cairn_command(), "history", "--json"], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)[0]["status"] == "interrupted"

@@ -36,16 +36,25 @@ def test_bundled_runbooks_validate(cairn: CairnRunner) -> None:
 def test_every_problem_in_every_file_with_location(cairn: CairnRunner, tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text(BROKEN, encoding="utf-8")
     (tmp_path / "junk.yml").write_bytes(b"\x00\x01binary")
-    (tmp_path / "good.yaml").write_text((REPO / "runbooks" / "branch-cleanup.yaml").read_text(), encoding="utf-8")
+    (tmp_path / "good.yaml").write_text(
+        (REPO / "runbooks" / "branch-cleanup.yaml").read_text(), encoding="utf-8"
+    )
     done = cairn("validate", str(tmp_path))
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     broken = tmp_path / "broken.yaml"
-    assert f"{broken}:3:11: [/severity] 'severity' must be one of info, warning, critical, not 'high'" in lines
+    assert (
+        f"{broken}:3:11: [/severity] 'severity' must be one of info, warning, critical, not 'high'" in lines
+    )
     assert any(line.startswith(f"{broken}:8:10: [/detect/0/run]") and "inputs.nope" in line for line in lines)
     assert any(line.startswith(f"{broken}:9:5: [/detect/1]") and "does nothing" in line for line in lines)
-    assert any(line.startswith(f"{broken}:9:9: [/detect/1/id]") and "duplicate step id 'first'" in line for line in lines)
-    assert any(line.startswith(f"{broken}:11:5: [/detect/1/runn]") and "did you mean 'run'" in line for line in lines)
+    assert any(
+        line.startswith(f"{broken}:9:9: [/detect/1/id]") and "duplicate step id 'first'" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith(f"{broken}:11:5: [/detect/1/runn]") and "did you mean 'run'" in line for line in lines
+    )
     assert any(line.startswith(f"{tmp_path / 'junk.yml'}:1:1:") and "binary" in line for line in lines)
     assert any(line.endswith("ok (branch-cleanup)") for line in lines)
     assert "2 of 3 files invalid, 6 problems" in done.stdout
@@ -85,7 +94,9 @@ def test_usage_errors_exit_2(cairn: CairnRunner, tmp_path: Path) -> None:
 def test_schema_command_prints_the_shipped_schema(cairn: CairnRunner) -> None:
     done = cairn("schema")
     assert done.returncode == 0
-    assert json.loads(done.stdout) == json.loads((REPO / "engine" / "schema" / "runbook.schema.json").read_text())
+    assert json.loads(done.stdout) == json.loads(
+        (REPO / "engine" / "schema" / "runbook.schema.json").read_text()
+    )
 
 
 def test_list_and_show(cairn: CairnRunner, tmp_path: Path) -> None:

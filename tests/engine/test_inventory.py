@@ -35,7 +35,9 @@ all:
 """,
         encoding="utf-8",
     )
-    (root / "group_vars" / "k8s_nodes.yml").write_text("role: worker\nkernel_min: '4.19.113'\n", encoding="utf-8")
+    (root / "group_vars" / "k8s_nodes.yml").write_text(
+        "role: worker\nkernel_min: '4.19.113'\n", encoding="utf-8"
+    )
     (root / "host_vars" / "node2.yml").write_text("role: special\n", encoding="utf-8")
     return root
 

@@ -16,7 +16,16 @@ from engine.model import (
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("7d", 604800), ("1.5h", 5400), (90, 90), ("45", 45)],
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("500ms", 0.5),
+        ("7d", 604800),
+        ("1.5h", 5400),
+        (90, 90),
+        ("45", 45),
+    ],
 )
 def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds

@@ -49,6 +49,8 @@ def test_plan_renders_per_host_and_defers_what_needs_results() -> None:
 def test_plan_stops_after_the_requested_phase() -> None:
     runbook = check_text(RUNBOOK).runbook
     assert runbook is not None
-    (plan,) = plan_run(runbook, [Host("h")], {"path": "/", "deep": True, "token": "t0ken"}, last_phase=Phase.DETECT)
+    (plan,) = plan_run(
+        runbook, [Host("h")], {"path": "/", "deep": True, "token": "t0ken"}, last_phase=Phase.DETECT
+    )
     assert {s.phase for s in plan.steps} == {Phase.DETECT}
     assert plan.steps[1].condition == ""  # deep is true now

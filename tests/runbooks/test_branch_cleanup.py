@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.git, pytest.mark.cli]
 def branches(repo: Path) -> set[str]:
     out = subprocess.run(
         ["git", "-C", str(repo), "for-each-ref", "--format=%(refname:short)", "refs/heads/"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return set(out.split())
 
@@ -87,12 +89,21 @@ def test_hostile_branch_names_are_arguments(cairn: CairnRunner, tmp_path: Path) 
     repo = git_branches.build_clean(tmp_path / "repo")
     hostile = "feature/pwn;touch${IFS}owned"
     day = 86400
-    env = {"GIT_COMMITTER_DATE": f"@{int(time.time() - 30 * day)} +0000", "GIT_AUTHOR_DATE": f"@{int(time.time() - 30 * day)} +0000"}
+    env = {
+        "GIT_COMMITTER_DATE": f"@{int(time.time() - 30 * day)} +0000",
+        "GIT_AUTHOR_DATE": f"@{int(time.time() - 30 * day)} +0000",
+    }
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "checkout", "-q", "-b", hostile], check=True)
-    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "pwn"], check=True, env={**env, "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [*git, "commit", "-q", "--allow-empty", "-m", "pwn"], check=True, env={**env, "PATH": "/usr/bin:/bin"}
+    )
     subprocess.run([*git, "checkout", "-q", "main"], check=True)
-    subprocess.run([*git, "merge", "-q", "--no-ff", "-m", "merge pwn", hostile], check=True, env={**env, "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [*git, "merge", "-q", "--no-ff", "-m", "merge pwn", hostile],
+        check=True,
+        env={**env, "PATH": "/usr/bin:/bin"},
+    )
     done = cairn("run", "branch-cleanup", "-e", f"repo={repo}", "--yes", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert hostile not in branches(repo)
@@ -109,7 +120,16 @@ def test_not_a_repository_fails_loudly(cairn: CairnRunner, tmp_path: Path) -> No
 def test_through_the_bundled_inventory(cairn: CairnRunner, tmp_path: Path) -> None:
     lab = git_branches.build(tmp_path / "repo")
     done = cairn(
-        "run", "branch-cleanup", "-i", "inventory/", "-e", f"repo={lab.path}", "--phase", "detect", "--json", cwd=REPO
+        "run",
+        "branch-cleanup",
+        "-i",
+        "inventory/",
+        "-e",
+        f"repo={lab.path}",
+        "--phase",
+        "detect",
+        "--json",
+        cwd=REPO,
     )
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)

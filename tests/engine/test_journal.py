@@ -1,0 +1,554 @@
+"""The run journal, driven through an EventBus: what it keeps, bounds, and reports after a crash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import JournalError
+from engine.events import (
+    EventBus,
+    HostFinished,
+    RunFinished,
+    RunStarted,
+    StepApproval,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+)
+from engine.journal import DB_OUTPUT_LIMIT, Journal
+from engine.model import (
+    HostOutcome,
+    HostReport,
+    Phase,
+    RunReport,
+    RunStatus,
+    StepResult,
+    StepStatus,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+RUNBOOK_TEXT = "id: disk-full\ntitle: Disk full\nseverity: warning\nsummary: s\ndetect: []\n"
+
+
+@pytest.fixture
+def journal(journal_path: Path) -> Iterator[Journal]:
+    opened = Journal(journal_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def reader(journal_path: Path, journal: Journal) -> Iterator[Journal]:
+    """A second Journal on the same file: sees only what the first has committed."""
+    opened = Journal(journal_path)
+    yield opened
+    opened.close()
+
+
+def start_run(
+    journal: Journal, run_id: str, *, runbook_id: str = "disk-full", hosts: tuple[str, ...] = ("web1",)
+) -> EventBus:
+    bus = EventBus(run_id)
+    bus.subscribe(journal.record)
+    bus.emit(
+        RunStarted,
+        runbook_id=runbook_id,
+        runbook_path=f"/srv/runbooks/{runbook_id}.yaml",
+        runbook_sha256=hashlib.sha256(RUNBOOK_TEXT.encode()).hexdigest(),
+        runbook_text=RUNBOOK_TEXT,
+        hosts=hosts,
+        inputs={"path": "/var", "token": "***"},
+        started_by="alice",
+        trigger={"kind": "cli"},
+        dry_run=False,
+        last_phase="verify",
+    )
+    return bus
+
+
+def finish_run(bus: EventBus, runbook_id: str = "disk-full", *, interrupted: bool = False) -> None:
+    report = RunReport(
+        run_id=bus.run_id,
+        runbook_id=runbook_id,
+        hosts=(HostReport(host="web1", outcome=HostOutcome.HEALTHY, results=()),),
+        interrupted=interrupted,
+    )
+    bus.emit(RunFinished, report=report)
+
+
+def step_started(bus: EventBus, step_id: str, command: str = "df -P /var", host: str = "web1") -> None:
+    bus.emit(
+        StepStarted,
+        host=host,
+        phase=Phase.DETECT,
+        step_id=step_id,
+        title=f"Title of {step_id}",
+        command=command,
+    )
+
+
+# --------------------------------------------------------------------------- a whole run
+
+
+def test_run_steps_and_approvals_read_back(journal: Journal, journal_path: Path) -> None:
+    run_id = "20260101-120000-abcdef"
+    bus = start_run(journal, run_id, hosts=("web1", "db-1.example.com"))
+    step_started(bus, "disk_usage")
+    bus.emit(StepOutput, host="web1", phase=Phase.DETECT, step_id="disk_usage", stream="stdout", text="91\n")
+    bus.emit(
+        StepFinished,
+        result=StepResult(
+            host="web1",
+            phase=Phase.DETECT,
+            step_id="disk_usage",
+            status=StepStatus.FINDING,
+            message="/var is 91% full",
+            command="df -P /var",
+            rc=0,
+            stdout="91\n",
+            stderr="warning: slow\n",
+            out=91,
+            started_at=1.0,
+            duration=0.25,
+        ),
+    )
+    bus.emit(
+        StepApproval,
+        host="web1",
+        phase=Phase.REMEDIATE,
+        step_id="clean_logs",
+        command="journalctl --vacuum-size=500M",
+        approved=True,
+        by="tty:alice",
+        note="looks safe",
+    )
+    step_started(bus, "clean_logs", command="journalctl --vacuum-size=500M")
+    bus.emit(
+        StepFinished,
+        result=StepResult(
+            host="web1",
+            phase=Phase.DETECT,
+            step_id="clean_logs",
+            status=StepStatus.OK,
+            command="journalctl --vacuum-size=500M",
+            rc=0,
+            out={"freed": ["a", "b"]},
+            approval="tty:alice",
+        ),
+    )
+    bus.emit(
+        StepApproval,
+        host="db-1.example.com",
+        phase=Phase.REMEDIATE,
+        step_id="clean_logs",
+        command="journalctl --vacuum-size=500M",
+        approved=False,
+        by="no terminal",
+    )
+    bus.emit(
+        HostFinished,
+        report=HostReport(host="web1", outcome=HostOutcome.REMEDIATED, results=(), reason="cleaned"),
+    )
+    bus.emit(
+        HostFinished,
+        report=HostReport(
+            host="db-1.example.com", outcome=HostOutcome.PRESENT, results=(), reason="declined"
+        ),
+    )
+    bus.emit(
+        RunFinished,
+        report=RunReport(
+            run_id=run_id,
+            runbook_id="disk-full",
+            hosts=(
+                HostReport(host="web1", outcome=HostOutcome.REMEDIATED, results=()),
+                HostReport(host="db-1.example.com", outcome=HostOutcome.PRESENT, results=()),
+            ),
+        ),
+    )
+
+    run = journal.get_run(run_id)
+
+    assert run.id == run_id
+    assert run.runbook_id == "disk-full"
+    assert run.runbook_path == "/srv/runbooks/disk-full.yaml"
+    assert run.runbook_text == RUNBOOK_TEXT
+    assert run.runbook_sha256 == hashlib.sha256(RUNBOOK_TEXT.encode()).hexdigest()
+    assert run.hosts == ("web1", "db-1.example.com")
+    assert run.inputs == {"path": "/var", "token": "***"}
+    assert run.started_by == "alice"
+    assert run.trigger == {"kind": "cli"}
+    assert run.dry_run is False
+    assert run.last_phase == "verify"
+    assert run.status is RunStatus.FINISHED
+    assert run.exit_code == 1
+    assert run.finished_at is not None
+    assert run.finished_at >= run.started_at
+    assert run.outcomes == {
+        "web1": {"outcome": "remediated", "reason": "cleaned"},
+        "db-1.example.com": {"outcome": "present", "reason": "declined"},
+    }
+    assert run.artifacts == str(journal_path.parent / "runs" / run_id)
+
+    assert [(s.step_id, s.status) for s in run.steps] == [("disk_usage", "finding"), ("clean_logs", "ok")]
+    usage, clean = run.steps
+    assert usage.title == "Title of disk_usage"
+    assert usage.message == "/var is 91% full"
+    assert usage.command == "df -P /var"
+    assert usage.rc == 0
+    assert usage.stdout == "91\n"
+    assert usage.stderr == "warning: slow\n"
+    assert usage.out == 91
+    assert usage.duration == 0.25
+    assert clean.out == {"freed": ["a", "b"]}
+    assert clean.approval == "tty:alice"
+
+    assert [(a.host, a.step_id, a.approved, a.decided_by, a.note) for a in run.approvals] == [
+        ("web1", "clean_logs", True, "tty:alice", "looks safe"),
+        ("db-1.example.com", "clean_logs", False, "no terminal", ""),
+    ]
+    assert run.approvals[0].phase == "remediate"
+    assert run.approvals[0].command == "journalctl --vacuum-size=500M"
+
+
+def test_finished_run_reads_back_from_a_new_journal(journal: Journal, journal_path: Path) -> None:
+    bus = start_run(journal, "20260101-120000-000001")
+    finish_run(bus)
+    journal.close()
+
+    reopened = Journal(journal_path)
+    try:
+        run = reopened.get_run("20260101-120000-000001")
+    finally:
+        reopened.close()
+
+    assert run.status is RunStatus.FINISHED
+    assert run.exit_code == 0
+
+
+def test_interrupted_run_report_is_recorded_as_interrupted(journal: Journal) -> None:
+    bus = start_run(journal, "20260101-120000-000002")
+    finish_run(bus, interrupted=True)
+
+    run = journal.get_run("20260101-120000-000002")
+
+    assert run.status is RunStatus.INTERRUPTED
+    assert run.exit_code == 130
+
+
+# --------------------------------------------------------------------------- finding runs
+
+
+def test_get_run_by_unique_prefix(journal: Journal) -> None:
+    for run_id in ("20260101-120000-aaa111", "20260101-120000-aab222"):
+        finish_run(start_run(journal, run_id))
+
+    assert journal.get_run("20260101-120000-aab").id == "20260101-120000-aab222"
+    assert journal.get_run("20260101-120000-aaa1").id == "20260101-120000-aaa111"
+
+
+def test_get_run_by_ambiguous_prefix_lists_the_candidates(journal: Journal) -> None:
+    for run_id in ("20260101-120000-aaa111", "20260101-120000-aab222", "20260102-000000-ccc333"):
+        finish_run(start_run(journal, run_id))
+
+    with pytest.raises(JournalError) as caught:
+        journal.get_run("20260101-120000-aa")
+
+    assert str(caught.value) == (
+        "run id '20260101-120000-aa' is ambiguous: 20260101-120000-aaa111, 20260101-120000-aab222;"
+        " give more of it"
+    )
+
+
+def test_get_run_unknown_id_says_how_to_list_runs(journal: Journal, journal_path: Path) -> None:
+    finish_run(start_run(journal, "20260101-120000-aaa111"))
+
+    with pytest.raises(JournalError) as caught:
+        journal.get_run("20991231")
+
+    assert str(caught.value) == f"no run '20991231' in {journal_path}; `cairn history` lists the runs"
+
+
+@pytest.mark.parametrize("pattern", ["%", "_", "2026010_-%"])
+def test_get_run_treats_like_wildcards_literally(journal: Journal, pattern: str) -> None:
+    finish_run(start_run(journal, "20260101-120000-aaa111"))
+
+    with pytest.raises(JournalError, match="no run"):
+        journal.get_run(pattern)
+
+
+def test_list_runs_most_recent_first_with_limit_and_runbook_filter(journal: Journal) -> None:
+    # Started in this order; ids sort the same way, so equal timestamps would not change the order.
+    started = [
+        ("20260101-000001-000001", "disk-full"),
+        ("20260101-000002-000002", "branch-cleanup"),
+        ("20260101-000003-000003", "disk-full"),
+        ("20260101-000004-000004", "disk-full"),
+    ]
+    for run_id, runbook_id in started:
+        finish_run(start_run(journal, run_id, runbook_id=runbook_id), runbook_id)
+
+    assert [r.id for r in journal.list_runs()] == [run_id for run_id, _ in reversed(started)]
+    assert [r.id for r in journal.list_runs(limit=2)] == ["20260101-000004-000004", "20260101-000003-000003"]
+    assert [r.id for r in journal.list_runs(runbook_id="disk-full", limit=2)] == [
+        "20260101-000004-000004",
+        "20260101-000003-000003",
+    ]
+    assert [r.id for r in journal.list_runs(runbook_id="branch-cleanup")] == ["20260101-000002-000002"]
+    assert journal.list_runs(runbook_id="no-such-runbook") == []
+    assert all(r.steps == () for r in journal.list_runs())
+
+
+def test_list_runs_of_an_empty_journal(journal: Journal) -> None:
+    assert journal.list_runs() == []
+
+
+# --------------------------------------------------------------------------- written as it happens
+
+
+def test_step_is_recorded_as_running_when_it_starts(journal: Journal, reader: Journal) -> None:
+    bus = start_run(journal, "20260101-120000-000003")
+    step_started(bus, "slow_check", command="sleep 30")
+
+    running = reader.get_run("20260101-120000-000003")
+
+    assert running.status is RunStatus.RUNNING
+    assert [(s.step_id, s.status, s.command, s.title) for s in running.steps] == [
+        ("slow_check", "running", "sleep 30", "Title of slow_check")
+    ]
+    assert running.steps[0].started_at is not None
+
+    bus.emit(
+        StepFinished,
+        result=StepResult(host="web1", phase=Phase.DETECT, step_id="slow_check", status=StepStatus.OK, rc=0),
+    )
+
+    finished = reader.get_run("20260101-120000-000003")
+    assert [(s.step_id, s.status, s.title) for s in finished.steps] == [
+        ("slow_check", "ok", "Title of slow_check")
+    ]
+
+
+def test_run_is_visible_to_another_reader_as_soon_as_it_starts(journal: Journal, reader: Journal) -> None:
+    start_run(journal, "20260101-120000-000004")
+
+    assert [r.id for r in reader.list_runs()] == ["20260101-120000-000004"]
+    assert reader.get_run("20260101-120000-000004").status is RunStatus.RUNNING
+
+
+def test_long_output_is_bounded_in_the_database_and_complete_in_artifacts(
+    journal: Journal, journal_path: Path
+) -> None:
+    run_id = "20260101-120000-000005"
+    bus = start_run(journal, run_id)
+    step_started(bus, "big")
+    lines = [f"line {i:06d} {'x' * 40}\n" for i in range(5000)]
+    full = "".join(lines)
+    assert len(full) > 2 * DB_OUTPUT_LIMIT
+    for chunk_start in range(0, len(lines), 700):
+        text = "".join(lines[chunk_start : chunk_start + 700])
+        bus.emit(StepOutput, host="web1", phase=Phase.DETECT, step_id="big", stream="stdout", text=text)
+    bus.emit(StepOutput, host="web1", phase=Phase.DETECT, step_id="big", stream="stderr", text="err\n")
+    bus.emit(
+        StepFinished,
+        result=StepResult(
+            host="web1",
+            phase=Phase.DETECT,
+            step_id="big",
+            status=StepStatus.OK,
+            rc=0,
+            stdout=full,
+            stderr="err\n",
+        ),
+    )
+
+    stored = journal.get_run(run_id).steps[0].stdout
+
+    assert len(stored) < len(full)
+    assert len(stored) <= DB_OUTPUT_LIMIT + 200
+    assert "omitted" in stored
+    assert full.startswith(stored.split("\n[…", 1)[0])
+    assert stored.startswith("line 000000 ")
+    assert stored.endswith(lines[-1])
+    folder = journal_path.parent / "runs" / run_id / "web1"
+    assert (folder / "detect.big.stdout").read_text(encoding="utf-8") == full
+    assert (folder / "detect.big.stderr").read_text(encoding="utf-8") == "err\n"
+
+
+def test_output_within_the_limit_is_stored_whole(journal: Journal) -> None:
+    text = "y" * DB_OUTPUT_LIMIT
+    bus = start_run(journal, "20260101-120000-000006")
+    bus.emit(
+        StepFinished,
+        result=StepResult(host="web1", phase=Phase.DETECT, step_id="s", status=StepStatus.OK, stdout=text),
+    )
+
+    assert journal.get_run("20260101-120000-000006").steps[0].stdout == text
+
+
+def test_runbook_snapshot_is_written_to_the_artifacts_folder(journal: Journal, journal_path: Path) -> None:
+    run_id = "20260101-120000-000007"
+    start_run(journal, run_id)
+
+    snapshot = journal_path.parent / "runs" / run_id / "runbook.yaml"
+
+    assert snapshot.read_text(encoding="utf-8") == RUNBOOK_TEXT
+    assert journal.get_run(run_id).artifacts == str(snapshot.parent)
+
+
+# --------------------------------------------------------------------------- crashes
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from engine.events import EventBus, RunStarted, StepStarted
+    from engine.journal import Journal
+    from engine.model import Phase
+
+    journal = Journal(sys.argv[1])
+    bus = EventBus(sys.argv[2])
+    bus.subscribe(journal.record)
+    bus.emit(
+        RunStarted,
+        runbook_id="disk-full",
+        runbook_path="/srv/runbooks/disk-full.yaml",
+        runbook_sha256="0" * 64,
+        runbook_text="id: disk-full\\n",
+        hosts=("web1",),
+        inputs={},
+        started_by="holder",
+    )
+    bus.emit(StepStarted, host="web1", phase=Phase.DETECT, step_id="hang", title="Hang", command="sleep 600")
+    print("ready", flush=True)
+    sys.stdin.read()  # blocks until the test closes stdin, or kills us
+    """
+)
+
+
+@pytest.fixture
+def holder(journal_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Another process that has started a run and is in the middle of a step."""
+    run_id = "20260101-120000-f00d00"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(journal_path), run_id],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()  # EOF (not a hang) if the holder fails
+        if line != "ready\n":
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"holder process did not start its run: {line!r} {err}")
+        yield proc, run_id
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_run_of_a_killed_process_is_reported_interrupted(
+    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+) -> None:
+    proc, run_id = holder
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    journal = Journal(journal_path)
+    try:
+        run = journal.get_run(run_id)
+    finally:
+        journal.close()
+
+    assert run.status is RunStatus.INTERRUPTED
+    assert run.exit_code == 130
+    assert [(s.step_id, s.status) for s in run.steps] == [("hang", "error")]
+    assert run.steps[0].message.startswith("interrupted")
+
+
+def test_run_of_a_killed_process_is_interrupted_in_the_history_too(
+    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+) -> None:
+    proc, run_id = holder
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    journal = Journal(journal_path)
+    try:
+        listed = journal.list_runs()
+    finally:
+        journal.close()
+
+    assert [(r.id, r.status, r.exit_code) for r in listed] == [(run_id, RunStatus.INTERRUPTED, 130)]
+
+
+def test_run_held_by_a_live_process_stays_running(
+    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+) -> None:
+    proc, run_id = holder
+
+    journal = Journal(journal_path)
+    try:
+        run = journal.get_run(run_id)
+        listed = journal.list_runs()
+    finally:
+        journal.close()
+
+    assert proc.poll() is None
+    assert run.status is RunStatus.RUNNING
+    assert run.exit_code is None
+    assert [(s.step_id, s.status, s.message) for s in run.steps] == [("hang", "running", "")]
+    assert [(r.id, r.status) for r in listed] == [(run_id, RunStatus.RUNNING)]
+
+
+def test_run_of_this_process_stays_running_for_another_journal(journal: Journal, reader: Journal) -> None:
+    start_run(journal, "20260101-120000-000008")
+
+    assert reader.get_run("20260101-120000-000008").status is RunStatus.RUNNING
+
+
+# --------------------------------------------------------------------------- the database
+
+
+def test_database_uses_wal(journal: Journal, journal_path: Path) -> None:
+    with sqlite3.connect(journal_path) as raw:
+        mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+    raw.close()
+
+    assert mode == "wal"
+
+
+def test_unwritable_path_names_the_path_and_the_option(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    path = blocker / "cairn" / "journal.db"
+
+    with pytest.raises(JournalError) as caught:
+        Journal(path)
+
+    message = str(caught.value)
+    assert message.startswith(f"cannot open the journal at {path}: ")
+    assert "--journal PATH" in message
+
+
+def test_journal_defaults_to_cairn_journal_env(journal_path: Path) -> None:
+    journal = Journal()
+    try:
+        assert journal.path == journal_path
+    finally:
+        journal.close()
+    assert journal_path.exists()

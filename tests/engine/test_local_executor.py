@@ -1,0 +1,344 @@
+"""LocalExecutor: exit codes, streamed output, timeouts and cancels that kill the whole process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ExecutorError
+from engine.executors import ExecutorSet, OutputCallback
+from engine.executors import local as local_module
+from engine.executors.local import LocalExecutor
+from engine.model import LOCALHOST, CommandResult, Host
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live (not zombie) processes whose command line contains ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if marker.encode() in cmdline and state not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique ``sleep`` argument that finds this test's processes in /proc; kills leftovers after."""
+    value = f"600.{uuid.uuid4().int % 10**12:012d}"
+    yield value
+    for pid in processes_with(value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class Recorder:
+    """An ``on_output`` callback that keeps what it was given, in order."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, str]] = []
+
+    def __call__(self, stream: str, text: str) -> None:
+        self.chunks.append((stream, text))
+
+    def text(self, stream: str) -> str:
+        return "".join(t for s, t in self.chunks if s == stream)
+
+
+def run(
+    command: str,
+    timeout: float = 30,
+    on_output: OutputCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> CommandResult:
+    return LocalExecutor().run(LOCALHOST, command, timeout=timeout, on_output=on_output, cancel=cancel)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 127])
+def test_exit_code(code: int) -> None:
+    result = run(f"exit {code}")
+
+    assert result.rc == code
+    assert not result.timed_out
+    assert not result.cancelled
+
+
+def test_command_not_found_is_rc_127_with_bash_message() -> None:
+    result = run("no-such-command-for-cairn-tests")
+
+    assert result.rc == 127
+    assert "no-such-command-for-cairn-tests" in result.stderr
+
+
+def test_stdout_and_stderr_are_kept_apart() -> None:
+    recorder = Recorder()
+
+    result = run("echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 4", on_output=recorder)
+
+    assert result.rc == 4
+    assert result.stdout == "out1\nout2\n"
+    assert result.stderr == "err1\nerr2\n"
+    assert recorder.text("stdout") == "out1\nout2\n"
+    assert recorder.text("stderr") == "err1\nerr2\n"
+    assert not result.truncated
+
+
+def test_runs_with_bash() -> None:
+    result = run("echo ${BASH_VERSION:+bash}; [[ a == a ]] && echo ok")
+
+    assert result.stdout == "bash\nok\n"
+
+
+def test_output_is_streamed_as_it_arrives(tmp_path: Path) -> None:
+    # The command prints a line, then waits for a file only the callback creates after seeing it.
+    # If output reached the callback only at the end, the command would hang until its timeout.
+    flag = tmp_path / "seen"
+    recorder = Recorder()
+
+    def on_output(stream: str, text: str) -> None:
+        recorder(stream, text)
+        if "first" in text:
+            flag.touch()
+
+    result = run(
+        f"echo first; while [ ! -e {flag} ]; do sleep 0.01; done; echo second",
+        timeout=20,
+        on_output=on_output,
+    )
+
+    assert not result.timed_out
+    assert result.rc == 0
+    assert result.stdout == "first\nsecond\n"
+    assert recorder.chunks == [("stdout", "first\n"), ("stdout", "second\n")]
+
+
+def test_utf8_character_split_across_reads_decodes(tmp_path: Path) -> None:
+    # "€" is e2 82 ac: the first byte arrives with "a", the rest only after the callback saw "a".
+    flag = tmp_path / "seen"
+    recorder = Recorder()
+
+    def on_output(stream: str, text: str) -> None:
+        recorder(stream, text)
+        if text == "a":
+            flag.touch()
+
+    result = run(
+        f"printf 'a\\xe2'; while [ ! -e {flag} ]; do sleep 0.01; done; printf '\\x82\\xac b\\n'",
+        timeout=20,
+        on_output=on_output,
+    )
+
+    assert result.rc == 0
+    assert result.stdout == "a€ b\n"
+    assert recorder.chunks == [("stdout", "a"), ("stdout", "€ b\n")]
+
+
+def test_invalid_utf8_is_replaced_not_fatal() -> None:
+    result = run("printf 'ok \\xff\\xfe end\\n'")
+
+    assert result.rc == 0
+    assert result.stdout == "ok \ufffd\ufffd end\n"
+
+
+def test_stdin_is_dev_null() -> None:
+    result = run("readlink /proc/$$/fd/0; if read -r line; then echo got; else echo eof; fi", timeout=60)
+
+    assert not result.timed_out
+    assert result.stdout == "/dev/null\neof\n"
+
+
+# --------------------------------------------------------------------------- timeout and cancel
+
+
+def test_timeout_keeps_partial_output_and_kills_the_whole_group(marker: str) -> None:
+    result = run(f"echo started; sleep {marker} & sleep {marker}; wait", timeout=2)
+
+    assert result.timed_out
+    assert result.rc is None
+    assert not result.cancelled
+    assert result.stdout == "started\n"
+    assert processes_with(marker) == []
+
+
+# Children that ignore SIGTERM (`trap '' TERM` is inherited), each printing its pid, so the test can
+# look at exactly those processes the moment `run` returns.
+STUBBORN = "trap '' TERM; for i in $(seq 40); do sleep {marker} & echo \"pid $!\"; done; echo started; wait"
+
+
+def live_pids(stdout: str) -> list[int]:
+    """Of the pids a STUBBORN command printed, those still running (zombies are dead)."""
+    alive = []
+    for line in stdout.splitlines():
+        if not line.startswith("pid "):
+            continue
+        pid = int(line.split()[1])
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X"):
+            alive.append(pid)
+    return alive
+
+
+def test_timeout_of_a_command_whose_children_ignore_sigterm(marker: str) -> None:
+    result = run(STUBBORN.format(marker=marker), timeout=2)
+
+    assert live_pids(result.stdout) == []
+    assert processes_with(marker) == []
+    assert result.timed_out
+    assert result.rc is None
+    assert result.stdout.endswith("started\n")
+    assert result.stdout.count("pid ") == 40
+
+
+def test_cancel_of_a_command_that_ignores_sigterm(marker: str) -> None:
+    # Cancelling once "started" is seen makes sure the trap is in place before the group is
+    # signalled, so only SIGKILL can end any of these processes.
+    cancel = threading.Event()
+
+    def on_output(stream: str, text: str) -> None:
+        if "started" in text:
+            cancel.set()
+
+    result = run(STUBBORN.format(marker=marker), timeout=120, on_output=on_output, cancel=cancel)
+
+    assert live_pids(result.stdout) == []
+    assert processes_with(marker) == []
+    assert result.cancelled
+    assert result.rc is None
+    assert not result.timed_out
+    assert result.stdout.endswith("started\n")
+
+
+def test_cancel_from_the_output_callback_stops_the_command(marker: str) -> None:
+    cancel = threading.Event()
+
+    def on_output(stream: str, text: str) -> None:
+        if "started" in text:
+            cancel.set()
+
+    result = run(
+        f"echo started; echo to-stderr >&2; sleep {marker} & sleep {marker}; wait",
+        timeout=120,
+        on_output=on_output,
+        cancel=cancel,
+    )
+
+    assert result.cancelled
+    assert not result.timed_out
+    assert result.rc is None
+    assert result.stdout == "started\n"
+    assert processes_with(marker) == []
+
+
+def test_cancel_set_before_the_run_kills_the_command(marker: str) -> None:
+    cancel = threading.Event()
+    cancel.set()
+
+    result = run(f"sleep {marker}", timeout=120, cancel=cancel)
+
+    assert result.cancelled
+    assert result.rc is None
+    assert processes_with(marker) == []
+
+
+def test_background_child_holding_stdout_does_not_block_the_return(marker: str) -> None:
+    result = run(f"sleep {marker} & echo parent done; exit 5", timeout=120)
+
+    assert result.rc == 5
+    assert not result.timed_out
+    assert not result.cancelled
+    assert result.stdout == "parent done\n"
+
+
+def test_failing_output_callback_kills_the_command_and_raises(marker: str) -> None:
+    def on_output(stream: str, text: str) -> None:
+        raise RuntimeError("subscriber broke")
+
+    with pytest.raises(RuntimeError, match="subscriber broke"):
+        run(f"echo started; sleep {marker}", timeout=120, on_output=on_output)
+
+    assert processes_with(marker) == []
+
+
+# --------------------------------------------------------------------------- capture limit
+
+
+def test_output_beyond_max_capture_is_truncated_but_streamed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_module, "MAX_CAPTURE", 1000)
+    recorder = Recorder()
+    total = 300_000
+
+    result = run(f"head -c {total} /dev/zero | tr '\\0' x", on_output=recorder)
+
+    assert result.rc == 0
+    assert result.truncated
+    assert len(result.stdout) < total
+    assert set(result.stdout) == {"x"}
+    assert len(recorder.text("stdout")) == total
+
+
+def test_output_below_max_capture_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_module, "MAX_CAPTURE", 1000)
+
+    result = run("printf '%s' \"$(head -c 500 /dev/zero | tr '\\0' y)\"")
+
+    assert not result.truncated
+    assert result.stdout == "y" * 500
+
+
+def test_stderr_beyond_max_capture_sets_truncated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_module, "MAX_CAPTURE", 1000)
+
+    result = run("head -c 300000 /dev/zero | tr '\\0' e >&2; echo fine")
+
+    assert result.truncated
+    assert result.stdout == "fine\n"
+
+
+# --------------------------------------------------------------------------- ExecutorSet
+
+
+def test_executor_set_gives_one_local_executor_for_local_hosts() -> None:
+    executors = ExecutorSet()
+
+    first = executors.for_host(LOCALHOST)
+    second = executors.for_host(Host(name="other", connection="local"))
+
+    assert isinstance(first, LocalExecutor)
+    assert first is second
+    executors.close()
+
+
+def test_executor_set_refuses_ssh_naming_the_host_and_the_fix() -> None:
+    executors = ExecutorSet()
+
+    with pytest.raises(ExecutorError) as caught:
+        executors.for_host(Host(name="web1.example.com", connection="ssh"))
+
+    message = str(caught.value)
+    assert caught.value.host == "web1.example.com"
+    assert message.startswith("web1.example.com: ")
+    assert "ansible_connection=ssh is not supported" in message
+    assert "(supported: local)" in message
+    assert "set ansible_connection=local" in message
