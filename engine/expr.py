@@ -51,6 +51,8 @@ def shell_quote(value: Any) -> str:
         return str(value)
     if value is None:
         return "''"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as shells and YAML spell them, not Python's True
     if isinstance(value, list | tuple | Iterator):  # Iterator: map()/select() without | list
         return " ".join(shell_quote(v) for v in value)
     return shlex.quote(str(value))

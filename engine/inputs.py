@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
-from engine.model import InputSpec, InputType, Runbook, parse_duration
+from engine.model import InputSpec, InputType, Runbook, duration_value
 
 REDACTED = "***"
 _TRUE = {"true", "yes", "on", "1"}
@@ -30,17 +30,23 @@ def parse_extra_vars(items: list[str]) -> dict[str, Any]:
 
 
 def _read_vars_file(path: Path) -> dict[str, Any]:
-    import yaml  # noqa: PLC0415
+    from engine.yamlsource import read_yaml_file  # noqa: PLC0415 - the same YAML rules as runbooks
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"-e @{path}: cannot read it: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"-e @{path}: not valid YAML/JSON: {exc}") from exc
-    if not isinstance(data, dict):
+    if not path.exists():
+        raise InputError(f"-e @{path}: cannot read it: no such file")
+    doc = read_yaml_file(path)
+    if doc.problems and doc.text.strip():
+        raise InputError(f"-e @{path}: not valid YAML/JSON: {doc.problems[0]}")
+    if not isinstance(doc.data, dict):
         raise InputError(f"-e @{path}: expected a mapping of input names to values")
-    return {str(k): v for k, v in data.items()}
+    return {str(k): v for k, v in doc.data.items()}
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def convert(spec: InputSpec, value: Any) -> Any:
@@ -57,7 +63,9 @@ def convert(spec: InputSpec, value: Any) -> Any:
             case InputType.INTEGER:
                 converted = int(text) if isinstance(text, str) else int(value)
             case InputType.NUMBER:
-                converted = float(text) if isinstance(text, str) else float(value)
+                converted = _number(text) if isinstance(text, str) else value
+                if not isinstance(converted, int | float):
+                    raise ValueError
             case InputType.BOOLEAN:
                 if isinstance(value, bool):
                     converted = value
@@ -68,7 +76,7 @@ def convert(spec: InputSpec, value: Any) -> Any:
                 else:
                     raise ValueError
             case InputType.DURATION:
-                converted = parse_duration(value if not isinstance(value, str) else text)
+                converted = duration_value(value if not isinstance(value, str) else text)
     except (ValueError, TypeError):
         shown = {
             InputType.INTEGER: "a whole number",

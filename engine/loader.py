@@ -31,6 +31,7 @@ from engine.model import (
     Step,
     StepKind,
     Trigger,
+    duration_value,
     parse_duration,
 )
 from engine.yamlsource import Document, parse_yaml_bytes, read_yaml_file
@@ -38,6 +39,8 @@ from engine.yamlsource import Document, parse_yaml_bytes, read_yaml_file
 log = logging.getLogger(__name__)
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
+PLAYBOOKS = "playbooks"
+"""Folders of this name hold Ansible playbooks beside the runbooks, not runbooks."""
 _ID_LINE = re.compile(r"""^["']?id["']?\s*:""")
 
 
@@ -146,8 +149,8 @@ def _build_input(name: str, spec: dict[str, Any]) -> InputSpec:
     default = spec.get("default")
     choices = tuple(spec.get("choices", ()))
     if kind is InputType.DURATION:  # templates and -e values see durations as seconds
-        default = parse_duration(default) if default is not None else None
-        choices = tuple(parse_duration(c) for c in choices)
+        default = duration_value(default) if default is not None else None
+        choices = tuple(duration_value(c) for c in choices)
     return InputSpec(
         name=name,
         type=kind,
@@ -253,7 +256,15 @@ def runbook_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in RUNBOOK_SUFFIXES and p.is_file()))
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in RUNBOOK_SUFFIXES
+                    and p.is_file()
+                    and PLAYBOOKS not in p.relative_to(path).parts
+                )
+            )
         else:
             files.append(path)
     seen: set[Path] = set()

@@ -182,6 +182,12 @@ def parse_duration(value: str | int | float) -> float:
     return seconds
 
 
+def duration_value(value: str | int | float) -> int | float:
+    """A duration input's value as templates see it: seconds, an int when whole (1800, not 1800.0)."""
+    seconds = parse_duration(value)
+    return int(seconds) if seconds.is_integer() else seconds
+
+
 def format_duration(seconds: float) -> str:
     """A short human form: ``1.2s``, ``4m05s``, ``2h10m``."""
     if seconds < 60:

@@ -14,7 +14,7 @@ from engine import expr
 from engine.errors import TemplateError
 from engine.inputs import Redactor
 from engine.model import Host, Phase, Runbook, Step, StepKind
-from engine.runner import phases_until
+from engine.runner import phases_until, render_step
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ def plan_run(
                 redact,
             )
             for phase in phases_until(last_phase)
+            if runbook.remediate or phase in (Phase.DETECT, Phase.DIAGNOSE)  # verify follows remediation
             for step in runbook.steps(phase)
         ]
         plans.append(HostPlan(host, tuple(steps)))
@@ -77,12 +78,7 @@ def plan_run(
 def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redactor) -> PlannedStep:
     source = step.instructions if step.kind is StepKind.MANUAL else step.run
     if step.kind is StepKind.ANSIBLE and step.ansible:
-        action = step.ansible
-        source = (
-            f"ansible {action.module} {action.args!r}"
-            if action.module
-            else f"ansible-playbook {action.playbook}"
-        )
+        source = repr(step.ansible.args) if step.ansible.module else step.ansible.playbook
     condition = ""
     if step.when:
         if expr.check(step.when, expression=True).step_refs:
@@ -92,17 +88,12 @@ def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redact
                 condition = "" if expr.evaluate(step.when, context, step_id=step.id, field="when") else "skip"
             except TemplateError as exc:
                 return PlannedStep(phase, step, source, error=str(exc))
-    refs = expr.check(source).step_refs if step.kind is not StepKind.ANSIBLE else frozenset()
+    refs = expr.check(source).step_refs
     if refs:
         reads = ", ".join(f"steps.{r}" for r in sorted(refs))
         return PlannedStep(phase, step, source, deferred=f"reads {reads}", condition=condition)
-    if step.kind is StepKind.ANSIBLE:
-        return PlannedStep(phase, step, source, condition=condition)
     try:
-        if step.kind is StepKind.MANUAL:
-            text = expr.render_text(source, context, step_id=step.id, field="manual")
-        else:
-            text = expr.render_command(source, context, step_id=step.id)
+        text = render_step(step, context)
     except TemplateError as exc:
         return PlannedStep(phase, step, source, condition=condition, error=str(exc))
     return PlannedStep(phase, step, redact(text), condition=condition)

@@ -161,9 +161,8 @@ class Runner:
         detect = self._phase(state, Phase.DETECT)
         findings = _ids(detect, StepStatus.FINDING)
         if not findings:
-            errors = _ids(detect, *_FAILED)
-            if errors:
-                return state.report(HostOutcome.FAILED, f"detect could not decide: {_first_error(detect)}")
+            if _undecided(detect):
+                return state.report(HostOutcome.FAILED, f"detect could not decide: {_undecided(detect)}")
             return state.report(HostOutcome.HEALTHY, "detect found nothing")
         present = f"found by {', '.join(findings)}"
         if self.request.last_phase is Phase.DETECT:
@@ -175,17 +174,19 @@ class Runner:
             )
             return state.report(HostOutcome.PRESENT, reason)
         remediate = self._phase(state, Phase.REMEDIATE)
+        if self.request.dry_run:
+            return state.report(HostOutcome.PRESENT, f"{present}; dry run: remediation shown, not run")
         attempted = [r for r in remediate if r.status in (StepStatus.OK, *_FAILED)]
         if not attempted:
             return state.report(HostOutcome.PRESENT, f"{present}; no remediation step was carried out")
         verify = self._phase(state, Phase.VERIFY)
         if any(r.status in _FAILED for r in remediate):
-            return state.report(HostOutcome.FAILED, f"remediation failed: {_first_error(remediate)}")
+            return state.report(HostOutcome.FAILED, f"remediation failed: {_undecided(remediate)}")
         still = _ids(verify, StepStatus.FINDING)
         if still:
             return state.report(HostOutcome.PRESENT, f"verify still finds it: {', '.join(still)}")
-        if _ids(verify, *_FAILED):
-            return state.report(HostOutcome.FAILED, f"verify could not decide: {_first_error(verify)}")
+        if _undecided(verify):
+            return state.report(HostOutcome.FAILED, f"verify could not decide: {_undecided(verify)}")
         return state.report(HostOutcome.REMEDIATED, "remediated; verify is clean")
 
     def _phase(self, state: _HostState, phase: Phase) -> list[StepResult]:
@@ -215,7 +216,7 @@ class Runner:
                 return self._finish(host, phase, step, StepStatus.ERROR, str(exc))
             if not go:
                 return self._finish(host, phase, step, StepStatus.SKIPPED, f"when is false: {step.when}")
-        if step.kind is StepKind.ANSIBLE:
+        if step.kind is StepKind.ANSIBLE and not (phase is Phase.REMEDIATE and self.request.dry_run):
             return self._finish(
                 host,
                 phase,
@@ -224,15 +225,17 @@ class Runner:
                 "ansible steps run through ansible-runner, which this version of Cairn does not include yet",
             )
         try:
-            if step.kind is StepKind.MANUAL:
-                text = expr.render_text(step.instructions, ctx, step_id=step.id, field="manual")
-            else:
-                text = expr.render_command(step.run, ctx, step_id=step.id)
+            text = render_step(step, ctx)
         except TemplateError as exc:
             return self._finish(host, phase, step, StepStatus.ERROR, str(exc))
         shown = self.redact(text)
         if phase is Phase.REMEDIATE and self.request.dry_run:
-            return self._finish(host, phase, step, StepStatus.SKIPPED, "dry run: not run", command=shown)
+            note = (
+                "dry run: a human would be asked to do this"
+                if step.kind is StepKind.MANUAL
+                else "dry run: not run"
+            )
+            return self._finish(host, phase, step, StepStatus.SKIPPED, note, command=shown)
         approval = ""
         if step.kind is StepKind.MANUAL or step.confirm:
             self.bus.emit(ApprovalRequested, host=host.name, phase=phase, step_id=step.id, command=shown)
@@ -459,13 +462,37 @@ class _HostState:
         return HostReport(self.host.name, outcome, tuple(self.results), reason)
 
 
+def render_step(step: Step, context: Mapping[str, Any]) -> str:
+    """What the step will do, rendered: the command, the instructions, or the Ansible action."""
+    if step.kind is StepKind.MANUAL:
+        return expr.render_text(step.instructions, context, step_id=step.id, field="manual")
+    if step.kind is StepKind.RUN:
+        return expr.render_command(step.run, context, step_id=step.id)
+    action = step.ansible
+    assert action is not None  # the loader builds ansible steps with their action
+    if action.playbook:
+        return f"ansible-playbook {action.playbook}"
+    args = expr.render_data(action.args, context, step_id=step.id, field="ansible.args")
+    if isinstance(args, Mapping):
+        args = " ".join(f"{k}={expr.shell_quote(v)}" for k, v in args.items())
+    return f"ansible -m {action.module} -a {expr.shell_quote(args or '')}"
+
+
 def _ids(results: list[StepResult], *statuses: StepStatus) -> list[str]:
     return [r.step_id for r in results if r.status in statuses]
 
 
-def _first_error(results: list[StepResult]) -> str:
-    failed = next(r for r in results if r.status in _FAILED)
-    return f"{failed.step_id}: {failed.message}"
+def _undecided(results: list[StepResult]) -> str:
+    """The first step that did not get to look: failed, timed out, or not approved; "" if none.
+
+    A check that was declined (or skipped by the approver) proves nothing either way, so
+    it stops detect from calling a host healthy and verify from calling it clean. A step
+    skipped by its own ``when`` was not needed and does not count.
+    """
+    for r in results:
+        if r.status in (*_FAILED, StepStatus.DECLINED) or (r.status is StepStatus.SKIPPED and r.approval):
+            return f"{r.step_id}: {r.message or r.status.value}"
+    return ""
 
 
 def _last_line(text: str) -> str:

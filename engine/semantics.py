@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from difflib import get_close_matches
+from pathlib import Path
 from typing import Any
 
 from engine import expr
@@ -153,6 +154,12 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
         _check_template(doc, f"{ptr}/run", step["run"], scope, names=expr.TEMPLATE_NAMES)
     if isinstance(step.get("manual"), str):
         _check_template(doc, f"{ptr}/manual", step["manual"], scope, names=expr.TEMPLATE_NAMES)
+        if step.get("confirm") is False:
+            doc.add(
+                f"{ptr}/confirm",
+                "a manual step always asks the human to confirm it was done; remove confirm: false",
+                key=True,
+            )
         for key in _RUN_ONLY_KEYS:
             if key in step:
                 doc.add(
@@ -163,6 +170,13 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
     ansible = step.get("ansible")
     if isinstance(ansible, dict):
         _check_data_templates(doc, f"{ptr}/ansible/args", ansible.get("args"), scope)
+        playbook = ansible.get("playbook")
+        folder = Path(doc.file).parent
+        if isinstance(playbook, str) and folder.is_dir() and not (folder / playbook).is_file():
+            doc.add(
+                f"{ptr}/ansible/playbook",
+                f"playbook {playbook!r} not found next to the runbook ({folder / playbook})",
+            )
     if isinstance(step.get("when"), str):
         _check_template(doc, f"{ptr}/when", step["when"], scope, names=expr.TEMPLATE_NAMES, expression=True)
     if isinstance(step.get("expect"), str):

@@ -143,7 +143,8 @@ class ProgressPrinter:
                     and result.command
                     and result.message.startswith("dry run")
                 ):
-                    self._print(indent(result.command, "       would run $ "))
+                    prefix = "       would ask > " if "human" in result.message else "       would run $ "
+                    self._print(indent(result.command, prefix))
             case HostFinished():
                 pass
             case RunFinished():

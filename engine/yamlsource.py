@@ -40,18 +40,37 @@ _BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
 
 class _Resolver(Resolver):
-    """PyYAML's resolver with YAML 1.2 booleans and without timestamps."""
+    """YAML 1.2 core-schema scalars, as editors read them.
+
+    PyYAML follows YAML 1.1, where ``no`` is false, ``010`` is 8, ``1:30`` is 90 and
+    ``2021-11-02`` is a date; in a runbook each of those is a surprise.
+    """
 
 
+_REPLACED = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}
 _Resolver.yaml_implicit_resolvers = {
-    first: [
-        (tag, rx)
-        for tag, rx in resolvers
-        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
-    ]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED]
     for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_12, list("tTfF"))
+_Resolver.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+_Resolver.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+def _int_12(loader: Any, node: Node) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)  # "010" is ten, as in YAML 1.2 (PyYAML would read octal)
+
 
 try:  # libyaml is ~10x faster; the pure-Python parser is the fallback.
     from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
@@ -74,6 +93,9 @@ class _Loader(_Parser, SafeConstructor, _Resolver):
         _Parser.__init__(self, stream)
         SafeConstructor.__init__(self)
         _Resolver.__init__(self)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int_12)
 
 
 def yaml_repr(value: Any) -> str:

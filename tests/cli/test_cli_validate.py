@@ -26,6 +26,14 @@ detect:
 """
 
 
+def test_playbooks_folders_are_not_read_as_runbooks(cairn: CairnRunner) -> None:
+    folder = REPO / "tests" / "fixtures" / "runbooks" / "valid"
+    assert (folder / "playbooks" / "backup.yml").is_file()
+    done = cairn("validate", str(folder))
+    assert done.returncode == 0, done.stdout
+    assert "backup.yml" not in done.stdout
+
+
 def test_bundled_runbooks_validate(cairn: CairnRunner) -> None:
     done = cairn("validate", cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr

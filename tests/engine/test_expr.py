@@ -103,7 +103,7 @@ def test_values_computed_from_a_hostile_value_are_quoted_too(
 def test_numbers_and_booleans_render_as_one_word(workdir: Path) -> None:
     command = render_command(SHOW + "{{ n }} {{ f }} {{ b }}", {"n": 42, "f": 1.5, "b": True})
 
-    assert bash(command, workdir) == "3\n<42>\n<1.5>\n<True>\n"
+    assert bash(command, workdir) == "3\n<42>\n<1.5>\n<true>\n"
 
 
 def test_list_becomes_several_quoted_words(workdir: Path) -> None:

@@ -86,7 +86,7 @@ def test_extra_vars_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
         parse_extra_vars([f"@{missing}"])
 
     assert str(caught.value).startswith(f"-e @{missing}: cannot read it")
-    assert "No such file" in str(caught.value)
+    assert "no such file" in str(caught.value)
 
 
 @pytest.mark.parametrize("body", ["- a\n- b\n", "just text\n", "42\n", ""])
@@ -126,14 +126,14 @@ def spec(kind: InputType, **extra: Any) -> InputSpec:
         (InputType.INTEGER, " -3 ", -3),
         (InputType.INTEGER, 7, 7),
         (InputType.NUMBER, "2.5", 2.5),
-        (InputType.NUMBER, "3", 3.0),
-        (InputType.NUMBER, 4, 4.0),
-        (InputType.DURATION, "30m", 1800.0),
-        (InputType.DURATION, "1h30m", 5400.0),
-        (InputType.DURATION, "90s", 90.0),
+        (InputType.NUMBER, "3", 3),  # whole numbers stay whole: `-e n=3` renders as 3, not 3.0
+        (InputType.NUMBER, 4, 4),
+        (InputType.DURATION, "30m", 1800),  # seconds, whole when whole: renders as 1800
+        (InputType.DURATION, "1h30m", 5400),
+        (InputType.DURATION, "90s", 90),
         (InputType.DURATION, "500ms", 0.5),
-        (InputType.DURATION, "120", 120.0),
-        (InputType.DURATION, 45, 45.0),
+        (InputType.DURATION, "120", 120),
+        (InputType.DURATION, 45, 45),
     ],
 )
 def test_convert(kind: InputType, given: Any, expected: Any) -> None:
