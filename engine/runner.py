@@ -473,9 +473,9 @@ def render_step(step: Step, context: Mapping[str, Any]) -> str:
     if action.playbook:
         return f"ansible-playbook {action.playbook}"
     args = expr.render_data(action.args, context, step_id=step.id, field="ansible.args")
-    if isinstance(args, Mapping):
+    if isinstance(args, Mapping):  # shown as Ansible's key=value form
         args = " ".join(f"{k}={expr.shell_quote(v)}" for k, v in args.items())
-    return f"ansible -m {action.module} -a {expr.shell_quote(args or '')}"
+    return f"ansible {action.module} {args or ''}".rstrip()
 
 
 def _ids(results: list[StepResult], *statuses: StepStatus) -> list[str]:

@@ -463,3 +463,50 @@ def test_ctrl_c_ends_the_run_as_interrupted() -> None:
     assert isinstance(events[-1], RunFinished)
     assert events[-1].report.interrupted
     assert events[-1].report.exit_code == 130
+
+
+def test_a_declined_check_proves_nothing() -> None:
+    runbook = load(
+        """
+        id: heavy-check
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: heavy, title: heavy scan, run: heavy-scan, confirm: true}
+        """
+    )
+    events, report = execute(runbook, Scripted([]), approver=NobodyToAsk())
+    assert statuses(events) == [("detect", "heavy", "declined")]
+    assert report.hosts[0].outcome is HostOutcome.FAILED  # not "healthy": nothing was looked at
+    assert report.hosts[0].reason.startswith("detect could not decide: heavy")
+    assert report.exit_code == 2
+
+
+def test_dry_run_never_verifies_nor_fails_on_what_it_does_not_run() -> None:
+    runbook = load(
+        """
+        id: dry
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: check, title: c, run: check, expect: "false"}
+        remediate:
+          - id: cron
+            title: install clean-up
+            ansible: {module: ansible.builtin.cron, args: {name: "clean {{ target }}", job: "true"}}
+          - {id: fix, title: f, run: "fix {{ target }}"}
+        """
+    )
+    executor = Scripted([("check", ok())])
+    events, report = execute(runbook, executor, approver=AssumeYes(), dry_run=True)
+    assert statuses(events) == [
+        ("detect", "check", "finding"),
+        ("remediate", "cron", "skipped"),
+        ("remediate", "fix", "skipped"),
+    ]
+    commands = [e.result.command for e in events if isinstance(e, StepFinished)][1:]
+    assert commands == ["ansible ansible.builtin.cron name='clean node1' job=true", "fix node1"]
+    assert report.hosts[0].outcome is HostOutcome.PRESENT
+    assert executor.seen == ["check"]
