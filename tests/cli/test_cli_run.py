@@ -229,21 +229,27 @@ def test_failed_run_exits_2(cairn: CairnRunner, runbook_dir) -> None:
     assert "exit code 3: oops" in done.stdout
 
 
-def test_sigkill_leaves_an_interrupted_run(runbook_dir, tmp_path: Path) -> None:
+def start_hanging_run(runbook_dir, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """`cairn run hang` in the background; returns it and the pid of its hanging command."""
     pidfile = tmp_path / "pid"
     proc = subprocess.Popen(
         [*cairn_command(), "run", "hang", "--runbooks", str(runbook_dir(HANG)), "-e", f"pidfile={pidfile}"],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    return proc, int(pidfile.read_text())
+
+
+def test_sigkill_leaves_an_interrupted_run(runbook_dir, tmp_path: Path) -> None:
+    proc, command_pid = start_hanging_run(runbook_dir, tmp_path)
     try:
-        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
         proc.kill()
-        proc.wait()
-    finally:
-        if pidfile.exists():  # kill -9 cannot clean up: the command lives on, as it would in real life
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        proc.communicate()
+    finally:  # kill -9 cannot clean up: the command lives on, as it would in real life
+        os.kill(command_pid, signal.SIGKILL)
     done = subprocess.run([*cairn_command(), "history", "--json"], capture_output=True, text=True, check=True)
     (run,) = json.loads(done.stdout)
     assert run["status"] == "interrupted"
@@ -254,16 +260,7 @@ def test_sigkill_leaves_an_interrupted_run(runbook_dir, tmp_path: Path) -> None:
 
 
 def test_sigterm_kills_the_command_and_records_the_interruption(runbook_dir, tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
-    proc = subprocess.Popen(
-        [*cairn_command(), "run", "hang", "--runbooks", str(runbook_dir(HANG)), "-e", f"pidfile={pidfile}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
-    command_pid = int(pidfile.read_text())
+    proc, command_pid = start_hanging_run(runbook_dir, tmp_path)
     proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
