@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from engine.model import Phase, Step
+from engine.model import Phase, Step, StepKind
 
 
 class Decision(Enum):
@@ -40,7 +40,7 @@ class ApprovalRequest:
     @property
     def manual(self) -> bool:
         """True for a manual step (the human does it; the decision says it was done)."""
-        return not self.step.run
+        return self.step.kind is StepKind.MANUAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         return _usage(f"no such file or folder: {', '.join(missing)}")
-    library = load_library(paths)
+    library = load_library(paths, jobs=_jobs())
     if args.json:
         _emit_json(
             {
@@ -254,7 +254,12 @@ def _library(args: argparse.Namespace) -> Any:
     missing = [str(d) for d in dirs if not d.exists()]
     if missing:
         raise CairnError(f"runbook folder {', '.join(missing)} does not exist; point --runbooks at one")
-    return load_library(dirs)
+    return load_library(dirs, jobs=_jobs())
+
+
+def _jobs() -> int:
+    """Processes for checking many runbooks: one per CPU (the CLI is single-threaded here)."""
+    return min(os.cpu_count() or 1, 8)
 
 
 def _usage(message: str) -> int:

@@ -20,7 +20,7 @@ import re
 import shlex
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -30,7 +30,7 @@ from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import TemplateError
-from engine.model import parse_duration
+from engine.model import duration_value
 
 # Names a template may use at the top level. Expectations also see the step's own output.
 TEMPLATE_NAMES = frozenset({"target", "vars", "inputs", "steps", "alert", "run"})
@@ -61,6 +61,8 @@ def shell_quote(value: Any) -> str:
 def _plain(value: Any) -> Any:
     if isinstance(value, Iterator):
         return list(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"  # the same spelling as in commands
     return "" if value is None else value
 
 
@@ -123,8 +125,8 @@ def _test_version(value: Any, other: str, operator: str = "==") -> bool:
     return bool(_VERSION_OPS[operator](_version_key(str(value)), _version_key(str(other))))
 
 
-def _duration(value: Any) -> float:
-    return parse_duration(value)
+def _duration(value: Any) -> int | float:
+    return duration_value(value)
 
 
 FILTERS: dict[str, Any] = {
@@ -245,47 +247,22 @@ class TemplateCheck:
     step_refs: frozenset[str] = frozenset()
     """Step ids it reads through ``steps.<id>`` / ``steps['<id>']``."""
     input_refs: frozenset[str] = frozenset()
-    unquoted: bool = False
-    dynamic_refs: tuple[str, ...] = field(default=())
-    """Namespaces indexed with a computed key (``steps[x]``): cannot be checked."""
 
 
-def _free_names(ast: nodes.Template) -> set[str]:
-    # Names read but never assigned (loop variables, {% set %}) anywhere in the
-    # template. Coarser than jinja2.meta's scoping, but it needs no code
-    # generation, so it is fast and cannot fail on a template with other errors.
-    loaded: set[str] = set()
-    stored: set[str] = set()
-    for name in ast.find_all(nodes.Name):
-        (stored if name.ctx in ("store", "param") else loaded).add(name.name)
-    if any(True for _ in ast.find_all(nodes.For)):
-        stored.add("loop")
-    if any(True for _ in ast.find_all((nodes.Macro, nodes.CallBlock))):
-        stored.update(("caller", "varargs", "kwargs"))
-    return loaded - stored
+_NOTHING = TemplateCheck()
+_DELIMITERS = ("{{", "{%", "{#")
+_LOCALS_OF: dict[type, tuple[str, ...]] = {
+    nodes.For: ("loop",),
+    nodes.Macro: ("caller", "varargs", "kwargs"),
+    nodes.CallBlock: ("caller",),
+}
 
 
-def _refs(ast: nodes.Template, namespace: str) -> tuple[set[str], bool]:
-    found: set[str] = set()
-    dynamic = False
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        if not isinstance(node, nodes.Getattr | nodes.Getitem):
-            continue
-        inner = node.node
-        if not (isinstance(inner, nodes.Name) and inner.name == namespace):
-            continue
-        if isinstance(node, nodes.Getattr):
-            found.add(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            found.add(node.arg.value)
-        else:
-            dynamic = True
-    return found, dynamic
-
-
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)
 def check(source: str, *, expression: bool = False) -> TemplateCheck:
     """Parse a template (or an expression) and report what it uses and what is wrong."""
+    if not expression and not any(d in source for d in _DELIMITERS):
+        return _NOTHING  # plain text: nothing to parse (most instructions, many commands)
     text = "{{ " + unwrap(source) + " }}" if expression else source
     try:
         return _check(text, expression)
@@ -302,25 +279,36 @@ def _check(text: str, expression: bool) -> TemplateCheck:
         if expression:  # the expression is parsed inside {{ }}: say it in the author's terms
             message = message.replace("'end of print statement'", "end of the expression")
         return TemplateCheck(errors=(f"does not compile: {message}{where}",))
+    # One walk over the tree. Names read but never assigned (loop variables, {% set %})
+    # anywhere in the template are free: coarser than jinja2.meta's scoping, but it needs
+    # no code generation, so it is fast and cannot fail on a template with other errors.
     errors: list[str] = []
-    for flt in ast.find_all(nodes.Filter):
-        if flt.name not in _TEXT_ENV.filters:
-            errors.append(f"uses unknown filter {flt.name!r}{_suggest(flt.name, _TEXT_ENV.filters)}")
-    for tst in ast.find_all(nodes.Test):
-        if tst.name not in _TEXT_ENV.tests:
-            errors.append(f"uses unknown test {tst.name!r}{_suggest(tst.name, _TEXT_ENV.tests)}")
-    names = frozenset(_free_names(ast) - set(_TEXT_ENV.globals))
-    step_refs, step_dynamic = _refs(ast, "steps")
-    input_refs, input_dynamic = _refs(ast, "inputs")
-    dynamic = tuple(n for n, d in (("steps", step_dynamic), ("inputs", input_dynamic)) if d)
-    unquoted = any(f.name == "unquoted" for f in ast.find_all(nodes.Filter))
+    loaded: set[str] = set()
+    stored: set[str] = set(_TEXT_ENV.globals)
+    refs: dict[str, set[str]] = {"steps": set(), "inputs": set()}
+    stack: list[nodes.Node] = [ast]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.iter_child_nodes())
+        if isinstance(node, nodes.Name):
+            (stored if node.ctx in ("store", "param") else loaded).add(node.name)
+        elif isinstance(node, nodes.Filter) and node.name not in _TEXT_ENV.filters:
+            errors.append(f"uses unknown filter {node.name!r}{_suggest(node.name, _TEXT_ENV.filters)}")
+        elif isinstance(node, nodes.Test) and node.name not in _TEXT_ENV.tests:
+            errors.append(f"uses unknown test {node.name!r}{_suggest(node.name, _TEXT_ENV.tests)}")
+        elif isinstance(node, nodes.Getattr | nodes.Getitem):
+            inner = node.node
+            if isinstance(inner, nodes.Name) and inner.name in refs:
+                key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+                if isinstance(key, str):
+                    refs[inner.name].add(key)
+        else:
+            stored.update(_LOCALS_OF.get(type(node), ()))
     return TemplateCheck(
-        errors=tuple(errors),
-        names=names,
-        step_refs=frozenset(step_refs),
-        input_refs=frozenset(input_refs),
-        unquoted=unquoted,
-        dynamic_refs=dynamic,
+        errors=tuple(sorted(set(errors), key=errors.index)),
+        names=frozenset(loaded - stored),
+        step_refs=frozenset(refs["steps"]),
+        input_refs=frozenset(refs["inputs"]),
     )
 
 

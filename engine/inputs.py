@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.errors import InputError
 from engine.model import InputSpec, InputType, Runbook, duration_value
+from engine.yamlsource import yaml_repr
 
 REDACTED = "***"
 _TRUE = {"true", "yes", "on", "1"}
@@ -85,10 +86,10 @@ def convert(spec: InputSpec, value: Any) -> Any:
             InputType.DURATION: "a duration like 30m or 90s",
             InputType.STRING: "text",
         }[spec.type]
-        raise InputError(f"input {spec.name!r}: expected {shown}, got {value!r}") from None
+        raise InputError(f"input {spec.name!r}: expected {shown}, got {yaml_repr(value)}") from None
     if spec.choices and converted not in spec.choices:
         allowed = ", ".join(str(c) for c in spec.choices)
-        raise InputError(f"input {spec.name!r}: {converted!r} is not one of {allowed}")
+        raise InputError(f"input {spec.name!r}: {yaml_repr(converted)} is not one of {allowed}")
     return converted
 
 

@@ -175,13 +175,17 @@ class Runner:
             return state.report(HostOutcome.PRESENT, reason)
         remediate = self._phase(state, Phase.REMEDIATE)
         if self.request.dry_run:
+            if any(
+                r.status in _FAILED for r in remediate
+            ):  # a template or when that fails now would fail for real
+                return state.report(HostOutcome.FAILED, f"remediation would fail: {_first_failed(remediate)}")
             return state.report(HostOutcome.PRESENT, f"{present}; dry run: remediation shown, not run")
         attempted = [r for r in remediate if r.status in (StepStatus.OK, *_FAILED)]
         if not attempted:
             return state.report(HostOutcome.PRESENT, f"{present}; no remediation step was carried out")
         verify = self._phase(state, Phase.VERIFY)
         if any(r.status in _FAILED for r in remediate):
-            return state.report(HostOutcome.FAILED, f"remediation failed: {_undecided(remediate)}")
+            return state.report(HostOutcome.FAILED, f"remediation failed: {_first_failed(remediate)}")
         still = _ids(verify, StepStatus.FINDING)
         if still:
             return state.report(HostOutcome.PRESENT, f"verify still finds it: {', '.join(still)}")
@@ -470,16 +474,22 @@ def render_step(step: Step, context: Mapping[str, Any]) -> str:
         return expr.render_command(step.run, context, step_id=step.id)
     action = step.ansible
     assert action is not None  # the loader builds ansible steps with their action
+    become = " (become)" if action.become else ""
     if action.playbook:
-        return f"ansible-playbook {action.playbook}"
+        return f"ansible-playbook {action.playbook}{become}"
     args = expr.render_data(action.args, context, step_id=step.id, field="ansible.args")
     if isinstance(args, Mapping):  # shown as Ansible's key=value form
         args = " ".join(f"{k}={expr.shell_quote(v)}" for k, v in args.items())
-    return f"ansible {action.module} {args or ''}".rstrip()
+    return f"ansible {action.module} {args or ''}".rstrip() + become
 
 
 def _ids(results: list[StepResult], *statuses: StepStatus) -> list[str]:
     return [r.step_id for r in results if r.status in statuses]
+
+
+def _first_failed(results: list[StepResult]) -> str:
+    failed = next(r for r in results if r.status in _FAILED)
+    return f"{failed.step_id}: {failed.message}"
 
 
 def _undecided(results: list[StepResult]) -> str:

@@ -111,7 +111,7 @@ def _check_inputs(doc: Document, inputs: dict[str, Any]) -> None:
             if same(spec["default"]) not in [same(c) for c in valid_choices]:
                 doc.add(
                     f"{base}/default",
-                    f"default {spec['default']!r} of input {name!r} is not one of its choices",
+                    f"default {yaml_repr(spec['default'])} of input {name!r} is not one of its choices",
                 )
 
 

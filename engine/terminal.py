@@ -135,7 +135,7 @@ class ProgressPrinter:
                 if result.status.value in ("finding", "error", "timeout") and not self.verbose and not quiet:
                     detail = (result.stderr if result.status.value != "finding" else "") or result.stdout
                     lines = [ln for ln in detail.strip().splitlines() if ln.strip()]
-                    if lines and not result.message.startswith(lines[-1]):
+                    if lines and lines[-1].strip() not in result.message:
                         shown = lines[:6] + ([f"… {len(lines) - 6} more lines"] if len(lines) > 6 else [])
                         self._print(indent("\n".join(shown), "       | "))
                 if (

@@ -13,6 +13,7 @@ are strings, and dates stay strings.
 
 from __future__ import annotations
 
+import math
 import re
 import stat
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
@@ -65,11 +65,23 @@ _Resolver.add_implicit_resolver(
 )
 
 
-def _int_12(loader: Any, node: Node) -> int:
-    text = str(loader.construct_scalar(node))
-    if text.startswith(("0o", "0x")):
-        return int(text, 0)
-    return int(text, 10)  # "010" is ten, as in YAML 1.2 (PyYAML would read octal)
+def _scalar(node: ScalarNode) -> Any:
+    """A resolved scalar's value (YAML 1.2 core schema), without PyYAML's generic constructor."""
+    text = node.value
+    match node.tag:
+        case "tag:yaml.org,2002:str":
+            return text
+        case "tag:yaml.org,2002:int":
+            if text.startswith(("0o", "0x")):
+                return int(text, 0)
+            return int(text, 10)  # "010" is ten, as in YAML 1.2 (PyYAML would read octal)
+        case "tag:yaml.org,2002:float":
+            special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+            return special.get(text.lower()) if text.lower() in special else float(text)
+        case "tag:yaml.org,2002:bool":
+            return text.lower() == "true"
+        case _:  # null: the only other standard scalar tag
+            return None
 
 
 try:  # libyaml is ~10x faster; the pure-Python parser is the fallback.
@@ -88,14 +100,12 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
             Composer.__init__(self)
 
 
-class _Loader(_Parser, SafeConstructor, _Resolver):
+class _Loader(_Parser, _Resolver):
+    """Composes nodes only; :func:`_scalar` turns scalars into values."""
+
     def __init__(self, stream: str) -> None:
         _Parser.__init__(self, stream)
-        SafeConstructor.__init__(self)
         _Resolver.__init__(self)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _int_12)
 
 
 def yaml_repr(value: Any) -> str:
@@ -128,30 +138,30 @@ def pointer(path: tuple[str | int, ...]) -> str:
 
 @dataclass
 class Document:
-    """Plain data read from a YAML file and where each value stands in it."""
+    """Plain data read from a YAML file, and the node tree that says where each value stands."""
 
     file: str
     text: str
     data: Any = None
     problems: list[Problem] = field(default_factory=list)
-    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """JSON pointer of a value -> (line, column) where it starts, 1-based."""
-    key_positions: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """JSON pointer of a value -> (line, column) of its key."""
+    root: Node | None = None
+    """The composed YAML nodes; positions are looked up in them only when a problem needs one."""
     broken: set[str] = field(default_factory=set)
     """Pointers whose value could not be read (already reported; later checks skip them)."""
 
     def where(self, ptr: str, *, key: bool = False) -> tuple[int, int]:
-        """Best known position for ``ptr``: itself, else its nearest ancestor."""
-        probe = ptr
-        while True:
-            if key and probe in self.key_positions:
-                return self.key_positions[probe]
-            if probe in self.positions:
-                return self.positions[probe]
-            if not probe:
-                return (1, 1)
-            probe = probe.rsplit("/", 1)[0]
+        """Position (1-based) of ``ptr``'s value, or its key; else of its nearest ancestor."""
+        node = self.root
+        if node is None:
+            return (1, 1)
+        found = _mark(node)
+        for part in (unescape_pointer_part(p) for p in ptr.split("/")[1:]):
+            child, key_node = _child(node, part)
+            if child is None:
+                break
+            found = _mark(key_node) if key and key_node is not None else _mark(child)
+            node = child
+        return found
 
     def problem(self, ptr: str, message: str, *, key: bool = False) -> Problem:
         """A Problem located at ``ptr``."""
@@ -161,6 +171,22 @@ class Document:
     def add(self, ptr: str, message: str, *, key: bool = False) -> None:
         """Record a problem at ``ptr``."""
         self.problems.append(self.problem(ptr, message, key=key))
+
+
+def unescape_pointer_part(part: str) -> str:
+    """The key a JSON-pointer reference token names (RFC 6901)."""
+    return part.replace("~1", "/").replace("~0", "~")
+
+
+def _child(node: Node, part: str) -> tuple[Node | None, Node | None]:
+    """The child of ``node`` named by one pointer token, with its key node (mappings)."""
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == part:
+                return value_node, key_node
+    elif isinstance(node, SequenceNode) and part.isdigit() and int(part) < len(node.value):
+        return node.value[int(part)], None
+    return None, None
 
 
 def read_yaml_file(path: Path, *, display: str | None = None) -> Document:
@@ -263,115 +289,108 @@ def _compose(doc: Document) -> None:
     if root is None:
         doc.add("", "file is empty: a runbook needs at least id, title, severity, summary and detect")
         return
-    size = _expanded_size(root, doc)
-    if size is None:
-        return
-    if size > MAX_NODES:
-        doc.add(
-            "",
-            f"document expands to more than {MAX_NODES:,} values through YAML aliases "
-            "(an alias bomb?); write the values out instead of aliasing them",
-        )
-        return
-    doc.data = _build(root, (), doc, loader, 0)
+    doc.root = root
+    try:
+        doc.data = _Builder(doc, loader).build(root, None, 0)
+    except _TooBig:
+        doc.data = None
 
 
-def _expanded_size(root: Node, doc: Document) -> int | None:
-    """Values the document would have once aliases are expanded, without expanding them."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
-
-    def size(node: Node, depth: int) -> int | None:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if depth > MAX_DEPTH:
-            line, col = _mark(node)
-            doc.problems.append(Problem(doc.file, line, col, "", f"nested more than {MAX_DEPTH} levels deep"))
-            return None
-        if key in active:
-            line, col = _mark(node)
-            doc.problems.append(
-                Problem(doc.file, line, col, "", "recursive YAML alias: a value contains itself")
-            )
-            return None
-        active.add(key)
-        total = 1
-        children: list[Node] = []
-        if isinstance(node, SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, MappingNode):
-            children = [n for pair in node.value for n in pair]
-        for child in children:
-            sub = size(child, depth + 1)
-            if sub is None:
-                return None
-            total += sub
-            if total > MAX_NODES:
-                break  # no need to count further; the caller reports it
-        active.discard(key)
-        sizes[key] = total
-        return total
-
-    return size(root, 0)
+class _TooBig(Exception):
+    """The document is too large, too deep or recursive; the problem is already recorded."""
 
 
-def _build(node: Node, path: tuple[str | int, ...], doc: Document, loader: _Loader, depth: int) -> Any:
-    ptr = pointer(path)
-    doc.positions.setdefault(ptr, _mark(node))
-    tag = node.tag
-    if tag not in _STANDARD_TAGS:
+# A path is built as a linked list, (parent, key), so that no pointer string is made
+# for the thousands of values that have no problem.
+_Path = tuple[Any, str | int] | None
+
+
+def _pointer_of(path: _Path) -> str:
+    parts: list[str | int] = []
+    while path is not None:
+        path, part = path
+        parts.append(part)
+    return pointer(tuple(reversed(parts)))
+
+
+class _Builder:
+    """Nodes -> plain data in one pass, counting values as aliases expand them."""
+
+    def __init__(self, doc: Document, loader: _Loader) -> None:
+        self.doc = doc
+        self.loader = loader
+        self.count = 0
+        self.active: set[int] = set()  # container nodes on the current path: a repeat is recursion
+
+    def fail(self, node: Node, message: str) -> None:
         line, col = _mark(node)
-        shown = tag.replace("tag:yaml.org,2002:", "!!")
-        doc.problems.append(
-            Problem(doc.file, line, col, ptr, f"YAML tag {shown} is not allowed in runbooks; remove it")
-        )
-        doc.broken.add(ptr)
-        return None
-    if isinstance(node, ScalarNode):
+        self.doc.problems.append(Problem(self.doc.file, line, col, "", message))
+        raise _TooBig
+
+    def problem(self, node: Node, path: _Path, message: str, *, broken: bool = True) -> None:
+        line, col = _mark(node)
+        ptr = _pointer_of(path)
+        self.doc.problems.append(Problem(self.doc.file, line, col, ptr, message))
+        if broken:
+            self.doc.broken.add(ptr)
+
+    def build(self, node: Node, path: _Path, depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            self.fail(
+                self.doc.root or node,
+                f"document has more than {MAX_NODES:,} values with its YAML aliases expanded (an alias "
+                "bomb?); a runbook has a few hundred: write the values out instead of aliasing them",
+            )
+        if depth >= MAX_DEPTH:  # depth 0 is the first level
+            self.fail(node, f"nested more than {MAX_DEPTH} levels deep")
+        if node.tag not in _STANDARD_TAGS:
+            shown = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self.problem(node, path, f"YAML tag {shown} is not allowed in runbooks; remove it")
+            return None
+        if isinstance(node, ScalarNode):
+            try:
+                return _scalar(node)
+            except ValueError:  # !!int on text, or more digits than Python converts
+                shown = node.value if len(node.value) <= 20 else node.value[:20] + "…"
+                self.problem(
+                    node,
+                    path,
+                    f"value {shown!r} is not a number Cairn can read (too long or malformed); quote it if it is text",
+                )
+            return None
+        if id(node) in self.active:
+            self.fail(node, "recursive YAML alias: a value contains itself")
+        self.active.add(id(node))
         try:
-            return loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            doc.add(ptr, f"invalid value: {getattr(exc, 'problem', None) or exc}")
-        except ValueError:  # e.g. an integer with more digits than Python converts
-            doc.add(ptr, f"value {node.value[:20]!r}… is too long a number; quote it if it is text")
-        doc.broken.add(ptr)
-        return None
-    if isinstance(node, SequenceNode):
-        return [_build(child, (*path, i), doc, loader, depth + 1) for i, child in enumerate(node.value)]
-    result: dict[str, Any] = {}
-    for key_node, value_node in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            line, col = _mark(key_node)
-            doc.problems.append(
-                Problem(
-                    doc.file, line, col, ptr, "YAML merge keys (<<) are not supported; write the keys out"
-                )
-            )
-            doc.broken.add(ptr)  # the mapping lacks the merged keys: do not report their absence
-            continue
-        if not isinstance(key_node, ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-            line, col = _mark(key_node)
-            shown = key_node.value if isinstance(key_node, ScalarNode) else "a collection"
-            doc.problems.append(
-                Problem(doc.file, line, col, ptr, f"key {shown!r} must be a string; quote it")
-            )
-            continue
-        key = key_node.value
-        child_ptr = pointer((*path, key))
-        if key in result:
-            first = doc.key_positions[child_ptr][0]
-            line, col = _mark(key_node)
-            doc.problems.append(
-                Problem(
-                    doc.file,
-                    line,
-                    col,
-                    child_ptr,
+            if isinstance(node, SequenceNode):
+                return [self.build(child, (path, i), depth + 1) for i, child in enumerate(node.value)]
+            return self.mapping(node, path, depth)
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: Node, path: _Path, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        keys: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                # The mapping lacks the merged keys: do not report their absence too (broken).
+                self.problem(key_node, path, "YAML merge keys (<<) are not supported; write the keys out")
+                continue
+            if not isinstance(key_node, ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                shown = key_node.value if isinstance(key_node, ScalarNode) else "a collection"
+                self.problem(key_node, path, f"key {shown!r} must be a string; quote it", broken=False)
+                continue
+            key = key_node.value
+            if key in keys:
+                first = _mark(keys[key])[0]
+                self.problem(
+                    key_node,
+                    (path, key),
                     f"duplicate key {key!r} (first at line {first}); keep one of them",
+                    broken=False,
                 )
-            )
-            continue
-        doc.key_positions[child_ptr] = _mark(key_node)
-        result[key] = _build(value_node, (*path, key), doc, loader, depth + 1)
-    return result
+                continue
+            keys[key] = key_node
+            result[key] = self.build(value_node, (path, key), depth + 1)
+        return result

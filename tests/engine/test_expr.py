@@ -477,14 +477,6 @@ def test_check_reports_step_and_input_references() -> None:
 
     assert result.step_refs == frozenset({"detect_disk", "find_pid", "other"})
     assert result.input_refs == frozenset({"path", "limit"})
-    assert result.dynamic_refs == ()
-
-
-def test_check_flags_computed_step_keys_as_dynamic() -> None:
-    result = check("{{ steps[name].out }} {{ inputs.path }}")
-
-    assert result.step_refs == frozenset()
-    assert result.dynamic_refs == ("steps",)
 
 
 def test_check_expression_reports_references() -> None:
@@ -492,11 +484,6 @@ def test_check_expression_reports_references() -> None:
 
     assert result.step_refs == frozenset({"scan"})
     assert result.input_refs == frozenset({"force"})
-
-
-def test_check_reports_use_of_unquoted() -> None:
-    assert check("echo {{ v | unquoted }}").unquoted is True
-    assert check("echo {{ v }}").unquoted is False
 
 
 def test_check_of_a_clean_template_has_no_errors() -> None:

@@ -510,3 +510,24 @@ def test_dry_run_never_verifies_nor_fails_on_what_it_does_not_run() -> None:
     assert commands == ["ansible ansible.builtin.cron name='clean node1' job=true", "fix node1"]
     assert report.hosts[0].outcome is HostOutcome.PRESENT
     assert executor.seen == ["check"]
+
+
+def test_the_failed_remediation_step_is_named_and_a_dry_run_shows_it_would_fail() -> None:
+    runbook = load(
+        """
+        id: named
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - {id: check, title: c, run: check, expect: "false"}
+        remediate:
+          - {id: by_hand, title: h, manual: do it}
+          - {id: broken, title: b, run: "fix {{ vars.nowhere }}"}
+        """
+    )
+    _, report = execute(runbook, Scripted([("check", ok())]), approver=AssumeYes())
+    assert report.hosts[0].reason.startswith("remediation failed: broken:")
+    _, dry = execute(runbook, Scripted([("check", ok())]), approver=AssumeYes(), dry_run=True)
+    assert dry.hosts[0].outcome is HostOutcome.FAILED
+    assert dry.hosts[0].reason.startswith("remediation would fail: broken:")
