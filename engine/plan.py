@@ -14,7 +14,8 @@ from engine import expr
 from engine.errors import TemplateError
 from engine.inputs import Redactor
 from engine.model import Host, Phase, Runbook, Step, StepKind
-from engine.runner import phases_until, render_step
+from engine.runner import phases_until
+from engine.verdict import render_step
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,11 +37,9 @@ from engine.executors import ExecutorSet
 from engine.inputs import Redactor
 from engine.model import (
     PHASE_ORDER,
-    CommandResult,
     Host,
     HostOutcome,
     HostReport,
-    OnTimeout,
     Phase,
     Runbook,
     RunReport,
@@ -49,9 +47,8 @@ from engine.model import (
     StepKind,
     StepResult,
     StepStatus,
-    format_duration,
 )
-from engine.parsing import ParseError, parse_output
+from engine.verdict import judge, render_step
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +324,10 @@ class Runner:
                 started=started,
             )
         lines.flush()
-        status, message, out = self._judge(state, phase, step, outcome)
+        stdout, stderr = self.redact(outcome.stdout), self.redact(outcome.stderr)
+        status, message, out = judge(
+            step, phase, outcome, stdout, stderr, state.context(self, phase), self.redact
+        )
         result = StepResult(
             host=host.name,
             phase=phase,
@@ -336,8 +336,8 @@ class Runner:
             message=message,
             command=shown,
             rc=outcome.rc,
-            stdout=self.redact(outcome.stdout),
-            stderr=self.redact(outcome.stderr),
+            stdout=stdout,
+            stderr=stderr,
             out=out,
             started_at=started,
             duration=outcome.duration,
@@ -345,55 +345,6 @@ class Runner:
         )
         self.bus.emit(StepFinished, result=result)
         return result
-
-    def _judge(
-        self, state: _HostState, phase: Phase, step: Step, outcome: CommandResult
-    ) -> tuple[StepStatus, str, Any]:
-        """Status, message and parsed ``out`` of a finished command."""
-        if outcome.cancelled:
-            return StepStatus.ERROR, "cancelled; the command was killed", None
-        if outcome.timed_out:
-            limit = format_duration(step.timeout)
-            if step.on_timeout is OnTimeout.FINDING:
-                return StepStatus.FINDING, f"no answer within {limit}: the hang is the symptom (killed)", None
-            return StepStatus.TIMEOUT, f"timed out after {limit}; the command was killed", None
-        if outcome.rc not in step.exit_codes:
-            detail = _last_line(self.redact(outcome.stderr)) or _last_line(self.redact(outcome.stdout))
-            return StepStatus.ERROR, f"exit code {outcome.rc}" + (f": {detail}" if detail else ""), None
-        stdout = self.redact(outcome.stdout)
-        try:
-            out = parse_output(step.parse, stdout)
-        except ParseError as exc:
-            return StepStatus.ERROR, f"parse {step.parse.kind.value}: {exc}", None
-        ctx = state.context(self, phase) | {
-            "out": out,
-            "rc": outcome.rc,
-            "stdout": stdout,
-            "stderr": self.redact(outcome.stderr),
-        }
-        try:
-            met = (
-                bool(expr.evaluate(step.expect, ctx, step_id=step.id, field="expect"))
-                if step.expect
-                else True
-            )
-        except TemplateError as exc:
-            return StepStatus.ERROR, str(exc), out
-        report = self._report(step, ctx)
-        if met:
-            return StepStatus.OK, report, out
-        unmet = f"expect is false: {expr.unwrap(step.expect)}"
-        if phase is Phase.REMEDIATE:
-            return StepStatus.ERROR, report or f"the action did not have its effect ({unmet})", out
-        return StepStatus.FINDING, report or unmet, out
-
-    def _report(self, step: Step, ctx: Mapping[str, Any]) -> str:
-        if not step.report:
-            return ""
-        try:
-            return self.redact(expr.render_text(step.report, ctx, step_id=step.id, field="report").strip())
-        except TemplateError as exc:
-            return f"(report could not be rendered: {exc})"
 
     def _result(
         self, host: Host, phase: Phase, step: Step, status: StepStatus, message: str, **extra: Any
@@ -466,23 +417,6 @@ class _HostState:
         return HostReport(self.host.name, outcome, tuple(self.results), reason)
 
 
-def render_step(step: Step, context: Mapping[str, Any]) -> str:
-    """What the step will do, rendered: the command, the instructions, or the Ansible action."""
-    if step.kind is StepKind.MANUAL:
-        return expr.render_text(step.instructions, context, step_id=step.id, field="manual")
-    if step.kind is StepKind.RUN:
-        return expr.render_command(step.run, context, step_id=step.id)
-    action = step.ansible
-    assert action is not None  # the loader builds ansible steps with their action
-    become = " (become)" if action.become else ""
-    if action.playbook:
-        return f"ansible-playbook {action.playbook}{become}"
-    args = expr.render_data(action.args, context, step_id=step.id, field="ansible.args")
-    if isinstance(args, Mapping):  # shown as Ansible's key=value form
-        args = " ".join(f"{k}={expr.shell_quote(v)}" for k, v in args.items())
-    return f"ansible {action.module} {args or ''}".rstrip() + become
-
-
 def _ids(results: list[StepResult], *statuses: StepStatus) -> list[str]:
     return [r.step_id for r in results if r.status in statuses]
 
@@ -503,11 +437,6 @@ def _undecided(results: list[StepResult]) -> str:
         if r.status in (*_FAILED, StepStatus.DECLINED) or (r.status is StepStatus.SKIPPED and r.approval):
             return f"{r.step_id}: {r.message or r.status.value}"
     return ""
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else ""
 
 
 def phases_until(last: Phase) -> tuple[Phase, ...]:
