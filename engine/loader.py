@@ -93,14 +93,6 @@ def check_text(text: str | bytes, name: str = "<text>") -> LoadResult:
     return check_document(parse_yaml_bytes(raw, name))
 
 
-def load_runbook(path: Path | str) -> Runbook:
-    """Load one valid runbook; raise :class:`RunbookInvalid` listing every problem."""
-    result = check_file(path)
-    if result.runbook is None:
-        raise RunbookInvalid(result.path, list(result.problems))
-    return result.runbook
-
-
 def _under(ptr: str, roots: set[str]) -> bool:
     return any(ptr == root or ptr.startswith(root + "/") for root in roots)
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from engine.model import Phase, Runbook, RunReport, Step, StepKind, StepResult, format_duration
 
 if TYPE_CHECKING:
-    from engine.errors import Problem
     from engine.journal import RunRecord
     from engine.loader import LoadResult
     from engine.plan import HostPlan
@@ -79,11 +78,6 @@ def problems_text(results: Iterable[LoadResult]) -> tuple[str, int, int]:
         else:
             lines.append(f"{result.path}: ok ({result.declared_id})")
     return "\n".join(lines), bad, count
-
-
-def problem_data(problem: Problem) -> dict[str, Any]:
-    """One problem for ``--json``."""
-    return problem.as_dict()
 
 
 # --------------------------------------------------------------------------- knowledge
