@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
@@ -76,3 +78,57 @@ def runbook_dir(tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return write
+
+
+# --- A real OpenSSH fleet on loopback (engine/lab/ssh_fleet.py) -------------------------------------
+SSHD_NEEDED = "the SSH tests need a real sshd (.ci/run installs openssh-server)"
+
+
+@pytest.fixture(scope="session")
+def ssh_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
+    """20 started sshd hosts, host01..host20 on 127.0.0.2-21, shared by the whole session: do not break them."""
+    try:
+        fleet = make_fleet(tmp_path_factory.mktemp("fleet"), 20, first_address=2)
+        fleet.start()
+    except FleetError as exc:
+        pytest.fail(f"{exc}\n{SSHD_NEEDED}", pytrace=False)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+OwnFleet = Callable[..., SshFleet]
+
+
+@pytest.fixture
+def own_ssh_fleet(tmp_path: Path) -> Iterator[OwnFleet]:
+    """``own_ssh_fleet(count, first_address=...)``: a fresh started fleet this test may break; stopped after it.
+
+    Addresses start at 127.0.0.100 (clear of ``ssh_fleet``) and each call of one test takes the
+    next block; every fleet picks its own random port.
+    """
+    fleets: list[SshFleet] = []
+    next_address = 100
+
+    def start(count: int = 3, *, first_address: int | None = None) -> SshFleet:
+        nonlocal next_address
+        first = next_address if first_address is None else first_address
+        try:
+            fleet = make_fleet(tmp_path / f"fleet{len(fleets) + 1}", count, first_address=first)
+            fleets.append(fleet)
+            fleet.start()
+        except FleetError as exc:
+            pytest.fail(f"{exc}\n{SSHD_NEEDED}", pytrace=False)
+        next_address = max(next_address, first + count)
+        return fleet
+
+    yield start
+    failures: list[FleetError] = []
+    for fleet in reversed(fleets):  # stop them all even if one cannot be stopped
+        try:
+            fleet.stop()
+        except FleetError as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]

@@ -1,0 +1,500 @@
+"""A fleet of real OpenSSH servers on loopback, for tests, benchmarks and the practice lab.
+
+The SSH executor, Ansible and paramiko have to meet the real protocol: host keys,
+strict checking, a host that dies mid-step, a host whose key changed. Mocks cannot
+show those, so each "host" here is a real ``sshd`` listening on its own loopback
+address (Linux routes all of 127.0.0.0/8 to ``lo``): ``host01`` on 127.0.0.2,
+``host02`` on 127.0.0.3, ... all on one port picked at random.
+
+Every host has its own ``sshd`` process, host key, config, pid file and log, so
+killing one host leaves the others serving. Each ``sshd`` runs in the foreground
+(``-D``) as our child: we hold its pid from the start and reap it ourselves.
+
+As root, logins go to a plain user ``cairn-lab`` (created on first use), never to
+root, whose shell start-up is slow here. Otherwise the current user logs in.
+
+    python -m engine.lab.ssh_fleet up DIR --count N [--group NAME]
+    python -m engine.lab.ssh_fleet down DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from subprocess import PIPE
+from types import TracebackType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SSHD = "/usr/sbin/sshd"  # absolute: sshd re-executes itself for every connection
+LAB_USER = "cairn-lab"
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+STATE_FILE = "fleet.json"
+PROG = "python -m engine.lab.ssh_fleet"
+_POLL = 0.005
+
+
+class FleetError(Exception):
+    """The fleet could not be prepared, started or stopped; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetHost:
+    """One host of the fleet: where to connect."""
+
+    name: str
+    address: str
+    port: int
+
+
+class SshFleet:
+    """N ``sshd`` processes on loopback addresses sharing one port. Build it with :func:`make_fleet`."""
+
+    def __init__(self, root: Path, user: str, hosts: list[FleetHost], shared: Path) -> None:
+        self.root = root
+        self.user = user
+        self.hosts = hosts
+        self.user_key = root / "user_key"
+        self.known_hosts = root / "known_hosts"
+        # sshd reads authorized_keys as the login user, who cannot enter root/ (pytest's
+        # tmp dirs are mode 700): it lives in this world-readable folder under /tmp.
+        self._shared = shared
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._pids: dict[str, int] = {}
+
+    def _host(self, name: str) -> FleetHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise FleetError(f"no host {name!r} in this fleet ({self.hosts[0].name}..{self.hosts[-1].name})")
+
+    def _file(self, name: str, what: str) -> Path:
+        return self.root / name / what
+
+    def start(self) -> None:
+        """Start every host's sshd (concurrently) and wait until each accepts connections."""
+        began = time.monotonic()
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation chroot
+        self._write_authorized_keys()
+        try:
+            waiting = [h for h in self.hosts if self._live_pid(h.name) is None]
+            for host in waiting:
+                self._launch(host)
+            self._wait_ready(waiting)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("ssh fleet: %d hosts up in %.2f s", len(self.hosts), time.monotonic() - began)
+
+    def stop(self) -> None:
+        """Kill every sshd of the fleet and all its session processes, reap them; idempotent."""
+        self._kill([h.name for h in self.hosts])
+        shutil.rmtree(self._shared, ignore_errors=True)
+
+    def kill_host(self, name: str) -> None:
+        """SIGKILL that host's sshd and every live session under it: the host dies mid-step."""
+        self._kill([self._host(name).name])
+
+    def restart_host(self, name: str, *, new_host_key: bool = False) -> None:
+        """Start that host's sshd again, optionally with a new host key; ``known_hosts`` is left as is."""
+        host = self._host(name)
+        self._kill([name])
+        if new_host_key:
+            _keygen([self._file(name, "host_key")])
+        self._write_authorized_keys()
+        try:
+            self._launch(host)
+            self._wait_ready([host])
+        except BaseException:
+            self._kill([name])
+            raise
+
+    def __enter__(self) -> SshFleet:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def host_public_key(self, name: str) -> str:
+        """``ssh-ed25519 AAAA...`` of that host's current key (no comment)."""
+        self._host(name)
+        fields = self._file(name, "host_key.pub").read_text(encoding="utf-8").split()
+        return " ".join(fields[:2])
+
+    def accepted_logins(self, name: str | None = None) -> int:
+        """Successful authentications seen by that host's sshd (all hosts if ``None``), restarts included."""
+        logs = [self._file(h.name, "sshd.log") for h in ([self._host(name)] if name else self.hosts)]
+        return sum(_read(path).count("Accepted publickey for ") for path in logs)
+
+    def write_inventory(
+        self, path: Path, *, group: str = "fleet", host_vars: dict[str, dict[str, Any]] | None = None
+    ) -> Path:
+        """Write an Ansible YAML inventory of the fleet (``all.children.<group>``); returns ``path``."""
+        import yaml  # noqa: PLC0415 - only the inventory needs it; the module stays stdlib-only to import
+
+        extra = host_vars or {}
+        unknown = sorted(set(extra) - {h.name for h in self.hosts})
+        if unknown:
+            raise FleetError(f"host_vars names hosts not in the fleet: {', '.join(unknown)}")
+        hosts: dict[str, dict[str, Any]] = {}
+        for host in self.hosts:
+            hosts[host.name] = {
+                "ansible_host": host.address,
+                "ansible_port": host.port,
+                "ansible_user": self.user,
+                "ansible_ssh_private_key_file": str(self.user_key.resolve()),
+                "ansible_connection": "ssh",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                **extra.get(host.name, {}),
+            }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"all": {"children": {group: {"hosts": hosts}}}}
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        return path
+
+    def _write_authorized_keys(self) -> None:
+        if not self._shared.is_dir():
+            self._shared.mkdir(mode=0o755)  # fails if someone else made it: we never write into theirs
+        self._shared.chmod(0o755)  # mkdtemp and the umask both say 700
+        keys = self._shared / "authorized_keys"
+        keys.write_text(self.user_key.with_suffix(".pub").read_text(encoding="utf-8"), encoding="utf-8")
+        keys.chmod(0o644)
+
+    def _config(self, host: FleetHost) -> str:
+        settings = [
+            f"ListenAddress {host.address}:{host.port}",
+            f"HostKey {self._file(host.name, 'host_key')}",
+            f"PidFile {self._file(host.name, 'sshd.pid')}",
+            f"AuthorizedKeysFile {self._shared / 'authorized_keys'}",
+            "AuthenticationMethods publickey",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "PermitRootLogin prohibit-password",
+            "MaxStartups 200",  # benchmarks open many connections at once
+            "MaxSessions 100",
+            "UseDNS no",
+            "LogLevel INFO",  # INFO logs "Accepted publickey for ...": accepted_logins() counts them
+            "AllowTcpForwarding no",
+            "X11Forwarding no",
+            "PrintMotd no",
+            "Subsystem sftp internal-sftp",
+        ]
+        return "\n".join(settings) + "\n"
+
+    def _launch(self, host: FleetHost) -> None:
+        pid_file = self._file(host.name, "sshd.pid")
+        pid_file.unlink(missing_ok=True)  # a stale one would look like readiness
+        log_file = self._file(host.name, "sshd.log")
+        argv = [SSHD, "-D", "-f", str(self._file(host.name, "sshd_config")), "-E", str(log_file)]
+        # stderr to the log too: whatever sshd says before -E takes effect is kept for the error.
+        with log_file.open("ab") as sink:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True
+            )
+        self._procs[host.name] = proc
+        self._pids[host.name] = proc.pid
+        log.debug("ssh fleet: %s sshd pid %d on %s:%d", host.name, proc.pid, host.address, host.port)
+
+    def _wait_ready(self, hosts: list[FleetHost]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        pending = list(hosts)
+        while pending:
+            for host in list(pending):
+                proc = self._procs[host.name]
+                if proc.poll() is not None:
+                    self._fail(host, f"sshd exited with status {proc.returncode}")
+                pid_file = self._file(host.name, "sshd.pid")
+                if pid_file.exists() and _connects(host.address, host.port):
+                    pending.remove(host)
+            if pending and time.monotonic() > deadline:
+                self._fail(pending[0], f"sshd not listening after {START_TIMEOUT:.0f} s")
+            if pending:
+                time.sleep(_POLL)
+
+    def _fail(self, host: FleetHost, why: str) -> None:
+        log_file = self._file(host.name, "sshd.log")
+        text = "\n".join(f"    {line}" for line in _read(log_file).splitlines()[-15:]) or "    (empty)"
+        raise FleetError(f"{host.name} ({host.address}:{host.port}): {why}; end of {log_file}:\n{text}")
+
+    def _live_pid(self, name: str) -> int | None:
+        """The pid of that host's listening sshd if it still runs (checked against /proc, not trusted)."""
+        pid = self._pids.get(name)
+        if pid is None:
+            try:
+                pid = int(self._file(name, "sshd.pid").read_text(encoding="utf-8").strip())
+            except (FileNotFoundError, ValueError):
+                return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        config = str(self._file(name, "sshd_config")).encode()
+        return pid if _alive(pid) and config in cmdline else None  # a recycled pid is not ours
+
+    def _kill(self, names: list[str]) -> None:
+        roots = {name: pid for name in names if (pid := self._live_pid(name)) is not None}
+        victims = _kill_trees(roots.values())
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name in names:
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.kill()  # no-op if already dead; then reap it: it is our child
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            self._pids.pop(name, None)
+            self._file(name, "sshd.pid").unlink(missing_ok=True)
+        # Session processes were re-parented to init, which reaps them: wait until they are gone.
+        while (left := [pid for pid in victims if _alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(_POLL)
+        if left:
+            raise FleetError(f"processes {left} of the fleet survived SIGKILL")
+
+
+def _keygen(paths: list[Path]) -> None:
+    """One ed25519 key (no passphrase) per path, generated concurrently."""
+    jobs = []
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # ssh-keygen asks before overwriting
+        path.with_suffix(".pub").unlink(missing_ok=True)
+        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)]
+        jobs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=PIPE, stderr=subprocess.STDOUT))
+    for job in jobs:
+        output, _ = job.communicate()
+        if job.returncode != 0:
+            raise FleetError(f"ssh-keygen failed: {output.decode(errors='replace').strip()}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) from /proc/PID/stat, or None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    state, ppid = text[text.rindex(")") + 2 :].split()[:2]  # the command name may hold spaces and ')'
+    return state, int(ppid)
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
+            children.setdefault(stat[1], []).append(int(entry.name))
+    return children
+
+
+def _kill_trees(roots: Iterable[int]) -> list[int]:
+    """SIGKILL each root and all its descendants; returns the pids killed.
+
+    Everything is stopped (SIGSTOP) first, until a scan of /proc finds no new child:
+    a stopped process cannot fork, and killing a parent first would re-parent its
+    children to init, where a walk by ppid no longer finds them.
+    """
+    stopped: set[int] = set()
+    todo = {pid for pid in roots if _alive(pid)}
+    while todo:
+        for pid in todo:
+            _signal(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(
+            (stat := _proc_stat(pid)) is not None and stat[0] not in ("T", "t", "Z", "X") for pid in todo
+        ):
+            time.sleep(_POLL / 5)
+        stopped |= todo
+        children = _children()
+        todo = {child for pid in stopped for child in children.get(pid, ())} - stopped
+    for pid in stopped:
+        _signal(pid, signal.SIGKILL)
+    return sorted(stopped)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _connects(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port(addresses: list[str]) -> int:
+    """A port free on every address (one port serves the whole fleet)."""
+    for _ in range(100):
+        port = 20000 + secrets.randbelow(40000)
+        try:
+            for address in addresses:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise FleetError(f"no port free on all of {addresses[0]}..{addresses[-1]} after 100 tries")
+
+
+def _login_user() -> str:
+    """As root: the plain ``cairn-lab`` user (created if missing). Otherwise: the current user."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    if shutil.which("useradd") is None:
+        raise FleetError(f"useradd not found: create a user {LAB_USER!r} or pass user=")
+    try:
+        pwd.getpwnam(LAB_USER)
+    except KeyError:
+        made = subprocess.run(
+            ["useradd", "-m", "-s", "/bin/bash", LAB_USER], capture_output=True, check=False
+        )
+        try:
+            pwd.getpwnam(LAB_USER)  # a concurrent run may have created it: that is fine too
+        except KeyError:
+            raise FleetError(f"cannot create user {LAB_USER}: {made.stderr.decode().strip()}") from None
+    # useradd leaves the account locked ("!"), and sshd with UsePAM no refuses locked accounts.
+    shadow = Path("/etc/shadow").read_text(encoding="utf-8").splitlines()
+    if any(line.startswith(f"{LAB_USER}:!") for line in shadow):
+        subprocess.run(["usermod", "-p", "*", LAB_USER], check=True, capture_output=True)
+    return LAB_USER
+
+
+def make_fleet(root: Path, count: int, *, first_address: int = 2, user: str | None = None) -> SshFleet:
+    """Prepare (keys, configs, known_hosts) a fleet of ``count`` hosts from 127.0.0.<first_address>; not started."""
+    if count < 1 or first_address < 1 or first_address + count - 1 > 254:
+        raise FleetError(f"{count} hosts from 127.0.0.{first_address} do not fit in 127.0.0.1-254")
+    if not Path(SSHD).is_file():
+        raise FleetError(f"{SSHD} not found: install it with `apt-get install openssh-server`")
+    if shutil.which("ssh-keygen") is None:
+        raise FleetError("ssh-keygen not found: install it with `apt-get install openssh-client`")
+    root = root.resolve()
+    if any(c.isspace() for c in str(root)):
+        raise FleetError(f"{root}: sshd_config paths cannot hold whitespace; pick another folder")
+    login = user or _login_user()
+    addresses = [f"127.0.0.{first_address + i}" for i in range(count)]
+    port = _free_port(addresses)
+    hosts = [FleetHost(f"host{i + 1:02d}", address, port) for i, address in enumerate(addresses)]
+    # Under /tmp itself, never $TMPDIR: every parent must be traversable by the login user.
+    shared = Path(tempfile.mkdtemp(prefix="cairn-fleet-", dir="/tmp"))
+    fleet = SshFleet(root, login, hosts, shared)
+    try:
+        _keygen([fleet.user_key] + [fleet._file(h.name, "host_key") for h in hosts])
+        fleet._write_authorized_keys()
+        for host in hosts:
+            fleet._file(host.name, "sshd_config").write_text(fleet._config(host), encoding="utf-8")
+        # Exact "[address]:port type key" lines, as ssh-keyscan -p writes them: paramiko needs them so.
+        lines = [f"[{h.address}]:{h.port} {fleet.host_public_key(h.name)}\n" for h in hosts]
+        fleet.known_hosts.write_text("".join(lines), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(shared, ignore_errors=True)
+        raise
+    return fleet
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def _save(fleet: SshFleet) -> None:
+    state = {
+        "user": fleet.user,
+        "shared": str(fleet._shared),
+        "hosts": [asdict(h) for h in fleet.hosts],
+        "pids": fleet._pids,
+    }
+    (fleet.root / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def _load(root: Path) -> SshFleet:
+    try:
+        state = json.loads((root / STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FleetError(f"no fleet in {root} (no {STATE_FILE})") from None
+    fleet = SshFleet(root, state["user"], [FleetHost(**h) for h in state["hosts"]], Path(state["shared"]))
+    fleet._pids = {str(name): int(pid) for name, pid in state["pids"].items()}
+    return fleet
+
+
+def _up(root: Path, count: int, group: str, first_address: int, user: str | None) -> None:
+    if (root / STATE_FILE).exists():
+        old = _load(root)
+        if any(old._live_pid(h.name) for h in old.hosts):
+            raise FleetError(f"a fleet is already up in {root}: run `{PROG} down {root}` first")
+        old.stop()  # leftovers of a dead fleet (its /tmp folder)
+    fleet = make_fleet(root, count, first_address=first_address, user=user)
+    fleet.start()
+    inventory = fleet.write_inventory(root / "inventory.yml", group=group)
+    _save(fleet)
+    first = fleet.hosts[0]
+    print(f"{count} sshd hosts up, user {fleet.user}, port {first.port}, state in {root / STATE_FILE}:")
+    for host in fleet.hosts:
+        print(f"  {host.name}  {host.address}:{host.port}")
+    checking = f"-o UserKnownHostsFile={fleet.known_hosts} -o StrictHostKeyChecking=yes"
+    print(f"\nlog in:   ssh -i {fleet.user_key} {checking} -p {first.port} {fleet.user}@{first.address}")
+    print(f"ansible:  ansible -i {inventory} {group} -m ping --ssh-common-args='{checking}'")
+    print(f"stop:     {PROG} down {root}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``up DIR --count N`` starts a fleet and leaves it running; ``down DIR`` stops it."""
+    parser = argparse.ArgumentParser(prog=PROG, description="A fleet of real sshd hosts on loopback.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start a fleet in DIR and leave it running")
+    up.add_argument("dir", type=Path)
+    up.add_argument("--count", type=int, default=3)
+    up.add_argument("--group", default="fleet", help="inventory group (default: fleet)")
+    up.add_argument("--first-address", type=int, default=2, help="last byte of host01's 127.0.0.x")
+    up.add_argument("--user", help=f"login user (default: {LAB_USER} as root, else you)")
+    down = commands.add_parser("down", help="stop the fleet in DIR")
+    down.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    root: Path = args.dir.resolve()
+    try:
+        if args.command == "up":
+            _up(root, args.count, args.group, args.first_address, args.user)
+        else:
+            _load(root).stop()
+            (root / STATE_FILE).unlink()
+            print(f"fleet in {root} stopped")
+    except FleetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
