@@ -280,6 +280,8 @@ class Step:
     exit_codes: tuple[int, ...] = (0,)
     confirm: bool = False
     tradeoff: str = ""
+    serial: str = ""
+    """Remediate only: hosts per rolling batch, ``"2"`` or ``"25%"``; ``""`` means no batching."""
     pointer: str = ""
     """Where the step is in its file (``/detect/2``), for messages."""
     line: int = 0
@@ -322,6 +324,17 @@ class Runbook:
             case Phase.VERIFY:
                 return self.detect if self.verify_is_detect else self.verify
 
+    def batch_size(self, targets: int) -> int | None:
+        """Hosts per rolling remediation batch over ``targets`` hosts: the smallest ``serial`` of
+        the remediate steps, at least 1; ``None`` when no step asks for batches."""
+        sizes = []
+        for step in self.remediate:
+            if step.serial.endswith("%"):
+                sizes.append(max(1, targets * int(step.serial[:-1]) // 100))
+            elif step.serial:
+                sizes.append(int(step.serial))
+        return min(sizes) if sizes else None
+
     def input(self, name: str) -> InputSpec | None:
         """The input called ``name``, if the runbook declares one."""
         return next((i for i in self.inputs if i.name == name), None)
@@ -356,6 +369,8 @@ class CommandResult:
     cancelled: bool = False
     truncated: bool = False
     """True when output beyond the in-memory cap was dropped (artifacts hold it all)."""
+    data: Any = None
+    """Structured result, when the executor has one (an Ansible module's result dict)."""
 
 
 @dataclass(frozen=True, slots=True)

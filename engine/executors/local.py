@@ -6,7 +6,6 @@ after a grace period), not merely abandoned, and the output read so far is kept.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import logging
 import os
@@ -15,46 +14,20 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from engine.executors import OutputCallback
+from engine.executors.streams import OutputStream
 from engine.model import CommandResult, Host
 
 log = logging.getLogger(__name__)
 
 SHELL = "/bin/bash"
-MAX_CAPTURE = 8 * 1024 * 1024
-"""Bytes of each stream kept in memory; streaming callbacks still see everything."""
 KILL_GRACE = 2.0
 """Seconds between SIGTERM and SIGKILL for a timed-out process group."""
 _EXIT_DRAIN = 1.0
 """After the command exits, seconds to wait for a background child to close the pipes."""
 _POLL = 0.1
-
-
-class _Stream:
-    def __init__(self, name: str, on_output: OutputCallback | None) -> None:
-        self.name = name
-        self.chunks: list[str] = []
-        self.size = 0
-        self.truncated = False
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._on_output = on_output
-
-    def feed(self, data: bytes, final: bool = False) -> None:
-        text = self._decoder.decode(data, final=final)
-        if not text:
-            return
-        if self._on_output:
-            self._on_output(self.name, text)
-        if self.size < MAX_CAPTURE:
-            self.chunks.append(text)
-            self.size += len(data)
-        else:
-            self.truncated = True
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
 
 
 def group_alive(pgid: int) -> bool:
@@ -109,6 +82,9 @@ class LocalExecutor:
     def __init__(self, shell: str = SHELL) -> None:
         self.shell = shell
 
+    def connect(self, host: Host) -> None:
+        """Nothing to connect to: the commands run here."""
+
     def run(
         self,
         host: Host,
@@ -117,6 +93,7 @@ class LocalExecutor:
         timeout: float,
         on_output: OutputCallback | None = None,
         cancel: threading.Event | None = None,
+        artifacts: Path | None = None,
     ) -> CommandResult:
         """Run ``command`` with bash; see the module docstring for timeout semantics."""
         started = time.monotonic()
@@ -129,8 +106,8 @@ class LocalExecutor:
         )
         assert proc.stdout is not None and proc.stderr is not None
         streams = {
-            proc.stdout.fileno(): _Stream("stdout", on_output),
-            proc.stderr.fileno(): _Stream("stderr", on_output),
+            proc.stdout.fileno(): OutputStream("stdout", on_output),
+            proc.stderr.fileno(): OutputStream("stderr", on_output),
         }
         timed_out = cancelled = False
         try:
@@ -162,7 +139,7 @@ class LocalExecutor:
     def _pump(
         self,
         proc: subprocess.Popen[bytes],
-        streams: dict[int, _Stream],
+        streams: dict[int, OutputStream],
         deadline: float,
         cancel: threading.Event | None,
     ) -> tuple[bool, bool]:

@@ -14,7 +14,7 @@ import pytest
 
 from engine.errors import ExecutorError
 from engine.executors import ExecutorSet, OutputCallback
-from engine.executors import local as local_module
+from engine.executors import streams as streams_module
 from engine.executors.local import LocalExecutor
 from engine.model import LOCALHOST, CommandResult, Host
 
@@ -285,7 +285,7 @@ def test_failing_output_callback_kills_the_command_and_raises(marker: str) -> No
 
 
 def test_output_beyond_max_capture_is_truncated_but_streamed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local_module, "MAX_CAPTURE", 1000)
+    monkeypatch.setattr(streams_module, "MAX_CAPTURE", 1000)
     recorder = Recorder()
     total = 300_000
 
@@ -299,7 +299,7 @@ def test_output_beyond_max_capture_is_truncated_but_streamed_whole(monkeypatch: 
 
 
 def test_output_below_max_capture_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local_module, "MAX_CAPTURE", 1000)
+    monkeypatch.setattr(streams_module, "MAX_CAPTURE", 1000)
 
     result = run("printf '%s' \"$(head -c 500 /dev/zero | tr '\\0' y)\"")
 
@@ -308,7 +308,7 @@ def test_output_below_max_capture_is_complete(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_stderr_beyond_max_capture_sets_truncated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local_module, "MAX_CAPTURE", 1000)
+    monkeypatch.setattr(streams_module, "MAX_CAPTURE", 1000)
 
     result = run("head -c 300000 /dev/zero | tr '\\0' e >&2; echo fine")
 
@@ -330,15 +330,14 @@ def test_executor_set_gives_one_local_executor_for_local_hosts() -> None:
     executors.close()
 
 
-def test_executor_set_refuses_ssh_naming_the_host_and_the_fix() -> None:
+def test_executor_set_refuses_a_connection_it_cannot_make_naming_the_host_and_the_fix() -> None:
     executors = ExecutorSet()
 
     with pytest.raises(ExecutorError) as caught:
-        executors.for_host(Host(name="web1.example.com", connection="ssh"))
+        executors.for_host(Host(name="win1.example.com", connection="winrm"))
 
     message = str(caught.value)
-    assert caught.value.host == "web1.example.com"
-    assert message.startswith("web1.example.com: ")
-    assert "ansible_connection=ssh is not supported" in message
-    assert "(supported: local)" in message
-    assert "set ansible_connection=local" in message
+    assert caught.value.host == "win1.example.com"
+    assert message.startswith("win1.example.com: ")
+    assert "ansible_connection=winrm is not supported natively (supported: local, ssh)" in message
+    assert "--via ansible" in message

@@ -1,0 +1,316 @@
+"""SSHExecutor against real OpenSSH sshd hosts on loopback: commands, host keys, failures, kills."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ExecutorError
+from engine.executors import ExecutionOptions
+from engine.executors.ssh import SSHExecutor
+from engine.inventory import load_inventory
+from engine.lab.ssh_fleet import SshFleet
+from engine.model import Host
+
+pytestmark = [pytest.mark.ssh, pytest.mark.inventory]
+
+
+def fleet_hosts(fleet: SshFleet, tmp_path: Path, **host_vars: dict[str, object]) -> list[Host]:
+    inventory = fleet.write_inventory(tmp_path / f"inv-{uuid.uuid4().hex[:6]}.yml", host_vars=host_vars)
+    return load_inventory([str(inventory)]).hosts("fleet")
+
+
+@pytest.fixture
+def executor_for() -> Iterator[Callable[..., SSHExecutor]]:
+    made: list[SSHExecutor] = []
+
+    def make(known_hosts: Path, **options: object) -> SSHExecutor:
+        executor = SSHExecutor(ExecutionOptions(known_hosts=known_hosts, **options))  # type: ignore[arg-type]
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.close()
+
+
+def live_processes(needle: str) -> list[str]:
+    """Command lines of running (not zombie) processes containing ``needle`` — the hosts are this machine."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmdline and state not in ("Z", "X") and "pytest" not in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_a_command_gives_its_exit_code_and_both_streams(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[0]
+    executor = executor_for(ssh_fleet.known_hosts)
+
+    result = executor.run(host, "echo out; echo err >&2; whoami; exit 3", timeout=10)
+
+    assert result.rc == 3
+    assert result.stdout == f"out\n{ssh_fleet.user}\n"
+    assert result.stderr == "err\n"  # the wrapper's process-group line is not part of it
+    assert not result.timed_out
+
+
+def test_values_with_shell_characters_arrive_as_written(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[0]
+    executor = executor_for(ssh_fleet.known_hosts)
+
+    result = executor.run(host, "printf '%s\\n' \"$0\" 'a b' '$HOME' \"it's\"", timeout=10)
+
+    assert result.stdout.splitlines()[1:] == ["a b", "$HOME", "it's"]
+
+
+def test_output_streams_while_the_command_runs(ssh_fleet: SshFleet, tmp_path: Path, executor_for) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[0]
+    executor = executor_for(ssh_fleet.known_hosts)
+    shared = Path(f"/tmp/cairn-test-{uuid.uuid4().hex}")  # the login user must see it: not under tmp_path
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    go = shared / "go"
+    seen: list[str] = []
+
+    def on_output(stream: str, text: str) -> None:
+        seen.append(text)
+        if "first" in text:
+            go.touch()  # the command can only finish after we saw its first line
+
+    try:
+        result = executor.run(
+            host,
+            f"echo first; while [ ! -e {go} ]; do sleep 0.02; done; echo second",
+            timeout=20,
+            on_output=on_output,
+        )
+    finally:
+        go.unlink(missing_ok=True)
+        shared.rmdir()
+
+    assert result.rc == 0
+    assert "".join(seen) == "first\nsecond\n"
+
+
+def test_every_step_reuses_the_one_connection_per_host(own_ssh_fleet, tmp_path: Path, executor_for) -> None:
+    fleet = own_ssh_fleet(3)
+    hosts = fleet_hosts(fleet, tmp_path)
+    executor = executor_for(fleet.known_hosts)
+
+    for host in hosts:
+        executor.connect(host)
+        for _ in range(4):
+            assert executor.run(host, "true", timeout=10).rc == 0
+
+    assert fleet.accepted_logins() == 3  # one SSH handshake per host, not per step
+
+
+def test_inventory_and_ssh_config_decide_where_and_as_whom(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    first = ssh_fleet.hosts[0]
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host db-primary\n  HostName {first.address}\n  Port {first.port}\n  User {ssh_fleet.user}\n"
+        f"  IdentityFile {ssh_fleet.user_key}\n"
+    )
+    executor = executor_for(ssh_fleet.known_hosts, ssh_config=config)
+
+    result = executor.run(Host("db-primary", "ssh", {}), "echo $SSH_CONNECTION", timeout=10)
+
+    assert result.rc == 0
+    assert result.stdout.split()[2:] == [first.address, str(first.port)]
+
+
+# --------------------------------------------------------------------------- host keys
+
+
+def test_an_unknown_host_is_refused_with_its_fingerprint_and_how_to_trust_it(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[0]
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    fh = ssh_fleet.hosts[0]
+
+    with pytest.raises(ExecutorError) as caught:
+        executor_for(empty).connect(host)
+
+    message = str(caught.value)
+    assert message.startswith(f"{host.name}: host key of [{fh.address}]:{fh.port} is not in {empty}")
+    assert "ssh-ed25519 SHA256:" in message
+    assert f"ssh-keyscan -p {fh.port} {fh.address} >> {empty}" in message
+    assert "--accept-new-host-keys" in message
+    assert empty.read_text() == ""  # nothing was recorded
+
+
+def test_accept_new_records_the_key_and_later_connections_check_it(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[1]
+    fh = ssh_fleet.hosts[1]
+    recorded = tmp_path / "ssh" / "known_hosts"  # the folder does not exist yet either
+
+    executor_for(recorded, accept_new_host_keys=True).connect(host)
+
+    assert recorded.read_text() == f"[{fh.address}]:{fh.port} {ssh_fleet.host_public_key(fh.name)}\n"
+    assert executor_for(recorded).run(host, "true", timeout=10).rc == 0  # strict, with the recorded key
+
+
+def test_a_changed_host_key_is_refused_loudly_even_with_accept_new(
+    own_ssh_fleet, tmp_path: Path, executor_for
+) -> None:
+    fleet = own_ssh_fleet(1)
+    host = fleet_hosts(fleet, tmp_path)[0]
+    fh = fleet.hosts[0]
+    fleet.restart_host(fh.name, new_host_key=True)
+    before = fleet.known_hosts.read_text()
+
+    for accept_new in (False, True):
+        with pytest.raises(ExecutorError) as caught:
+            executor_for(fleet.known_hosts, accept_new_host_keys=accept_new).connect(host)
+        message = str(caught.value)
+        assert f"HOST KEY CHANGED for [{fh.address}]:{fh.port}" in message
+        assert "will not connect" in message
+        assert f"ssh-keygen -R '[{fh.address}]:{fh.port}' -f {fleet.known_hosts}" in message
+    assert fleet.known_hosts.read_text() == before
+    assert fleet.accepted_logins() == 0
+
+
+# --------------------------------------------------------------------------- per-host failures
+
+
+def test_a_key_the_host_does_not_accept_is_an_authentication_error(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    host = fleet_hosts(ssh_fleet, tmp_path, host01={"ansible_ssh_private_key_file": str(stranger)})[0]
+
+    with pytest.raises(ExecutorError) as caught:
+        executor_for(ssh_fleet.known_hosts).connect(host)
+
+    message = str(caught.value)
+    assert message.startswith(f"host01: authentication failed for {ssh_fleet.user}@")
+    assert str(stranger) in message
+    assert "authorized_keys" in message
+
+
+def test_a_missing_key_file_is_named(ssh_fleet: SshFleet, tmp_path: Path, executor_for) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path, host01={"ansible_ssh_private_key_file": "/nonexistent/key"})[0]
+
+    with pytest.raises(ExecutorError, match="ansible_ssh_private_key_file /nonexistent/key does not exist"):
+        executor_for(ssh_fleet.known_hosts).connect(host)
+
+
+def test_a_host_that_is_down_is_connection_refused(own_ssh_fleet, tmp_path: Path, executor_for) -> None:
+    fleet = own_ssh_fleet(1)
+    host = fleet_hosts(fleet, tmp_path)[0]
+    fleet.kill_host(host.name)
+    fh = fleet.hosts[0]
+
+    with pytest.raises(ExecutorError) as caught:
+        executor_for(fleet.known_hosts).run(host, "true", timeout=5)
+
+    assert (
+        str(caught.value)
+        == f"{host.name}: connection refused by {fh.address}:{fh.port}: is sshd running there?"
+    )
+
+
+def test_sshd_killed_mid_step_is_a_connection_lost_error(own_ssh_fleet, tmp_path: Path, executor_for) -> None:
+    fleet = own_ssh_fleet(1)
+    host = fleet_hosts(fleet, tmp_path)[0]
+    executor = executor_for(fleet.known_hosts)
+
+    def kill_when_started(stream: str, text: str) -> None:
+        if "started" in text:
+            fleet.kill_host(host.name)
+
+    with pytest.raises(ExecutorError) as caught:
+        executor.run(host, "echo started; sleep 30", timeout=60, on_output=kill_when_started)
+
+    assert "connection lost during the step" in str(caught.value)
+    with pytest.raises(
+        ExecutorError, match="connection refused"
+    ):  # the next step reconnects, and says why not
+        executor.run(host, "true", timeout=5)
+
+
+# --------------------------------------------------------------------------- timeouts and cancel
+
+
+def test_a_timeout_kills_the_whole_process_group_on_the_host(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[2]
+    executor = executor_for(ssh_fleet.known_hosts)
+    marker = f"600.{uuid.uuid4().int % 10**9}"
+
+    result = executor.run(host, f"echo started; sleep {marker} & sleep {marker}; echo never", timeout=1)
+
+    assert result.timed_out and result.rc is None
+    assert result.stdout == "started\n"  # the partial output is kept
+    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3), live_processes(f"sleep {marker}")
+    assert executor.run(host, "echo still usable", timeout=5).stdout == "still usable\n"
+
+
+def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[2]
+    marker = f"601.{uuid.uuid4().int % 10**9}"
+
+    result = executor_for(ssh_fleet.known_hosts).run(
+        host, f"trap '' TERM; echo started; sleep {marker}", timeout=1
+    )
+
+    assert result.timed_out
+    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3), live_processes(f"sleep {marker}")
+
+
+def test_cancel_kills_the_command_on_the_host(ssh_fleet: SshFleet, tmp_path: Path, executor_for) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[3]
+    marker = f"602.{uuid.uuid4().int % 10**9}"
+    cancel = threading.Event()
+
+    def cancel_when_started(stream: str, text: str) -> None:
+        if "started" in text:
+            cancel.set()
+
+    result = executor_for(ssh_fleet.known_hosts).run(
+        host, f"echo started; sleep {marker}", timeout=60, on_output=cancel_when_started, cancel=cancel
+    )
+
+    assert result.cancelled and result.rc is None
+    assert result.stdout == "started\n"
+    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3)
