@@ -154,17 +154,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import contextlib  # noqa: PLC0415
     import getpass  # noqa: PLC0415
     import signal  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
     from engine.approval import Approver, AssumeYes, NobodyToAsk  # noqa: PLC0415
     from engine.events import EventBus, new_run_id  # noqa: PLC0415
+    from engine.executors import ExecutorSet  # noqa: PLC0415
     from engine.journal import Journal  # noqa: PLC0415
     from engine.model import Phase  # noqa: PLC0415
-    from engine.render import as_data  # noqa: PLC0415
+    from engine.render import as_data, summary_rows  # noqa: PLC0415
     from engine.runner import Runner, RunRequest  # noqa: PLC0415
-    from engine.terminal import ProgressPrinter, TerminalApprover  # noqa: PLC0415
+    from engine.terminal import FanOutPrinter, ProgressPrinter, TerminalApprover  # noqa: PLC0415
 
     runbook, inputs, hosts = _prepare(args)
     approver: Approver
@@ -177,8 +179,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     journal = Journal(args.journal)
     bus = EventBus(new_run_id())
     bus.subscribe(journal.record)
+    printer: FanOutPrinter | None = None
     if not args.json or args.verbose:
-        bus.subscribe(ProgressPrinter(sys.stderr if args.json else sys.stdout, verbose=args.verbose > 0))
+        stream = sys.stderr if args.json else sys.stdout
+        if len(hosts) > 1:
+            printer = FanOutPrinter(stream, verbose=args.verbose > 0)
+            bus.subscribe(printer)
+        else:
+            bus.subscribe(ProgressPrinter(stream, verbose=args.verbose > 0))
     request = RunRequest(
         runbook=runbook,
         hosts=tuple(hosts),
@@ -186,14 +194,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         started_by=f"{getpass.getuser()}@{socket.gethostname()}",
         dry_run=args.dry_run,
         last_phase=Phase(args.phase),
+        forks=args.forks,
+        artifacts=journal.artifacts_root / bus.run_id,
     )
+    executors = ExecutorSet(options=_execution_options(args))
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # end the run as interrupted, killing the running command
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        report = Runner(request, bus=bus, approver=approver).run()
+        with printer.ticking() if printer else contextlib.nullcontext():
+            report = Runner(request, bus=bus, approver=approver, executors=executors).run()
     except KeyboardInterrupt:
         print(f"\ninterrupted; the journal has the run so far: cairn show-run {bus.run_id}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -201,10 +213,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         journal.close()
     if args.json:
-        _emit_json(as_data(report) | {"exit_code": report.exit_code})
+        _emit_json(as_data(report) | {"exit_code": report.exit_code, "summary": summary_rows(report)})
     else:
         print(f"\nexit {report.exit_code} — details: cairn show-run {report.run_id}")
     return report.exit_code
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from engine.executors import describe_reach  # noqa: PLC0415
+    from engine.inventory import load_inventory  # noqa: PLC0415
+    from engine.render import inventory_text  # noqa: PLC0415
+
+    hosts = load_inventory(args.inventory).hosts(args.pattern, args.limit)
+    options = _execution_options(args)
+    rows = [
+        {
+            "host": h.name,
+            "connection": h.connection,
+            "reached_by": describe_reach(h, options),
+            "groups": list(h.vars.get("group_names", [])),
+            "vars": h.vars,
+        }
+        for h in hosts
+    ]
+    if args.json:
+        _emit_json({"hosts": rows})
+    else:
+        print(inventory_text(rows))
+    return EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -255,6 +291,28 @@ def _library(args: argparse.Namespace) -> Any:
     if missing:
         raise CairnError(f"runbook folder {', '.join(missing)} does not exist; point --runbooks at one")
     return load_library(dirs, jobs=_jobs())
+
+
+def _execution_options(args: argparse.Namespace) -> Any:
+    from engine.executors import ExecutionOptions  # noqa: PLC0415
+
+    return ExecutionOptions(
+        via=args.via,
+        inventory_sources=tuple(args.inventory or ()),
+        known_hosts=Path(args.known_hosts).expanduser() if args.known_hosts else None,
+        accept_new_host_keys=args.accept_new_host_keys,
+        connect_timeout=args.connect_timeout,
+    )
+
+
+def _forks(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 500:
+        raise argparse.ArgumentTypeError("must be between 1 and 500")
+    return value
 
 
 def _jobs() -> int:
@@ -323,6 +381,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this phase (remediate always continues into verify); default: all",
     )
 
+    reach = argparse.ArgumentParser(add_help=False)
+    reach.add_argument(
+        "--via",
+        choices=("native", "ansible"),
+        default="native",
+        help="how run steps reach hosts: native (local commands, SSH with paramiko; default) or "
+        "ansible (every step through ansible-runner, for hosts reachable only the Ansible way)",
+    )
+    reach.add_argument(
+        "--known-hosts",
+        metavar="FILE",
+        help="verify SSH host keys against FILE (default: ~/.ssh/known_hosts, or ssh_config's)",
+    )
+    reach.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="record the key of a host never seen before (like ssh's accept-new); a changed key is always refused",
+    )
+    reach.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for a host to answer and finish the SSH handshake (default 10)",
+    )
+
     def add(
         name: str,
         handler: Callable[[argparse.Namespace], int],
@@ -362,10 +446,18 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         cmd_run,
         "run a runbook: detect, diagnose, remediate (with approval), verify",
-        [targets, runbooks, as_json, journal],
+        [targets, runbooks, as_json, journal, reach],
     )
     run.add_argument(
         "--yes", action="store_true", help="approve every remediation step (non-interactive use)"
+    )
+    run.add_argument(
+        "-f",
+        "--forks",
+        type=_forks,
+        default=5,
+        metavar="N",
+        help="work on at most N hosts at once (default 5, as ansible)",
     )
     run.add_argument(
         "--dry-run",
@@ -373,6 +465,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the read-only phases; show remediation commands without running them",
     )
     run.add_argument("-v", "--verbose", action="count", default=0, help="stream every command and its output")
+    inventory = add(
+        "inventory",
+        cmd_inventory,
+        "list the hosts an inventory resolves to and how each will be reached",
+        [as_json, reach],
+    )
+    inventory.add_argument(
+        "-i",
+        "--inventory",
+        action="append",
+        required=True,
+        metavar="INV",
+        help="Ansible inventory file or folder (repeatable)",
+    )
+    inventory.add_argument(
+        "pattern", nargs="?", default="all", metavar="PATTERN", help="host pattern (default: all)"
+    )
+    inventory.add_argument(
+        "-l", "--limit", metavar="PATTERN", help="further limit the hosts (Ansible pattern)"
+    )
     history = add("history", cmd_history, "list past runs from the journal", [journal, as_json])
     history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     history.add_argument("--runbook", metavar="ID", help="only runs of this runbook")

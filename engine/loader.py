@@ -206,6 +206,7 @@ def _build_steps(data: dict[str, Any], phase: str, doc: Document) -> tuple[Step,
                 exit_codes=tuple(raw.get("exit_codes", (0,))),
                 confirm=raw.get("confirm", phase == "remediate"),
                 tradeoff=raw.get("tradeoff", ""),
+                serial=str(raw.get("serial", "")),
                 pointer=ptr,
                 line=doc.where(ptr)[0],
             )

@@ -236,13 +236,63 @@ def step_line(result: StepResult) -> str:
     return f"{result.step_id:<24} {mark:<8} {took:>6}  {message}".rstrip()
 
 
+def summary_rows(report: RunReport) -> list[dict[str, Any]]:
+    """Per host: the last phase it reached, what the run concluded, and its steps counted by status."""
+    rows = []
+    for h in report.hosts:
+        counts: dict[str, int] = {}
+        for r in h.results:
+            counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        reached = h.results[-1].phase.value if h.results else "connect"
+        rows.append(
+            {
+                "host": h.host,
+                "phase": reached,
+                "outcome": h.outcome.value,
+                "reason": h.reason,
+                "steps": counts,
+            }
+        )
+    return rows
+
+
 def summary_text(report: RunReport) -> str:
-    """The end-of-run table: host, outcome, reason."""
-    rows = [[h.host, h.outcome.value, h.reason] for h in report.hosts]
-    text = table(rows, ["HOST", "OUTCOME", "REASON"]) if rows else "no host was run"
+    """The end-of-run table: host, the phase it reached, outcome, steps, reason; then the totals."""
+    rows = summary_rows(report)
+    if not rows:
+        return "no host was run" + ("\nthe run was interrupted" if report.interrupted else "")
+    text = table(
+        [
+            [
+                r["host"],
+                r["phase"],
+                r["outcome"],
+                " ".join(f"{n} {s}" for s, n in r["steps"].items()),
+                r["reason"],
+            ]
+            for r in rows
+        ],
+        ["HOST", "PHASE", "OUTCOME", "STEPS", "REASON"],
+    )
+    if len(rows) > 1:
+        totals: dict[str, int] = {}
+        for r in rows:
+            totals[r["outcome"]] = totals.get(r["outcome"], 0) + 1
+        text += f"\n{len(rows)} hosts: " + ", ".join(f"{n} {o}" for o, n in sorted(totals.items()))
     if report.interrupted:
         text += "\nthe run was interrupted"
     return text
+
+
+def inventory_text(rows: list[dict[str, Any]]) -> str:
+    """``cairn inventory`` as a table: host, how it is reached, its groups."""
+    return (
+        table(
+            [[r["host"], r["reached_by"], ", ".join(r["groups"]) or "-"] for r in rows],
+            ["HOST", "REACHED BY", "GROUPS"],
+        )
+        + f"\n{len(rows)} host{'s' if len(rows) != 1 else ''}"
+    )
 
 
 def history_text(runs: list[RunRecord]) -> str:

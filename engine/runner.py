@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from engine import expr
-from engine.approval import ApprovalRequest, Approver, Decision
-from engine.errors import ExecutorError, TemplateError
+from engine.approval import Approver
+from engine.errors import ExecutorError
 from engine.events import (
-    ApprovalRequested,
     EventBus,
     HostFinished,
     RunFinished,
     RunStarted,
-    StepApproval,
-    StepFinished,
-    StepOutput,
-    StepStarted,
 )
 from engine.executors import ExecutorSet
+from engine.fanout import DEFAULT_FORKS, ApprovalDesk, batches, fan_out
 from engine.inputs import Redactor
 from engine.model import (
     PHASE_ORDER,
@@ -43,12 +39,10 @@ from engine.model import (
     Phase,
     Runbook,
     RunReport,
-    Step,
-    StepKind,
     StepResult,
     StepStatus,
 )
-from engine.verdict import judge, render_step
+from engine.steps import HostState, StepRunner
 
 log = logging.getLogger(__name__)
 
@@ -68,27 +62,10 @@ class RunRequest:
     dry_run: bool = False
     last_phase: Phase = Phase.VERIFY
     """Stop after this phase; remediate always continues into verify."""
-
-
-class _Lines:
-    """Turns output chunks into complete lines, so a secret is never split across events."""
-
-    def __init__(self, emit: Callable[[str, str], None]) -> None:
-        self._emit = emit
-        self._pending: dict[str, str] = {}
-
-    def feed(self, stream: str, text: str) -> None:
-        data = self._pending.get(stream, "") + text
-        head, sep, tail = data.rpartition("\n")
-        self._pending[stream] = tail
-        if sep:
-            self._emit(stream, head + sep)
-
-    def flush(self) -> None:
-        for stream, text in self._pending.items():
-            if text:
-                self._emit(stream, text)
-        self._pending.clear()
+    forks: int = DEFAULT_FORKS
+    """Hosts worked on at once."""
+    artifacts: Path | None = None
+    """This run's artifacts folder; executors keep per-step files under it (ansible-runner's)."""
 
 
 class Runner:
@@ -107,7 +84,8 @@ class Runner:
         self.bus = bus
         self.approver = approver
         self.executors = executors or ExecutorSet()
-        self.cancel = cancel
+        self.cancel = cancel or threading.Event()
+        """Set to stop the run: running commands are killed where they run, later steps skipped."""
         self.redact = Redactor.for_inputs(request.runbook, request.inputs)
 
     @property
@@ -118,7 +96,11 @@ class Runner:
     # ----------------------------------------------------------------- run
 
     def run(self) -> RunReport:
-        """Run every phase on every host; Ctrl-C ends the run as interrupted and re-raises."""
+        """Run every phase on every host, ``forks`` hosts at a time.
+
+        Ctrl-C (on the calling thread) cancels the running commands, which are killed
+        where they run; the run ends as interrupted and the interrupt is re-raised.
+        """
         req = self.request
         self.bus.emit(
             RunStarted,
@@ -133,43 +115,130 @@ class Runner:
             dry_run=req.dry_run,
             last_phase=req.last_phase.value,
         )
-        reports: list[HostReport] = []
+        self._reports: dict[str, HostReport] = {}
+        self._interrupted = False
+        self._desk = ApprovalDesk(self.approver)
+        self._steps = StepRunner(req, self.bus, self._desk, self.executors, self.redact, self.cancel)
+        workers = max(1, min(req.forks, len(req.hosts)))
         try:
-            for host in req.hosts:
-                report = self._run_host(host)
-                reports.append(report)
-                self.bus.emit(HostFinished, report=report)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cairn-host") as pool:
+                self._orchestrate(pool)
         except KeyboardInterrupt:
-            final = RunReport(self.run_id, req.runbook.id, tuple(reports), interrupted=True)
-            self.bus.emit(RunFinished, report=final)
-            raise
+            self._interrupted = True
         finally:
             self.executors.close()
-        final = RunReport(self.run_id, req.runbook.id, tuple(reports))
+        done = tuple(self._reports[h.name] for h in req.hosts if h.name in self._reports)
+        final = RunReport(self.run_id, req.runbook.id, done, interrupted=self._interrupted)
         self.bus.emit(RunFinished, report=final)
+        if self._interrupted:
+            raise KeyboardInterrupt
         return final
 
-    def _run_host(self, host: Host) -> HostReport:
+    def _orchestrate(self, pool: ThreadPoolExecutor) -> None:
+        """Every host through every phase; remediation rolls in batches when a step asks for ``serial``."""
+        req = self.request
+        rolling = not req.dry_run and req.last_phase in (Phase.REMEDIATE, Phase.VERIFY)
+        size = req.runbook.batch_size(len(req.hosts)) if rolling else None
+        common = {"pool": pool, "desk": self._desk, "on_interrupt": self._interrupt}
+        if size is None:
+            fan_out(req.hosts, self._whole_host, **common)  # type: ignore[arg-type]
+            return
+        # Rolling: look at every host first (read-only), then change them a batch at a time.
+        states = fan_out(req.hosts, self._investigate_host, **common)  # type: ignore[arg-type]
+        waiting = [s for s in states if s is not None]
+        rounds = batches(waiting, size)
+        for number, batch in enumerate(rounds, 1):
+            if self.cancel.is_set():
+                break
+            fan_out(batch, self._remediate_host, **common)  # type: ignore[arg-type]
+            failed = [s.host.name for s in batch if s.rollout_failed]
+            if failed:
+                later = [s for rest in rounds[number:] for s in rest]
+                why = (
+                    f"{{}}; not remediated: the roll-out stopped because batch {number} of "
+                    f"{len(rounds)} failed verify on {', '.join(failed)}"
+                )
+                for state in later:
+                    self._host_done(state.report(HostOutcome.PRESENT, why.format(state.present)))
+                return
+
+    def _interrupt(self) -> None:
+        self._interrupted = True
+        self.cancel.set()
+
+    def _host_done(self, report: HostReport) -> HostReport:
+        self._reports[report.host] = report
+        self.bus.emit(HostFinished, report=report)
+        return report
+
+    def _guarded(self, host: Host, work: Callable[[], HostReport | None]) -> HostReport | None:
+        """Run one host's work in a worker: a fault in Cairn fails that host, never the others."""
         try:
-            self.executors.for_host(host)
+            report = work()
+        except KeyboardInterrupt:  # only in tests (Ctrl-C lands on the main thread), but be exact
+            self._interrupt()
+            report = HostReport(host.name, HostOutcome.FAILED, (), reason="interrupted")
+        except Exception as exc:
+            log.exception("internal error on %s", host.name)
+            report = HostReport(
+                host.name,
+                HostOutcome.FAILED,
+                (),
+                reason=f"internal error in Cairn: {type(exc).__name__}: {exc}",
+            )
+        return self._host_done(report) if report is not None else None
+
+    def _whole_host(self, host: Host) -> None:
+        def work() -> HostReport:
+            state = HostState(host)
+            return self._investigate(state) or self._remediate(state)
+
+        self._guarded(host, work)
+
+    def _investigate_host(self, host: Host) -> HostState | None:
+        state = HostState(host)
+        pending: list[HostState] = []
+
+        def work() -> HostReport | None:
+            report = self._investigate(state)
+            if report is None:
+                pending.append(state)
+            return report
+
+        self._guarded(host, work)
+        return pending[0] if pending else None
+
+    def _remediate_host(self, state: HostState) -> None:
+        report = self._guarded(state.host, lambda: self._remediate(state))
+        state.rollout_failed = report is None or report.outcome is HostOutcome.FAILED or state.verify_unclean
+
+    def _investigate(self, state: HostState) -> HostReport | None:
+        """Detect, then diagnose: the host's report when it ends here, ``None`` when remediation follows."""
+        host = state.host
+        try:
+            self.executors.for_host(host).connect(host)
         except ExecutorError as exc:
             return HostReport(host.name, HostOutcome.FAILED, (), reason=str(exc))
-        state = _HostState(host)
         detect = self._phase(state, Phase.DETECT)
         findings = _ids(detect, StepStatus.FINDING)
         if not findings:
             if _undecided(detect):
                 return state.report(HostOutcome.FAILED, f"detect could not decide: {_undecided(detect)}")
             return state.report(HostOutcome.HEALTHY, "detect found nothing")
-        present = f"found by {', '.join(findings)}"
+        state.present = f"found by {', '.join(findings)}"
         if self.request.last_phase is Phase.DETECT:
-            return state.report(HostOutcome.PRESENT, present)
+            return state.report(HostOutcome.PRESENT, state.present)
         self._phase(state, Phase.DIAGNOSE)
         if self.request.last_phase is Phase.DIAGNOSE or not self.request.runbook.remediate:
-            reason = (
-                present if self.request.runbook.remediate else f"{present}; the runbook has no remediation"
-            )
+            reason = state.present
+            if not self.request.runbook.remediate:
+                reason += "; the runbook has no remediation"
             return state.report(HostOutcome.PRESENT, reason)
+        return None
+
+    def _remediate(self, state: HostState) -> HostReport:
+        """Remediate, then verify: what the host's remediation came to."""
+        present = state.present
         remediate = self._phase(state, Phase.REMEDIATE)
         if self.request.dry_run:
             if any(
@@ -181,6 +250,7 @@ class Runner:
         if not attempted:
             return state.report(HostOutcome.PRESENT, f"{present}; no remediation step was carried out")
         verify = self._phase(state, Phase.VERIFY)
+        state.verify_unclean = bool(_ids(verify, StepStatus.FINDING) or _undecided(verify))
         if any(r.status in _FAILED for r in remediate):
             return state.report(HostOutcome.FAILED, f"remediation failed: {_first_failed(remediate)}")
         still = _ids(verify, StepStatus.FINDING)
@@ -190,231 +260,21 @@ class Runner:
             return state.report(HostOutcome.FAILED, f"verify could not decide: {_undecided(verify)}")
         return state.report(HostOutcome.REMEDIATED, "remediated; verify is clean")
 
-    def _phase(self, state: _HostState, phase: Phase) -> list[StepResult]:
+    def _phase(self, state: HostState, phase: Phase) -> list[StepResult]:
         results: list[StepResult] = []
         stop_reason = ""
         for step in self.request.runbook.steps(phase):
+            if self.cancel.is_set():
+                stop_reason = stop_reason or "not run: the run was interrupted"
             if stop_reason:
-                result = self._result(state.host, phase, step, StepStatus.SKIPPED, stop_reason)
-                self.bus.emit(StepFinished, result=result)
+                result = self._steps.finish(state.host, phase, step, StepStatus.SKIPPED, stop_reason)
             else:
-                result = self._step(state, phase, step)
+                result = self._steps.step(state, phase, step)
             state.record(result)
             results.append(result)
             if phase is Phase.REMEDIATE and result.status in _FAILED:
                 stop_reason = f"not run: remediation step {step.id!r} failed before it"
         return results
-
-    # ----------------------------------------------------------------- one step
-
-    def _step(self, state: _HostState, phase: Phase, step: Step) -> StepResult:
-        host = state.host
-        ctx = state.context(self, phase)
-        if step.when:
-            try:
-                go = bool(expr.evaluate(step.when, ctx, step_id=step.id, field="when"))
-            except TemplateError as exc:
-                return self._finish(host, phase, step, StepStatus.ERROR, str(exc))
-            if not go:
-                return self._finish(host, phase, step, StepStatus.SKIPPED, f"when is false: {step.when}")
-        if step.kind is StepKind.ANSIBLE and not (phase is Phase.REMEDIATE and self.request.dry_run):
-            return self._finish(
-                host,
-                phase,
-                step,
-                StepStatus.ERROR,
-                "ansible steps run through ansible-runner, which this version of Cairn does not include yet",
-            )
-        try:
-            text = render_step(step, ctx)
-        except TemplateError as exc:
-            return self._finish(host, phase, step, StepStatus.ERROR, str(exc))
-        shown = self.redact(text)
-        if phase is Phase.REMEDIATE and self.request.dry_run:
-            note = (
-                "dry run: a human would be asked to do this"
-                if step.kind is StepKind.MANUAL
-                else "dry run: not run"
-            )
-            return self._finish(host, phase, step, StepStatus.SKIPPED, note, command=shown)
-        approval = ""
-        if step.kind is StepKind.MANUAL or step.confirm:
-            self.bus.emit(ApprovalRequested, host=host.name, phase=phase, step_id=step.id, command=shown)
-            decided = self.approver.decide(ApprovalRequest(self.run_id, host.name, phase, step, shown))
-            approval = decided.by
-            self.bus.emit(
-                StepApproval,
-                host=host.name,
-                phase=phase,
-                step_id=step.id,
-                command=shown,
-                approved=decided.approved,
-                by=decided.by,
-                note=decided.note,
-            )
-            if decided.decision is Decision.DECLINED:
-                note = decided.note or f"declined by {decided.by}"
-                return self._finish(
-                    host, phase, step, StepStatus.DECLINED, note, command=shown, approval=approval
-                )
-            if decided.decision is Decision.SKIPPED:
-                return self._finish(
-                    host, phase, step, StepStatus.SKIPPED, decided.note, command=shown, approval=approval
-                )
-            if step.kind is StepKind.MANUAL:
-                return self._finish(
-                    host,
-                    phase,
-                    step,
-                    StepStatus.OK,
-                    f"done, confirmed by {decided.by}",
-                    command=shown,
-                    approval=approval,
-                )
-        return self._run_command(state, phase, step, text, shown, approval)
-
-    def _run_command(
-        self, state: _HostState, phase: Phase, step: Step, command: str, shown: str, approval: str
-    ) -> StepResult:
-        host = state.host
-        started = time.time()
-        self.bus.emit(
-            StepStarted, host=host.name, phase=phase, step_id=step.id, title=step.title, command=shown
-        )
-
-        def emit_lines(stream: str, text: str) -> None:
-            self.bus.emit(
-                StepOutput,
-                host=host.name,
-                phase=phase,
-                step_id=step.id,
-                stream=stream,
-                text=self.redact(text),
-            )
-
-        lines = _Lines(emit_lines)
-        executor = self.executors.for_host(host)
-        try:
-            outcome = executor.run(
-                host, command, timeout=step.timeout, on_output=lines.feed, cancel=self.cancel
-            )
-        except KeyboardInterrupt:
-            lines.flush()
-            self._finish(
-                host,
-                phase,
-                step,
-                StepStatus.ERROR,
-                "interrupted (Ctrl-C); the command was killed",
-                command=shown,
-                approval=approval,
-                started=started,
-            )
-            raise
-        except ExecutorError as exc:
-            lines.flush()
-            return self._finish(
-                host,
-                phase,
-                step,
-                StepStatus.ERROR,
-                str(exc),
-                command=shown,
-                approval=approval,
-                started=started,
-            )
-        lines.flush()
-        stdout, stderr = self.redact(outcome.stdout), self.redact(outcome.stderr)
-        status, message, out = judge(
-            step, phase, outcome, stdout, stderr, state.context(self, phase), self.redact
-        )
-        result = StepResult(
-            host=host.name,
-            phase=phase,
-            step_id=step.id,
-            status=status,
-            message=message,
-            command=shown,
-            rc=outcome.rc,
-            stdout=stdout,
-            stderr=stderr,
-            out=out,
-            started_at=started,
-            duration=outcome.duration,
-            approval=approval,
-        )
-        self.bus.emit(StepFinished, result=result)
-        return result
-
-    def _result(
-        self, host: Host, phase: Phase, step: Step, status: StepStatus, message: str, **extra: Any
-    ) -> StepResult:
-        return StepResult(
-            host=host.name, phase=phase, step_id=step.id, status=status, message=message, **extra
-        )
-
-    def _finish(
-        self,
-        host: Host,
-        phase: Phase,
-        step: Step,
-        status: StepStatus,
-        message: str,
-        *,
-        command: str = "",
-        approval: str = "",
-        started: float | None = None,
-    ) -> StepResult:
-        now = time.time()
-        result = self._result(
-            host,
-            phase,
-            step,
-            status,
-            message,
-            command=command,
-            approval=approval,
-            started_at=started or now,
-            duration=now - started if started else 0.0,
-        )
-        self.bus.emit(StepFinished, result=result)
-        return result
-
-
-class _HostState:
-    """Results so far on one host, as templates see them (``steps.<id>``)."""
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
-        self.results: list[StepResult] = []
-        self.steps: dict[str, dict[str, Any]] = {}
-
-    def record(self, result: StepResult) -> None:
-        self.results.append(result)
-        self.steps[result.step_id] = {
-            "status": result.status.value,
-            "ok": result.status is StepStatus.OK,
-            "finding": result.status is StepStatus.FINDING,
-            "out": result.out,
-            "rc": result.rc,
-            "stdout": result.stdout,
-            "stderr": result.stderr,
-            "message": result.message,
-        }
-
-    def context(self, runner: Runner, phase: Phase) -> dict[str, Any]:
-        req = runner.request
-        return {
-            "target": self.host.name,
-            "vars": self.host.vars,
-            "inputs": dict(req.inputs),
-            "steps": self.steps,
-            "alert": req.alert,
-            "run": {"id": runner.run_id, "phase": phase.value, "dry_run": req.dry_run},
-        }
-
-    def report(self, outcome: HostOutcome, reason: str) -> HostReport:
-        return HostReport(self.host.name, outcome, tuple(self.results), reason)
 
 
 def _ids(results: list[StepResult], *statuses: StepStatus) -> list[str]:

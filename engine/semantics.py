@@ -195,6 +195,12 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
                 "regular expression does not compile: it is too large or nested too deeply",
             )
     _check_timeout(doc, f"{ptr}/timeout", step.get("timeout"))
+    if phase != "remediate" and "serial" in step:
+        doc.add(
+            f"{ptr}/serial",
+            "serial rolls a remediation out in batches; it means nothing outside remediate; remove it",
+            key=True,
+        )
     if phase == "remediate" and step.get("on_timeout") == "finding":
         doc.add(
             f"{ptr}/on_timeout",

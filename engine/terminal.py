@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from typing import TextIO
 
 from engine.approval import Approval, ApprovalRequest, Decision
@@ -18,7 +22,7 @@ from engine.events import (
     StepOutput,
     StepStarted,
 )
-from engine.model import InputSpec
+from engine.model import InputSpec, format_duration
 from engine.render import indent, step_line, summary_text
 
 
@@ -159,3 +163,102 @@ class ProgressPrinter:
 
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+class FanOutPrinter:
+    """Progress of a run over many hosts, as it happens.
+
+    One line per finished step and per finished host, prefixed by the host; when
+    nothing has finished for a while, a line saying which hosts are still busy and
+    for how long; the summary table at the end. While a question is on the
+    terminal, lines wait, so they never break into the prompt.
+    """
+
+    def __init__(self, stream: TextIO, *, verbose: bool = False, quiet_after: float = 5.0) -> None:
+        self.out = stream
+        self.verbose = verbose
+        self.quiet_after = quiet_after
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, float]] = {}
+        self._total = self._done = 0
+        self._width = 8
+        self._asking = False
+        self._held: list[str] = []
+        self._last = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        """Print what ``event`` means for the person watching."""
+        with self._lock:
+            self._handle(event)
+
+    def _handle(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self._total = len(event.hosts)
+                self._width = min(max((len(h) for h in event.hosts), default=8), 32)
+                mode = " (dry run: remediation is shown, not run)" if event.dry_run else ""
+                self._line(f"{event.runbook_id} on {self._total} hosts — run {event.run_id}{mode}")
+            case StepStarted():
+                self._running[event.host] = (f"{event.phase.value} {event.step_id}", time.monotonic())
+                if self.verbose:
+                    self._line(indent(event.command, f"{event.host:<{self._width}}  $ "))
+            case StepOutput() if self.verbose:
+                self._line(indent(event.text.rstrip("\n"), f"{event.host:<{self._width}}  | "))
+            case ApprovalRequested():
+                self._asking = True
+            case StepApproval():
+                self._asking = False
+                held, self._held = self._held, []
+                for line in held:
+                    self._line(line)
+            case StepFinished():
+                result = event.result
+                self._running.pop(result.host, None)
+                self._line(f"{result.host:<{self._width}}  {result.phase.value:<9} {step_line(result)}")
+            case HostFinished():
+                self._done += 1
+                report = event.report
+                self._line(
+                    f"{report.host:<{self._width}}  == {report.outcome.value}: {report.reason}"
+                    f"  [{self._done}/{self._total} hosts done]"
+                )
+            case RunFinished():
+                self._running.clear()
+                self._line("\n" + summary_text(event.report))
+            case _:
+                pass
+
+    def tick(self) -> None:
+        """Say who is still busy, if nothing was printed for ``quiet_after`` seconds."""
+        with self._lock:
+            now = time.monotonic()
+            if self._asking or not self._running or now - self._last < self.quiet_after:
+                return
+            busy = sorted(self._running.items(), key=lambda item: item[1][1])
+            shown = ", ".join(f"{h} ({what}, {format_duration(now - t)})" for h, (what, t) in busy[:5])
+            more = f" and {len(busy) - 5} more" if len(busy) > 5 else ""
+            self._line(f"… {self._done}/{self._total} hosts done; still running on {shown}{more}")
+
+    @contextlib.contextmanager
+    def ticking(self, every: float = 1.0) -> Iterator[None]:
+        """Call :meth:`tick` from a background thread while the block runs."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every):
+                self.tick()
+
+        thread = threading.Thread(target=loop, name="cairn-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _line(self, text: str) -> None:
+        if self._asking:
+            self._held.append(text)
+            return
+        print(text, file=self.out, flush=True)
+        self._last = time.monotonic()

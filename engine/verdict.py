@@ -6,12 +6,22 @@ already redacted) and the template context, and records what they return.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine import expr
 from engine.errors import TemplateError
-from engine.model import CommandResult, OnTimeout, Phase, Step, StepKind, StepStatus, format_duration
+from engine.model import (
+    CommandResult,
+    OnTimeout,
+    ParseKind,
+    Phase,
+    Step,
+    StepKind,
+    StepStatus,
+    format_duration,
+)
 from engine.parsing import ParseError, parse_output
 
 
@@ -61,6 +71,9 @@ def judge(
         out = parse_output(step.parse, stdout)
     except ParseError as exc:
         return StepStatus.ERROR, f"parse {step.parse.kind.value}: {exc}", None
+    if outcome.data is not None and step.parse.kind is ParseKind.TEXT:
+        # An Ansible module's result is already structured: `out` is that dict (redacted).
+        out = json.loads(redact(json.dumps(outcome.data, default=str)))
     ctx = {**context, "out": out, "rc": outcome.rc, "stdout": stdout, "stderr": stderr}
     try:
         met = bool(expr.evaluate(step.expect, ctx, step_id=step.id, field="expect")) if step.expect else True

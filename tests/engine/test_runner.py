@@ -7,6 +7,7 @@ import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,7 @@ class Scripted:
         timeout: float,
         on_output: OutputCallback | None = None,
         cancel: threading.Event | None = None,
+        artifacts: Path | None = None,
     ) -> CommandResult:
         self.seen.append(command)
         for pattern, answer in self.script:
@@ -51,6 +53,9 @@ class Scripted:
                     on_output("stdout", result.stdout)
                 return result
         raise AssertionError(f"unscripted command: {command}")
+
+    def connect(self, host: Host) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -328,28 +333,6 @@ def test_manual_steps_need_a_human() -> None:
     events, _ = execute(runbook, executor, approver=approver)
     assert approver.requests[0].text == "Replace the exec probe of node1 with an HTTP probe."
     assert statuses(events)[1:] == [("remediate", "probes", "ok"), ("verify", "check", "finding")]
-
-
-def test_ansible_steps_are_an_error_result_for_now() -> None:
-    runbook = load(
-        """
-        id: ansible-later
-        title: t
-        severity: info
-        summary: s
-        detect:
-          - {id: check, title: c, run: check, expect: "false"}
-        remediate:
-          - id: cron
-            title: cron
-            ansible: {module: ansible.builtin.cron, args: {name: x, job: "true"}}
-        """
-    )
-    events, report = execute(runbook, Scripted([("check", ok())]), approver=AssumeYes())
-    cron = next(e.result for e in events if isinstance(e, StepFinished) and e.result.step_id == "cron")
-    assert cron.status is StepStatus.ERROR
-    assert "ansible-runner" in cron.message
-    assert report.exit_code == 2
 
 
 def test_template_errors_become_step_errors() -> None:

@@ -1,0 +1,121 @@
+"""Fan-out: work on many hosts at once, with a bound, while approvals stay one at a time.
+
+Hosts run in a pool of ``forks`` threads (the executors block on I/O, so
+threads are the right tool). Approvals are different: a human answers one
+question at a time, and a terminal prompt must never interleave with another.
+So a worker that needs a decision hands it to the :class:`ApprovalDesk`, and
+the thread that started the run — the one a Ctrl-C arrives on — asks the
+approver while it waits for the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from engine.approval import Approval, ApprovalRequest, Approver, Decision
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FORKS = 5
+"""Hosts worked on at once unless ``-f/--forks`` says otherwise (Ansible's default too)."""
+_SERVE_POLL = 0.5
+"""Seconds between checks for finished work when nothing wakes the desk (it normally is woken)."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ApprovalDesk:
+    """Serialises approvals: workers :meth:`ask`, the run's own thread answers in :meth:`serve`."""
+
+    def __init__(self, approver: Approver) -> None:
+        self.approver = approver
+        self.owner = threading.current_thread()
+        self._queue: queue.Queue[tuple[ApprovalRequest, Future[Approval]] | None] = queue.Queue()
+        self._closed: str = ""
+        self._lock = threading.Lock()
+
+    def ask(self, request: ApprovalRequest) -> Approval:
+        """Called by a worker: wait for the decision on ``request``."""
+        if threading.current_thread() is self.owner:
+            return self.approver.decide(request)
+        answer: Future[Approval] = Future()
+        with self._lock:
+            if self._closed:
+                return Approval(Decision.DECLINED, "cairn", self._closed)
+            self._queue.put((request, answer))
+        return answer.result()
+
+    def serve(self, pending: Sequence[Future[T]]) -> None:
+        """Answer approvals until every future in ``pending`` is done (on the run's own thread)."""
+        while not all(f.done() for f in pending):
+            try:
+                item = self._queue.get(timeout=_SERVE_POLL)
+            except queue.Empty:
+                continue
+            if item is None:  # a worker finished: look again
+                continue
+            request, answer = item
+            try:
+                answer.set_result(self.approver.decide(request))
+            except BaseException as exc:  # Ctrl-C at the prompt: the worker must not wait forever
+                answer.set_result(Approval(Decision.DECLINED, "cairn", "the run was interrupted"))
+                if not isinstance(exc, Exception):
+                    raise
+                log.exception("the approver failed; declining %s", request.step.id)
+
+    def wake(self) -> None:
+        """Make :meth:`serve` look at its futures again (called as each one finishes)."""
+        self._queue.put(None)
+
+    def close(self, note: str) -> None:
+        """Decline everything waiting and everything asked from now on, with ``note``."""
+        with self._lock:
+            self._closed = note
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    continue
+                _, answer = item
+                answer.set_result(Approval(Decision.DECLINED, "cairn", note))
+
+
+def fan_out(
+    items: Iterable[T],
+    work: Callable[[T], R],
+    *,
+    pool: ThreadPoolExecutor,
+    desk: ApprovalDesk,
+    on_interrupt: Callable[[], None],
+) -> list[R]:
+    """``work(item)`` for every item in the pool, results in the items' order.
+
+    While waiting, the desk answers approvals. On Ctrl-C, ``on_interrupt`` runs
+    (it cancels the running commands), pending approvals are declined, the
+    workers are waited for, and the interrupt is re-raised.
+    """
+    futures = [pool.submit(work, item) for item in items]
+    for future in futures:
+        future.add_done_callback(lambda _: desk.wake())
+    try:
+        desk.serve(futures)
+    except KeyboardInterrupt:
+        on_interrupt()
+        desk.close("the run was interrupted")
+        for future in futures:
+            future.exception()  # wait: each worker sees the cancel and stops within seconds
+        raise
+    return [f.result() for f in futures]
+
+
+def batches(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in consecutive groups of ``size`` (the last may be smaller)."""
+    return [list(items[i : i + size]) for i in range(0, len(items), max(1, size))]

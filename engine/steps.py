@@ -1,0 +1,344 @@
+"""One step on one host: its condition, approval, execution and result.
+
+The :class:`StepRunner` turns a step into a :class:`~engine.model.StepResult`
+and the events around it (started, output lines, approval, finished); the
+runner decides which steps run on which hosts. Output reaches subscribers as
+complete lines, redacted, so a secret is never split across two events.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import expr
+from engine.approval import ApprovalRequest, Decision
+from engine.errors import ExecutorError, TemplateError
+from engine.events import ApprovalRequested, EventBus, StepApproval, StepFinished, StepOutput, StepStarted
+from engine.executors import ExecutorSet, OutputCallback
+from engine.fanout import ApprovalDesk
+from engine.inputs import Redactor
+from engine.model import (
+    CommandResult,
+    Host,
+    HostOutcome,
+    HostReport,
+    Phase,
+    Step,
+    StepKind,
+    StepResult,
+    StepStatus,
+)
+from engine.verdict import judge, render_step
+
+if TYPE_CHECKING:
+    from engine.runner import RunRequest
+
+
+class _Lines:
+    """Turns output chunks into complete lines, so a secret is never split across events."""
+
+    def __init__(self, emit: Callable[[str, str], None]) -> None:
+        self._emit = emit
+        self._pending: dict[str, str] = {}
+
+    def feed(self, stream: str, text: str) -> None:
+        data = self._pending.get(stream, "") + text
+        head, sep, tail = data.rpartition("\n")
+        self._pending[stream] = tail
+        if sep:
+            self._emit(stream, head + sep)
+
+    def flush(self) -> None:
+        for stream, text in self._pending.items():
+            if text:
+                self._emit(stream, text)
+        self._pending.clear()
+
+
+class StepRunner:
+    """Runs single steps for one run; shared by every host's worker thread."""
+
+    def __init__(
+        self,
+        request: RunRequest,
+        bus: EventBus,
+        desk: ApprovalDesk,
+        executors: ExecutorSet,
+        redact: Redactor,
+        cancel: threading.Event,
+    ) -> None:
+        self.request = request
+        self.bus = bus
+        self.desk = desk
+        self.executors = executors
+        self.redact = redact
+        self.cancel = cancel
+
+    def step(self, state: HostState, phase: Phase, step: Step) -> StepResult:
+        host = state.host
+        ctx = state.context(self.request, self.bus.run_id, phase)
+        if step.when:
+            try:
+                go = bool(expr.evaluate(step.when, ctx, step_id=step.id, field="when"))
+            except TemplateError as exc:
+                return self.finish(host, phase, step, StepStatus.ERROR, str(exc))
+            if not go:
+                return self.finish(host, phase, step, StepStatus.SKIPPED, f"when is false: {step.when}")
+        try:
+            text = render_step(step, ctx)
+        except TemplateError as exc:
+            return self.finish(host, phase, step, StepStatus.ERROR, str(exc))
+        shown = self.redact(text)
+        if phase is Phase.REMEDIATE and self.request.dry_run:
+            note = (
+                "dry run: a human would be asked to do this"
+                if step.kind is StepKind.MANUAL
+                else "dry run: not run"
+            )
+            return self.finish(host, phase, step, StepStatus.SKIPPED, note, command=shown)
+        approval = ""
+        if step.kind is StepKind.MANUAL or step.confirm:
+            self.bus.emit(ApprovalRequested, host=host.name, phase=phase, step_id=step.id, command=shown)
+            decided = self.desk.ask(ApprovalRequest(self.bus.run_id, host.name, phase, step, shown))
+            approval = decided.by
+            self.bus.emit(
+                StepApproval,
+                host=host.name,
+                phase=phase,
+                step_id=step.id,
+                command=shown,
+                approved=decided.approved,
+                by=decided.by,
+                note=decided.note,
+            )
+            if decided.decision is Decision.DECLINED:
+                note = decided.note or f"declined by {decided.by}"
+                return self.finish(
+                    host, phase, step, StepStatus.DECLINED, note, command=shown, approval=approval
+                )
+            if decided.decision is Decision.SKIPPED:
+                return self.finish(
+                    host, phase, step, StepStatus.SKIPPED, decided.note, command=shown, approval=approval
+                )
+            if step.kind is StepKind.MANUAL:
+                return self.finish(
+                    host,
+                    phase,
+                    step,
+                    StepStatus.OK,
+                    f"done, confirmed by {decided.by}",
+                    command=shown,
+                    approval=approval,
+                )
+        if step.kind is StepKind.ANSIBLE:
+            return self._execute(state, phase, step, shown, approval, self._ansible_call(state, phase, step))
+        executor = self.executors.for_host(host)
+
+        def call(on_output: OutputCallback) -> CommandResult:
+            return executor.run(
+                host,
+                text,
+                timeout=step.timeout,
+                on_output=on_output,
+                cancel=self.cancel,
+                artifacts=self._artifacts(host, phase, step),
+            )
+
+        return self._execute(state, phase, step, shown, approval, call)
+
+    def _ansible_call(
+        self, state: HostState, phase: Phase, step: Step
+    ) -> Callable[[OutputCallback], CommandResult]:
+        action = step.ansible
+        assert action is not None  # the loader builds ansible steps with their action
+        args = expr.render_data(
+            action.args,
+            state.context(self.request, self.bus.run_id, phase),
+            step_id=step.id,
+            field="ansible.args",
+        )
+        base = Path(self.request.runbook.source_path).parent
+
+        def call(on_output: OutputCallback) -> CommandResult:
+            return self.executors.ansible().run_action(
+                state.host,
+                action,
+                args,
+                base_dir=base,
+                timeout=step.timeout,
+                on_output=on_output,
+                cancel=self.cancel,
+                artifacts=self._artifacts(state.host, phase, step),
+                redact=self.redact,
+            )
+
+        return call
+
+    def _artifacts(self, host: Host, phase: Phase, step: Step) -> Path | None:
+        if self.request.artifacts is None:
+            return None
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", host.name) or "_"  # as the journal names host folders
+        return self.request.artifacts / safe / "ansible" / f"{phase.value}.{step.id}"
+
+    def _execute(
+        self,
+        state: HostState,
+        phase: Phase,
+        step: Step,
+        shown: str,
+        approval: str,
+        call: Callable[[OutputCallback], CommandResult],
+    ) -> StepResult:
+        host = state.host
+        started = time.time()
+        self.bus.emit(
+            StepStarted, host=host.name, phase=phase, step_id=step.id, title=step.title, command=shown
+        )
+
+        def emit_lines(stream: str, text: str) -> None:
+            self.bus.emit(
+                StepOutput,
+                host=host.name,
+                phase=phase,
+                step_id=step.id,
+                stream=stream,
+                text=self.redact(text),
+            )
+
+        lines = _Lines(emit_lines)
+        try:
+            outcome = call(lines.feed)
+        except KeyboardInterrupt:
+            lines.flush()
+            self.finish(
+                host,
+                phase,
+                step,
+                StepStatus.ERROR,
+                "interrupted (Ctrl-C); the command was killed",
+                command=shown,
+                approval=approval,
+                started=started,
+            )
+            raise
+        except ExecutorError as exc:
+            lines.flush()
+            return self.finish(
+                host,
+                phase,
+                step,
+                StepStatus.ERROR,
+                str(exc),
+                command=shown,
+                approval=approval,
+                started=started,
+            )
+        lines.flush()
+        stdout, stderr = self.redact(outcome.stdout), self.redact(outcome.stderr)
+        status, message, out = judge(
+            step,
+            phase,
+            outcome,
+            stdout,
+            stderr,
+            state.context(self.request, self.bus.run_id, phase),
+            self.redact,
+        )
+        result = StepResult(
+            host=host.name,
+            phase=phase,
+            step_id=step.id,
+            status=status,
+            message=message,
+            command=shown,
+            rc=outcome.rc,
+            stdout=stdout,
+            stderr=stderr,
+            out=out,
+            started_at=started,
+            duration=outcome.duration,
+            approval=approval,
+        )
+        self.bus.emit(StepFinished, result=result)
+        return result
+
+    def _result(
+        self, host: Host, phase: Phase, step: Step, status: StepStatus, message: str, **extra: Any
+    ) -> StepResult:
+        return StepResult(
+            host=host.name, phase=phase, step_id=step.id, status=status, message=message, **extra
+        )
+
+    def finish(
+        self,
+        host: Host,
+        phase: Phase,
+        step: Step,
+        status: StepStatus,
+        message: str,
+        *,
+        command: str = "",
+        approval: str = "",
+        started: float | None = None,
+    ) -> StepResult:
+        now = time.time()
+        result = self._result(
+            host,
+            phase,
+            step,
+            status,
+            message,
+            command=command,
+            approval=approval,
+            started_at=started or now,
+            duration=now - started if started else 0.0,
+        )
+        self.bus.emit(StepFinished, result=result)
+        return result
+
+
+class HostState:
+    """Results so far on one host, as templates see them (``steps.<id>``)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.results: list[StepResult] = []
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.present = ""
+        """Why detect says the pitfall is present (``found by …``)."""
+        self.verify_unclean = False
+        self.rollout_failed = False
+
+    def record(self, result: StepResult) -> None:
+        """Keep ``result`` for the host report and for later templates."""
+        self.results.append(result)
+        self.steps[result.step_id] = {
+            "status": result.status.value,
+            "ok": result.status is StepStatus.OK,
+            "finding": result.status is StepStatus.FINDING,
+            "out": result.out,
+            "rc": result.rc,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "message": result.message,
+        }
+
+    def context(self, req: RunRequest, run_id: str, phase: Phase) -> dict[str, Any]:
+        """What templates see while a step of ``phase`` runs on this host."""
+        return {
+            "target": self.host.name,
+            "vars": self.host.vars,
+            "inputs": dict(req.inputs),
+            "steps": self.steps,
+            "alert": req.alert,
+            "run": {"id": run_id, "phase": phase.value, "dry_run": req.dry_run},
+        }
+
+    def report(self, outcome: HostOutcome, reason: str) -> HostReport:
+        """The host's report with every result so far."""
+        return HostReport(self.host.name, outcome, tuple(self.results), reason)
