@@ -34,12 +34,15 @@ class TerminalApprover:
         self.read = read or sys.stdin
         self.user = getpass.getuser()
         self._all: Decision | None = None
+        self._every_host: set[tuple[str, str]] = set()
 
     def decide(self, request: ApprovalRequest) -> Approval:
-        """Show the step and ask; ``a`` approves the rest of the run, ``q`` declines it."""
+        """Show the step and ask; ``e`` approves it on every host, ``a`` the rest of the run, ``q`` declines it."""
         who = f"tty:{self.user}"
         if self._all is not None and not request.manual:
             return Approval(self._all, who, "answered for all remaining steps")
+        if (request.phase.value, request.step.id) in self._every_host and not request.manual:
+            return Approval(Decision.APPROVED, who, "approved for every host")
         step = request.step
         print(f"\n  ┌ {request.phase.value} step {step.id!r} on {request.host}: {step.title}", file=self.out)
         if step.why:
@@ -53,7 +56,7 @@ class TerminalApprover:
             print(indent(f"trade-off: {step.tradeoff.strip()}", "  │ "), file=self.out)
         if request.manual:
             return self._ask_manual(who)
-        return self._ask_command(who)
+        return self._ask_command(who, (request.phase.value, step.id))
 
     def _answer(self, prompt: str) -> str:
         print(prompt, end="", file=self.out, flush=True)
@@ -63,11 +66,17 @@ class TerminalApprover:
             return ""
         return line.strip().lower()
 
-    def _ask_command(self, who: str) -> Approval:
+    def _ask_command(self, who: str, step: tuple[str, str]) -> Approval:
         while True:
-            answer = self._answer("  └ run it? [y]es / [n]o / [a]ll remaining / [q]uit (decline the rest): ")
+            answer = self._answer(
+                "  └ run it? [y]es / [n]o / [e]very host: yes to this step on all / "
+                "[a]ll remaining steps / [q]uit (decline the rest): "
+            )
             if answer in ("y", "yes"):
                 return Approval(Decision.APPROVED, who)
+            if answer in ("e", "every"):
+                self._every_host.add(step)
+                return Approval(Decision.APPROVED, who, "approved for every host")
             if answer in ("n", "no", ""):
                 return Approval(Decision.DECLINED, who, f"declined by {who}")
             if answer in ("a", "all"):

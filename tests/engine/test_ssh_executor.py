@@ -280,7 +280,9 @@ def test_a_timeout_kills_the_whole_process_group_on_the_host(
 
     assert result.timed_out and result.rc is None
     assert result.stdout == "started\n"  # the partial output is kept
-    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3), live_processes(f"sleep {marker}")
+    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3), live_processes(
+        f"sleep {marker}"
+    )
     assert executor.run(host, "echo still usable", timeout=5).stdout == "still usable\n"
 
 
@@ -295,7 +297,9 @@ def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
     )
 
     assert result.timed_out
-    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3), live_processes(f"sleep {marker}")
+    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3), live_processes(
+        f"sleep {marker}"
+    )
 
 
 def test_cancel_kills_the_command_on_the_host(ssh_fleet: SshFleet, tmp_path: Path, executor_for) -> None:
@@ -314,3 +318,29 @@ def test_cancel_kills_the_command_on_the_host(ssh_fleet: SshFleet, tmp_path: Pat
     assert result.cancelled and result.rc is None
     assert result.stdout == "started\n"
     assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3)
+
+
+def test_keys_held_by_ssh_agent_log_in(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        assert wait_until(socket_path.exists)
+        env = os.environ | {"SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", "-q", str(ssh_fleet.user_key)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on: only the agent
+        fh = ssh_fleet.hosts[4]
+        host = Host(
+            fh.name,
+            "ssh",
+            {"ansible_host": fh.address, "ansible_port": fh.port, "ansible_user": ssh_fleet.user},
+        )
+
+        result = executor_for(ssh_fleet.known_hosts).run(host, "echo via agent", timeout=10)
+    finally:
+        agent.terminate()
+        agent.wait()
+
+    assert result.stdout == "via agent\n"
