@@ -147,7 +147,7 @@ def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined,
         autoescape=False,
-        keep_trailing_newline=False,
+        keep_trailing_newline=True,  # as in Ansible: "line\n" stays a line with its newline
         trim_blocks=True,  # as in Ansible: {% for %} lines leave no blank lines behind
         lstrip_blocks=True,
         finalize=finalize,

@@ -87,6 +87,7 @@ class Runner:
         self.cancel = cancel or threading.Event()
         """Set to stop the run: running commands are killed where they run, later steps skipped."""
         self.redact = Redactor.for_inputs(request.runbook, request.inputs)
+        self.executors.redact = self.redact
 
     @property
     def run_id(self) -> str:

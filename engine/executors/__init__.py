@@ -90,6 +90,8 @@ class ExecutorSet:
         self._live: dict[str, Executor] = {}
         self._ansible: AnsibleExecutor | None = None
         self._lock = threading.Lock()
+        self.redact: Callable[[str], str] | None = None
+        """Applied to what executors keep on disk (ansible-runner's artifacts); the runner sets it."""
 
     def _default_factories(self) -> dict[str, Callable[[], Executor]]:
         options = self.options
@@ -135,6 +137,7 @@ class ExecutorSet:
                 from engine.executors.ansible import AnsibleExecutor  # noqa: PLC0415
 
                 self._ansible = AnsibleExecutor(self.options)
+                self._ansible.redact = self.redact
             return self._ansible
 
     def close(self) -> None:

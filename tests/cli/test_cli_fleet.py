@@ -240,3 +240,80 @@ def test_inventory_errors_are_clear(cairn: CairnRunner, tmp_path: Path) -> None:
     assert str(broken) in malformed.stderr
     assert "does not exist" in missing.stderr
     assert "Traceback" not in nothing.stderr + malformed.stderr + missing.stderr
+
+
+# --------------------------------------------------------------------------- through Ansible
+
+PLACED = """
+id: placed
+title: A file Ansible places on each host
+severity: warning
+summary: s
+targets: fleet
+inputs:
+  dir: {type: string}
+detect:
+  - id: present
+    title: the file is there
+    run: cat {{ inputs.dir }}/{{ target }}.conf
+    exit_codes: [0, 1]
+    expect: "rc == 0 and stdout == 'zone=' ~ vars.zone ~ '\\\\n'"
+remediate:
+  - id: place
+    title: place it with ansible.builtin.copy
+    ansible:
+      module: ansible.builtin.copy
+      args:
+        dest: "{{ inputs.dir }}/{{ target }}.conf"
+        content: "zone={{ vars.zone }}\\n"
+        mode: "0644"
+    expect: out.changed
+    report: "changed={{ out.changed }}"
+"""
+
+
+@pytest.mark.ansible
+def test_an_ansible_step_runs_through_ansible_runner_and_lands_in_the_journal(
+    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path, shared_dir: Path
+) -> None:
+    done = cairn(
+        "run", "placed", "--runbooks", str(runbook_dir(PLACED)), "-i", str(fleet_inventory),
+        "--known-hosts", str(ssh_fleet.known_hosts), "-l", "host01:host02", "-e", f"dir={shared_dir}",
+        "--yes", "--json", timeout=300,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert {row["outcome"] for row in data["summary"]} == {"remediated"}
+    assert (shared_dir / "host01.conf").read_text() == "zone=eu-1\n"
+    place = next(r for r in data["hosts"][0]["results"] if r["step_id"] == "place")
+    assert place["status"] == "ok" and place["message"] == "changed=true"
+    assert place["out"]["changed"] is True
+    assert place["command"].startswith("ansible ansible.builtin.copy dest=")
+
+    shown = cairn("show-run", data["run_id"], "--json")
+    artifacts = Path(json.loads(shown.stdout)["artifacts"])
+    events = list(
+        (artifacts / "host01" / "ansible" / "remediate.place").glob("artifacts/*/job_events/*.json")
+    )
+    assert events, "ansible-runner's job events are kept in the run's artifacts folder"
+    assert "changed: [host01]" in (artifacts / "host01" / "remediate.place.stdout").read_text()
+
+
+@pytest.mark.ansible
+def test_via_ansible_runs_plain_steps_through_ansible_with_the_same_results(
+    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path
+) -> None:
+    done = cairn(
+        "run", "health", "--runbooks", str(runbook_dir(HEALTH)), "-i", str(fleet_inventory),
+        "--known-hosts", str(ssh_fleet.known_hosts), "-l", "host06:host07", "--via", "ansible", "--json",
+        timeout=300,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert {(row["outcome"], tuple(row["steps"].items())) for row in data["summary"]} == {
+        ("healthy", (("ok", 3),))
+    }
+    roles = {h["host"]: h["results"][2]["message"] for h in data["hosts"]}
+    assert roles == {"host06": "worker eu-1 host06", "host07": "gpu eu-1 host07"}

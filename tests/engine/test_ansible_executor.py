@@ -1,0 +1,376 @@
+"""The ansible executor against real ansible-runner: the local connection and real sshd hosts.
+
+Every call is a real ansible-playbook run (~2-3 s here), so each test makes as few as it can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ExecutorError
+from engine.executors import ExecutionOptions
+from engine.executors.ansible import PLAY_FILE, AnsibleExecutor, describe_unreachable
+from engine.lab.ssh_fleet import SshFleet
+from engine.model import AnsibleAction, CommandResult, Host
+
+pytestmark = pytest.mark.ansible
+
+LOCAL = Host("localhost", "local")
+OwnFleet = Callable[..., SshFleet]
+
+
+class Output:
+    """Collects on_output calls (they come from ansible-runner's thread)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, stream: str, text: str) -> None:
+        with self._lock:
+            self.calls.append((stream, text))
+
+    def text(self, stream: str) -> str:
+        with self._lock:
+            return "".join(t for s, t in self.calls if s == stream)
+
+
+def processes_with(needle: str) -> list[int]:
+    """Live processes whose command line contains ``needle`` (zombies excluded)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle.encode() in cmdline and state not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still not true after {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def sleeper() -> Iterator[str]:
+    """A unique ``sleep`` argument (``600.<digits>``) to find this test's command in /proc."""
+    token = f"600.{uuid.uuid4().int % 10**9:09d}"
+    yield token
+    for pid in processes_with(f"sleep {token}"):  # never leave one behind, even when the test failed
+        os.kill(pid, 9)
+
+
+def cancel_when(path: Path, event: threading.Event) -> threading.Thread:
+    """Set ``event`` from another thread once ``path`` exists (the command has started)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        event.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def module(
+    executor: AnsibleExecutor, host: Host, name: str, args: object, *, timeout: float = 60, **kwargs: object
+) -> CommandResult:
+    return executor.run_action(
+        host,
+        AnsibleAction(module=name),
+        args,
+        base_dir=Path("."),
+        timeout=timeout,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# --------------------------------------------------------------------------- local connection
+
+
+def test_module_with_args_changes_then_reports_no_change_and_keeps_templates_literal(tmp_path: Path) -> None:
+    executor = AnsibleExecutor(ExecutionOptions())
+    dest = tmp_path / "motd"
+    # "{{ … }}" was rendered by Cairn already: Ansible must not render it again; "0640" stays a string.
+    args = {"content": "total {{ 6 * 7 }}\n", "dest": str(dest), "mode": "0640"}
+
+    first = module(executor, LOCAL, "ansible.builtin.copy", args)
+    assert (first.rc, first.data["changed"]) == (0, True), first
+    assert dest.read_text() == "total {{ 6 * 7 }}\n"
+    assert dest.stat().st_mode & 0o777 == 0o640
+    assert first.stdout == "changed: [localhost]"
+    assert not any(key.startswith("_ansible") or key == "invocation" for key in first.data)
+
+    second = module(executor, LOCAL, "ansible.builtin.copy", args)
+    assert (second.rc, second.data["changed"]) == (0, False), second
+    assert second.stdout == "ok: [localhost]"
+
+
+def test_free_form_command_streams_events_and_leaves_artifacts_without_the_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "operator-" + uuid.uuid4().hex
+    monkeypatch.setenv("CAIRN_TEST_OPERATOR_TOKEN", token)  # inherited by ansible, not for the record
+    executor = AnsibleExecutor(ExecutionOptions())
+    secret = "hunter2-" + uuid.uuid4().hex
+    artifacts = tmp_path / "runs" / "r1" / "localhost" / "ansible" / "detect.probe"
+    output = Output()
+
+    result = module(
+        executor,
+        LOCAL,
+        "ansible.builtin.command",
+        f"echo token={secret}",
+        artifacts=artifacts,
+        on_output=output,
+        redact=lambda text: text.replace(secret, "***"),
+    )
+
+    # the event (and so the result) is redacted as it arrives, before it is written anywhere
+    assert (result.rc, result.stdout, result.stderr) == (0, "token=***", "")
+    assert result.data["cmd"] == ["echo", "token=***"]
+    assert "TASK [ansible.builtin.command]" in output.text("stdout")
+    assert "changed: [localhost]\n" in output.text("stdout")
+    events = list(artifacts.glob("artifacts/*/job_events/*.json"))
+    kinds = {json.loads(e.read_text())["event"] for e in events}
+    assert {"playbook_on_start", "runner_on_ok", "playbook_on_stats"} <= kinds
+    assert next(artifacts.glob("artifacts/*/status")).read_text() == "successful"
+    assert not (artifacts / PLAY_FILE).exists()  # the generated playbook held the arguments
+    files = [p for p in artifacts.rglob("*") if p.is_file()]
+    assert [p for p in files if secret.encode() in p.read_bytes()] == []
+    assert [p for p in files if token.encode() in p.read_bytes()] == []
+    assert any(b"token=***" in p.read_bytes() for p in files)  # redacted, not merely absent
+
+
+def test_failing_module_is_rc_2_with_its_message_in_stderr(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    result = module(
+        AnsibleExecutor(ExecutionOptions()),
+        LOCAL,
+        "ansible.builtin.file",
+        {"path": str(missing), "state": "file"},
+    )
+    assert result.rc == 2
+    assert f"file ({missing}) is absent, cannot continue" in result.stderr
+    assert "is absent" in result.data["msg"]
+    assert "fatal: [localhost]: FAILED!" in result.stdout  # no stdout of its own: ansible's lines
+
+
+def test_shipped_playbook_runs_relative_to_the_runbook_folder_and_counts_its_tasks(tmp_path: Path) -> None:
+    runbook_dir = tmp_path / "runbooks"
+    (runbook_dir / "plays").mkdir(parents=True)
+    (runbook_dir / "plays" / "check.yml").write_text(
+        "- hosts: all\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: look around\n"
+        "      ansible.builtin.command: uname -s\n"
+        "      changed_when: false\n"
+        "    - name: give up\n"
+        "      ansible.builtin.fail:\n"
+        "        msg: disk is still full\n"
+    )
+    executor = AnsibleExecutor(ExecutionOptions())
+    output = Output()
+
+    result = executor.run_action(
+        LOCAL,
+        AnsibleAction(playbook="plays/check.yml"),
+        None,
+        base_dir=runbook_dir,
+        timeout=60,
+        on_output=output,
+    )
+
+    assert result.rc == 2
+    assert {k: result.data[k] for k in ("ok", "changed", "failures", "skipped")} == {
+        "ok": 1,
+        "changed": 0,
+        "failures": 1,
+        "skipped": 0,
+    }
+    assert result.data["tasks"] == [
+        {"task": "look around", "status": "ok", "msg": ""},
+        {"task": "give up", "status": "failed", "msg": "disk is still full"},
+    ]
+    assert result.stderr == "give up: disk is still full"
+    assert "PLAY RECAP" in result.stdout
+    assert "TASK [give up]" in output.text("stdout")
+
+
+def test_missing_shipped_playbook_says_where_it_looked(tmp_path: Path) -> None:
+    executor = AnsibleExecutor(ExecutionOptions())
+    with pytest.raises(ExecutorError, match=r"playbook 'gone\.yml' not found in .*runbook"):
+        executor.run_action(LOCAL, AnsibleAction(playbook="gone.yml"), None, base_dir=tmp_path, timeout=60)
+
+
+def test_run_returns_the_commands_own_stdout_stderr_and_rc() -> None:
+    output = Output()
+    result = AnsibleExecutor(ExecutionOptions()).run(
+        LOCAL, "echo out; echo '{{ 6 * 7 }}'; echo err >&2; exit 3", timeout=60, on_output=output
+    )
+    assert (result.rc, result.stdout, result.stderr) == (3, "out\n{{ 6 * 7 }}\n", "err\n")
+    assert (output.text("stdout"), output.text("stderr")) == ("out\n{{ 6 * 7 }}\n", "err\n")
+    assert result.data["cmd"].startswith("echo out;")
+    assert not result.timed_out
+
+
+def test_run_timeout_keeps_partial_output_and_leaves_no_process(sleeper: str) -> None:
+    result = AnsibleExecutor(ExecutionOptions()).run(LOCAL, f"echo started; sleep {sleeper}", timeout=2)
+    assert (result.rc, result.timed_out, result.cancelled) == (None, True, False)
+    assert result.stdout == "started\n"
+    wait_for(lambda: not processes_with(f"sleep {sleeper}"), 10, f"sleep {sleeper} is gone")
+
+
+def test_module_cancelled_from_another_thread_leaves_no_process(tmp_path: Path, sleeper: str) -> None:
+    # ansible-core's workers setsid(): ansible-runner's kill alone would leave this sleep running
+    started, cancel = tmp_path / "started", threading.Event()
+    watcher = cancel_when(started, cancel)
+    result = module(
+        AnsibleExecutor(ExecutionOptions()),
+        LOCAL,
+        "ansible.builtin.shell",
+        f"touch {started}; sleep {sleeper}",
+        cancel=cancel,
+    )
+    watcher.join()
+    assert started.exists()
+    assert (result.rc, result.cancelled, result.timed_out) == (None, True, False)
+    wait_for(lambda: not processes_with(f"sleep {sleeper}"), 10, f"sleep {sleeper} is gone")
+    wait_for(lambda: not processes_with(str(started)), 10, "no ansible process of the job is left")
+
+
+def test_module_timeout_is_timed_out_without_rc() -> None:
+    result = module(
+        AnsibleExecutor(ExecutionOptions()), LOCAL, "ansible.builtin.command", "sleep 30", timeout=0.5
+    )
+    assert (result.rc, result.timed_out, result.cancelled) == (None, True, False)
+
+
+@pytest.mark.parametrize(
+    ("ssh_said", "meaning"),
+    [
+        (
+            'Task failed: Data could not be sent to remote host "127.0.0.2". Make sure this host can be '
+            "reached over ssh: No ED25519 host key is known for [127.0.0.2]:2222 and you have requested "
+            "strict checking.\r\nHost key verification failed.\r\n",
+            "host key is not known",
+        ),
+        (
+            "Failed to connect to the host via ssh: @@@@@@@@@@@\r\n@ WARNING: REMOTE HOST IDENTIFICATION "
+            "HAS CHANGED! @\r\n@@@@@@@@@@@\r\nHost key verification failed.",
+            "host key has CHANGED",
+        ),
+        ("Failed to connect to the host via ssh: user@127.0.0.2: Permission denied (publickey).", "permission"),
+        ("Task failed: Failed to connect to the host via ssh: ssh: connect to host 127.0.0.1 port 1: "
+         "Connection refused", "connection refused"),
+    ],
+)  # fmt: skip
+def test_unreachable_message_leads_with_the_cause_and_keeps_ssh_text(ssh_said: str, meaning: str) -> None:
+    described = describe_unreachable(ssh_said)
+    assert meaning in described.split("; ssh said: ")[0]  # the cause first, in our words
+    last_line = ssh_said.replace("\r\n", "\n").strip().splitlines()[-1].split("ssh: ")[-1]
+    assert described.endswith(last_line.strip())
+    assert "Task failed" not in described
+    assert "@@@" not in described
+
+
+# --------------------------------------------------------------------------- real sshd hosts
+
+
+def fleet_executor(fleet: SshFleet, tmp_path: Path, **options: object) -> AnsibleExecutor:
+    inventory = fleet.write_inventory(tmp_path / "inventory.yml")
+    settings: dict[str, object] = {"known_hosts": fleet.known_hosts} | options
+    return AnsibleExecutor(ExecutionOptions(inventory_sources=(str(inventory),), **settings))  # type: ignore[arg-type]
+
+
+@pytest.mark.ssh
+def test_module_on_two_fleet_hosts_at_once_as_the_login_user(ssh_fleet: SshFleet, tmp_path: Path) -> None:
+    executor = fleet_executor(ssh_fleet, tmp_path)
+    hosts = ssh_fleet.hosts[:2]
+    results: dict[str, CommandResult] = {}
+
+    def probe(name: str) -> None:
+        results[name] = module(
+            executor, Host(name, "ssh"), "ansible.builtin.shell", "whoami; echo $SSH_CONNECTION"
+        )
+
+    threads = [threading.Thread(target=probe, args=(h.name,)) for h in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for host in hosts:
+        user, connection = results[host.name].stdout.splitlines()
+        assert user == ssh_fleet.user  # become is off unless the step asks for it
+        assert connection.split()[2:] == [host.address, str(host.port)]
+
+
+@pytest.mark.ssh
+def test_unknown_host_key_is_refused_then_accepted_with_accept_new(
+    ssh_fleet: SshFleet, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    host = ssh_fleet.hosts[0]
+
+    with pytest.raises(ExecutorError, match="host key verification failed") as refused:
+        fleet_executor(ssh_fleet, tmp_path, known_hosts=empty).run(Host(host.name, "ssh"), "true", timeout=60)
+    assert refused.value.host == host.name
+    assert "unreachable through Ansible" in str(refused.value)
+    assert f"No ED25519 host key is known for [{host.address}]:{host.port}" in str(refused.value)
+    assert empty.read_text() == ""
+
+    accepting = fleet_executor(ssh_fleet, tmp_path, known_hosts=empty, accept_new_host_keys=True)
+    assert accepting.run(Host(host.name, "ssh"), "echo in", timeout=60).stdout == "in\n"
+    assert ssh_fleet.host_public_key(host.name).split()[1] in empty.read_text()
+
+
+@pytest.mark.ssh
+def test_changed_host_key_is_refused_naming_the_change(own_ssh_fleet: OwnFleet, tmp_path: Path) -> None:
+    fleet = own_ssh_fleet(1)
+    fleet.restart_host("host01", new_host_key=True)
+    with pytest.raises(ExecutorError, match="host key has CHANGED") as refused:
+        fleet_executor(fleet, tmp_path).run(Host("host01", "ssh"), "true", timeout=60)
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in str(refused.value)
+
+
+@pytest.mark.ssh
+def test_cancelled_command_is_killed_on_the_ssh_host(
+    ssh_fleet: SshFleet, tmp_path: Path, sleeper: str
+) -> None:
+    # The fleet's hosts are this machine, so /proc shows the remote side too.
+    started = Path(f"/tmp/cairn-test-{uuid.uuid4().hex}")  # the login user must be able to write it
+    cancel = threading.Event()
+    watcher = cancel_when(started, cancel)
+    try:
+        result = fleet_executor(ssh_fleet, tmp_path).run(
+            Host(ssh_fleet.hosts[2].name, "ssh"),
+            f"touch {started}; sleep {sleeper}",
+            timeout=300,
+            cancel=cancel,
+        )
+    finally:
+        watcher.join()
+        started.unlink(missing_ok=True)
+    assert (result.rc, result.cancelled) == (None, True)
+    wait_for(lambda: not processes_with(f"sleep {sleeper}"), 10, f"sleep {sleeper} is gone from the host")
