@@ -18,8 +18,9 @@
   shell's process group (sshd starts every session with ``setsid``), whose id
   the wrapper reports on stderr before anything else. On timeout or cancel a
   second channel kills that whole group (TERM, then KILL); the output read so
-  far is kept. As a backstop for a lost connection, GNU ``timeout`` on the host
-  ends the group shortly after the step's deadline if Cairn cannot.
+  far is kept. For a lost connection, a *guard* session per host (one bash
+  loop, started with the connection) knows every running command's group and
+  deadline: when the connection goes, it ends them at their deadlines.
 * A host that cannot be reached, refuses the key or drops the connection
   mid-step raises :class:`ExecutorError` naming the host and the cause; the
   runner turns it into that host's error while the others go on.
@@ -31,6 +32,7 @@ import contextlib
 import fcntl
 import getpass
 import logging
+import math
 import os
 import secrets
 import select
@@ -38,6 +40,7 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -53,8 +56,24 @@ log = logging.getLogger(__name__)
 
 KILL_GRACE = 2.0
 """Seconds between SIGTERM and SIGKILL for a timed-out remote process group."""
-BACKSTOP = 5
-"""Seconds after the deadline at which the host's own ``timeout`` ends the command if Cairn could not."""
+GUARD_SCRIPT = r"""
+declare -A deadline
+while read -r verb pgid seconds; do
+  case $verb in
+    watch) printf -v now '%(%s)T' -1; deadline[$pgid]=$((now + seconds));;
+    done) unset "deadline[$pgid]";;
+  esac
+done
+for pgid in "${!deadline[@]}"; do
+  ( printf -v now '%(%s)T' -1; left=$(( ${deadline[$pgid]} - now ))
+    if [ "$left" -gt 0 ]; then sleep "$left"; fi
+    kill -TERM -- "-$pgid" 2>/dev/null && sleep 2 && kill -KILL -- "-$pgid" 2>/dev/null ) &
+done
+wait
+"""
+"""Runs on each host for the life of its connection. Cairn tells it each command's process group
+and timeout; when its stdin closes while a command still runs (the connection was lost), it ends
+that command's group at the command's deadline, as Cairn would have."""
 _EXIT_DRAIN = 1.0
 """After the exit status arrives, seconds to wait for a background child to close the output."""
 _POLL = 0.1
@@ -94,6 +113,7 @@ class SSHExecutor:
     def __init__(self, options: ExecutionOptions | None = None) -> None:
         self.options = options or ExecutionOptions()
         self._clients: dict[str, paramiko.SSHClient] = {}
+        self._guards: dict[str, _Guard | None] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._keys: dict[str, paramiko.PKey] = {}
@@ -174,8 +194,34 @@ class SSHExecutor:
             if client:
                 client.close()
             client = self._open(self.endpoint(host))
+            self._guards[host.name] = self._start_guard(host, client)
             self._clients[host.name] = client
             return client
+
+    def _start_guard(self, host: Host, client: paramiko.SSHClient) -> _Guard | None:
+        """Start the host's guard session; it also tells whether the login shell is bash."""
+        hello = f"{self._marker}-guard"
+        try:
+            transport = client.get_transport()
+            assert transport is not None
+            channel = transport.open_session(timeout=self.options.connect_timeout)
+            channel.exec_command(
+                f'echo "{hello} ${{BASH_VERSION:-}}"; exec bash -c {shlex.quote(GUARD_SCRIPT)}'
+            )
+            channel.settimeout(self.options.connect_timeout)
+            line = channel.makefile("rb").readline().decode(errors="replace").split()
+        except Exception as exc:  # the host still works without one; only lost connections are unguarded
+            log.warning(
+                "%s: no guard session (%s); a lost connection leaves its command running", host.name, exc
+            )
+            return None
+        if not line or line[0] != hello:
+            channel.close()
+            log.warning(
+                "%s: the guard session did not start; a lost connection leaves its command running", host.name
+            )
+            return None
+        return _Guard(channel, bash_login=len(line) > 1)
 
     def _open(self, ep: Endpoint) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
@@ -300,12 +346,15 @@ class SSHExecutor:
         try:
             assert transport is not None
             channel = transport.open_session(timeout=self.options.connect_timeout)
-            channel.exec_command(self._wrap(command, timeout))
+            guard = self._guards.get(host.name)
+            channel.exec_command(self._wrap(command, bash_login=guard is not None and guard.bash_login))
         except Exception as exc:  # the connection died between steps
             self._forget(host)
             raise ExecutorError(host.name, f"cannot start the command: connection lost ({exc})") from None
         out = OutputStream("stdout", on_output)
         err = _MarkedStderr(self._marker, OutputStream("stderr", on_output))
+        if guard is not None:
+            err.on_pgid = lambda pgid: guard.send(f"watch {pgid} {math.ceil(timeout)}")
         try:
             timed_out, cancelled = self._pump(channel, out, err, started + timeout, cancel)
         except BaseException:
@@ -324,8 +373,10 @@ class SSHExecutor:
             raise ExecutorError(
                 host.name,
                 "connection lost during the step (sshd went away or the network dropped); "
-                f"the host's own timeout ends the command within {BACKSTOP}s of the step's deadline",
+                "the host's guard ends the command at the step's deadline",
             )
+        if guard is not None and err.pgid is not None:
+            guard.send(f"done {err.pgid}")
         channel.close()
         out.feed(b"", final=True)
         err.finish()
@@ -339,15 +390,13 @@ class SSHExecutor:
             truncated=out.truncated or err.stream.truncated,
         )
 
-    def _wrap(self, command: str, timeout: float) -> str:
-        """The login shell reports its process group, then becomes bash running the command."""
-        inner = shlex.quote(command)
-        backstop = int(timeout) + BACKSTOP + 1
-        return (
-            f"echo {self._marker} $$ >&2; "
-            f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 2 {backstop} bash -c {inner}; "
-            f"else exec bash -c {inner}; fi"
-        )
+    def _wrap(self, command: str, *, bash_login: bool) -> str:
+        """The login shell reports its process group, then runs the command with bash.
+
+        When the login shell is bash already, the command runs in it: one process fewer per step.
+        """
+        report = f"echo {self._marker} $$ >&2; "
+        return report + (command if bash_login else f"exec bash -c {shlex.quote(command)}")
 
     def _pump(
         self,
@@ -377,10 +426,11 @@ class SSHExecutor:
 
     @staticmethod
     def _read_ready(channel: paramiko.Channel, out: OutputStream, err: _MarkedStderr) -> None:
-        while channel.recv_ready():
-            out.feed(channel.recv(65536))
+        # stderr first: the process-group line is written there before the command starts.
         while channel.recv_stderr_ready():
             err.feed(channel.recv_stderr(65536))
+        while channel.recv_ready():
+            out.feed(channel.recv(65536))
 
     def _drain(self, channel: paramiko.Channel, out: OutputStream, err: _MarkedStderr) -> None:
         """After a kill: collect what the command wrote before it died (bounded)."""
@@ -415,12 +465,13 @@ class SSHExecutor:
             channel.exec_command(script)
             channel.recv_exit_status()
             channel.close()
-        except Exception as exc:  # a dead connection: the host's backstop timeout will end it
+        except Exception as exc:  # a dead connection: the host's guard ends it at its deadline
             log.warning("%s: could not kill process group %s: %s", host.name, pgid, exc)
 
     def _forget(self, host: Host) -> None:
         with self._lock:
             client = self._clients.pop(host.name, None)
+            self._guards.pop(host.name, None)
         if client:
             client.close()
 
@@ -428,7 +479,11 @@ class SSHExecutor:
         """Close every connection."""
         with self._lock:
             clients = list(self._clients.values())
+            guards = [g for g in self._guards.values() if g is not None]
             self._clients.clear()
+            self._guards.clear()
+        for guard in guards:
+            guard.close()  # end of input: the guard exits (nothing is left to watch)
         for client in clients:
             client.close()
 
@@ -444,6 +499,30 @@ def _transport_alive(channel: paramiko.Channel) -> bool:
     return transport is not None and transport.is_active()
 
 
+class _Guard:
+    """The host's guard session (see :data:`GUARD_SCRIPT`): told about each command as it starts."""
+
+    def __init__(self, channel: paramiko.Channel, *, bash_login: bool) -> None:
+        self.channel = channel
+        self.bash_login = bash_login
+        """The login shell is bash: commands can run in it directly."""
+        self._lock = threading.Lock()
+
+    def send(self, line: str) -> None:
+        """Tell the guard ``watch PGID SECONDS`` or ``done PGID``; a dead guard is not an error."""
+        try:
+            with self._lock:
+                self.channel.sendall(f"{line}\n".encode())
+        except Exception as exc:  # the connection is going: the step itself will say so
+            log.debug("guard: %s", exc)
+
+    def close(self) -> None:
+        """Close the guard's input, so that it exits."""
+        with contextlib.suppress(Exception):
+            self.channel.shutdown_write()
+            self.channel.close()
+
+
 class _MarkedStderr:
     """stderr with the wrapper's process-group line taken out (it comes before any command output)."""
 
@@ -451,6 +530,7 @@ class _MarkedStderr:
         self.marker = marker.encode()
         self.stream = stream
         self.pgid: int | None = None
+        self.on_pgid: Callable[[int], None] | None = None
         self._head = b""
 
     def feed(self, data: bytes) -> None:
@@ -463,6 +543,8 @@ class _MarkedStderr:
             if line.startswith(self.marker):
                 with contextlib.suppress(ValueError):
                     self.pgid = int(line.split()[1])
+                if self.pgid is not None and self.on_pgid is not None:
+                    self.on_pgid(self.pgid)
             else:  # a login script wrote to stderr before the wrapper ran
                 self.stream.feed(line + b"\n")
         if self.pgid is not None and self._head:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -344,3 +346,43 @@ def test_keys_held_by_ssh_agent_log_in(
         agent.wait()
 
     assert result.stdout == "via agent\n"
+
+
+def kill_sshd_only(fleet: SshFleet, name: str) -> None:
+    """Kill the host's sshd processes but not the sessions' commands: a connection lost, not a host."""
+    master = fleet._live_pid(name)
+    assert master is not None
+    parents: dict[int, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+    tree, changed = {master}, True
+    while changed:
+        grown = tree | {pid for pid, parent in parents.items() if parent in tree}
+        changed, tree = grown != tree, grown
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_command_outlives_a_lost_connection_only_until_its_deadline(
+    own_ssh_fleet, tmp_path: Path, executor_for
+) -> None:
+    fleet = own_ssh_fleet(1)
+    host = fleet_hosts(fleet, tmp_path)[0]
+    marker = f"603.{uuid.uuid4().int % 10**9}"
+
+    def drop_when_started(stream: str, text: str) -> None:
+        if "started" in text:
+            kill_sshd_only(fleet, host.name)
+
+    with pytest.raises(ExecutorError, match="connection lost during the step"):
+        executor_for(fleet.known_hosts).run(
+            host, f"echo started; sleep {marker}", timeout=4, on_output=drop_when_started
+        )
+
+    assert live_processes(f"sleep {marker}")  # sshd is gone; the command runs on, for now
+    assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=15)  # the guard ended it
