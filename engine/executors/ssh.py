@@ -19,8 +19,9 @@
   the wrapper reports on stderr before anything else. On timeout or cancel a
   second channel kills that whole group (TERM, then KILL); the output read so
   far is kept. For a lost connection, a *guard* session per host (one bash
-  loop, started with the connection) knows every running command's group and
-  deadline: when the connection goes, it ends them at their deadlines.
+  loop, started the first time a command runs longer than ``GUARD_AFTER``)
+  knows every long command's group and deadline: when the connection goes, it
+  ends them at their deadlines. Quick commands, most of them, never need it.
 * A host that cannot be reached, refuses the key or drops the connection
   mid-step raises :class:`ExecutorError` naming the host and the cause; the
   runner turns it into that host's error while the others go on.
@@ -74,6 +75,8 @@ wait
 """Runs on each host for the life of its connection. Cairn tells it each command's process group
 and timeout; when its stdin closes while a command still runs (the connection was lost), it ends
 that command's group at the command's deadline, as Cairn would have."""
+GUARD_AFTER = 1.0
+"""Seconds a command runs before the host's guard is told about it (and started, the first time)."""
 _EXIT_DRAIN = 1.0
 """After the exit status arrives, seconds to wait for a background child to close the output."""
 _POLL = 0.1
@@ -114,6 +117,8 @@ class SSHExecutor:
         self.options = options or ExecutionOptions()
         self._clients: dict[str, paramiko.SSHClient] = {}
         self._guards: dict[str, _Guard | None] = {}
+        self._bash_login: dict[str, bool] = {}
+        self._parsed: dict[Path, paramiko.HostKeys] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._keys: dict[str, paramiko.PKey] = {}
@@ -194,44 +199,43 @@ class SSHExecutor:
             if client:
                 client.close()
             client = self._open(self.endpoint(host))
-            self._guards[host.name] = self._start_guard(host, client)
+            self._guards.pop(host.name, None)
+            self._bash_login.pop(host.name, None)
             self._clients[host.name] = client
             return client
 
+    def _guard(self, host: Host, client: paramiko.SSHClient) -> _Guard | None:
+        """The host's guard session, started the first time it is needed (``None``: it cannot run)."""
+        with self._lock:
+            if host.name in self._guards:
+                return self._guards[host.name]
+        guard = self._start_guard(host, client)
+        with self._lock:
+            return self._guards.setdefault(host.name, guard)
+
     def _start_guard(self, host: Host, client: paramiko.SSHClient) -> _Guard | None:
-        """Start the host's guard session; it also tells whether the login shell is bash."""
-        hello = f"{self._marker}-guard"
         try:
             transport = client.get_transport()
             assert transport is not None
             channel = transport.open_session(timeout=self.options.connect_timeout)
-            channel.exec_command(
-                f'echo "{hello} ${{BASH_VERSION:-}}"; exec bash -c {shlex.quote(GUARD_SCRIPT)}'
-            )
-            channel.settimeout(self.options.connect_timeout)
-            line = channel.makefile("rb").readline().decode(errors="replace").split()
+            channel.exec_command(f"exec bash -c {shlex.quote(GUARD_SCRIPT)}")
         except Exception as exc:  # the host still works without one; only lost connections are unguarded
             log.warning(
                 "%s: no guard session (%s); a lost connection leaves its command running", host.name, exc
             )
             return None
-        if not line or line[0] != hello:
-            channel.close()
-            log.warning(
-                "%s: the guard session did not start; a lost connection leaves its command running", host.name
-            )
-            return None
-        return _Guard(channel, bash_login=len(line) > 1)
+        return _Guard(channel)
 
     def _open(self, ep: Endpoint) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         for path in (SYSTEM_KNOWN_HOSTS, ep.known_hosts):
-            if path.is_file():
-                try:
-                    client.get_host_keys().load(str(path))
-                except (OSError, paramiko.SSHException, ValueError) as exc:
-                    raise ExecutorError(ep.host, f"cannot read known_hosts {path}: {exc}") from exc
-        client.set_missing_host_key_policy(_AcceptNew(ep) if ep.accept_new else _RefuseUnknown(ep))
+            entries: Any = self._known_hosts(ep, path).lookup(ep.known_hosts_name) or {}
+            for keytype, key in entries.items():  # only this host's: parsing the file per host is O(N²)
+                client.get_host_keys().add(ep.known_hosts_name, keytype, key)
+        policy = (
+            _AcceptNew(ep, self._known_hosts(ep, ep.known_hosts)) if ep.accept_new else _RefuseUnknown(ep)
+        )
+        client.set_missing_host_key_policy(policy)
         keys = self._keys_for(ep)
         sock = self._socket(ep)
         try:
@@ -299,6 +303,20 @@ class SSHExecutor:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
+    def _known_hosts(self, ep: Endpoint, path: Path) -> paramiko.HostKeys:
+        """``path`` parsed once per executor (an empty set when it does not exist)."""
+        with self._lock:
+            known = self._parsed.get(path)
+            if known is None:
+                known = paramiko.HostKeys()
+                if path.is_file():
+                    try:
+                        known.load(str(path))
+                    except (OSError, paramiko.SSHException, ValueError) as exc:
+                        raise ExecutorError(ep.host, f"cannot read known_hosts {path}: {exc}") from exc
+                self._parsed[path] = known
+            return known
+
     def _keys_for(self, ep: Endpoint) -> list[paramiko.PKey]:
         """The private keys to offer; a key the inventory names must exist, ssh_config's may not."""
         keys = []
@@ -346,17 +364,22 @@ class SSHExecutor:
         try:
             assert transport is not None
             channel = transport.open_session(timeout=self.options.connect_timeout)
-            guard = self._guards.get(host.name)
-            channel.exec_command(self._wrap(command, bash_login=guard is not None and guard.bash_login))
+            channel.exec_command(self._wrap(command, bash_login=self._bash_login.get(host.name, False)))
         except Exception as exc:  # the connection died between steps
             self._forget(host)
             raise ExecutorError(host.name, f"cannot start the command: connection lost ({exc})") from None
         out = OutputStream("stdout", on_output)
         err = _MarkedStderr(self._marker, OutputStream("stderr", on_output))
-        if guard is not None:
-            err.on_pgid = lambda pgid: guard.send(f"watch {pgid} {math.ceil(timeout)}")
+        guarded: list[_Guard] = []
+
+        def guard_it() -> None:  # the command runs long: make sure a lost connection cannot orphan it
+            guard = self._guard(host, client) if err.pgid is not None else None
+            if guard is not None:
+                guard.send(f"watch {err.pgid} {math.ceil(started + timeout - time.monotonic())}")
+                guarded.append(guard)
+
         try:
-            timed_out, cancelled = self._pump(channel, out, err, started + timeout, cancel)
+            timed_out, cancelled = self._pump(channel, out, err, started + timeout, cancel, guard_it)
         except BaseException:
             self._kill(host, client, err.pgid)  # Ctrl-C: never leave the command running behind us
             channel.close()
@@ -375,8 +398,10 @@ class SSHExecutor:
                 "connection lost during the step (sshd went away or the network dropped); "
                 "the host's guard ends the command at the step's deadline",
             )
-        if guard is not None and err.pgid is not None:
+        for guard in guarded:
             guard.send(f"done {err.pgid}")
+        if err.bash_login is not None:
+            self._bash_login[host.name] = err.bash_login
         channel.close()
         out.feed(b"", final=True)
         err.finish()
@@ -395,7 +420,7 @@ class SSHExecutor:
 
         When the login shell is bash already, the command runs in it: one process fewer per step.
         """
-        report = f"echo {self._marker} $$ >&2; "
+        report = f'echo {self._marker} $$ "${{BASH_VERSION:-}}" >&2; '
         return report + (command if bash_login else f"exec bash -c {shlex.quote(command)}")
 
     def _pump(
@@ -405,15 +430,23 @@ class SSHExecutor:
         err: _MarkedStderr,
         deadline: float,
         cancel: threading.Event | None,
+        long_running: Callable[[], None],
     ) -> tuple[bool, bool]:
-        """Read both streams until the command ends, the deadline or a cancel: (timed_out, cancelled)."""
+        """Read both streams until the command ends, the deadline or a cancel: (timed_out, cancelled).
+
+        ``long_running`` is called once, when the command has run for ``GUARD_AFTER`` seconds.
+        """
         exited_at: float | None = None
+        guard_at: float | None = time.monotonic() + GUARD_AFTER
         while True:
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 return False, True
             if now >= deadline:
                 return True, False
+            if guard_at is not None and now >= guard_at and err.pgid is not None:
+                guard_at = None  # before reading: output seen after this is from a guarded command
+                long_running()
             select.select([channel], [], [], min(_POLL, deadline - now))
             self._read_ready(channel, out, err)
             if not _transport_alive(channel):
@@ -500,12 +533,10 @@ def _transport_alive(channel: paramiko.Channel) -> bool:
 
 
 class _Guard:
-    """The host's guard session (see :data:`GUARD_SCRIPT`): told about each command as it starts."""
+    """The host's guard session (see :data:`GUARD_SCRIPT`): told about each long command."""
 
-    def __init__(self, channel: paramiko.Channel, *, bash_login: bool) -> None:
+    def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
-        self.bash_login = bash_login
-        """The login shell is bash: commands can run in it directly."""
         self._lock = threading.Lock()
 
     def send(self, line: str) -> None:
@@ -530,7 +561,8 @@ class _MarkedStderr:
         self.marker = marker.encode()
         self.stream = stream
         self.pgid: int | None = None
-        self.on_pgid: Callable[[int], None] | None = None
+        self.bash_login: bool | None = None
+        """Whether the login shell is bash (it printed ``$BASH_VERSION`` on the marker line)."""
         self._head = b""
 
     def feed(self, data: bytes) -> None:
@@ -541,10 +573,10 @@ class _MarkedStderr:
         while b"\n" in self._head and self.pgid is None:
             line, self._head = self._head.split(b"\n", 1)
             if line.startswith(self.marker):
-                with contextlib.suppress(ValueError):
-                    self.pgid = int(line.split()[1])
-                if self.pgid is not None and self.on_pgid is not None:
-                    self.on_pgid(self.pgid)
+                words = line.split()
+                with contextlib.suppress(ValueError, IndexError):
+                    self.pgid = int(words[1])
+                self.bash_login = len(words) > 2
             else:  # a login script wrote to stderr before the wrapper ran
                 self.stream.feed(line + b"\n")
         if self.pgid is not None and self._head:
@@ -590,8 +622,9 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
 
     _file_lock = threading.Lock()
 
-    def __init__(self, ep: Endpoint) -> None:
+    def __init__(self, ep: Endpoint, parsed: paramiko.HostKeys | None = None) -> None:
         self.ep = ep
+        self.parsed = parsed
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         path = self.ep.known_hosts
@@ -603,6 +636,8 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
                 fcntl.flock(handle, fcntl.LOCK_EX)  # other Cairn processes may append too
                 handle.write(line)
         client.get_host_keys().add(hostname, key.get_name(), key)
+        if self.parsed is not None:
+            self.parsed.add(hostname, key.get_name(), key)
         log.warning("recorded new host key for %s in %s: %s", hostname, path, _fingerprint(key))
 
 

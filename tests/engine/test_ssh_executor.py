@@ -374,14 +374,18 @@ def test_a_command_outlives_a_lost_connection_only_until_its_deadline(
     fleet = own_ssh_fleet(1)
     host = fleet_hosts(fleet, tmp_path)[0]
     marker = f"603.{uuid.uuid4().int % 10**9}"
+    executor = executor_for(fleet.known_hosts)
 
-    def drop_when_started(stream: str, text: str) -> None:
-        if "started" in text:
+    def drop_when_long_running(stream: str, text: str) -> None:
+        if "still" in text:  # printed after GUARD_AFTER: by now the host's guard watches the command
             kill_sshd_only(fleet, host.name)
 
     with pytest.raises(ExecutorError, match="connection lost during the step"):
-        executor_for(fleet.known_hosts).run(
-            host, f"echo started; sleep {marker}", timeout=4, on_output=drop_when_started
+        executor.run(
+            host,
+            f"echo started; sleep 2.5; echo still; sleep {marker}",
+            timeout=6,
+            on_output=drop_when_long_running,
         )
 
     assert live_processes(f"sleep {marker}")  # sshd is gone; the command runs on, for now
