@@ -1,7 +1,7 @@
 """Fan-out: work on many hosts at once, with a bound, while approvals stay one at a time.
 
 Hosts run in a pool of ``forks`` threads (the executors block on I/O, so
-threads are the right tool). Approvals are different: a human answers one
+threads are the right tool), all started before any work is handed out. Approvals are different: a human answers one
 question at a time, and a terminal prompt must never interleave with another.
 So a worker that needs a decision hands it to the :class:`ApprovalDesk`, and
 the thread that started the run — the one a Ctrl-C arrives on — asks the
@@ -14,8 +14,9 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
 
 from engine.approval import Approval, ApprovalRequest, Approver, Decision
 
@@ -28,6 +29,64 @@ _SERVE_POLL = 0.5
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class WorkerPool:
+    """``size`` threads, every one started and tracked before any work is handed out.
+
+    Not :class:`concurrent.futures.ThreadPoolExecutor`: it starts its threads inside
+    ``submit``, and a Ctrl-C landing between starting one and recording it leaves a
+    worker that shutdown does not wait for — a host would then finish after the run.
+    Here a Ctrl-C can land anywhere in :meth:`submit` and :meth:`close` still waits
+    for everything handed out.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[Any], Any], Any] | None]
+        self._work = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        try:
+            for number in range(1, size + 1):
+                thread = threading.Thread(target=self._serve, name=f"{name}-{number}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, work: Callable[[T], R], item: T) -> Future[R]:
+        """Queue ``work(item)``; the future holds its result or exception."""
+        future: Future[R] = Future()
+        self._work.put((future, work, item))
+        return future
+
+    def close(self) -> None:
+        """Let the threads finish what was handed out, then end them (waits)."""
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _serve(self) -> None:
+        while (job := self._work.get()) is not None:
+            future, work, item = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = work(item)
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
 
 class ApprovalDesk:
@@ -92,7 +151,7 @@ def fan_out(
     items: Iterable[T],
     work: Callable[[T], R],
     *,
-    pool: ThreadPoolExecutor,
+    pool: WorkerPool,
     desk: ApprovalDesk,
     on_interrupt: Callable[[], None],
 ) -> list[R]:
@@ -102,10 +161,12 @@ def fan_out(
     (it cancels the running commands), pending approvals are declined, the
     workers are waited for, and the interrupt is re-raised.
     """
-    futures = [pool.submit(work, item) for item in items]
-    for future in futures:
-        future.add_done_callback(lambda _: desk.wake())
-    try:
+    futures: list[Future[R]] = []
+    try:  # a Ctrl-C can land anywhere here, even while the work is still being handed out
+        for item in items:
+            future = pool.submit(work, item)
+            futures.append(future)
+            future.add_done_callback(lambda _: desk.wake())
         desk.serve(futures)
     except KeyboardInterrupt:
         on_interrupt()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from engine.events import (
     RunStarted,
 )
 from engine.executors import ExecutorSet
-from engine.fanout import DEFAULT_FORKS, ApprovalDesk, batches, fan_out
+from engine.fanout import DEFAULT_FORKS, ApprovalDesk, WorkerPool, batches, fan_out
 from engine.inputs import Redactor
 from engine.model import (
     PHASE_ORDER,
@@ -122,8 +121,15 @@ class Runner:
         self._steps = StepRunner(req, self.bus, self._desk, self.executors, self.redact, self.cancel)
         workers = max(1, min(req.forks, len(req.hosts)))
         try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cairn-host") as pool:
-                self._orchestrate(pool)
+            with WorkerPool(workers, "cairn-host") as pool:
+                try:
+                    self._orchestrate(pool)
+                except KeyboardInterrupt:
+                    # Between two fan-outs, or before one got going: the workers
+                    # must see the cancel before the pool waits for them.
+                    self._interrupt()
+                    self._desk.close("the run was interrupted")
+                    raise
         except KeyboardInterrupt:
             self._interrupted = True
         finally:
@@ -135,7 +141,7 @@ class Runner:
             raise KeyboardInterrupt
         return final
 
-    def _orchestrate(self, pool: ThreadPoolExecutor) -> None:
+    def _orchestrate(self, pool: WorkerPool) -> None:
         """Every host through every phase; remediation rolls in batches when a step asks for ``serial``."""
         req = self.request
         rolling = not req.dry_run and req.last_phase in (Phase.REMEDIATE, Phase.VERIFY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import _thread
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from engine.approval import Approval, ApprovalRequest, AssumeYes, Decision
 from engine.errors import ExecutorError
 from engine.events import Event, EventBus, HostFinished, RunFinished, StepFinished, StepStarted
 from engine.executors import ExecutorSet, OutputCallback
+from engine.fanout import ApprovalDesk, WorkerPool, fan_out
 from engine.loader import check_text
 from engine.model import CommandResult, Host, HostOutcome, Phase, Runbook, RunReport, StepStatus
 from engine.runner import Runner, RunRequest
@@ -292,3 +293,24 @@ def test_ctrl_c_cancels_every_running_command_and_ends_the_run_as_interrupted() 
     final = events[-1]
     assert isinstance(final, RunFinished)
     assert final.report.interrupted and final.report.exit_code == 130
+
+
+def test_ctrl_c_while_work_is_still_being_handed_out_cancels_what_already_started() -> None:
+    cancel = threading.Event()
+    began = threading.Event()
+    seen: list[str] = []
+
+    def work(item: str) -> str:
+        began.set()
+        seen.append(f"{item} cancelled" if cancel.wait(10) else f"{item} ran out its time")
+        return item
+
+    def items() -> Iterator[str]:
+        yield "host1"
+        began.wait(10)
+        raise KeyboardInterrupt  # the Ctrl-C lands between two hand-outs
+
+    with WorkerPool(2, "test") as pool, pytest.raises(KeyboardInterrupt):
+        fan_out(items(), work, pool=pool, desk=ApprovalDesk(AssumeYes()), on_interrupt=cancel.set)
+
+    assert seen == ["host1 cancelled"]
