@@ -1,8 +1,9 @@
 """Fan-out: work on many hosts at once, with a bound, while approvals stay one at a time.
 
 Hosts run in a pool of ``forks`` threads (the executors block on I/O, so
-threads are the right tool), all started before any work is handed out. Approvals are different: a human answers one
-question at a time, and a terminal prompt must never interleave with another.
+threads are the right tool), all started before any work is handed out.
+Approvals are different: a human answers one question at a time, and a
+terminal prompt must never interleave with another.
 So a worker that needs a decision hands it to the :class:`ApprovalDesk`, and
 the thread that started the run — the one a Ctrl-C arrives on — asks the
 approver while it waits for the workers.
