@@ -278,6 +278,82 @@ def cmd_show_run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- helpers
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from engine.lab.base import LabError  # noqa: PLC0415
+    from engine.lab.manager import LABS, LabManager, lab_module, resolve_names  # noqa: PLC0415
+
+    manager = LabManager(Path(args.dir) if args.dir else None)
+    try:
+        if args.lab_command == "up":
+            names = resolve_names(args.names)
+            started = []
+            for name in names:
+                if not args.json:
+                    print(f"starting lab {name} ...", file=sys.stderr, flush=True)
+                started.append(manager.up(name, healthy=args.healthy))
+            if args.json:
+                _emit_json({"root": str(manager.root), "labs": [i.as_dict() for i in started]})
+            else:
+                for info in started:
+                    print(
+                        f"\nlab {info.name} is up{' (healthy variant: no pitfall)' if info.healthy else ''}"
+                    )
+                    for note in info.notes:
+                        print(f"  - {note}")
+                    print(f"  practise:  {info.command()}")
+                    print(
+                        f"  stop:      cairn lab down {info.name}"
+                        + (f" --dir {args.dir}" if args.dir else "")
+                    )
+            return EXIT_OK
+        if args.lab_command == "down":
+            chosen = resolve_names(args.names) if args.names else None
+            stopped = manager.down(chosen)
+            if args.json:
+                _emit_json({"root": str(manager.root), "stopped": stopped})
+            else:
+                print(f"stopped: {', '.join(stopped)}" if stopped else "no lab was up")
+            return EXIT_OK
+        labs = {i.name: i for i in manager.status()}
+        if args.json:
+            _emit_json(
+                {
+                    "root": str(manager.root),
+                    "labs": [labs[n].as_dict() if n in labs else {"name": n, "up": False} for n in LABS],
+                }
+            )
+            return EXIT_OK
+        print(f"labs under {manager.root}")
+        for name in LABS:
+            entry = labs.get(name)
+            if entry is None:
+                print(f"  {name:28} down     {lab_module(name).SUMMARY}")
+                continue
+            dead = [p for p, alive in entry.running().items() if not alive]
+            state = "up" if not dead else f"BROKEN ({', '.join(dead)} not running; `cairn lab down {name}`)"
+            print(f"  {name:28} {state}{'  (healthy variant)' if entry.healthy else ''}")
+            print(f"  {'':28} {entry.command()}")
+        return EXIT_OK
+    except LabError as exc:
+        return _usage(str(exc))
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from engine.docs import build_site  # noqa: PLC0415
+
+    library = _library(args)
+    out = Path(args.out)
+    built = build_site(library, out)
+    if args.json:
+        _emit_json({"out": str(out), "pages": [str(p) for p in built.pages], "index": str(built.index_html)})
+    else:
+        print(f"{len(built.runbooks)} runbook pages in {out}/ (Markdown and HTML)")
+        if built.invalid:
+            print(f"{built.invalid} invalid runbook file(s) listed on the index with their problems")
+        print(f"open {built.index_html.resolve().as_uri()}")
+    return EXIT_OK
+
+
 def _runbook_dirs(args: argparse.Namespace) -> list[Path]:
     return [Path(p) for p in args.runbooks] if args.runbooks else default_runbook_dirs()
 
@@ -495,6 +571,49 @@ def build_parser() -> argparse.ArgumentParser:
     show_run.add_argument(
         "--output", action="store_true", help="show complete (journaled) output of every step"
     )
+    lab_dir = argparse.ArgumentParser(add_help=False)
+    lab_dir.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="where labs live (default: $CAIRN_LAB_DIR or ~/.local/state/cairn/lab)",
+    )
+    lab = add(
+        "lab",
+        cmd_lab,
+        "practice labs that reproduce each pitfall on this machine: up, status, down",
+        [],
+    )
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    lab_up = lab_sub.add_parser(
+        "up",
+        parents=[lab_dir, as_json],
+        help="start labs (runbook ids, or all) and write an inventory and inputs for each",
+        description="Start labs that reproduce the pitfalls, on loopback and unprivileged ports. "
+        "Prints, for each, the `cairn run` command that practises its runbook.",
+    )
+    lab_up.add_argument("names", nargs="+", metavar="NAME", help="runbook id of the lab, or all")
+    lab_up.add_argument(
+        "--healthy",
+        action="store_true",
+        help="build the lab without the pitfall (detect should find nothing)",
+    )
+    lab_sub.add_parser(
+        "status", parents=[lab_dir, as_json], help="which labs are up, whether their processes run"
+    )
+    lab_down = lab_sub.add_parser(
+        "down", parents=[lab_dir, as_json], help="stop labs (default: all) and remove their files"
+    )
+    lab_down.add_argument("names", nargs="*", metavar="NAME", help="runbook id of the lab, or all")
+    docs = add("docs", cmd_docs, "render the knowledge base as training material", [])
+    docs_sub = docs.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
+    docs_build = docs_sub.add_parser(
+        "build",
+        parents=[runbooks, as_json],
+        help="write one page per runbook and an index, as Markdown and as a static HTML site",
+        description="Write the knowledge base as training material to OUT: OUT/md/*.md and "
+        "OUT/html/*.html (opens from disk, no server needed).",
+    )
+    docs_build.add_argument("out", metavar="OUT", help="output folder (created; existing pages are replaced)")
     return parser
 
 

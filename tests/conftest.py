@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 
@@ -132,3 +136,50 @@ def own_ssh_fleet(tmp_path: Path) -> Iterator[OwnFleet]:
             failures.append(exc)
     if failures:
         raise failures[0]
+
+
+# --- Practice labs (engine/lab/manager.py), driven through the real `cairn lab` ------------------------
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A lab started by `cairn lab up NAME --dir ... --json` for one test."""
+
+    name: str
+    root: Path
+    info: dict[str, Any]
+
+    @property
+    def inventory(self) -> str:
+        return str(self.info["inventory"])
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load(Path(self.info["inputs"]).read_text(encoding="utf-8"))
+        return loaded
+
+    def run_args(self, *extra: str) -> list[str]:
+        """Arguments for `cairn run` on this lab: `run NAME -i INVENTORY -e @INPUTS EXTRA...`."""
+        return ["run", self.name, "-i", self.inventory, "-e", f"@{self.info['inputs']}", *extra]
+
+
+LabStarter = Callable[..., Lab]
+
+
+@pytest.fixture
+def lab(cairn: CairnRunner, tmp_path: Path) -> Iterator[LabStarter]:
+    """Start a lab (`lab("ip-whitelist-breakage", healthy=False)`); every lab started is stopped after the test."""
+    root = tmp_path / "labs"
+    started = False
+
+    def start(name: str, *, healthy: bool = False) -> Lab:
+        nonlocal started
+        started = True
+        done = cairn("lab", "up", name, "--dir", str(root), "--json", *(["--healthy"] if healthy else []))
+        assert done.returncode == 0, f"cairn lab up {name} failed:\n{done.stdout}\n{done.stderr}"
+        return Lab(name, root, json.loads(done.stdout)["labs"][0])
+
+    yield start
+    if started:
+        done = cairn("lab", "down", "--dir", str(root))
+        assert done.returncode == 0, done.stderr
