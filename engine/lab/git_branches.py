@@ -26,7 +26,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.lab.base import LabContext, LabResult
+
 DAY = 86400
+RUNBOOK = "branch-cleanup"
+SUMMARY = "a git repository with superseded release branches and old frozen feature branches"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,23 @@ def _init(path: Path, now: float | None) -> _Git:
     git.commit_file("README.md", "# shop\n", "initial commit", days_ago=60)
     git.commit_file("config.txt", "timeout = 10\n", "config", days_ago=59)
     return git
+
+
+def up(ctx: LabContext) -> LabResult:
+    """The ``branch-cleanup`` lab: the repository in ``ctx.dir/shop`` (``--healthy``: nothing to clean)."""
+    repo = ctx.dir / "shop"
+    if ctx.healthy:
+        build_clean(repo)
+        notes = ["shop/ holds main and one feature in progress: nothing to clean"]
+    else:
+        lab = build(repo)
+        notes = [
+            f"shop/ holds {len(lab.superseded)} superseded release branch and "
+            f"{len(lab.frozen_old)} feature branches frozen for more than a week",
+            "release/daily/20211102 carries a conflict resolution made on the release branch: "
+            "diagnose reports it before anything is deleted",
+        ]
+    return LabResult(group="git_servers", hosts={"git-lab": {}}, inputs={"repo": str(repo)}, notes=notes)
 
 
 if __name__ == "__main__":
