@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from engine.model import Phase, Runbook, RunReport, Step, StepKind, StepResult, format_duration
+from engine.model import InputType, Phase, Runbook, RunReport, Step, StepKind, StepResult, format_duration
 
 if TYPE_CHECKING:
     from engine.journal import RunRecord
@@ -85,15 +85,9 @@ def problems_text(results: Iterable[LoadResult]) -> tuple[str, int, int]:
 
 def knowledge_markdown(runbook: Runbook) -> str:
     """The runbook's knowledge and steps as Markdown: training material."""
-    out = [f"# {runbook.title}", ""]
-    meta = f"**id** `{runbook.id}` · **severity** {runbook.severity.value}"
-    if runbook.tags:
-        meta += " · **tags** " + ", ".join(runbook.tags)
-    if runbook.targets != "all":
-        meta += f" · **targets** `{runbook.targets}`"
-    out += [meta, "", runbook.summary.strip(), ""]
+    out = [f"# {runbook.title}", "", knowledge_meta(runbook), "", runbook.summary.strip(), ""]
     if runbook.symptoms:
-        out += ["## Symptoms", ""] + [f"- {s.strip()}" for s in runbook.symptoms] + [""]
+        out += ["## Symptoms", "", *symptom_lines(runbook), ""]
     if runbook.cause:
         out += ["## Cause", "", runbook.cause.strip(), ""]
     for phase in (Phase.DETECT, Phase.DIAGNOSE, Phase.REMEDIATE):
@@ -103,24 +97,76 @@ def knowledge_markdown(runbook: Runbook) -> str:
             out += [_step_markdown(i, s) for i, s in enumerate(steps, 1)]
     out += ["## Verify", ""]
     if runbook.verify_is_detect:
-        out += ["Re-runs the detect steps; the remediation counts only when they come back clean.", ""]
+        out += [VERIFY_IS_DETECT, ""]
     else:
         out += [_step_markdown(i, s) for i, s in enumerate(runbook.verify, 1)]
     if runbook.inputs:
-        out += ["## Inputs", ""]
-        for spec in runbook.inputs:
-            default = "" if not spec.has_default else f" (default `{spec.default}`)"
-            secret = " — secret" if spec.secret else ""
-            out.append(
-                f"- `{spec.name}` *{spec.type.value}*{default}{secret}: {spec.description}".rstrip(": ")
-            )
-        out.append("")
+        out += ["## Inputs", "", *input_lines(runbook), ""]
     if runbook.triggers:
-        out += ["## Alerts that start it", ""]
-        out += [f"- `{', '.join(t.matchers)}` → target `{t.target}`" for t in runbook.triggers] + [""]
+        out += ["## Alerts that start it", "", *trigger_lines(runbook), ""]
     if runbook.references:
-        out += ["## References", ""] + [f"- [{r.title}]({r.url})" for r in runbook.references] + [""]
+        out += ["## References", "", *reference_lines(runbook), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+VERIFY_IS_DETECT = "Re-runs the detect steps; the remediation counts only when they come back clean."
+
+
+def knowledge_meta(runbook: Runbook, tag: Callable[[str], str] = str) -> str:
+    """The line under a runbook's title: id, severity, tags (each through ``tag``), targets."""
+    meta = f"**id** `{runbook.id}` · **severity** {runbook.severity.value}"
+    if runbook.tags:
+        meta += " · **tags** " + ", ".join(tag(t) for t in runbook.tags)
+    if runbook.targets != "all":
+        meta += f" · **targets** `{runbook.targets}`"
+    return meta
+
+
+def symptom_lines(runbook: Runbook) -> list[str]:
+    """One Markdown list item per symptom."""
+    return [f"- {s.strip()}" for s in runbook.symptoms]
+
+
+def input_lines(runbook: Runbook, *, detailed: bool = False) -> list[str]:
+    """One Markdown list item per input: name, type, default, secret, description.
+
+    ``detailed`` writes duration defaults as an author does (``7d``, not ``604800``) and lists ``choices``.
+    """
+    lines = []
+    for spec in runbook.inputs:
+        shown = spec.default
+        if detailed and spec.type is InputType.DURATION and isinstance(shown, int | float):
+            shown = duration_text(shown)
+        default = "" if not spec.has_default else f" (default `{shown}`)"
+        if detailed and spec.choices:
+            default += " (one of " + ", ".join(f"`{c}`" for c in spec.choices) + ")"
+        secret = " — secret" if spec.secret else ""
+        lines.append(f"- `{spec.name}` *{spec.type.value}*{default}{secret}: {spec.description}".rstrip(": "))
+    return lines
+
+
+def duration_text(seconds: float) -> str:
+    """``30s``, ``2m``, ``1h30m``, ``7d``, ``500ms``: a duration as a runbook author writes it."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if not float(seconds).is_integer():
+        return f"{seconds:g}s"
+    parts, rest = [], int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+def trigger_lines(runbook: Runbook) -> list[str]:
+    """One Markdown list item per alert trigger: its matchers and target."""
+    return [f"- `{', '.join(t.matchers)}` → target `{t.target}`" for t in runbook.triggers]
+
+
+def reference_lines(runbook: Runbook) -> list[str]:
+    """One Markdown link per reference."""
+    return [f"- [{r.title}]({r.url})" for r in runbook.references]
 
 
 def _step_markdown(number: int, step: Step) -> str:
