@@ -12,13 +12,14 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from engine.loader import PLAYBOOKS
 from engine.model import DURATION_PATTERN, InputType, OnTimeout, ParseKind, Severity
 from engine.schema import SCHEMA_ID, SCHEMA_PATH, schema, schema_text
 from tests.conftest import FIXTURES, RUNBOOKS, CairnRunner
 
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
-RUNBOOK_FILES = sorted(RUNBOOKS.rglob("*.y*ml"))
+RUNBOOK_FILES = sorted(p for p in RUNBOOKS.rglob("*.y*ml") if PLAYBOOKS not in p.relative_to(RUNBOOKS).parts)
 FIXTURE_FILES = sorted((FIXTURES / "runbooks").rglob("*.yaml"))
 
 
