@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.lab import git_branches
-from tests.conftest import REPO, CairnRunner
+from tests.conftest import REPO, CairnRunner, LabStarter
 
 pytestmark = [pytest.mark.git, pytest.mark.cli]
 
@@ -138,3 +139,97 @@ def test_through_the_bundled_inventory(cairn: CairnRunner, tmp_path: Path) -> No
     assert plan.returncode == 0
     assert f"$ git -C {lab.path} rev-parse --verify --quiet refs/heads/main" in plan.stdout
     assert "(rendered at run time: reads steps.superseded_releases)" in plan.stdout
+
+
+@pytest.mark.lab
+def test_practice_lab_detect_remediate_then_clean(cairn: CairnRunner, lab: LabStarter) -> None:
+    """`cairn lab up branch-cleanup` -> present; --yes cleans it up; detect then finds nothing."""
+    lab_up = lab("branch-cleanup")
+    repo = Path(lab_up.inputs["repo"])
+    expected = git_branches.BranchLab(repo)
+    before = branches(repo)
+    assert before == set(expected.superseded) | set(expected.frozen_old) | set(expected.keep)
+
+    done = cairn(*lab_up.run_args("--json"))  # no terminal, no --yes: every deletion is declined
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["hosts"][0]["host"] == "git-lab"
+    assert report["hosts"][0]["outcome"] == "present"
+    detect = step_results(report, "detect")
+    assert (
+        detect["superseded_releases"]["message"]
+        == "1 superseded: release/daily/20211102 (by release/daily/20211105)"
+    )
+    assert (
+        detect["frozen_features"]["message"]
+        == "2 frozen longer than 7 days: feature/export (20d), feature/login (30d)"
+    )
+    assert {k: v["status"] for k, v in step_results(report, "remediate").items()} == {
+        "redo_resolutions": "declined",
+        "delete_superseded": "declined",
+        "delete_frozen": "declined",
+    }
+    assert branches(repo) == before
+
+    done = cairn(*lab_up.run_args("--yes", "--json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["hosts"][0]["outcome"] == "remediated"
+    assert branches(repo) == set(expected.keep)
+
+    done = cairn(*lab_up.run_args("--phase", "detect"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "healthy" in done.stdout
+    assert "no superseded release branch" in done.stdout
+    assert "no frozen feature branch past its freeze" in done.stdout
+
+
+@pytest.mark.lab
+def test_practice_lab_healthy_variant_finds_nothing(cairn: CairnRunner, lab: LabStarter) -> None:
+    lab_up = lab("branch-cleanup", healthy=True)
+    repo = Path(lab_up.inputs["repo"])
+    done = cairn(*lab_up.run_args("--yes", "--json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["hosts"][0]["outcome"] == "healthy"
+    assert {k: v["status"] for k, v in step_results(report, "detect").items()} == {
+        "trunk_exists": "ok",
+        "superseded_releases": "ok",
+        "frozen_features": "ok",
+    }
+    assert step_results(report, "remediate") == {}
+    assert branches(repo) == {"main", "feature/search"}
+
+
+@pytest.mark.lab
+def test_git_older_than_2_38_keeps_superseded_release_branches(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """Without merge-tree --write-tree nobody can tell which resolutions would be lost: those branches stay."""
+    old_git = tmp_path / "old-git" / "git"
+    old_git.parent.mkdir()
+    old_git.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "git version 2.30.2"; exit 0; fi\nexec /usr/bin/git "$@"\n',
+        encoding="utf-8",
+    )
+    old_git.chmod(0o755)
+    lab_up = lab("branch-cleanup")
+    repo = Path(lab_up.inputs["repo"])
+    expected = git_branches.BranchLab(repo)
+    done = cairn(
+        *lab_up.run_args("--yes", "--json"), PATH=f"{old_git.parent}{os.pathsep}{os.environ['PATH']}"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    host = report["hosts"][0]
+    assert host["outcome"] == "present"
+    assert host["reason"] == "verify still finds it: superseded_releases"
+    version = step_results(report, "diagnose")["git_supports_merge_tree"]
+    assert version["status"] == "finding"
+    assert version["message"] == (
+        "git 2.30.2 is older than 2.38: superseded release branches cannot be checked and are kept"
+    )
+    remediate = step_results(report, "remediate")
+    assert remediate["delete_superseded"]["status"] == "skipped"
+    assert remediate["delete_frozen"]["status"] == "ok"
+    assert branches(repo) == set(expected.superseded) | set(expected.keep)
