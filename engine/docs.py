@@ -284,7 +284,7 @@ def runbook_markdown(runbook: Runbook, source: str, tag_anchors: dict[str, str])
             "",
             f"Give values with `-e name=value` or `-e @file.yaml`; `cairn show {rb.id}` lists them too.",
             "",
-            *input_lines(rb, detailed=True),
+            *input_lines(rb),
             "",
         ]
     if rb.triggers:

@@ -127,21 +127,21 @@ def symptom_lines(runbook: Runbook) -> list[str]:
     return [f"- {s.strip()}" for s in runbook.symptoms]
 
 
-def input_lines(runbook: Runbook, *, detailed: bool = False) -> list[str]:
-    """One Markdown list item per input: name, type, default, secret, description.
-
-    ``detailed`` writes duration defaults as an author does (``7d``, not ``604800``) and lists ``choices``.
-    """
+def input_lines(runbook: Runbook) -> list[str]:
+    """One Markdown list item per input: name, type, default as an author writes it, choices, description."""
     lines = []
     for spec in runbook.inputs:
         shown = spec.default
-        if detailed and spec.type is InputType.DURATION and isinstance(shown, int | float):
+        if spec.type is InputType.DURATION and isinstance(shown, int | float):
             shown = duration_text(shown)
+        elif isinstance(shown, bool):
+            shown = "true" if shown else "false"
         default = "" if not spec.has_default else f" (default `{shown}`)"
-        if detailed and spec.choices:
+        if spec.choices:
             default += " (one of " + ", ".join(f"`{c}`" for c in spec.choices) + ")"
         secret = " — secret" if spec.secret else ""
-        lines.append(f"- `{spec.name}` *{spec.type.value}*{default}{secret}: {spec.description}".rstrip(": "))
+        description = spec.description.strip().replace("\n", "\n  ")
+        lines.append(f"- `{spec.name}` *{spec.type.value}*{default}{secret}: {description}".rstrip(": "))
     return lines
 
 
@@ -178,7 +178,7 @@ def _step_markdown(number: int, step: Step) -> str:
     elif step.kind is StepKind.MANUAL:
         lines += ["", indent(step.instructions.strip(), "   > ")]
     if step.tradeoff:
-        lines += ["", f"   *Trade-off:* {step.tradeoff.strip()}"]
+        lines += ["", indent(f"*Trade-off:* {step.tradeoff.strip()}", "   ")]
     return "\n".join(lines) + "\n"
 
 
