@@ -12,6 +12,7 @@ import pytest
 
 from engine.lab import git_branches
 from tests.conftest import REPO, CairnRunner, LabStarter
+from tests.runbooks.reports import results
 
 pytestmark = [pytest.mark.git, pytest.mark.cli]
 
@@ -26,16 +27,12 @@ def branches(repo: Path) -> set[str]:
     return set(out.split())
 
 
-def step_results(report: dict, phase: str) -> dict[str, dict]:
-    return {r["step_id"]: r for r in report["hosts"][0]["results"] if r["phase"] == phase}
-
-
 def test_detect_and_diagnose_find_exactly_what_may_go(cairn: CairnRunner, tmp_path: Path) -> None:
     lab = git_branches.build(tmp_path / "repo")
     done = cairn("run", "branch-cleanup", "-e", f"repo={lab.path}", "--phase", "diagnose", "--json", cwd=REPO)
     assert done.returncode == 1, done.stderr  # present, nothing remediated
     report = json.loads(done.stdout)
-    detect = step_results(report, "detect")
+    detect = results(report, "detect")
     assert detect["trunk_exists"]["status"] == "ok"
     assert detect["superseded_releases"]["status"] == "finding"
     assert [r["branch"] for r in detect["superseded_releases"]["out"]] == list(lab.superseded)
@@ -43,7 +40,7 @@ def test_detect_and_diagnose_find_exactly_what_may_go(cairn: CairnRunner, tmp_pa
     assert detect["frozen_features"]["status"] == "finding"
     frozen = {r["branch"]: int(r["frozen_days"]) for r in detect["frozen_features"]["out"]}
     assert frozen == {"feature/export": 20, "feature/login": 30}  # payments froze 2 days ago: kept
-    diagnose = step_results(report, "diagnose")["release_only_resolutions"]
+    diagnose = results(report, "diagnose")["release_only_resolutions"]
     assert diagnose["status"] == "finding"
     assert [(r["branch"], r["subject"]) for r in diagnose["out"]] == [
         ("release/daily/20211102", "Merge feature/search")
@@ -57,13 +54,13 @@ def test_remediate_deletes_only_what_may_go_and_verifies(cairn: CairnRunner, tmp
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["hosts"][0]["outcome"] == "remediated"
-    remediate = step_results(report, "remediate")
+    remediate = results(report, "remediate")
     # A manual step is never faked by --yes.
     assert remediate["redo_resolutions"]["status"] == "skipped"
     assert remediate["delete_superseded"]["status"] == "ok"
     assert remediate["delete_superseded"]["command"] == f"git -C {lab.path} branch -D release/daily/20211102"
     assert remediate["delete_frozen"]["command"].endswith("branch -D feature/export feature/login")
-    verify = step_results(report, "verify")
+    verify = results(report, "verify")
     assert {k: v["status"] for k, v in verify.items()} == {
         "trunk_exists": "ok",
         "superseded_releases": "ok",
@@ -155,7 +152,7 @@ def test_practice_lab_detect_remediate_then_clean(cairn: CairnRunner, lab: LabSt
     report = json.loads(done.stdout)
     assert report["hosts"][0]["host"] == "git-lab"
     assert report["hosts"][0]["outcome"] == "present"
-    detect = step_results(report, "detect")
+    detect = results(report, "detect")
     assert (
         detect["superseded_releases"]["message"]
         == "1 superseded: release/daily/20211102 (by release/daily/20211105)"
@@ -164,7 +161,7 @@ def test_practice_lab_detect_remediate_then_clean(cairn: CairnRunner, lab: LabSt
         detect["frozen_features"]["message"]
         == "2 frozen longer than 7 days: feature/export (20d), feature/login (30d)"
     )
-    assert {k: v["status"] for k, v in step_results(report, "remediate").items()} == {
+    assert {k: v["status"] for k, v in results(report, "remediate").items()} == {
         "redo_resolutions": "declined",
         "delete_superseded": "declined",
         "delete_frozen": "declined",
@@ -192,12 +189,12 @@ def test_practice_lab_healthy_variant_finds_nothing(cairn: CairnRunner, lab: Lab
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["hosts"][0]["outcome"] == "healthy"
-    assert {k: v["status"] for k, v in step_results(report, "detect").items()} == {
+    assert {k: v["status"] for k, v in results(report, "detect").items()} == {
         "trunk_exists": "ok",
         "superseded_releases": "ok",
         "frozen_features": "ok",
     }
-    assert step_results(report, "remediate") == {}
+    assert results(report, "remediate") == {}
     assert branches(repo) == {"main", "feature/search"}
 
 
@@ -224,12 +221,12 @@ def test_git_older_than_2_38_keeps_superseded_release_branches(
     host = report["hosts"][0]
     assert host["outcome"] == "present"
     assert host["reason"] == "verify still finds it: superseded_releases"
-    version = step_results(report, "diagnose")["git_supports_merge_tree"]
+    version = results(report, "diagnose")["git_supports_merge_tree"]
     assert version["status"] == "finding"
     assert version["message"] == (
         "git 2.30.2 is older than 2.38: superseded release branches cannot be checked and are kept"
     )
-    remediate = step_results(report, "remediate")
+    remediate = results(report, "remediate")
     assert remediate["delete_superseded"]["status"] == "skipped"
     assert remediate["delete_frozen"]["status"] == "ok"
     assert branches(repo) == set(expected.superseded) | set(expected.keep)

@@ -6,28 +6,15 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import CairnRunner, Lab, LabStarter
+from tests.runbooks.reports import report_of, results, statuses
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.nginx]
 
 RUNBOOK = "dual-platform-deploy"
-
-
-def report_of(done: Any) -> dict[str, Any]:
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
-
-
-def results(report: dict[str, Any], phase: str) -> dict[str, dict[str, Any]]:
-    return {r["step_id"]: r for r in report["hosts"][0]["results"] if r["phase"] == phase}
-
-
-def statuses(report: dict[str, Any], phase: str) -> dict[str, str]:
-    return {step: r["status"] for step, r in results(report, phase).items()}
 
 
 def served_by(lab: Lab, requests: int = 100) -> dict[str, int]:

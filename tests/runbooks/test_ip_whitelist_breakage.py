@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import http.client
-import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from engine.lab.whitelist import caller_addresses
 from tests.conftest import CairnRunner, Lab, LabStarter
+from tests.runbooks.reports import results, run_json, statuses
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.nginx]
 
 RUNBOOK = "ip-whitelist-breakage"
 ROLES = ("checkout", "billing", "reports", "billing_old", "legacy_export")
-
-
-def results(report: dict[str, Any], phase: str) -> dict[str, dict[str, Any]]:
-    return {r["step_id"]: r for r in report["hosts"][0]["results"] if r["phase"] == phase}
-
-
-def statuses(report: dict[str, Any], phase: str) -> dict[str, str]:
-    return {step: r["status"] for step, r in results(report, phase).items()}
 
 
 def port_of(lab: Lab) -> int:
@@ -81,14 +72,6 @@ def reload_lab_nginx(lab: Lab) -> None:
     while not (now := accepting_workers(lab)) or now & before:
         assert time.monotonic() < deadline, f"nginx kept its old workers {before & now} after the reload"
         time.sleep(0.02)  # polling interval, not synchronisation
-
-
-def run_json(cairn: CairnRunner, lab: Lab, *extra: str) -> tuple[int, dict[str, Any]]:
-    done = cairn(*lab.run_args(*extra, "--json"))
-    try:
-        return done.returncode, json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"cairn run printed no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
 def test_detect_and_diagnose_show_the_rejected_caller_and_the_stale_entries(

@@ -8,30 +8,19 @@ is never written: every path the runbook touches comes from the lab's inputs.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import REPO, CairnRunner, Lab, LabStarter
+from tests.runbooks.reports import report_of, results
 
 RUNBOOK = "kubelet-cpu-memcg"
 QUICK_CPU = ("-e", "cpu_sample=200ms")  # where the CPU figures are not what the test is about
-
-
-def report_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert done.stdout, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
-
-
-def step_results(report: dict[str, Any], phase: str) -> dict[str, dict[str, Any]]:
-    return {r["step_id"]: r for r in report["hosts"][0]["results"] if r["phase"] == phase}
 
 
 def memory_cgroups(lab: Lab) -> int:
@@ -59,7 +48,7 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
     assert done.returncode == 1, done.stdout + done.stderr
     report = report_of(done)
     assert report["hosts"][0]["outcome"] == "present"
-    detect = step_results(report, "detect")
+    detect = results(report, "detect")
     assert {k: v["status"] for k, v in detect.items()} == {
         "memory_stat_read": "finding",
         "kubelet_cpu": "ok",
@@ -85,7 +74,7 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
         detect["system_cpu"]["message"],
     ), detect["system_cpu"]["message"]
 
-    diagnose = step_results(report, "diagnose")
+    diagnose = results(report, "diagnose")
     assert diagnose["kernel_release"]["status"] == "finding"
     assert diagnose["kernel_release"]["out"] == "4.19.91-18.el7.x86_64"
     assert diagnose["kernel_release"]["message"] == (
@@ -95,7 +84,7 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
     assert diagnose["memory_cgroups"]["out"] == [{"kernel": "5000", "directories": "14", "zombies": "4986"}]
     assert diagnose["memory_cgroups"]["message"].endswith(": 4986 zombie cgroups (limit 1000)")
 
-    remediate = step_results(report, "remediate")
+    remediate = results(report, "remediate")
     assert {k: v["status"] for k, v in remediate.items()} == {
         "drop_caches": "skipped",
         "upgrade_kernel": "skipped",
@@ -104,7 +93,7 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
     assert f"echo 2 > {inputs['drop_caches_path']} || exit 2" in remediate["drop_caches"]["command"]
     assert remediate["upgrade_kernel"]["command"] == "ansible-playbook playbooks/kernel-upgrade.yml (become)"
     assert "--disable_root_cgroup_stats=true" in remediate["cadvisor_root_stats"]["command"]
-    assert step_results(report, "verify") == {}
+    assert results(report, "verify") == {}
     assert memory_cgroups(memcg) == 5000  # a dry run changes nothing
 
     # 2. --yes: drop_caches (the kernel upgrade stays off by default), and verify is clean.
@@ -112,7 +101,7 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
     assert done.returncode == 0, done.stdout + done.stderr
     report = report_of(done)
     assert report["hosts"][0]["outcome"] == "remediated"
-    remediate = step_results(report, "remediate")
+    remediate = results(report, "remediate")
     assert remediate["drop_caches"]["status"] == "ok"
     assert remediate["drop_caches"]["out"] == [{"before": "5000", "after": "14"}]
     assert remediate["drop_caches"]["message"] == (
@@ -121,7 +110,7 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
     assert remediate["upgrade_kernel"]["status"] == "skipped"
     assert remediate["upgrade_kernel"]["message"].startswith("when is false: inputs.upgrade_kernel")
     assert remediate["cadvisor_root_stats"]["status"] == "skipped"  # --yes never fakes a manual step
-    verify = step_results(report, "verify")
+    verify = results(report, "verify")
     assert {k: v["status"] for k, v in verify.items()} == {
         "memory_stat_read": "ok",
         "kubelet_cpu": "ok",
@@ -135,9 +124,9 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
     assert done.returncode == 0, done.stdout + done.stderr
     report = report_of(done)
     assert report["hosts"][0]["outcome"] == "healthy"
-    assert step_results(report, "detect")["memory_stat_read"]["status"] == "ok"
-    assert step_results(report, "diagnose") == {}
-    assert step_results(report, "remediate") == {}
+    assert results(report, "detect")["memory_stat_read"]["status"] == "ok"
+    assert results(report, "diagnose") == {}
+    assert results(report, "remediate") == {}
 
 
 @pytest.mark.lab
@@ -149,7 +138,7 @@ def test_healthy_lab_has_no_finding(cairn: CairnRunner, lab: LabStarter) -> None
     assert done.returncode == 0, done.stdout + done.stderr
     report = report_of(done)
     assert report["hosts"][0]["outcome"] == "healthy"
-    detect = step_results(report, "detect")
+    detect = results(report, "detect")
     assert {k: v["status"] for k, v in detect.items()} == {
         "memory_stat_read": "ok",
         "kubelet_cpu": "ok",
@@ -181,7 +170,7 @@ def test_v2_memory_stat_is_read_when_the_v1_file_does_not_exist(
         )
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    read = step_results(report_of(done), "detect")["memory_stat_read"]
+    read = results(report_of(done), "detect")["memory_stat_read"]
     assert read["status"] == "finding"
     assert read["out"][0]["layout"] == "v2"
     assert read["out"][0]["path"] == v2
@@ -211,7 +200,7 @@ def test_a_read_that_hangs_is_a_finding(cairn: CairnRunner, tmp_path: Path) -> N
     assert done.returncode == 1, done.stdout + done.stderr
     report = report_of(done)
     assert report["hosts"][0]["outcome"] == "present"
-    detect = step_results(report, "detect")
+    detect = results(report, "detect")
     read = detect["memory_stat_read"]
     assert read["status"] == "finding"
     assert read["out"][0]["state"] == "hung"
@@ -257,7 +246,7 @@ def test_kernel_upgrade_refuses_the_lab_host(cairn: CairnRunner, lab: LabStarter
     report = report_of(done)
     host = report["hosts"][0]
     assert host["outcome"] == "failed"
-    remediate = step_results(report, "remediate")
+    remediate = results(report, "remediate")
     assert remediate["drop_caches"]["status"] == "ok"
     upgrade = remediate["upgrade_kernel"]
     assert upgrade["status"] == "error"

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from engine.lab import zombie_shim
-from tests.conftest import REPO, CairnRunner, Lab, LabStarter
+from tests.conftest import REPO, CairnRunner, LabStarter
+from tests.runbooks.reports import results, run_json
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.kubectl, pytest.mark.ansible]
 
@@ -31,10 +32,6 @@ MAX_AGE = 16  # bash_max_age for the remediation run: old sessions pass it durin
 # the young one, opened just before the run, stays under it for ~9 s of run start-up and detect
 TERMINATING = ["shop/payments-api-7d4b9c6f8-kq2lz", "shop/orders-worker-5c8d7f9b6-m9x4t"]
 EXEC_PROBE_PODS = "shop/payments-api-7d4b9c6f8-kq2lz, shop/orders-worker-5c8d7f9b6-m9x4t, shop/redis-0"
-
-
-def results(report: dict[str, Any], phase: str) -> dict[str, dict[str, Any]]:
-    return {r["step_id"]: r for r in report["hosts"][0]["results"] if r["phase"] == phase}
 
 
 def children(pid: int) -> dict[int, tuple[str, str]]:
@@ -76,12 +73,6 @@ def kubectl(lab_dir: Path, *args: str) -> Any:
         env=os.environ | {"KUBECONFIG": "/nonexistent"},
     )
     return json.loads(done.stdout)
-
-
-def run_json(cairn: CairnRunner, lab: Lab, *args: str) -> tuple[int, dict[str, Any]]:
-    done = cairn(*lab.run_args("--json", *args))
-    assert done.stdout, done.stderr
-    return done.returncode, json.loads(done.stdout)
 
 
 def test_dry_run_shows_the_labs_symptoms_then_remediation_ends_only_old_sessions(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from engine.lab import adoption
 from tests.conftest import REPO, CairnRunner, LabStarter
+from tests.runbooks.reports import results
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.ansible]
 
@@ -21,10 +21,6 @@ CHECKLIST = (
     "migrate_first_app_side_by_side",
     "retire_old_deploy_path",
 )
-
-
-def results(report: dict[str, Any], phase: str) -> dict[str, dict[str, Any]]:
-    return {r["step_id"]: r for r in report["hosts"][0]["results"] if r["phase"] == phase}
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
