@@ -304,6 +304,8 @@ def _check(text: str, expression: bool) -> TemplateCheck:
                     refs[inner.name].add(key)
         else:
             stored.update(_LOCALS_OF.get(type(node), ()))
+            if isinstance(node, nodes.Macro):  # {% macro h(x) %} defines h
+                stored.add(node.name)
     return TemplateCheck(
         errors=tuple(sorted(set(errors), key=errors.index)),
         names=frozenset(loaded - stored),

@@ -464,6 +464,12 @@ def test_check_reports_free_variables_only() -> None:
     assert result.names == frozenset({"steps", "vars", "target"})
 
 
+def test_check_knows_macros_defined_in_the_template() -> None:
+    result = check("{% macro age(s) %}{{ s // 60 }} min{% endmacro %}{{ age(steps.x.out) }} {{ h(1) }}")
+
+    assert result.names == frozenset({"steps", "h"})  # the macro and its parameter are defined; h is not
+
+
 def test_check_expression_reports_free_variables() -> None:
     assert check("out | length > threshold", expression=True).names == frozenset({"out", "threshold"})
     assert check("{{ rc == 0 }}", expression=True).names == frozenset({"rc"})
