@@ -280,9 +280,9 @@ def cmd_show_run(args: argparse.Namespace) -> int:
 
 def cmd_lab(args: argparse.Namespace) -> int:
     from engine.lab.base import LabError  # noqa: PLC0415
-    from engine.lab.manager import LABS, LabManager, lab_module, resolve_names  # noqa: PLC0415
+    from engine.lab.lifecycle import LABS, LabRoot, lab_module, resolve_names  # noqa: PLC0415
 
-    manager = LabManager(Path(args.dir) if args.dir else None)
+    labs_root = LabRoot(Path(args.dir) if args.dir else None)
     try:
         if args.lab_command == "up":
             names = resolve_names(args.names)
@@ -290,9 +290,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
             for name in names:
                 if not args.json:
                     print(f"starting lab {name} ...", file=sys.stderr, flush=True)
-                started.append(manager.up(name, healthy=args.healthy))
+                started.append(labs_root.up(name, healthy=args.healthy))
             if args.json:
-                _emit_json({"root": str(manager.root), "labs": [i.as_dict() for i in started]})
+                _emit_json({"root": str(labs_root.root), "labs": [i.as_dict() for i in started]})
             else:
                 for info in started:
                     print(
@@ -308,22 +308,22 @@ def cmd_lab(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.lab_command == "down":
             chosen = resolve_names(args.names) if args.names else None
-            stopped = manager.down(chosen)
+            stopped = labs_root.down(chosen)
             if args.json:
-                _emit_json({"root": str(manager.root), "stopped": stopped})
+                _emit_json({"root": str(labs_root.root), "stopped": stopped})
             else:
                 print(f"stopped: {', '.join(stopped)}" if stopped else "no lab was up")
             return EXIT_OK
-        labs = {i.name: i for i in manager.status()}
+        labs = {i.name: i for i in labs_root.status()}
         if args.json:
             _emit_json(
                 {
-                    "root": str(manager.root),
+                    "root": str(labs_root.root),
                     "labs": [labs[n].as_dict() if n in labs else {"name": n, "up": False} for n in LABS],
                 }
             )
             return EXIT_OK
-        print(f"labs under {manager.root}")
+        print(f"labs under {labs_root.root}")
         for name in LABS:
             entry = labs.get(name)
             if entry is None:

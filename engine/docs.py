@@ -312,7 +312,7 @@ def runbook_markdown(runbook: Runbook, source: str, tag_anchors: dict[str, str])
 
 def practise(runbook: Runbook) -> str:
     """The "how to practise" paragraph: the lab when there is one, else plan and dry run."""
-    from engine.lab.manager import LABS, lab_module  # noqa: PLC0415
+    from engine.lab.lifecycle import LABS, lab_module  # noqa: PLC0415
 
     rid = runbook.id
     if rid not in LABS:

@@ -138,7 +138,7 @@ def own_ssh_fleet(tmp_path: Path) -> Iterator[OwnFleet]:
         raise failures[0]
 
 
-# --- Practice labs (engine/lab/manager.py), driven through the real `cairn lab` ------------------------
+# --- Practice labs (engine/lab/lifecycle.py), driven through the real `cairn lab` ------------------------
 
 
 @dataclass(frozen=True)

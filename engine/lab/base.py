@@ -1,6 +1,6 @@
 """What every practice lab is built from: a folder, detached processes it can find again, free ports.
 
-A lab reproduces one pitfall's symptoms on this machine (see :mod:`engine.lab.manager`
+A lab reproduces one pitfall's symptoms on this machine (see :mod:`engine.lab.lifecycle`
 for ``cairn lab up/status/down``). A lab module provides::
 
     RUNBOOK = "ip-whitelist-breakage"      # the runbook it is for; also the lab's name

@@ -113,7 +113,7 @@ class LabInfo:
         }
 
 
-class LabManager:
+class LabRoot:
     """The labs under one root folder."""
 
     def __init__(self, root: Path | None = None) -> None:

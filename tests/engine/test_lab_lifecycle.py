@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.lab import manager
+from engine.lab import lifecycle
 from engine.lab.base import LabContext, LabError, LabResult, lab_env, reap
 from tests.conftest import CairnRunner
 
@@ -52,8 +52,8 @@ def sleeper_lab(*, fail: bool = False) -> types.ModuleType:
 @pytest.fixture
 def fake_labs(monkeypatch: pytest.MonkeyPatch) -> dict[str, types.ModuleType]:
     modules = {"sleeper": sleeper_lab(), "broken": sleeper_lab(fail=True)}
-    monkeypatch.setattr(manager, "LABS", {name: f"fake.{name}" for name in modules})
-    monkeypatch.setattr(manager, "lab_module", lambda name: modules[name])
+    monkeypatch.setattr(lifecycle, "LABS", {name: f"fake.{name}" for name in modules})
+    monkeypatch.setattr(lifecycle, "lab_module", lambda name: modules[name])
     return modules
 
 
@@ -73,7 +73,7 @@ def descendants(pid: int) -> list[int]:
 def test_up_writes_inventory_and_inputs_and_down_stops_every_process(
     fake_labs: dict[str, types.ModuleType], tmp_path: Path
 ) -> None:
-    labs = manager.LabManager(tmp_path / "root")
+    labs = lifecycle.LabRoot(tmp_path / "root")
     info = labs.up("sleeper")
     (proc,) = info.processes
     assert alive(proc.pid)
@@ -88,8 +88,8 @@ def test_up_writes_inventory_and_inputs_and_down_stops_every_process(
     assert yaml.safe_load(info.inputs.read_text()) == {"path": str(info.directory)}
     assert info.command() == f"cairn run sleeper -i {info.inventory} -e @{info.inputs}"
 
-    # A second manager (as `cairn lab status` / `down` in another process) finds it again.
-    again = manager.LabManager(tmp_path / "root")
+    # A second LabRoot (as `cairn lab status` / `down` in another process) finds it again.
+    again = lifecycle.LabRoot(tmp_path / "root")
     assert [i.name for i in again.status()] == ["sleeper"]
     assert again.status()[0].running() == {"sleeper": True}
     with pytest.raises(LabError, match="already up"):
@@ -115,7 +115,7 @@ def test_a_lab_that_fails_to_start_leaves_nothing_behind(
         return pid
 
     monkeypatch.setattr(LabContext, "spawn", spy)
-    labs = manager.LabManager(tmp_path / "root")
+    labs = lifecycle.LabRoot(tmp_path / "root")
     with pytest.raises(LabError, match="failed on purpose"):
         labs.up("broken")
     assert spawned and not any(alive(pid) for pid in spawned)
@@ -125,7 +125,7 @@ def test_a_lab_that_fails_to_start_leaves_nothing_behind(
 
 def test_a_recycled_pid_is_never_signalled(fake_labs: dict[str, types.ModuleType], tmp_path: Path) -> None:
     """down acts on a recorded pid only if the process still has the recorded start time."""
-    labs = manager.LabManager(tmp_path / "root")
+    labs = lifecycle.LabRoot(tmp_path / "root")
     info = labs.up("sleeper")
     (proc,) = info.processes
     state_file = tmp_path / "root" / "labs.json"
@@ -133,8 +133,8 @@ def test_a_recycled_pid_is_never_signalled(fake_labs: dict[str, types.ModuleType
     # Pretend the lab's process was this test's own process (a recycled pid): different start time.
     state["sleeper"]["processes"][0]["pid"] = os.getpid()
     state_file.write_text(json.dumps(state))
-    assert manager.LabManager(tmp_path / "root").status()[0].running() == {"sleeper": False}
-    manager.LabManager(tmp_path / "root").down()  # must not kill this test
+    assert lifecycle.LabRoot(tmp_path / "root").status()[0].running() == {"sleeper": False}
+    lifecycle.LabRoot(tmp_path / "root").down()  # must not kill this test
     assert alive(os.getpid())
     os.killpg(proc.pid, signal.SIGKILL)  # the real one, found by its own pid
     reap(proc.pid)
