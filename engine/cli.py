@@ -155,17 +155,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import contextlib  # noqa: PLC0415
-    import getpass  # noqa: PLC0415
     import signal  # noqa: PLC0415
-    import socket  # noqa: PLC0415
 
     from engine.approval import Approver, AssumeYes, NobodyToAsk  # noqa: PLC0415
-    from engine.events import EventBus, new_run_id  # noqa: PLC0415
-    from engine.executors import ExecutorSet  # noqa: PLC0415
     from engine.journal import Journal  # noqa: PLC0415
+    from engine.launch import prepare_run  # noqa: PLC0415
     from engine.model import Phase  # noqa: PLC0415
     from engine.render import as_data, summary_rows  # noqa: PLC0415
-    from engine.runner import Runner, RunRequest  # noqa: PLC0415
     from engine.terminal import FanOutPrinter, ProgressPrinter, TerminalApprover  # noqa: PLC0415
 
     runbook, inputs, hosts = _prepare(args)
@@ -177,27 +173,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         approver = NobodyToAsk()
     journal = Journal(args.journal)
-    bus = EventBus(new_run_id())
-    bus.subscribe(journal.record)
+    runner = prepare_run(
+        runbook,
+        hosts,
+        inputs,
+        journal=journal,
+        approver=approver,
+        options=_execution_options(args),
+        dry_run=args.dry_run,
+        last_phase=Phase(args.phase),
+        forks=args.forks,
+    )
     printer: FanOutPrinter | None = None
     if not args.json or args.verbose:
         stream = sys.stderr if args.json else sys.stdout
         if len(hosts) > 1:
             printer = FanOutPrinter(stream, verbose=args.verbose > 0)
-            bus.subscribe(printer)
+            runner.bus.subscribe(printer)
         else:
-            bus.subscribe(ProgressPrinter(stream, verbose=args.verbose > 0))
-    request = RunRequest(
-        runbook=runbook,
-        hosts=tuple(hosts),
-        inputs=inputs,
-        started_by=f"{getpass.getuser()}@{socket.gethostname()}",
-        dry_run=args.dry_run,
-        last_phase=Phase(args.phase),
-        forks=args.forks,
-        artifacts=journal.artifacts_root / bus.run_id,
-    )
-    executors = ExecutorSet(options=_execution_options(args))
+            runner.bus.subscribe(ProgressPrinter(stream, verbose=args.verbose > 0))
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # end the run as interrupted, killing the running command
@@ -205,9 +199,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         with printer.ticking() if printer else contextlib.nullcontext():
-            report = Runner(request, bus=bus, approver=approver, executors=executors).run()
+            report = runner.run()
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the journal has the run so far: cairn show-run {bus.run_id}", file=sys.stderr)
+        print(
+            f"\ninterrupted; the journal has the run so far: cairn show-run {runner.run_id}", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -38,9 +38,11 @@ from engine.model import (
     Phase,
     Runbook,
     RunReport,
+    Step,
     StepResult,
     StepStatus,
 )
+from engine.pacing import FreeRunning, Pace, Pacer, PaceRequest
 from engine.steps import HostState, StepRunner
 
 log = logging.getLogger(__name__)
@@ -78,10 +80,13 @@ class Runner:
         approver: Approver,
         executors: ExecutorSet | None = None,
         cancel: threading.Event | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.request = request
         self.bus = bus
         self.approver = approver
+        self.pacer: Pacer = pacer or FreeRunning()
+        """Asked before every step: run it, skip it, or run the previous one again (stepping)."""
         self.executors = executors or ExecutorSet()
         self.cancel = cancel or threading.Event()
         """Set to stop the run: running commands are killed where they run, later steps skipped."""
@@ -276,12 +281,36 @@ class Runner:
             if stop_reason:
                 result = self._steps.finish(state.host, phase, step, StepStatus.SKIPPED, stop_reason)
             else:
-                result = self._steps.step(state, phase, step)
+                result = self._paced_step(state, phase, step, results)
             state.record(result)
             results.append(result)
             if phase is Phase.REMEDIATE and result.status in _FAILED:
                 stop_reason = f"not run: remediation step {step.id!r} failed before it"
         return results
+
+    def _paced_step(
+        self, state: HostState, phase: Phase, step: Step, results: list[StepResult]
+    ) -> StepResult:
+        """Ask the pacer, re-running the phase's previous step as often as it says, then run or skip ``step``."""
+        while True:
+            previous = results[-1] if results else None
+            decision = self.pacer.before(PaceRequest(self.run_id, state.host.name, phase, step, previous))
+            if self.cancel.is_set():
+                return self._steps.finish(
+                    state.host, phase, step, StepStatus.SKIPPED, "not run: the run was interrupted"
+                )
+            if decision.pace is Pace.RERUN and previous is not None:
+                earlier = next(s for s in self.request.runbook.steps(phase) if s.id == previous.step_id)
+                again = self._steps.step(state, phase, earlier)
+                state.replace(again)
+                results[-1] = again
+                continue
+            if decision.pace is Pace.SKIP:
+                by = decision.by or "a human"
+                return self._steps.finish(
+                    state.host, phase, step, StepStatus.SKIPPED, f"skipped by {by}", approval=by
+                )
+            return self._steps.step(state, phase, step)
 
 
 def _ids(results: list[StepResult], *statuses: StepStatus) -> list[str]:

@@ -328,6 +328,14 @@ class HostState:
             "message": result.message,
         }
 
+    def replace(self, result: StepResult) -> None:
+        """Put a re-run step's result in place of its last result (pacing's "run it again")."""
+        for index in range(len(self.results) - 1, -1, -1):
+            if (self.results[index].phase, self.results[index].step_id) == (result.phase, result.step_id):
+                del self.results[index]
+                break
+        self.record(result)
+
     def context(self, req: RunRequest, run_id: str, phase: Phase) -> dict[str, Any]:
         """What templates see while a step of ``phase`` runs on this host."""
         return {

@@ -23,6 +23,7 @@ from engine.model import (
     Runbook,
     StepStatus,
 )
+from engine.pacing import Pace, PaceDecision, PaceRequest
 from engine.runner import Runner, RunRequest
 
 LOCAL = Host("node1", "local", {"role": "worker"})
@@ -93,6 +94,7 @@ def execute(
     *,
     approver: object = None,
     inputs: dict[str, object] | None = None,
+    pacer: object = None,
     **options: object,
 ) -> tuple[list[Event], object]:
     events: list[Event] = []
@@ -105,6 +107,7 @@ def execute(
         bus=bus,
         approver=approver or Recorder(),  # type: ignore[arg-type]
         executors=ExecutorSet({"local": lambda: executor}),
+        pacer=pacer,  # type: ignore[arg-type]
     )
     return events, runner.run()
 
@@ -514,3 +517,96 @@ def test_the_failed_remediation_step_is_named_and_a_dry_run_shows_it_would_fail(
     _, dry = execute(runbook, Scripted([("check", ok())]), approver=AssumeYes(), dry_run=True)
     assert dry.hosts[0].outcome is HostOutcome.FAILED
     assert dry.hosts[0].reason.startswith("remediation would fail: broken:")
+
+
+# --------------------------------------------------------------------------- pacing (stepping through)
+
+
+class ScriptedPacer:
+    """Answers the runner's "may this step run?" from a list of decisions, one per question."""
+
+    def __init__(self, answers: list[Pace]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, str, str | None]] = []
+
+    def before(self, request: PaceRequest) -> PaceDecision:
+        previous = request.previous.step_id if request.previous else None
+        self.asked.append((request.phase.value, request.step.id, previous))
+        return PaceDecision(self.answers.pop(0) if self.answers else Pace.RUN, "tui:alice")
+
+
+def test_the_pacer_is_asked_before_every_step_with_the_phases_previous_result() -> None:
+    counts = iter(["3\n", "0\n"])
+    executor = Scripted(
+        [("count-zombies", lambda _: ok(next(counts))), ("show-parents", ok("shim\n")), ("reap", ok())]
+    )
+    pacer = ScriptedPacer([])
+    _, report = execute(load(ZOMBIES), executor, pacer=pacer)
+    assert pacer.asked == [
+        ("detect", "count", None),
+        ("diagnose", "parents", None),
+        ("remediate", "reap", None),
+        ("verify", "count", None),
+    ]
+    assert report.hosts[0].outcome is HostOutcome.REMEDIATED
+
+
+def test_a_step_skipped_by_the_pacer_is_recorded_as_a_human_skip_that_did_not_look() -> None:
+    executor = Scripted([("count-zombies", ok("3\n"))])
+    events, report = execute(load(ZOMBIES), executor, pacer=ScriptedPacer([Pace.RUN, Pace.SKIP, Pace.SKIP]))
+    assert statuses(events) == [
+        ("detect", "count", "finding"),
+        ("diagnose", "parents", "skipped"),
+        ("remediate", "reap", "skipped"),
+    ]
+    skipped = [e.result for e in events if isinstance(e, StepFinished)][1:]
+    assert [(r.message, r.approval) for r in skipped] == [("skipped by tui:alice", "tui:alice")] * 2
+    assert executor.seen == ["count-zombies"]  # nothing skipped ran
+    assert report.hosts[0].outcome is HostOutcome.PRESENT
+    assert report.hosts[0].reason == "found by count; no remediation step was carried out"
+
+
+def test_skipping_a_detect_step_leaves_detect_undecided() -> None:
+    executor = Scripted([])
+    events, report = execute(load(ZOMBIES), executor, pacer=ScriptedPacer([Pace.SKIP]))
+    assert statuses(events) == [("detect", "count", "skipped")]
+    assert report.hosts[0].outcome is HostOutcome.FAILED
+    assert report.hosts[0].reason == "detect could not decide: count: skipped by tui:alice"
+
+
+TWO_CHECKS = """
+id: two-checks
+title: Two checks
+severity: info
+summary: s
+detect:
+  - id: first
+    title: first
+    run: first-check
+    parse: number
+    expect: out == 0
+  - id: second
+    title: second
+    run: second-check {{ steps.first.out }}
+"""
+
+
+def test_rerun_runs_the_previous_step_again_and_later_steps_see_its_new_result() -> None:
+    answers = iter(["2\n", "0\n"])
+    executor = Scripted([("first-check", lambda _: ok(next(answers))), ("second-check", ok())])
+    pacer = ScriptedPacer([Pace.RUN, Pace.RERUN, Pace.RUN])
+    events, report = execute(load(TWO_CHECKS), executor, pacer=pacer)
+    assert pacer.asked == [
+        ("detect", "first", None),
+        ("detect", "second", "first"),
+        ("detect", "second", "first"),
+    ]
+    assert statuses(events) == [
+        ("detect", "first", "finding"),
+        ("detect", "first", "ok"),  # run again: the journal keeps both
+        ("detect", "second", "ok"),
+    ]
+    assert executor.seen == ["first-check", "first-check", "second-check 0"]
+    host = report.hosts[0]
+    assert [(r.step_id, r.status.value) for r in host.results] == [("first", "ok"), ("second", "ok")]
+    assert host.outcome is HostOutcome.HEALTHY
