@@ -14,9 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import __version__
+
+if TYPE_CHECKING:
+    from engine.journal import Journal
+    from engine.runner import Runner
 
 EXIT_OK, EXIT_FOUND, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
@@ -154,40 +158,84 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import contextlib  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-
-    from engine.approval import Approver, AssumeYes, NobodyToAsk  # noqa: PLC0415
     from engine.journal import Journal  # noqa: PLC0415
     from engine.launch import prepare_run  # noqa: PLC0415
     from engine.model import Phase  # noqa: PLC0415
-    from engine.render import as_data, summary_rows  # noqa: PLC0415
-    from engine.terminal import FanOutPrinter, ProgressPrinter, TerminalApprover  # noqa: PLC0415
+    from engine.resume import run_trigger  # noqa: PLC0415
 
     runbook, inputs, hosts = _prepare(args)
-    approver: Approver
-    if args.yes:
-        approver = AssumeYes()
-    elif sys.stdin.isatty():
-        approver = TerminalApprover()
-    else:
-        approver = NobodyToAsk()
     journal = Journal(args.journal)
     runner = prepare_run(
         runbook,
         hosts,
         inputs,
         journal=journal,
-        approver=approver,
+        approver=_approver(args),
         options=_execution_options(args),
+        trigger=run_trigger(args.inventory, args.limit),
         dry_run=args.dry_run,
         last_phase=Phase(args.phase),
         forks=args.forks,
     )
+    return _execute(args, runner, journal, multi_host=len(hosts) > 1)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine.inputs import parse_extra_vars  # noqa: PLC0415
+    from engine.journal import Journal  # noqa: PLC0415
+    from engine.launch import prepare_run  # noqa: PLC0415
+    from engine.model import Phase  # noqa: PLC0415
+    from engine.resume import resume_plan  # noqa: PLC0415
+    from engine.terminal import ask_input  # noqa: PLC0415
+
+    journal = Journal(args.journal)
+    try:
+        record = journal.get_run(args.run_id)
+        interactive = sys.stdin.isatty() and not args.json
+        plan = resume_plan(record, parse_extra_vars(args.extra_vars), ask=ask_input if interactive else None)
+    except BaseException:
+        journal.close()
+        raise
+    if not args.json:
+        print(f"resuming run {record.id}: {plan.reused} finished step(s) are reused, not run again")
+    runner = prepare_run(
+        plan.runbook,
+        plan.hosts,
+        plan.inputs,
+        journal=journal,
+        approver=_approver(args),
+        options=_execution_options(args, plan.trigger["inventory"]),
+        trigger=plan.trigger,
+        last_phase=Phase(record.last_phase),
+        forks=args.forks,
+        resume=plan.point,
+    )
+    return _execute(args, runner, journal, multi_host=len(plan.hosts) > 1)
+
+
+def _approver(args: argparse.Namespace) -> Any:
+    from engine.approval import AssumeYes, NobodyToAsk  # noqa: PLC0415
+    from engine.terminal import TerminalApprover  # noqa: PLC0415
+
+    if args.yes:
+        return AssumeYes()
+    if sys.stdin.isatty():
+        return TerminalApprover()
+    return NobodyToAsk()
+
+
+def _execute(args: argparse.Namespace, runner: Runner, journal: Journal, *, multi_host: bool) -> int:
+    """Run ``runner`` with the CLI's progress output; the exit code of ``cairn run``."""
+    import contextlib  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from engine.render import as_data, summary_rows  # noqa: PLC0415
+    from engine.terminal import FanOutPrinter, ProgressPrinter  # noqa: PLC0415
+
     printer: FanOutPrinter | None = None
     if not args.json or args.verbose:
         stream = sys.stderr if args.json else sys.stdout
-        if len(hosts) > 1:
+        if multi_host:
             printer = FanOutPrinter(stream, verbose=args.verbose > 0)
             runner.bus.subscribe(printer)
         else:
@@ -202,7 +250,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             report = runner.run()
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted; the journal has the run so far: cairn show-run {runner.run_id}", file=sys.stderr
+            f"\ninterrupted; the journal has the run so far: cairn show-run {runner.run_id}\n"
+            f"to go on from where it stopped: cairn resume {runner.run_id}",
+            file=sys.stderr,
         )
         return EXIT_INTERRUPTED
     finally:
@@ -365,12 +415,12 @@ def _library(args: argparse.Namespace) -> Any:
     return load_library(dirs, jobs=_jobs())
 
 
-def _execution_options(args: argparse.Namespace) -> Any:
+def _execution_options(args: argparse.Namespace, inventory: Sequence[str] | None = None) -> Any:
     from engine.executors import ExecutionOptions  # noqa: PLC0415
 
     return ExecutionOptions(
         via=args.via,
-        inventory_sources=tuple(args.inventory or ()),
+        inventory_sources=tuple(inventory if inventory is not None else args.inventory or ()),
         known_hosts=Path(args.known_hosts).expanduser() if args.known_hosts else None,
         accept_new_host_keys=args.accept_new_host_keys,
         connect_timeout=args.connect_timeout,
@@ -537,6 +587,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the read-only phases; show remediation commands without running them",
     )
     run.add_argument("-v", "--verbose", action="count", default=0, help="stream every command and its output")
+    resume = add(
+        "resume",
+        cmd_resume,
+        "go on with an interrupted run: its finished steps are reused, the rest runs",
+        [as_json, journal, reach],
+    )
+    resume.add_argument("run_id", metavar="RUN_ID", help="the interrupted run (an unambiguous id prefix)")
+    resume.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="give an input again (secrets are never journaled; they are asked for on a terminal)",
+    )
+    resume.add_argument("--yes", action="store_true", help="approve every remaining remediation step")
+    resume.add_argument(
+        "-f",
+        "--forks",
+        type=_forks,
+        default=5,
+        metavar="N",
+        help="work on at most N hosts at once (default 5)",
+    )
+    resume.add_argument(
+        "-v", "--verbose", action="count", default=0, help="stream every command and its output"
+    )
     inventory = add(
         "inventory",
         cmd_inventory,

@@ -20,7 +20,7 @@ from engine.events import EventBus, new_run_id
 from engine.executors import ExecutionOptions, ExecutorSet
 from engine.fanout import DEFAULT_FORKS
 from engine.journal import Journal
-from engine.model import Host, Phase, Runbook
+from engine.model import Host, Phase, ResumePoint, Runbook
 from engine.pacing import Pacer
 from engine.runner import Runner, RunRequest
 
@@ -45,6 +45,7 @@ def prepare_run(
     forks: int = DEFAULT_FORKS,
     pacer: Pacer | None = None,
     cancel: threading.Event | None = None,
+    resume: ResumePoint | None = None,
 ) -> Runner:
     """A runner for one run, journaled; nothing runs until ``runner.run()``."""
     bus = EventBus(new_run_id())
@@ -59,6 +60,7 @@ def prepare_run(
         last_phase=last_phase,
         forks=forks,
         artifacts=journal.artifacts_root / bus.run_id,
+        resume=resume,
     )
     executors = ExecutorSet(options=options) if options is not None else ExecutorSet()
     return Runner(request, bus=bus, approver=approver, executors=executors, cancel=cancel, pacer=pacer)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -393,6 +394,16 @@ class StepResult:
     duration: float = 0.0
     approval: str = ""
     """Who approved it (``tty:alice``, ``--yes``), or why it was declined."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """What an interrupted run finished, reused instead of run again when it is resumed."""
+
+    run_id: str
+    """The interrupted run."""
+    results: Mapping[tuple[str, Phase, str], StepResult]
+    """Its final step results by (host, phase, step id)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from engine.model import (
     HostOutcome,
     HostReport,
     Phase,
+    ResumePoint,
     Runbook,
     RunReport,
     Step,
@@ -67,6 +68,8 @@ class RunRequest:
     """Hosts worked on at once."""
     artifacts: Path | None = None
     """This run's artifacts folder; executors keep per-step files under it (ansible-runner's)."""
+    resume: ResumePoint | None = None
+    """An interrupted run this one resumes: its finished steps are reused, not run again."""
 
 
 class Runner:
@@ -278,8 +281,11 @@ class Runner:
         for step in self.request.runbook.steps(phase):
             if self.cancel.is_set():
                 stop_reason = stop_reason or "not run: the run was interrupted"
+            reused = self._reused(state.host.name, phase, step.id)
             if stop_reason:
                 result = self._steps.finish(state.host, phase, step, StepStatus.SKIPPED, stop_reason)
+            elif reused is not None:
+                result = self._steps.reuse(reused, self.request.resume.run_id if self.request.resume else "")
             else:
                 result = self._paced_step(state, phase, step, results)
             state.record(result)
@@ -287,6 +293,12 @@ class Runner:
             if phase is Phase.REMEDIATE and result.status in _FAILED:
                 stop_reason = f"not run: remediation step {step.id!r} failed before it"
         return results
+
+    def _reused(self, host: str, phase: Phase, step_id: str) -> StepResult | None:
+        """The interrupted run's result of this step, when this run resumes it and the step had finished."""
+        if self.request.resume is None:
+            return None
+        return self.request.resume.results.get((host, phase, step_id))
 
     def _paced_step(
         self, state: HostState, phase: Phase, step: Step, results: list[StepResult]

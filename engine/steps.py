@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,6 +274,12 @@ class StepRunner:
         return StepResult(
             host=host.name, phase=phase, step_id=step.id, status=status, message=message, **extra
         )
+
+    def reuse(self, earlier: StepResult, from_run: str) -> StepResult:
+        """An interrupted run's result of a step, taken over by the run that resumes it (not run again)."""
+        result = replace(earlier, message=f"from run {from_run}: {earlier.message}".rstrip(": "))
+        self.bus.emit(StepFinished, result=result)
+        return result
 
     def finish(
         self,

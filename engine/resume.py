@@ -1,0 +1,125 @@
+"""Resuming an interrupted run: the same runbook text, hosts and inputs, without repeating finished steps.
+
+A run stopped by Ctrl-C, SIGTERM, a cancel in the TUI or a killed process is
+``interrupted`` in the journal. :func:`resume_plan` rebuilds what it ran on from
+the journal alone — the runbook *as it was run* (its journaled text, even if the
+file changed since), the hosts (re-resolved from the recorded inventory and
+limit), the inputs (secrets are never journaled: they must be given again) — and
+a :class:`~engine.model.ResumePoint` with every step that finished. The new run
+reuses those results (``from run …``) and runs only what is left, so a finished
+remediation is never repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import CairnError
+from engine.journal import RunRecord, StepRecord
+from engine.loader import check_text
+from engine.model import (
+    Host,
+    InputSpec,
+    Phase,
+    ResumePoint,
+    Runbook,
+    RunStatus,
+    StepResult,
+    StepStatus,
+)
+
+_NOT_FINISHED = ("not run:", "cancelled")
+"""Message starts of results that stand for steps the interruption stopped: run them again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """Everything a resumed run needs."""
+
+    runbook: Runbook
+    hosts: tuple[Host, ...]
+    inputs: dict[str, Any]
+    point: ResumePoint
+    trigger: dict[str, Any]
+    reused: int
+    """How many step results are taken over from the interrupted run."""
+
+
+def run_trigger(
+    inventory: list[str] | tuple[str, ...] | None, limit: str | None, kind: str = "cli"
+) -> dict[str, Any]:
+    """The ``trigger`` a run journals: what started it and where its hosts came from (for resume)."""
+    return {"kind": kind, "inventory": list(inventory or []), "limit": limit}
+
+
+def resume_plan(
+    record: RunRecord,
+    given: Mapping[str, Any],
+    *,
+    ask: Callable[[InputSpec], str | None] | None = None,
+) -> ResumePlan:
+    """What resuming ``record`` runs; a :class:`CairnError` naming the fix when it cannot be resumed."""
+    from engine.inputs import resolve_inputs  # noqa: PLC0415
+    from engine.inventory import resolve_targets  # noqa: PLC0415
+
+    if record.status is not RunStatus.INTERRUPTED:
+        raise CairnError(f"run {record.id} is {record.status.value}: only an interrupted run can be resumed")
+    if record.dry_run:
+        raise CairnError(f"run {record.id} was a dry run: start a new one instead")
+    loaded = check_text(record.runbook_text, record.runbook_path or "<journal>")
+    if loaded.runbook is None:
+        raise CairnError(f"the runbook text journaled with run {record.id} no longer loads: start a new run")
+    runbook = loaded.runbook
+    if "inventory" not in record.trigger and record.hosts != ("localhost",):
+        raise CairnError(
+            f"run {record.id} did not journal where its hosts came from (it predates resume): start a new run"
+        )
+    found = {
+        h.name: h
+        for h in resolve_targets(
+            record.trigger.get("inventory"), runbook.targets, record.trigger.get("limit")
+        )
+    }
+    missing = [name for name in record.hosts if name not in found]
+    if missing:
+        raise CairnError(
+            f"run {record.id} ran on {', '.join(missing)}, which the inventory no longer has; start a new run"
+        )
+    secret = {spec.name for spec in runbook.inputs if spec.secret}
+    kept = {name: value for name, value in record.inputs.items() if name not in secret}
+    inputs = resolve_inputs(runbook, kept | dict(given), ask=ask)
+    results = {(s.host, Phase(s.phase), s.step_id): _result(s) for s in record.steps if _finished(s)}
+    trigger = run_trigger(record.trigger.get("inventory"), record.trigger.get("limit"), kind="resume")
+    trigger["resumes"] = record.id
+    return ResumePlan(
+        runbook,
+        tuple(found[name] for name in record.hosts),
+        inputs,
+        ResumePoint(record.id, results),
+        trigger,
+        len(results),
+    )
+
+
+def _finished(step: StepRecord) -> bool:
+    return not step.message.startswith(_NOT_FINISHED)
+
+
+def _result(step: StepRecord) -> StepResult:
+    return StepResult(
+        host=step.host,
+        phase=Phase(step.phase),
+        step_id=step.step_id,
+        status=StepStatus(step.status),
+        message=step.message,
+        command=step.command,
+        rc=step.rc,
+        stdout=step.stdout,
+        stderr=step.stderr,
+        out=step.out,
+        started_at=step.started_at or 0.0,
+        duration=step.duration or 0.0,
+        approval=step.approval,
+    )
