@@ -143,7 +143,9 @@ class Runner:
         finally:
             self.executors.close()
         done = tuple(self._reports[h.name] for h in req.hosts if h.name in self._reports)
-        final = RunReport(self.run_id, req.runbook.id, done, interrupted=self._interrupted)
+        # A cancel from another thread (the TUI's cancel key) interrupts the run as Ctrl-C does.
+        interrupted = self._interrupted or self.cancel.is_set()
+        final = RunReport(self.run_id, req.runbook.id, done, interrupted=interrupted)
         self.bus.emit(RunFinished, report=final)
         if self._interrupted:
             raise KeyboardInterrupt

@@ -610,3 +610,37 @@ def test_rerun_runs_the_previous_step_again_and_later_steps_see_its_new_result()
     host = report.hosts[0]
     assert [(r.step_id, r.status.value) for r in host.results] == [("first", "ok"), ("second", "ok")]
     assert host.outcome is HostOutcome.HEALTHY
+
+
+def test_a_cancel_from_another_thread_ends_the_run_interrupted_without_raising() -> None:
+    """The TUI's cancel key sets the run's cancel event: the running command stops, the run is interrupted."""
+    started = threading.Event()
+
+    @dataclass
+    class Waits(Scripted):
+        def run(self, host: Host, command: str, **kw: object) -> CommandResult:  # type: ignore[override]
+            started.set()
+            cancel = kw["cancel"]
+            assert isinstance(cancel, threading.Event)
+            cancel.wait(30)
+            return CommandResult(rc=None, stdout="", stderr="", duration=0.1, cancelled=True)
+
+    cancel = threading.Event()
+    runbook = load(ZOMBIES)
+    request = RunRequest(runbook=runbook, hosts=(LOCAL,), inputs={}, started_by="test")
+    events: list[Event] = []
+    bus = EventBus("run-1")
+    bus.subscribe(events.append)
+    runner = Runner(
+        request,
+        bus=bus,
+        approver=Recorder(),
+        executors=ExecutorSet({"local": lambda: Waits([])}),
+        cancel=cancel,
+    )
+    threading.Thread(target=lambda: started.wait(30) and cancel.set(), daemon=True).start()
+    report = runner.run()
+    assert report.interrupted
+    assert report.exit_code == 130
+    assert statuses(events) == [("detect", "count", "error")]
+    assert next(e for e in events if isinstance(e, RunFinished)).report.interrupted
