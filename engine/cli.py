@@ -321,6 +321,34 @@ def cmd_show_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    import importlib  # noqa: PLC0415
+
+    # Textual draws on stderr; stdin and stdout must be the terminal too (nothing else may write there).
+    streams = {"stdin": sys.stdin, "stdout": sys.stdout, "stderr": sys.stderr}
+    redirected = [name for name, stream in streams.items() if not stream.isatty()]
+    if redirected:
+        return _usage(
+            f"cairn tui needs a terminal, but {', '.join(redirected)} "
+            f"{'is' if len(redirected) == 1 else 'are'} not one; the other commands work in scripts"
+        )
+    dirs = _runbook_dirs(args)
+    missing = [str(d) for d in dirs if not d.exists()]
+    if missing:
+        return _usage(f"runbook folder {', '.join(missing)} does not exist; point --runbooks at one")
+    # The engine never imports the TUI (import-linter forbids even a lazy `import tui`): the CLI
+    # hands over to it by name, and the TUI calls back into the engine.
+    config = importlib.import_module("tui.config").CairnConfig(
+        runbook_dirs=tuple(dirs),
+        journal_path=Path(args.journal) if args.journal else None,
+        inventory=tuple(args.inventory or ()),
+        lab_root=Path(args.lab_dir) if args.lab_dir else None,
+        options=_execution_options(args),
+    )
+    code: int = importlib.import_module("tui.app").run_app(config)
+    return code
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -677,6 +705,25 @@ def build_parser() -> argparse.ArgumentParser:
         "down", parents=[lab_dir, as_json], help="stop labs (default: all) and remove their files"
     )
     lab_down.add_argument("names", nargs="*", metavar="NAME", help="runbook id of the lab, or all")
+    tui = add(
+        "tui",
+        cmd_tui,
+        "the on-call TUI: browse the runbooks, step through a run, read the history, practise on labs "
+        "(also `cairn` alone in a terminal)",
+        [runbooks, journal, reach],
+    )
+    tui.add_argument(
+        "-i",
+        "--inventory",
+        action="append",
+        metavar="INV",
+        help="Ansible inventory offered when a run is set up (repeatable); default: this machine",
+    )
+    tui.add_argument(
+        "--lab-dir",
+        metavar="DIR",
+        help="where practice labs live (default: $CAIRN_LAB_DIR or ~/.local/state/cairn/lab)",
+    )
     docs = add("docs", cmd_docs, "render the knowledge base as training material", [])
     docs_sub = docs.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
     docs_build = docs_sub.add_parser(
@@ -694,6 +741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cairn`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None and sys.stdin.isatty() and sys.stdout.isatty():
+        args = parser.parse_args(["tui"])  # `cairn` alone at a terminal opens the TUI
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE

@@ -1,5 +1,13 @@
-"""Cairn's Textual TUI (the on-call front end). Not built yet: see issue 5.
+"""Cairn's Textual TUI: the on-call front end (``cairn tui``, or ``cairn`` alone in a terminal).
 
-The TUI will be a thin front end over the same runner, journal and inventory
-as the CLI; nothing in ``engine`` may import it.
+A thin front end over the same runner, journal, inventory and labs as the CLI:
+``tui.app.make_app(config)`` builds it. Nothing in ``engine`` may import it.
+Logs go nowhere unless a front end configures a handler: never to the terminal
+behind the app's back.
 """
+
+from __future__ import annotations
+
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
