@@ -1,0 +1,135 @@
+"""Snapshots of the run flow's screens at 80x24 and 120x40: setup, the run waiting for a key, approval.
+
+The content is deterministic: the run id is fixed, nothing is running (no
+elapsed times), the plan and commands name no temporary paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+
+from engine.model import Phase
+from tests.tui.conftest import until
+from tui.app import make_app
+from tui.config import CairnConfig
+from tui.screens.approval import ApprovalScreen
+from tui.screens.run import RunScreen
+from tui.screens.setup import RunSetupScreen
+from tui.widgets.step_status import HostStep, StepState
+
+pytestmark = pytest.mark.tui
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+RUNBOOK = """
+id: cache-full
+title: The build cache fills the disk
+severity: warning
+summary: The build cache grows without bound until the disk is full.
+tags: [disk, ci]
+symptoms:
+  - Builds fail with "No space left on device".
+cause: Nothing prunes the cache.
+inputs:
+  threshold:
+    type: integer
+    default: 90
+    description: Percent used that counts as full.
+  token:
+    type: string
+    secret: true
+    description: Token for the usage API.
+detect:
+  - id: usage
+    title: Read the disk usage
+    why: A full disk stops every write on the host.
+    run: echo "asked with {{ inputs.token }}" >&2; echo 93
+    parse: number
+    expect: out < inputs.threshold
+    report: "{{ out }}% used"
+remediate:
+  - id: prune
+    title: Prune the build cache
+    why: The cache is rebuilt on demand; nothing else lives there.
+    tradeoff: The next builds are slower while the cache warms up.
+    run: echo pruned
+"""
+
+
+@pytest.fixture
+def app(runbook_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> App[Any]:
+    monkeypatch.setattr("engine.launch.new_run_id", lambda: "20250101-000000-abcdef")
+    folder = runbook_dir(RUNBOOK)
+    return make_app(CairnConfig(runbook_dirs=(folder,), user="oncall"))
+
+
+async def set_up(pilot: Pilot[Any]) -> None:
+    """Open the setup screen for the runbook (the library's run key does the same) and wait for its plan."""
+    await until(pilot, lambda: pilot.app.library is not None and not pilot.app.library_loading, "the library")
+    runbook = pilot.app.library.get("cache-full")
+    pilot.app.push_screen(RunSetupScreen(runbook, inputs={"token": "s3cret"}))
+    await until(pilot, plan_shown(pilot), "the plan")
+
+
+def plan_shown(pilot: Pilot[Any]) -> Callable[[], bool]:
+    def check() -> bool:
+        screen = pilot.app.screen
+        plan = screen.query("#plan") if isinstance(screen, RunSetupScreen) else None
+        return bool(plan) and "Plan for cache-full" in str(plan.first().render())
+
+    return check
+
+
+def cell(pilot: Pilot[Any], phase: Phase, step_id: str) -> HostStep | None:
+    """What the run screen shows for a step on localhost (``None`` before the run screen is up)."""
+    screen = next((s for s in pilot.app.screen_stack if isinstance(s, RunScreen)), None)
+    return screen.progress.steps[(phase, step_id)]["localhost"] if screen is not None else None
+
+
+def waiting(pilot: Pilot[Any]) -> bool:
+    """The screen has drawn the first step as waiting, with its exact command."""
+    first = cell(pilot, Phase.DETECT, "usage")
+    return first is not None and first.state is StepState.WAITING and first.command != ""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_setup_screen(snap_compare: Any, app: App[Any], size: tuple[int, int]) -> None:
+    async def ready(pilot: Pilot[Any]) -> None:
+        await set_up(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_screen_waiting_for_a_key(snap_compare: Any, app: App[Any], size: tuple[int, int]) -> None:
+    async def ready(pilot: Pilot[Any]) -> None:
+        await set_up(pilot)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: waiting(pilot), "the run to wait before its first step")
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_approval_modal(snap_compare: Any, app: App[Any], size: tuple[int, int]) -> None:
+    async def ready(pilot: Pilot[Any]) -> None:
+        await set_up(pilot)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: waiting(pilot), "the run to wait before its first step")
+        await pilot.press("c")
+        await until(
+            pilot,
+            lambda: (
+                isinstance(pilot.app.screen, ApprovalScreen)
+                and getattr(cell(pilot, Phase.REMEDIATE, "prune"), "state", None) is StepState.APPROVAL
+            ),
+            "the approval modal over the step asking for it",
+        )
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)

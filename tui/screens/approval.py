@@ -1,0 +1,131 @@
+"""The approval modal: the exact command (or the manual instructions), why, the trade-off and the hosts."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Label, Static
+
+from engine.approval import ApprovalRequest
+from tui.bridge import ApprovalChoice
+
+HOSTS_LISTED = 10
+"""Hosts named in the modal; the rest are counted."""
+
+
+def hosts_text(hosts: list[str]) -> str:
+    """``a, b, c`` or ``a, b, … (+48 more)``."""
+    if len(hosts) <= HOSTS_LISTED:
+        return ", ".join(hosts)
+    return ", ".join(hosts[:HOSTS_LISTED]) + f", … (+{len(hosts) - HOSTS_LISTED} more)"
+
+
+class ApprovalScreen(ModalScreen[ApprovalChoice]):
+    """Asks to approve one step on one host; ``e`` approves the step on every host of the run."""
+
+    CSS_PATH = "../run.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "approve", "Approve"),
+        Binding("d", "done", "Done"),
+        Binding("e", "every_host", "Approve on every host"),
+        Binding("s", "skip", "Skip"),
+        Binding("n", "decline", "Decline"),
+        Binding("escape", "decline", "Decline", show=False),
+    ]
+
+    def __init__(self, request: ApprovalRequest, hosts: list[str]) -> None:
+        super().__init__()
+        self.request = request
+        self.hosts = hosts
+        """Every host of the run (``e`` approves on all of them)."""
+
+    def compose(self) -> ComposeResult:
+        request, step = self.request, self.request.step
+        manual = request.manual
+        with Vertical(id="approval-dialog"):
+            verb = "Confirm the manual step" if manual else "Approve"
+            yield Label(
+                Text.assemble(
+                    (f"{verb} ", "bold"),
+                    (f"{request.phase.value} · {step.title}", "bold"),
+                    (f"  ({step.id})", "dim"),
+                ),
+                id="approval-title",
+            )
+            yield Label(Text.assemble(("On host: ", "bold"), request.host), id="approval-host")
+            if len(self.hosts) > 1 and not manual:
+                yield Label(
+                    Text.assemble(
+                        (f"Run's hosts ({len(self.hosts)}): ", "dim"), (hosts_text(self.hosts), "dim")
+                    ),
+                    id="approval-hosts",
+                )
+            if step.why:
+                yield Static(Text.assemble(("Why: ", "bold"), step.why.strip()), id="approval-why")
+            if step.tradeoff:
+                yield Static(
+                    Text.assemble(("Trade-off: ", "bold yellow"), step.tradeoff.strip()),
+                    id="approval-tradeoff",
+                )
+            yield Label("Do this by hand:" if manual else "Exact command:", classes="approval-label")
+            prefix = "> " if manual else "$ "
+            with VerticalScroll(id="approval-command"):
+                yield Static(
+                    Text("\n".join(prefix + line for line in request.text.strip().splitlines()), style="cyan")
+                )
+            with Horizontal(id="approval-buttons"):
+                if manual:
+                    yield Button("Done (d)", variant="success", id="approve")
+                    yield Button("Skip (s)", id="skip")
+                else:
+                    yield Button("Approve (y)", variant="warning", id="approve")
+                    if len(self.hosts) > 1:
+                        yield Button("Every host (e)", id="every-host")
+                yield Button("Decline (n)", variant="error", id="decline")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Focus Decline: Enter must never approve by accident."""
+        self.query_one("#decline", Button).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that mean nothing for this request are hidden (``y`` for a manual step, ``d`` for a command)."""
+        manual = self.request.manual
+        match action:
+            case "approve":
+                return not manual
+            case "done" | "skip":
+                return manual
+            case "every_host":
+                return not manual and len(self.hosts) > 1
+        return True
+
+    def action_approve(self) -> None:
+        """Run it on this host."""
+        self.dismiss(ApprovalChoice.APPROVE)
+
+    def action_done(self) -> None:
+        """The manual step was done."""
+        self.dismiss(ApprovalChoice.APPROVE)
+
+    def action_every_host(self) -> None:
+        """Run this step on every host of the run without asking again."""
+        self.dismiss(ApprovalChoice.APPROVE_EVERY_HOST)
+
+    def action_skip(self) -> None:
+        """Not done now: skipped."""
+        self.dismiss(ApprovalChoice.SKIP)
+
+    def action_decline(self) -> None:
+        """Do not run it: declined."""
+        self.dismiss(ApprovalChoice.DECLINE)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        """The buttons answer like their keys."""
+        if event.button.id:
+            self.dismiss(ApprovalChoice(event.button.id))

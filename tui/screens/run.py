@@ -1,0 +1,414 @@
+"""Stepping through a run: steps by phase with a live state per host, output, approvals, verdict."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Markdown, OptionList
+
+from engine.approval import ApprovalRequest
+from engine.events import StepOutput, StepStarted
+from engine.fanout import DEFAULT_FORKS
+from engine.model import Host, Phase, ResumePoint, Runbook
+from engine.runner import phases_until
+from tui.bridge import (
+    ApprovalChoice,
+    ApprovalNeeded,
+    Doorbell,
+    EventForwarder,
+    PacingChanged,
+    PlannedCommands,
+    RunEventsReady,
+    TuiApprover,
+    TuiPacer,
+    planned_commands,
+)
+from tui.config import CairnConfig
+from tui.screens.approval import ApprovalScreen
+from tui.widgets.step_detail import StepDetail
+from tui.widgets.step_list import StepList
+from tui.widgets.step_output import StepOutputLog, output_lines
+from tui.widgets.step_status import RunProgress, StepKey
+from tui.widgets.step_status_line import RunStatusLine, run_status
+from tui.widgets.step_verdict import RunVerdict
+
+if TYPE_CHECKING:
+    from engine.journal import RunRecord
+
+REDRAW_INTERVAL = 0.1
+"""Seconds between two redraws from run events: a 50-host fan-out is drawn in batches, keys stay quick."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunLaunch:
+    """A run ready to start: what the setup screen (or a resume from the history) decided."""
+
+    runbook: Runbook
+    hosts: tuple[Host, ...]
+    inputs: Mapping[str, Any]
+    trigger: Mapping[str, Any] = field(default_factory=lambda: {"kind": "tui"})
+    """What started it and where its hosts came from (``engine.resume.run_trigger``), journaled for resume."""
+    dry_run: bool = False
+    last_phase: Phase = Phase.VERIFY
+    forks: int = DEFAULT_FORKS
+    """Hosts worked on at once (``cairn run -f``)."""
+    resume: ResumePoint | None = None
+    """An interrupted run this one goes on from."""
+    practice: str | None = None
+    """The lab's name in practice mode: the runbook's knowledge is shown beside the steps."""
+
+
+def resume_launch(record: RunRecord, given: Mapping[str, Any] | None = None) -> RunLaunch:
+    """A launch that goes on with an interrupted run, as ``cairn resume`` does (its finished steps reused).
+
+    ``given``: input values, the secret ones at least (they are never journaled). Raises the
+    engine's :class:`~engine.errors.CairnError` naming why the run cannot be resumed. Reads the
+    inventory: call it in a worker thread."""
+    from engine.resume import resume_plan  # noqa: PLC0415
+
+    plan = resume_plan(record, dict(given or {}))
+    return RunLaunch(
+        runbook=plan.runbook,
+        hosts=plan.hosts,
+        inputs=plan.inputs,
+        trigger=plan.trigger,
+        last_phase=Phase(record.last_phase),
+        resume=plan.point,
+    )
+
+
+class RunScreen(Screen[None]):
+    """Runs a :class:`RunLaunch` in a worker thread, one step at a time unless told to go on."""
+
+    CSS_PATH = "../run.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "next", "Next", tooltip="Run the next step on every host"),
+        Binding("p", "phase", "Phase", tooltip="Run the rest of this phase"),
+        Binding("c", "continue", "Continue", tooltip="Run every step; remediation still asks"),
+        Binding("s", "skip", "Skip", tooltip="Skip the next step"),
+        Binding("r", "rerun", "Re-run", tooltip="Run the phase's previous step again"),
+        Binding("x", "cancel", "Cancel", tooltip="Cancel the run: kill what runs"),
+        Binding("k", "knowledge", "Knowledge", tooltip="Show or hide the runbook's knowledge"),
+        Binding("escape,q", "back", "Back"),
+    ]
+
+    def __init__(self, launch: RunLaunch, config: CairnConfig) -> None:
+        super().__init__()
+        self.launch = launch
+        self.config = config
+        self.by = f"tui:{config.user}"
+        self.cancel = threading.Event()
+        self.progress = RunProgress(
+            launch.runbook, [h.name for h in launch.hosts], phases_until(launch.last_phase)
+        )
+        self.forwarder = EventForwarder(lambda: self.post_message(RunEventsReady()))
+        self.pacing_bell = Doorbell(lambda: self.post_message(PacingChanged()))
+        self.pacer = TuiPacer(launch.runbook, by=self.by, notify=self.pacing_bell.ring)
+        self.approver = TuiApprover(self.by, self._ask)
+        self.crashed = ""
+        self._followed: StepKey | None = None
+        self._keys_state: tuple[bool, ...] = ()
+        self._last_drain = 0.0
+        self._drain_timer: Timer | None = None
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield RunStatusLine(id="run-status")
+        with Horizontal(id="run-body"):
+            yield StepList(self.progress, id="steps")
+            with Vertical(id="step-pane"):
+                with VerticalScroll(id="step-detail-scroll"):
+                    yield StepDetail(self.progress, id="step-detail")
+                yield StepOutputLog(id="output")
+            with VerticalScroll(id="knowledge"):
+                yield Markdown(id="knowledge-text")
+        yield RunVerdict(id="verdict")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Show the first step, the knowledge in practice mode, and start the run."""
+        runbook = self.launch.runbook
+        self.title = f"Run: {runbook.title}"
+        self.sub_title = f"practice on lab {self.launch.practice}" if self.launch.practice else runbook.id
+        knowledge = self.query_one("#knowledge")
+        knowledge.display = self.launch.practice is not None
+        self.set_class(knowledge.display, "-practice")
+        if knowledge.display:
+            self._load_knowledge()
+        self.query_one(StepList).focus()
+        self._show_selected()
+        self._update_status()
+        self.set_interval(1.0, self._tick)
+        self._run()
+
+    def _load_knowledge(self) -> None:
+        from engine.render import knowledge_markdown  # noqa: PLC0415
+
+        self.query_one("#knowledge-text", Markdown).update(knowledge_markdown(self.launch.runbook))
+
+    # ------------------------------------------------------------ the run, in a thread
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run")
+    def _run(self) -> None:
+        from engine.journal import Journal  # noqa: PLC0415
+        from engine.launch import prepare_run  # noqa: PLC0415
+
+        launch = self.launch
+        planned = planned_commands(launch.runbook, list(launch.hosts), launch.inputs, launch.last_phase)
+        self.post_message(PlannedCommands(planned))
+        try:
+            journal = Journal(self.config.journal_path)
+        except Exception as exc:
+            self.crashed = str(exc)
+            self.post_message(RunEventsReady())
+            return
+        try:
+            runner = prepare_run(
+                launch.runbook,
+                launch.hosts,
+                launch.inputs,
+                journal=journal,
+                approver=self.approver,
+                options=replace(
+                    self.config.options, inventory_sources=tuple(launch.trigger.get("inventory") or ())
+                ),
+                trigger=launch.trigger,
+                dry_run=launch.dry_run,
+                last_phase=launch.last_phase,
+                forks=launch.forks,
+                pacer=self.pacer,
+                cancel=self.cancel,
+                resume=launch.resume,
+            )
+            runner.bus.subscribe(self.forwarder)
+            with contextlib.suppress(KeyboardInterrupt):  # interrupted: RunFinished has said so
+                runner.run()
+        except Exception as exc:  # a fault of Cairn's: shown, never raised into the UI
+            self.crashed = f"{type(exc).__name__}: {exc}"
+            self.post_message(RunEventsReady())
+        finally:
+            journal.close()
+
+    def _ask(self, request: ApprovalRequest, answer: Any) -> None:
+        """On the runner's thread: have the UI ask the human (declined if the screen is gone)."""
+        if not self.post_message(ApprovalNeeded(request, answer)):
+            answer(ApprovalChoice.DECLINE)
+
+    # ------------------------------------------------------------ messages from the run
+
+    def on_run_events_ready(self, _: RunEventsReady) -> None:
+        """New events: take them in now, or at the next redraw slot if the last was very recent."""
+        self._schedule_drain()
+
+    def on_pacing_changed(self, _: PacingChanged) -> None:
+        """Hosts began or stopped waiting before a step: as for events."""
+        self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        wait = self._last_drain + REDRAW_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._drain_events()
+        elif self._drain_timer is None:
+            self._drain_timer = self.set_timer(wait, self._drain_events)
+
+    def _drain_events(self) -> None:
+        """Take in every event that arrived; redraw what changed, once per batch."""
+        self._drain_timer = None
+        self._last_drain = time.monotonic()
+        self.pacing_bell.answer()
+        events = self.forwarder.drain()
+        changed: set[StepKey] = set()
+        selected = self.query_one(StepList).selected_step
+        output: list[str] = []
+        many = len(self.launch.hosts) > 1
+        started: StepKey | None = None
+        for event in events:
+            key = self.progress.apply(event)
+            if key is not None:
+                changed.add(key)
+            if isinstance(event, StepStarted):
+                started = (event.phase, event.step_id)
+                if started == selected:
+                    output += output_lines(event.host, "note", f"$ {event.command}", many_hosts=many)
+            elif isinstance(event, StepOutput) and (event.phase, event.step_id) == selected:
+                output += output_lines(event.host, event.stream, event.text, many_hosts=many)
+        self.query_one(StepOutputLog).append(output)  # one write per batch, not one per line
+        changed |= self.progress.set_waiting(self.pacer.waiting())
+        self._redraw(changed)
+        follow = self.pacer.next_step() or started
+        if follow is not None:
+            self._follow(follow)
+        if self.progress.finished or self.crashed:
+            self._show_verdict()
+        self._update_status()
+
+    def on_planned_commands(self, message: PlannedCommands) -> None:
+        """Show each step's exact command before it runs (the plan's rendering)."""
+        for (key, host), command in message.commands.items():
+            cell = self.progress.steps.get(key, {}).get(host)
+            if cell is not None and not cell.command:
+                cell.command = command
+        self._show_selected()
+
+    def on_approval_needed(self, message: ApprovalNeeded) -> None:
+        """Open the approval modal for the step; its answer goes back to the waiting runner."""
+        if self.cancel.is_set():
+            message.answer(ApprovalChoice.DECLINE)
+            return
+        self._follow((message.request.phase, message.request.step.id))
+        modal = ApprovalScreen(message.request, [h.name for h in self.launch.hosts])
+
+        def answered(choice: ApprovalChoice | None) -> None:
+            message.answer(choice or ApprovalChoice.DECLINE)
+
+        self.app.push_screen(modal, answered)
+
+    # ------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Stepping keys while the run waits for them, cancel while it runs, back once it ended."""
+        running = not (self.progress.finished or self.crashed)
+        match action:
+            case "next" | "skip" | "rerun" | "phase":
+                if not running or self.pacer.free_running:
+                    return False
+                return True if self.pacer.next_step() is not None else None
+            case "continue":
+                return running and not self.pacer.free_running
+            case "cancel":
+                return running and not self.cancel.is_set()
+            case "back":
+                return not running
+        return True
+
+    def action_next(self) -> None:
+        """Run the step the hosts wait before, on every host."""
+        self._released(self.pacer.release_next())
+
+    def action_phase(self) -> None:
+        """Run the rest of the phase without stopping."""
+        self._released(self.pacer.release_phase())
+
+    def action_skip(self) -> None:
+        """Skip the step the hosts wait before (journaled as skipped by you)."""
+        self._released(self.pacer.skip_next())
+
+    def action_rerun(self) -> None:
+        """Run the phase's previous step again on the waiting hosts."""
+        again = self.pacer.rerun_previous()
+        if not again:
+            self.notify("Nothing to re-run: no step of this phase has run yet.", severity="warning")
+            return
+        self.refresh_bindings()
+
+    def action_continue(self) -> None:
+        """Stop stepping: run everything (remediation still asks for approval)."""
+        self.pacer.release_all()
+        self._update_status()
+        self.refresh_bindings()
+
+    def action_cancel(self) -> None:
+        """Cancel the run: running commands are killed where they run, the rest is skipped."""
+        self._stop("the run was cancelled")
+        self.notify("Cancelling: running commands are being killed.", severity="warning")
+        self._update_status()
+        self.refresh_bindings()
+
+    def action_knowledge(self) -> None:
+        """Show or hide the runbook's knowledge beside the steps."""
+        knowledge = self.query_one("#knowledge")
+        knowledge.display = not knowledge.display
+        self.set_class(knowledge.display, "-practice")
+        if knowledge.display:
+            self._load_knowledge()
+
+    def action_back(self) -> None:
+        """Leave the finished run."""
+        self.app.pop_screen()
+
+    def _released(self, key: StepKey | None) -> None:
+        if key is None:
+            self.notify("No step is waiting yet.", severity="warning")
+            return
+        self.refresh_bindings()
+
+    def _stop(self, note: str) -> None:
+        self.cancel.set()
+        self.pacer.cancel()
+        self.approver.close(f"{note} by {self.by}")
+
+    def on_unmount(self) -> None:
+        """Leaving the screen (or the app) while the run goes on cancels it: no worker waits forever."""
+        if not self.progress.finished:
+            self._stop("the run screen was closed")
+
+    # ------------------------------------------------------------ drawing
+
+    @on(OptionList.OptionHighlighted, "#steps")
+    def _highlighted(self) -> None:
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        key = self.query_one(StepList).selected_step
+        self.query_one(StepDetail).show(key)
+        self.query_one(StepOutputLog).replay(self.progress.steps.get(key, {}) if key is not None else {})
+
+    def _redraw(self, keys: set[StepKey]) -> None:
+        steps = self.query_one(StepList)
+        for key in keys:
+            steps.refresh_step(key)
+        detail = self.query_one(StepDetail)
+        if detail.key in keys:
+            detail.show(detail.key)
+
+    def _follow(self, key: StepKey) -> None:
+        """Move the highlight to ``key`` unless the human moved it away from where it was following."""
+        steps = self.query_one(StepList)
+        if steps.selected_step in (self._followed, None) or self._followed is None:
+            if steps.selected_step != key:
+                steps.select_step(key)
+            self._followed = key
+
+    def _tick(self) -> None:
+        """Once a second: the elapsed time of running steps."""
+        running = set(self.progress.running())
+        if running:
+            self._redraw(running)
+            self._update_status()
+
+    def _update_status(self) -> None:
+        self.query_one(RunStatusLine).show(
+            run_status(
+                self.progress,
+                self.pacer,
+                crashed=self.crashed,
+                cancelling=self.cancel.is_set(),
+                dry_run=self.launch.dry_run,
+            )
+        )
+        keys = (
+            self.progress.finished,
+            bool(self.crashed),
+            self.pacer.free_running,
+            self.cancel.is_set(),
+            self.pacer.next_step() is not None,
+        )
+        if keys != self._keys_state:  # the footer is costly to redraw: only when a key's state changed
+            self._keys_state = keys
+            self.refresh_bindings()
+
+    def _show_verdict(self) -> None:
+        self.query_one(RunVerdict).show(self.progress.report, self.crashed)

@@ -1,0 +1,107 @@
+"""The selected step: why it exists, what it runs, and its result on each host."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from textual.widgets import Static
+
+from engine.model import Step, StepKind, format_duration
+from tui.widgets.step_status import STATE_STYLE, RunProgress, StepKey
+
+HOSTS_SHOWN = 12
+"""Hosts listed one by one in the detail pane; the rest are counted."""
+OUT_LINES = 8
+"""Lines of a parsed result shown per host."""
+
+
+def find_step(progress: RunProgress, key: StepKey) -> Step:
+    """The runbook's step for ``key``."""
+    return next(s for s in progress.runbook.steps(key[0]) if s.id == key[1])
+
+
+def shown_out(out: Any) -> str:
+    """A parsed result as a few lines of JSON."""
+    text = json.dumps(out, indent=1, default=str, ensure_ascii=False)
+    lines = text.splitlines()
+    if len(lines) > OUT_LINES:
+        lines = [*lines[:OUT_LINES], f"… {len(lines) - OUT_LINES} more lines"]
+    return "\n".join(lines)
+
+
+class StepDetail(Static):
+    """Title, why, trade-off, the exact command and each host's state, message and parsed result."""
+
+    def __init__(self, progress: RunProgress, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.progress = progress
+        self.key: StepKey | None = None
+        self._shown: object = None
+
+    def show(self, key: StepKey | None, now: float | None = None) -> None:
+        """Render ``key`` (``None``: nothing selected), unless it would look the same as now."""
+        self.key = key
+        seen = self._signature(key, now)
+        if seen != self._shown:
+            self._shown = seen
+            self.update(self.render_step(key, now) if key is not None else "")
+
+    def _signature(self, key: StepKey | None, now: float | None) -> object:
+        """What the detail shows, cheaply: the step and each listed host's label, command and result."""
+        if key is None:
+            return None
+        cells = self.progress.steps.get(key, {})
+        shown = list(cells.items())[:HOSTS_SHOWN]
+        return (key, len(cells), [(h, c.label(now), c.command, id(c.result)) for h, c in shown])
+
+    def render_step(self, key: StepKey, now: float | None = None) -> RenderableType:
+        """The detail of one step as Rich renderables."""
+        step = find_step(self.progress, key)
+        parts: list[RenderableType] = []
+        head = Text(f"{key[0].value} · {step.title}", style="bold")
+        head.append(f"  ({step.id}, {step.kind.value})", style="dim")
+        parts.append(head)
+        if step.kind is StepKind.MANUAL:
+            parts.append(Text("A manual step: a human does it and confirms.", style="italic"))
+        elif step.confirm:
+            parts.append(Text("Asks for approval before it runs.", style="italic"))
+        if step.why:
+            parts.append(Text.assemble(("Why: ", "bold"), step.why.strip()))
+        if step.tradeoff:
+            parts.append(Text.assemble(("Trade-off: ", "bold yellow"), step.tradeoff.strip()))
+        cells = self.progress.steps.get(key, {})
+        commands = {c.command for c in cells.values() if c.command}
+        command = next(iter(commands)) if len(commands) == 1 else ""
+        source = step.instructions if step.kind is StepKind.MANUAL else step.run
+        prefix = "> " if step.kind is StepKind.MANUAL else "$ "
+        shown = command or source.strip()
+        if shown:
+            label = "" if command else " (template; differs per host)" if commands else " (template)"
+            parts.append(
+                Text(f"{'Instructions' if step.kind is StepKind.MANUAL else 'Command'}{label}:", style="bold")
+            )
+            parts.append(Text("\n".join(prefix + line for line in shown.splitlines()), style="cyan"))
+        many = len(cells) > 1
+        for number, (host, cell) in enumerate(cells.items()):
+            if number == HOSTS_SHOWN:
+                parts.append(Text(f"… and {len(cells) - HOSTS_SHOWN} more hosts", style="dim"))
+                break
+            line = Text()
+            if many:
+                line.append(f"{host}  ", style="bold")
+            line.append(cell.label(now), style=STATE_STYLE[cell.state])
+            result = cell.result
+            if result is not None:
+                if result.duration:
+                    line.append(f"  {format_duration(result.duration)}", style="dim")
+                if result.rc is not None:
+                    line.append(f"  rc={result.rc}", style="dim")
+                if result.message:
+                    line.append(f"  {result.message}")
+            parts.append(line)
+            if result is not None and result.out is not None and not isinstance(result.out, str):
+                parts.append(Text("out: " + shown_out(result.out), style="dim"))
+        return Group(*parts)
