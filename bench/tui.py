@@ -1,0 +1,194 @@
+"""The TUI: time from ``cairn tui`` start to first paint, and keystroke latency during a 50-host fan-out.
+
+* **First paint** — ``cairn tui`` started in a real terminal (tmux, 120x40) as a
+  fresh process; the clock runs from just before tmux starts it until
+  ``capture-pane`` shows the library with a runbook id in it (polled every 5 ms).
+  With the bundled runbooks and with 500 generated ones (``bench/corpus.py``).
+  Goal: under 1 s.
+* **Keys during a fan-out** — the run screen in a real terminal (tmux, 120x40;
+  ``python -m bench.tui_fanout``), running a step that streams a line every
+  10 ms on each of 50 hosts at once (local execution, ``-f 50``: 5,000 lines a
+  second into the UI). While it streams, ``k`` (show/hide the knowledge pane) is
+  sent one press at a time; the time from ``send-keys`` until ``capture-pane``
+  shows the pane appear or vanish is the key's latency (polled every 2 ms; the
+  tmux round trips are included, so it is an upper bound). Goal: under 100 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.corpus import generate
+from bench.machine import REPO, tool
+from bench.report import print_table, seconds
+
+DESCRIPTION = "cairn tui: first paint (bundled, 500 runbooks) and key latency while 50 hosts stream (goals: < 1 s, < 100 ms)"
+PAINT_GOAL_S = 1.0
+KEY_GOAL_S = 0.100
+HOSTS = 50
+
+
+def run(quick: bool) -> dict[str, Any]:
+    cairn = tool("cairn")
+    if cairn is None or shutil.which("tmux") is None:
+        raise RuntimeError("needs the `cairn` console script and tmux")
+    runs = 3 if quick else 10
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-tui-") as scratch:
+        root = Path(scratch)
+        corpus = root / "corpus"
+        generate(corpus, 500)
+        bundled = len(list((REPO / "runbooks").glob("*.yaml")))
+        paint = {
+            f"bundled ({bundled})": first_paint(cairn, REPO / "runbooks", bundled, runs, root),
+            "500 generated": first_paint(cairn, corpus, 500, runs, root),
+        }
+        keys = asyncio.run(key_latency(root, presses=20 if quick else 60))
+    print_table(
+        "cairn tui in tmux 120x40: from start to first paint, and to every runbook listed",
+        ["runbooks", "moment", "median", "p90", "max", f"goal < {PAINT_GOAL_S:g} s"],
+        [
+            [
+                name,
+                moment,
+                seconds(statistics.median(t)),
+                seconds(_p(t, 0.9)),
+                seconds(max(t)),
+                _verdict(_p(t, 0.9), PAINT_GOAL_S),
+            ]
+            for name, moments in paint.items()
+            for moment, t in moments.items()
+        ],
+    )
+    print_table(
+        f"keys (k: knowledge pane) while {HOSTS} hosts stream output, cairn run screen in tmux 120x40",
+        ["presses", "median", "p99", "max", f"goal < {KEY_GOAL_S * 1000:g} ms"],
+        [
+            [
+                len(keys),
+                seconds(statistics.median(keys)),
+                seconds(_p(keys, 0.99)),
+                seconds(max(keys)),
+                _verdict(_p(keys, 0.99), KEY_GOAL_S),
+            ]
+        ],
+    )
+    return {
+        "first_paint_s": {name: t for name, t in paint.items()},
+        "key_latency_s": keys,
+        "goals": {"first_paint_s": PAINT_GOAL_S, "key_latency_p99_s": KEY_GOAL_S},
+    }
+
+
+PAINTED = "Cairn — runbooks for on-call"
+"""The app's title: on screen from the first paint."""
+
+
+def first_paint(cairn: str, runbooks: Path, count: int, runs: int, scratch: Path) -> dict[str, list[float]]:
+    """Seconds from starting ``cairn tui`` in tmux until the first paint, and until all ``count`` runbooks are listed."""
+    times: dict[str, list[float]] = {"first paint": [], "library listed": []}
+    listed = f"{count} runbooks"
+    env = os.environ | {"CAIRN_JOURNAL": str(scratch / "journal.db")}
+    for index in range(runs + 1):  # the first run warms the page cache and is not counted
+        socket = f"cairn-bench-{os.getpid()}-{index}"
+        command = f"{cairn} tui --runbooks {runbooks}"
+        started = time.perf_counter()
+        subprocess.run(
+            ["tmux", "-L", socket, "new-session", "-d", "-s", "bench", "-x", "120", "-y", "40", command],
+            check=True,
+            env=env,
+        )
+        seen: dict[str, float] = {}
+        try:
+            while len(seen) < 2:
+                screen = subprocess.run(
+                    ["tmux", "-L", socket, "capture-pane", "-p", "-t", "bench"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout
+                now = time.perf_counter() - started
+                if PAINTED in screen:
+                    seen.setdefault("first paint", now)
+                if listed in screen:
+                    seen.setdefault("library listed", now)
+                if now > 30:
+                    raise RuntimeError(f"cairn tui did not show {listed!r} within 30 s:\n{screen}")
+                time.sleep(0.005)
+        finally:
+            subprocess.run(["tmux", "-L", socket, "kill-server"], check=False, capture_output=True)
+        if index:
+            for name, value in seen.items():
+                times[name].append(value)
+    return times
+
+
+async def key_latency(scratch: Path, presses: int) -> list[float]:
+    """Seconds per ``k`` press while the fan-out streams (see the module docstring)."""
+    socket = f"cairn-bench-keys-{os.getpid()}"
+    command = f"{sys.executable} -m bench.tui_fanout {scratch} {HOSTS}"
+    env = os.environ | {"CAIRN_JOURNAL": str(scratch / "keys.db"), "PYTHONPATH": str(REPO)}
+    subprocess.run(
+        ["tmux", "-L", socket, "new-session", "-d", "-s", "bench", "-x", "120", "-y", "40", command],
+        check=True,
+        env=env,
+    )
+    latencies: list[float] = []
+    try:
+        screen = await _wait_screen(socket, lambda text: RUNNING in text and MARKER in text, 60)
+        for _ in range(presses):
+            shown = MARKER in screen
+            started = time.perf_counter()
+            subprocess.run(["tmux", "-L", socket, "send-keys", "-t", "bench", "k"], check=True)
+            screen = await _wait_screen(socket, lambda text, shown=shown: (MARKER in text) != shown, 10)
+            latencies.append(time.perf_counter() - started)
+            if RUNNING not in screen:
+                break
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], check=False, capture_output=True)
+    if len(latencies) < presses // 2:
+        raise RuntimeError(f"the fan-out ended after {len(latencies)} presses: make the step stream longer")
+    return latencies
+
+
+RUNNING = "running detect"
+"""The run screen's status line while the step runs."""
+MARKER = "Benchmark load for the TUI"
+"""Text of the knowledge pane (the runbook's summary): on screen exactly while the pane is shown."""
+
+
+async def _wait_screen(socket: str, done: Any, timeout: float) -> str:
+    deadline = time.perf_counter() + timeout
+    while True:
+        text = subprocess.run(
+            ["tmux", "-L", socket, "capture-pane", "-p", "-t", "bench"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if done(text):
+            return text
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the screen did not change as expected within {timeout:g} s:\n{text}")
+        await asyncio.sleep(0.002)
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def _verdict(value: float, goal: float) -> str:
+    return "PASS" if value < goal else "FAIL"
+
+
+if __name__ == "__main__":
+    sys.exit(print(run("--quick" in sys.argv)))

@@ -1,0 +1,67 @@
+"""The run screen alone, on 50 local hosts streaming output: the load for ``bench/tui.py``'s key latency.
+
+``python -m bench.tui_fanout SCRATCH HOSTS`` writes a one-step runbook and an
+inventory of HOSTS local hosts into SCRATCH, opens the TUI's run screen on them
+in a real terminal and lets the run go (``c``), with the knowledge pane shown.
+The status line says ``running detect`` while output arrives.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+from textual.app import App
+
+from engine.inventory import resolve_targets
+from engine.loader import load_library
+from tui.config import CairnConfig
+from tui.screens.run import RunLaunch, RunScreen
+
+STREAMER = """
+id: stream-lines
+title: A step that streams output on every host
+severity: info
+summary: Benchmark load for the TUI.
+targets: fleet
+detect:
+  - id: stream
+    title: stream 1,500 lines, one every 10 ms
+    run: python3 -c 'import time; [print("line", i, flush=True) or time.sleep(0.01) for i in range(1500)]'
+    timeout: 5m
+"""
+
+
+class FanOutApp(App[None]):
+    """Pushes the run screen, shows the knowledge and runs every step at once."""
+
+    def __init__(self, scratch: Path, hosts: int) -> None:
+        super().__init__()
+        self.scratch = scratch
+        self.hosts = hosts
+
+    def on_mount(self) -> None:
+        folder = self.scratch / "stream"
+        folder.mkdir(exist_ok=True)
+        (folder / "stream-lines.yaml").write_text(textwrap.dedent(STREAMER).lstrip(), encoding="utf-8")
+        inventory = self.scratch / "fleet.yml"
+        lines = "\n".join(f"        h{i:02d}: {{ansible_connection: local}}" for i in range(self.hosts))
+        inventory.write_text(f"all:\n  children:\n    fleet:\n      hosts:\n{lines}\n", encoding="utf-8")
+        runbook = load_library([folder]).get("stream-lines")
+        targets = tuple(resolve_targets([str(inventory)], "fleet", None))
+        launch = RunLaunch(
+            runbook,
+            targets,
+            {},
+            forks=self.hosts,
+            trigger={"kind": "bench", "inventory": [str(inventory)], "limit": None},
+            practice="stream-lines",
+        )
+        screen = RunScreen(launch, CairnConfig(runbook_dirs=(folder,)))
+        self.push_screen(screen)
+        self.call_after_refresh(screen.action_continue)
+
+
+if __name__ == "__main__":
+    FanOutApp(Path(sys.argv[1]), int(sys.argv[2])).run()
