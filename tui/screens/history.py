@@ -85,6 +85,18 @@ class RunsLoaded(Message):
         self.runs, self.error = runs, error
 
 
+COLUMNS = (
+    ("Started", 19),
+    ("Runbook", 26),
+    ("Status", 11),
+    ("Outcome", 10),
+    ("Targets", 14),
+    ("Started by", 16),
+    ("Run", 22),
+)
+"""The runs table's columns and their widths (a run id is 22 characters)."""
+
+
 class HistoryScreen(Screen[None]):
     """Past runs, most recent first; Enter opens one, R resumes an interrupted one."""
 
@@ -121,7 +133,9 @@ class HistoryScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        table.add_columns("Started", "Runbook", "Status", "Outcome", "Targets", "Started by", "Run")
+        # Fixed widths: auto-sized columns were sometimes left at their headers' width after a refill.
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
         statuses = [(s.value, s.value) for s in RunStatus]
         self.query_one("#history-status", Select).set_options(statuses)
 
