@@ -46,9 +46,12 @@ def prepare_run(
     pacer: Pacer | None = None,
     cancel: threading.Event | None = None,
     resume: ResumePoint | None = None,
+    run_id: str | None = None,
 ) -> Runner:
-    """A runner for one run, journaled; nothing runs until ``runner.run()``."""
-    bus = EventBus(new_run_id())
+    """A runner for one run, journaled; nothing runs until ``runner.run()``.
+
+    ``run_id``: given when the caller must know it before the run starts (the TUI's run process)."""
+    bus = EventBus(run_id or new_run_id())
     bus.subscribe(journal.record)
     request = RunRequest(
         runbook=runbook,

@@ -12,7 +12,7 @@ streams output costs the UI one wake-up per batch, not one per line.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -111,6 +111,16 @@ class EventForwarder:
         with self._lock:
             self._events.append(event)
             first = len(self._events) == 1
+        if first:
+            self._notify()
+
+    def extend(self, events: Sequence[Event]) -> None:
+        """Keep a batch of events (from the run's process); wake the UI as for one."""
+        if not events:
+            return
+        with self._lock:
+            first = not self._events
+            self._events.extend(events)
         if first:
             self._notify()
 

@@ -21,6 +21,7 @@ from tui.config import CairnConfig
 from tui.screens.approval import ApprovalScreen
 from tui.screens.run import RunScreen
 from tui.screens.setup import RunSetupScreen
+from tui.widgets.step_detail import StepDetail
 from tui.widgets.step_status import HostStep, StepState
 
 pytestmark = pytest.mark.tui
@@ -64,7 +65,7 @@ remediate:
 
 @pytest.fixture
 def app(runbook_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> App[Any]:
-    monkeypatch.setattr("engine.launch.new_run_id", lambda: "20250101-000000-abcdef")
+    monkeypatch.setattr("tui.screens.run.new_run_id", lambda: "20250101-000000-abcdef")
     folder = runbook_dir(RUNBOOK)
     return make_app(CairnConfig(runbook_dirs=(folder,), user="oncall"))
 
@@ -90,6 +91,12 @@ def cell(pilot: Pilot[Any], phase: Phase, step_id: str) -> HostStep | None:
     """What the run screen shows for a step on localhost (``None`` before the run screen is up)."""
     screen = next((s for s in pilot.app.screen_stack if isinstance(s, RunScreen)), None)
     return screen.progress.steps[(phase, step_id)]["localhost"] if screen is not None else None
+
+
+def detail_shows(pilot: Pilot[Any], key: tuple[Phase, str]) -> bool:
+    """The run screen's detail pane shows ``key`` (it follows the step that asks, a moment after)."""
+    screen = next((s for s in pilot.app.screen_stack if isinstance(s, RunScreen)), None)
+    return screen is not None and screen.query_one(StepDetail).key == key
 
 
 def waiting(pilot: Pilot[Any]) -> bool:
@@ -128,8 +135,9 @@ def test_approval_modal(snap_compare: Any, app: App[Any], size: tuple[int, int])
             lambda: (
                 isinstance(pilot.app.screen, ApprovalScreen)
                 and getattr(cell(pilot, Phase.REMEDIATE, "prune"), "state", None) is StepState.APPROVAL
+                and detail_shows(pilot, (Phase.REMEDIATE, "prune"))
             ),
-            "the approval modal over the step asking for it",
+            "the approval modal over the step asking for it, shown behind it",
         )
 
     assert snap_compare(app, terminal_size=size, run_before=ready)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import threading
 import time
 from collections.abc import Mapping
@@ -18,7 +18,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Markdown, OptionList
 
 from engine.approval import ApprovalRequest
-from engine.events import StepOutput, StepStarted
+from engine.events import StepOutput, StepStarted, new_run_id
 from engine.fanout import DEFAULT_FORKS
 from engine.model import Host, Phase, ResumePoint, Runbook
 from engine.runner import phases_until
@@ -119,6 +119,7 @@ class RunScreen(Screen[None]):
         self.crashed = ""
         self._followed: StepKey | None = None
         self._keys_state: tuple[bool, ...] = ()
+        self._knowledge_loaded = False
         self._last_drain = 0.0
         self._drain_timer: Timer | None = None
 
@@ -145,7 +146,6 @@ class RunScreen(Screen[None]):
         self.sub_title = f"practice on lab {self.launch.practice}" if self.launch.practice else runbook.id
         knowledge = self.query_one("#knowledge")
         knowledge.display = self.launch.practice is not None
-        self.set_class(knowledge.display, "-practice")
         if knowledge.display:
             self._load_knowledge()
         self.query_one(StepList).focus()
@@ -153,54 +153,56 @@ class RunScreen(Screen[None]):
         self._update_status()
         self.set_interval(1.0, self._tick)
         self._run()
+        # While the run streams, a full collection walked every object of the app (the library, every
+        # screen): pauses of 60-110 ms that a key had to wait out. Frozen objects are skipped until the
+        # screen goes; cyclic garbage among them is collected then.
+        self.call_after_refresh(gc.freeze)
 
     def _load_knowledge(self) -> None:
+        """Render the knowledge once; hiding and showing it again keeps it."""
         from engine.render import knowledge_markdown  # noqa: PLC0415
 
+        self._knowledge_loaded = True
         self.query_one("#knowledge-text", Markdown).update(knowledge_markdown(self.launch.runbook))
 
     # ------------------------------------------------------------ the run, in a thread
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def _run(self) -> None:
-        from engine.journal import Journal  # noqa: PLC0415
-        from engine.launch import prepare_run  # noqa: PLC0415
+        """The run, in its own process (see :mod:`tui.run_process`); this thread answers its questions."""
+        from tui.run_process import RunOrder, run_in_child  # noqa: PLC0415
 
         launch = self.launch
         planned = planned_commands(launch.runbook, list(launch.hosts), launch.inputs, launch.last_phase)
         self.post_message(PlannedCommands(planned))
-        try:
-            journal = Journal(self.config.journal_path)
-        except Exception as exc:
-            self.crashed = str(exc)
-            self.post_message(RunEventsReady())
-            return
-        try:
-            runner = prepare_run(
-                launch.runbook,
-                launch.hosts,
-                launch.inputs,
-                journal=journal,
-                approver=self.approver,
-                options=replace(
-                    self.config.options, inventory_sources=tuple(launch.trigger.get("inventory") or ())
-                ),
-                trigger=launch.trigger,
-                dry_run=launch.dry_run,
-                last_phase=launch.last_phase,
-                forks=launch.forks,
-                pacer=self.pacer,
-                cancel=self.cancel,
-                resume=launch.resume,
-            )
-            runner.bus.subscribe(self.forwarder)
-            with contextlib.suppress(KeyboardInterrupt):  # interrupted: RunFinished has said so
-                runner.run()
-        except Exception as exc:  # a fault of Cairn's: shown, never raised into the UI
-            self.crashed = f"{type(exc).__name__}: {exc}"
-            self.post_message(RunEventsReady())
-        finally:
-            journal.close()
+        order = RunOrder(
+            run_id=new_run_id(),
+            runbook=launch.runbook,
+            hosts=tuple(launch.hosts),
+            inputs=dict(launch.inputs),
+            journal_path=self.config.journal_path,
+            options=replace(
+                self.config.options, inventory_sources=tuple(launch.trigger.get("inventory") or ())
+            ),
+            trigger=dict(launch.trigger),
+            dry_run=launch.dry_run,
+            last_phase=launch.last_phase,
+            forks=launch.forks,
+            resume=launch.resume,
+        )
+        run_in_child(
+            order,
+            pace=self.pacer.before,
+            approve=self.approver.decide,
+            cancel=self.cancel,
+            on_events=self.forwarder.extend,
+            on_crash=self._crashed,
+        )
+
+    def _crashed(self, text: str) -> None:
+        """The run could not start or its process died (any thread): say so where the verdict goes."""
+        self.crashed = text
+        self.post_message(RunEventsReady())
 
     def _ask(self, request: ApprovalRequest, answer: Any) -> None:
         """On the runner's thread: have the UI ask the human (declined if the screen is gone)."""
@@ -268,6 +270,11 @@ class RunScreen(Screen[None]):
         if self.cancel.is_set():
             message.answer(ApprovalChoice.DECLINE)
             return
+        # The events that led to the question arrived before it: take them in first, or a drain due
+        # later would move the selection back to the step they started, away from the one asking.
+        if self._drain_timer is not None:
+            self._drain_timer.stop()
+        self._drain_events()
         self._follow((message.request.phase, message.request.step.id))
         modal = ApprovalScreen(message.request, [h.name for h in self.launch.hosts])
 
@@ -331,8 +338,7 @@ class RunScreen(Screen[None]):
         """Show or hide the runbook's knowledge beside the steps."""
         knowledge = self.query_one("#knowledge")
         knowledge.display = not knowledge.display
-        self.set_class(knowledge.display, "-practice")
-        if knowledge.display:
+        if knowledge.display and not self._knowledge_loaded:
             self._load_knowledge()
 
     def action_back(self) -> None:
@@ -352,6 +358,7 @@ class RunScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         """Leaving the screen (or the app) while the run goes on cancels it: no worker waits forever."""
+        gc.unfreeze()  # frozen in on_mount
         if not self.progress.finished:
             self._stop("the run screen was closed")
 
@@ -365,6 +372,9 @@ class RunScreen(Screen[None]):
         key = self.query_one(StepList).selected_step
         self.query_one(StepDetail).show(key)
         self.query_one(StepOutputLog).replay(self.progress.steps.get(key, {}) if key is not None else {})
+        # Lay the screen out in the next frame: otherwise the detail's own layout request arrives after
+        # the list's repaint, and a new selection shows in two frames ~40 ms apart.
+        self.refresh(layout=True)
 
     def _redraw(self, keys: set[StepKey]) -> None:
         steps = self.query_one(StepList)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import RenderableType
 from rich.text import Text
 from textual.widgets import Static
 
@@ -39,28 +39,33 @@ class StepDetail(Static):
         super().__init__(id=id)
         self.progress = progress
         self.key: StepKey | None = None
-        self._shown: object = None
+        self._shown: tuple[object, object] = (None, None)
 
     def show(self, key: StepKey | None, now: float | None = None) -> None:
         """Render ``key`` (``None``: nothing selected), unless it would look the same as now."""
         self.key = key
         seen = self._signature(key, now)
         if seen != self._shown:
+            # Only the hosts' short state labels changed (the elapsed time of running hosts, once a
+            # second): the lines keep their number, so skip the layout pass, the costly part of a redraw.
+            layout = seen[0] != self._shown[0]
             self._shown = seen
-            self.update(self.render_step(key, now) if key is not None else "")
+            self.update(self.render_step(key, now) if key is not None else "", layout=layout)
 
-    def _signature(self, key: StepKey | None, now: float | None) -> object:
-        """What the detail shows, cheaply: the step and each listed host's label, command and result."""
+    def _signature(self, key: StepKey | None, now: float | None) -> tuple[object, object]:
+        """What the detail shows, cheaply: (the step, its listed hosts, commands and results; their labels)."""
         if key is None:
-            return None
+            return (None, None)
         cells = self.progress.steps.get(key, {})
         shown = list(cells.items())[:HOSTS_SHOWN]
-        return (key, len(cells), [(h, c.label(now), c.command, id(c.result)) for h, c in shown])
+        return (key, len(cells), [(h, c.command, id(c.result)) for h, c in shown]), [
+            c.label(now) for _, c in shown
+        ]
 
     def render_step(self, key: StepKey, now: float | None = None) -> RenderableType:
         """The detail of one step as Rich renderables."""
         step = find_step(self.progress, key)
-        parts: list[RenderableType] = []
+        parts: list[Text] = []
         head = Text(f"{key[0].value} · {step.title}", style="bold")
         head.append(f"  ({step.id}, {step.kind.value})", style="dim")
         parts.append(head)
@@ -104,4 +109,5 @@ class StepDetail(Static):
             parts.append(line)
             if result is not None and result.out is not None and not isinstance(result.out, str):
                 parts.append(Text("out: " + shown_out(result.out), style="dim"))
-        return Group(*parts)
+        # One Text, not a rich Group: Textual draws a Text natively, ~10 times faster than a Group.
+        return Text("\n").join(parts)

@@ -59,6 +59,11 @@ class StepState(Enum):
     """Not approved."""
 
 
+def whole_seconds(seconds: float) -> str:
+    """A running step's elapsed time to the second (``7s``, ``4m05s``): it changes once a second, as often as it is redrawn."""
+    return format_duration(seconds) if seconds >= 60 else f"{int(seconds)}s"
+
+
 STATE_STYLE = {
     StepState.PENDING: "dim",
     StepState.WAITING: "bold yellow",
@@ -95,7 +100,7 @@ class HostStep:
     def label(self, now: float | None = None) -> str:
         """``running 12s``, ``ok 0.3s``, ``finding``: the state with its time."""
         if self.state is StepState.RUNNING:
-            return f"running {format_duration(self.elapsed(now))}"
+            return f"running {whole_seconds(self.elapsed(now))}"
         return str(self.state.value)
 
 
@@ -203,6 +208,6 @@ class RunProgress:
                 label = f"{state.value} {counts[state]}"
                 if state is StepState.RUNNING:
                     longest = max(c.elapsed(now) for c in cells)
-                    label += f" ({format_duration(longest)})"
+                    label += f" ({whole_seconds(longest)})"
                 text.append(label, style=STATE_STYLE[state])
         return text

@@ -53,7 +53,7 @@ def _doing(progress: RunProgress, pacer: TuiPacer, crashed: str, cancelling: boo
 
 
 class RunStatusLine(Static):
-    """The run's status line; redrawn only when its text changes (a redraw costs a layout pass)."""
+    """The run's status line: one row (``height: 1``, no wrap), redrawn only when its text changes."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -63,4 +63,4 @@ class RunStatusLine(Static):
         """Show ``status`` unless it is what is shown already."""
         if self._shown is None or status.plain != self._shown.plain or status.spans != self._shown.spans:
             self._shown = status
-            self.update(status)
+            self.update(status, layout=False)  # one fixed row: a new text never changes the layout
