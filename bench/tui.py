@@ -7,11 +7,15 @@
   Goal: under 1 s.
 * **Keys during a fan-out** — the run screen in a real terminal (tmux, 120x40;
   ``python -m bench.tui_fanout``), running a step that streams a line every
-  10 ms on each of 50 hosts at once (local execution, ``-f 50``: 5,000 lines a
-  second into the UI). While it streams, ``k`` (show/hide the knowledge pane) is
-  sent one press at a time; the time from ``send-keys`` until ``capture-pane``
-  shows the pane appear or vanish is the key's latency (polled every 2 ms; the
-  tmux round trips are included, so it is an upper bound). Goal: under 100 ms.
+  10 ms on each of 50 hosts at once (local execution, ``-f 50``: about 5,000
+  lines a second into the UI; the rate reached is measured and reported). While
+  it streams, two kinds of key are sent, one press at a time, 0.2 s apart (a
+  person stepping through, not a key held down): ``↓``/``↑`` (select the next or
+  previous step: the detail pane and the output of 50 hosts are drawn again) and
+  ``k`` (show or hide the knowledge pane: every pane changes width, a full
+  re-layout). The time from ``send-keys`` until ``capture-pane`` shows the
+  change is the key's latency (polled every 2 ms; tmux's own round trip, ~7 ms,
+  is included). Goal: under 100 ms at the 99th percentile.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +56,7 @@ def run(quick: bool) -> dict[str, Any]:
             f"bundled ({bundled})": first_paint(cairn, REPO / "runbooks", bundled, runs, root),
             "500 generated": first_paint(cairn, corpus, 500, runs, root),
         }
-        keys = asyncio.run(key_latency(root, presses=20 if quick else 60))
+        keys, rate = asyncio.run(key_latency(root, presses=20 if quick else 60))
     print_table(
         "cairn tui in tmux 120x40: from start to first paint, and to every runbook listed",
         ["runbooks", "moment", "median", "p90", "max", f"goal < {PAINT_GOAL_S:g} s"],
@@ -62,28 +67,32 @@ def run(quick: bool) -> dict[str, Any]:
                 seconds(statistics.median(t)),
                 seconds(_p(t, 0.9)),
                 seconds(max(t)),
-                _verdict(_p(t, 0.9), PAINT_GOAL_S),
+                _verdict(_p(t, 0.9), PAINT_GOAL_S) if moment == "first paint" else "—",
             ]
             for name, moments in paint.items()
             for moment, t in moments.items()
         ],
     )
     print_table(
-        f"keys (k: knowledge pane) while {HOSTS} hosts stream output, cairn run screen in tmux 120x40",
-        ["presses", "median", "p99", "max", f"goal < {KEY_GOAL_S * 1000:g} ms"],
+        f"keys while {HOSTS} hosts stream output ({rate:,.0f} lines/s reached), cairn run screen in tmux 120x40",
+        ["key", "presses", "median", "p90", "p99", "max", f"goal p99 < {KEY_GOAL_S * 1000:g} ms"],
         [
             [
-                len(keys),
-                seconds(statistics.median(keys)),
-                seconds(_p(keys, 0.99)),
-                seconds(max(keys)),
-                _verdict(_p(keys, 0.99), KEY_GOAL_S),
+                name,
+                len(t),
+                seconds(statistics.median(t)),
+                seconds(_p(t, 0.9)),
+                seconds(_p(t, 0.99)),
+                seconds(max(t)),
+                _verdict(_p(t, 0.99), KEY_GOAL_S),
             ]
+            for name, t in keys.items()
         ],
     )
     return {
         "first_paint_s": {name: t for name, t in paint.items()},
         "key_latency_s": keys,
+        "fanout_lines_per_s": rate,
         "goals": {"first_paint_s": PAINT_GOAL_S, "key_latency_p99_s": KEY_GOAL_S},
     }
 
@@ -131,8 +140,8 @@ def first_paint(cairn: str, runbooks: Path, count: int, runs: int, scratch: Path
     return times
 
 
-async def key_latency(scratch: Path, presses: int) -> list[float]:
-    """Seconds per ``k`` press while the fan-out streams (see the module docstring)."""
+async def key_latency(scratch: Path, presses: int) -> tuple[dict[str, list[float]], float]:
+    """Seconds per press of each key while the fan-out streams, and the lines per second it streamed."""
     socket = f"cairn-bench-keys-{os.getpid()}"
     command = f"{sys.executable} -m bench.tui_fanout {scratch} {HOSTS}"
     env = os.environ | {"CAIRN_JOURNAL": str(scratch / "keys.db"), "PYTHONPATH": str(REPO)}
@@ -141,28 +150,51 @@ async def key_latency(scratch: Path, presses: int) -> list[float]:
         check=True,
         env=env,
     )
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {"↓/↑ select a step": [], "k knowledge pane": []}
     try:
         screen = await _wait_screen(socket, lambda text: RUNNING in text and MARKER in text, 60)
-        for _ in range(presses):
-            shown = MARKER in screen
-            started = time.perf_counter()
-            subprocess.run(["tmux", "-L", socket, "send-keys", "-t", "bench", "k"], check=True)
-            screen = await _wait_screen(socket, lambda text, shown=shown: (MARKER in text) != shown, 10)
-            latencies.append(time.perf_counter() - started)
+        lines, started = _streamed(scratch), time.perf_counter()
+        for index in range(presses):
+            key = ("Down", "Up", "k", "k")[index % 4]
+            changed = _knowledge_toggled(MARKER in screen) if key == "k" else _heading_shown(SELECTED[key])
+            pressed = time.perf_counter()
+            subprocess.run(["tmux", "-L", socket, "send-keys", "-t", "bench", key], check=True)
+            screen = await _wait_screen(socket, changed, 10)
+            latencies["k knowledge pane" if key == "k" else "↓/↑ select a step"].append(
+                time.perf_counter() - pressed
+            )
             if RUNNING not in screen:
-                break
+                raise RuntimeError(
+                    f"the fan-out ended after {index + 1} presses: make the step stream longer"
+                )
+            await asyncio.sleep(GAP_S)
+        rate = (_streamed(scratch) - lines) / (time.perf_counter() - started)
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], check=False, capture_output=True)
-    if len(latencies) < presses // 2:
-        raise RuntimeError(f"the fan-out ended after {len(latencies)} presses: make the step stream longer")
-    return latencies
+    return latencies, rate
 
 
+def _knowledge_toggled(shown: bool) -> Callable[[str], bool]:
+    return lambda text: (MARKER in text) != shown
+
+
+def _heading_shown(heading: str) -> Callable[[str], bool]:
+    return lambda text: heading in text
+
+
+def _streamed(scratch: Path) -> int:
+    """Lines of output the fan-out's hosts have written so far (the journal's artifacts keep every line)."""
+    return sum(path.read_bytes().count(b"\n") for path in (scratch / "runs").glob("*/*/detect.stream.stdout"))
+
+
+GAP_S = 0.2
+"""Seconds between a key's effect showing and the next press."""
 RUNNING = "running detect"
 """The run screen's status line while the step runs."""
 MARKER = "Benchmark load for the TUI"
 """Text of the knowledge pane (the runbook's summary): on screen exactly while the pane is shown."""
+SELECTED = {"Down": "verify · a line every 10 ms", "Up": "detect · a line every 10 ms"}
+"""The detail pane's heading once ``↓`` / ``↑`` has selected the verify / detect step."""
 
 
 async def _wait_screen(socket: str, done: Any, timeout: float) -> str:
