@@ -79,36 +79,37 @@ class RunOrder:
 # ---------------------------------------------------------------------------- parent
 
 
-def run_in_child(
-    order: RunOrder,
-    *,
-    pace: Callable[[PaceRequest], PaceDecision],
-    approve: Callable[[ApprovalRequest], Approval],
-    cancel: threading.Event,
-    on_events: Callable[[Sequence[Event]], None],
-    on_crash: Callable[[str], None],
-) -> None:
-    """Run ``order`` in a child process until it ends; blocks, so call it in a worker thread.
+@dataclass(frozen=True)
+class RunHandlers:
+    """The parent's side of a run: who answers its questions and who hears from it."""
 
-    ``pace`` and ``approve`` answer the child's questions (each on its own thread:
-    they block until the human decides); ``on_events`` gets the run's events in
-    order; ``on_crash`` gets what went wrong if the run could not start or the
-    child died."""
+    pace: Callable[[PaceRequest], PaceDecision]
+    """May this step run now? Called on its own thread: it blocks until the human decides."""
+    approve: Callable[[ApprovalRequest], Approval]
+    """Is this remediation approved? Called on its own thread, like ``pace``."""
+    cancel: threading.Event
+    """Set by the human to cancel the run; passed on to the child."""
+    on_events: Callable[[Sequence[Event]], None]
+    """The run's events, in order, in batches."""
+    on_crash: Callable[[str], None]
+    """What went wrong when the run could not start or its process died."""
+
+
+def run_in_child(order: RunOrder, handlers: RunHandlers) -> None:
+    """Run ``order`` in a child process until it ends; blocks, so call it in a worker thread."""
     with tempfile.TemporaryFile() as output:
         try:
             child, conn = spawn_child(output)
         except OSError as exc:
-            on_crash(f"cannot start the run's process: {exc}")
+            handlers.on_crash(f"cannot start the run's process: {exc}")
             return
         with conn:
-            ended = _ParentLink(conn).serve(
-                order, pace=pace, approve=approve, cancel=cancel, on_events=on_events, on_crash=on_crash
-            )
+            ended = _ParentLink(conn).serve(order, handlers)
         code = child.wait()
         if not ended:
             output.seek(0)
             tail = output.read().decode("utf-8", "replace")[-ERROR_TAIL:].strip()
-            on_crash(
+            handlers.on_crash(
                 f"the run's process ended unexpectedly (exit code {code})" + (f":\n{tail}" if tail else "")
             )
 
@@ -137,20 +138,11 @@ class _ParentLink:
         with self._send_lock, contextlib.suppress(OSError):  # the child is gone: its end says so
             self.conn.send(message)
 
-    def serve(
-        self,
-        order: RunOrder,
-        *,
-        pace: Callable[[PaceRequest], PaceDecision],
-        approve: Callable[[ApprovalRequest], Approval],
-        cancel: threading.Event,
-        on_events: Callable[[Sequence[Event]], None],
-        on_crash: Callable[[str], None],
-    ) -> bool:
+    def serve(self, order: RunOrder, handlers: RunHandlers) -> bool:
         """Answer the child until it says it is done (``True``) or its end closes (``False``)."""
         self.send(order)
         finished = threading.Event()
-        threading.Thread(target=self._forward_cancel, args=(cancel, finished), daemon=True).start()
+        threading.Thread(target=self._forward_cancel, args=(handlers.cancel, finished), daemon=True).start()
         try:
             while True:
                 try:
@@ -159,13 +151,13 @@ class _ParentLink:
                     return False
                 match message:
                     case ("events", list() as events):
-                        on_events(events)
+                        handlers.on_events(events)
                     case ("pace", int() as n, PaceRequest() as request):
-                        self._answer_later(n, pace, request)
+                        self._answer_later(n, handlers.pace, request)
                     case ("approve", int() as n, ApprovalRequest() as request):
-                        self._answer_later(n, approve, request)
+                        self._answer_later(n, handlers.approve, request)
                     case ("crashed", str() as text):
-                        on_crash(text)
+                        handlers.on_crash(text)
                     case ("done",):
                         return True
         finally:

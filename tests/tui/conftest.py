@@ -24,6 +24,33 @@ def screen_text(app: App[Any]) -> str:
     return console.export_text()
 
 
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 20) -> None:
+    """Outside an app (a thread, a process): wait until ``condition()`` holds; at the deadline fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.005)
+
+
+HUNG_RUNBOOK = """
+id: hung-daemon
+title: The daemon stops answering
+severity: critical
+summary: A call to the daemon never returns.
+inputs:
+  marker:
+    type: string
+detect:
+  - id: ask
+    title: Ask the daemon
+    why: A daemon that does not answer is the symptom.
+    run: exec -a {{ inputs.marker }} sleep 600
+    timeout: 15m
+"""
+"""A step that hangs until it is killed; ``marker`` names its process (find it with ``pgrep -f``)."""
+
+
 async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str, timeout: float = 30) -> None:
     """Let the app work until ``condition()`` holds; at the deadline fail naming ``what``, with the screen."""
     deadline = time.monotonic() + timeout

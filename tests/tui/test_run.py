@@ -25,7 +25,7 @@ from textual.widgets import Input
 from engine.journal import Journal, RunRecord
 from engine.loader import load_library
 from engine.model import Host, Phase, Runbook, RunStatus
-from tests.tui.conftest import screen_text, until
+from tests.tui.conftest import HUNG_RUNBOOK, screen_text, until
 from tui.app import make_app
 from tui.config import CairnConfig
 from tui.screens.approval import ApprovalScreen
@@ -107,22 +107,6 @@ detect:
   - id: third
     title: Third check
     run: echo third
-"""
-
-HUNG = """
-id: hung-daemon
-title: The daemon stops answering
-severity: critical
-summary: A call to the daemon never returns.
-inputs:
-  marker:
-    type: string
-detect:
-  - id: ask
-    title: Ask the daemon
-    why: A daemon that does not answer is the symptom.
-    run: exec -a {{ inputs.marker }} sleep 600
-    timeout: 15m
 """
 
 
@@ -329,7 +313,7 @@ async def test_cancel_a_hung_step_kills_it_and_ends_the_run_interrupted(
     runbook_dir: Callable[..., Path], journal_path: Path
 ) -> None:
     marker = f"cairn-hang-{uuid.uuid4().hex[:12]}"
-    runbook, config = load(runbook_dir, HUNG)
+    runbook, config = load(runbook_dir, HUNG_RUNBOOK)
     app = make_app(config)
     try:
         async with app.run_test(size=(120, 40)) as pilot:

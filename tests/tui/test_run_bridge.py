@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -12,6 +11,7 @@ from engine.approval import ApprovalRequest, Decision
 from engine.events import StepOutput
 from engine.model import Phase, Runbook, Severity, Step, StepKind, StepResult, StepStatus
 from engine.pacing import Pace, PaceRequest
+from tests.tui.conftest import wait_for
 from tui.bridge import ApprovalChoice, EventForwarder, TuiApprover, TuiPacer
 
 pytestmark = pytest.mark.tui
@@ -37,14 +37,6 @@ def request(host: str, phase: Phase, step_id: str, previous: str | None = None) 
     earlier = StepResult(host, phase, previous, StepStatus.OK) if previous else None
     found = next(s for s in RUNBOOK.steps(phase) if s.id == step_id)
     return PaceRequest("run", host, phase, found, earlier)
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture

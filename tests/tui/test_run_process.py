@@ -11,7 +11,6 @@ import os
 import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,22 +24,8 @@ from engine.journal import Journal, RunRecord
 from engine.loader import load_library
 from engine.model import LOCALHOST, RunStatus
 from engine.pacing import Pace, PaceDecision, PaceRequest
-from tui.run_process import RunOrder, run_in_child, spawn_child
-
-HUNG = """
-id: hung-daemon
-title: The daemon stops answering
-severity: critical
-summary: A call to the daemon never returns.
-inputs:
-  marker:
-    type: string
-detect:
-  - id: ask
-    title: Ask the daemon
-    run: exec -a {{ inputs.marker }} sleep 600
-    timeout: 15m
-"""
+from tests.tui.conftest import HUNG_RUNBOOK, wait_for
+from tui.run_process import RunHandlers, RunOrder, run_in_child, spawn_child
 
 QUICK = """
 id: quick
@@ -56,14 +41,6 @@ detect:
 
 def processes_named(marker: str) -> list[str]:
     return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout.split()
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -100,7 +77,7 @@ def order_for(runbook_dir: Callable[..., Path], text: str, journal_path: Path, *
 def test_when_the_tui_goes_away_the_run_is_cancelled_and_its_command_killed(
     runbook_dir: Callable[..., Path], journal_path: Path, marker: str
 ) -> None:
-    order = order_for(runbook_dir, HUNG, journal_path, marker=marker)
+    order = order_for(runbook_dir, HUNG_RUNBOOK, journal_path, marker=marker)
     with tempfile.TemporaryFile() as output:
         child, conn = spawn_child(output)
         conn.send(order)
@@ -137,11 +114,13 @@ def test_a_run_reports_its_events_in_order_and_ends(
 
     run_in_child(
         order,
-        pace=pace,
-        approve=lambda request: pytest.fail(f"nothing here needs approval: {request}"),
-        cancel=threading.Event(),
-        on_events=events.extend,
-        on_crash=crashes.append,
+        RunHandlers(
+            pace=pace,
+            approve=lambda request: pytest.fail(f"nothing here needs approval: {request}"),
+            cancel=threading.Event(),
+            on_events=events.extend,
+            on_crash=crashes.append,
+        ),
     )
 
     assert crashes == []
@@ -158,7 +137,7 @@ def test_a_run_reports_its_events_in_order_and_ends(
 def test_a_run_process_that_dies_is_reported_not_waited_for(
     runbook_dir: Callable[..., Path], journal_path: Path, marker: str
 ) -> None:
-    order = order_for(runbook_dir, HUNG, journal_path, marker=marker)
+    order = order_for(runbook_dir, HUNG_RUNBOOK, journal_path, marker=marker)
     crashes: list[str] = []
     cancel = threading.Event()
 
@@ -174,11 +153,13 @@ def test_a_run_process_that_dies_is_reported_not_waited_for(
 
     run_in_child(
         order,
-        pace=pace,
-        approve=lambda request: pytest.fail("nothing here needs approval"),
-        cancel=cancel,
-        on_events=kill_the_run_process,
-        on_crash=crashes.append,
+        RunHandlers(
+            pace=pace,
+            approve=lambda request: pytest.fail("nothing here needs approval"),
+            cancel=cancel,
+            on_events=kill_the_run_process,
+            on_crash=crashes.append,
+        ),
     )
 
     assert len(crashes) == 1
@@ -193,11 +174,13 @@ def test_a_journal_that_cannot_be_opened_is_said(runbook_dir: Callable[..., Path
 
     run_in_child(
         order,
-        pace=lambda request: PaceDecision(Pace.RUN),
-        approve=lambda request: pytest.fail("nothing runs"),
-        cancel=threading.Event(),
-        on_events=lambda events: pytest.fail(f"no run, no events: {events}"),
-        on_crash=crashes.append,
+        RunHandlers(
+            pace=lambda request: PaceDecision(Pace.RUN),
+            approve=lambda request: pytest.fail("nothing runs"),
+            cancel=threading.Event(),
+            on_events=lambda events: pytest.fail(f"no run, no events: {events}"),
+            on_crash=crashes.append,
+        ),
     )
 
     assert len(crashes) == 1

@@ -170,7 +170,7 @@ class RunScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def _run(self) -> None:
         """The run, in its own process (see :mod:`tui.run_process`); this thread answers its questions."""
-        from tui.run_process import RunOrder, run_in_child  # noqa: PLC0415
+        from tui.run_process import RunHandlers, RunOrder, run_in_child  # noqa: PLC0415
 
         launch = self.launch
         planned = planned_commands(launch.runbook, list(launch.hosts), launch.inputs, launch.last_phase)
@@ -192,11 +192,13 @@ class RunScreen(Screen[None]):
         )
         run_in_child(
             order,
-            pace=self.pacer.before,
-            approve=self.approver.decide,
-            cancel=self.cancel,
-            on_events=self.forwarder.extend,
-            on_crash=self._crashed,
+            RunHandlers(
+                pace=self.pacer.before,
+                approve=self.approver.decide,
+                cancel=self.cancel,
+                on_events=self.forwarder.extend,
+                on_crash=self._crashed,
+            ),
         )
 
     def _crashed(self, text: str) -> None:
