@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import expr
+from engine.alerts import Matcher
 from engine.model import InputType, parse_duration
 from engine.yamlsource import Document, pointer, yaml_repr
 
@@ -49,6 +50,13 @@ def check(doc: Document) -> None:
         _check_step(doc, ptr, step, _Scope(order, frozenset(inputs), index, step.get("id")))
     triggers = data.get("triggers")
     for i, trigger in enumerate(triggers if isinstance(triggers, list) else []):
+        matchers = trigger.get("matchers") if isinstance(trigger, dict) else None
+        for j, text in enumerate(matchers if isinstance(matchers, list) else []):
+            if isinstance(text, str):
+                try:
+                    Matcher.parse(text)
+                except ValueError as exc:
+                    doc.add(f"/triggers/{i}/matchers/{j}", f"{exc} (Alertmanager's matcher syntax)")
         if isinstance(trigger, dict) and isinstance(trigger.get("target"), str):
             scope = _Scope(order, frozenset(inputs), -1, None)
             _check_template(
