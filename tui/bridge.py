@@ -1,7 +1,8 @@
 """Between the runner's threads and the UI thread: approvals, pacing and events.
 
-The runner works on its own threads (one per host, plus the one that called
-``run()`` and serves approvals). Nothing here touches a widget: the
+The run's questions come from other threads: in the TUI, the threads that
+answer the run process (:mod:`tui.run_process`, one per question); in one
+process, the runner's own threads. Nothing here touches a widget: the
 :class:`TuiPacer` and :class:`TuiApprover` block those threads until the UI
 answers, and :class:`EventForwarder` buffers the run's events for the UI thread,
 telling it (with a callback that posts a Textual message, which is thread-safe)
@@ -157,7 +158,7 @@ class TuiPacer:
 
     A release is by step (phase and id), not by host: every host that reaches a
     released step runs it, so a 50-host run advances with one key. ``before`` runs
-    on the hosts' worker threads; every other method on the UI thread.
+    on the thread asking for a host (never the UI thread); every other method on the UI thread.
     """
 
     def __init__(self, runbook: Runbook, *, by: str, notify: Notify = lambda: None) -> None:
@@ -292,7 +293,7 @@ class ApprovalChoice(Enum):
 
 
 class TuiApprover:
-    """Asks the human in a modal; ``decide`` runs on the runner's thread and blocks until answered.
+    """Asks the human in a modal; ``decide`` runs on a thread of the run's and blocks until answered.
 
     ``ask(request, answer)`` must make the UI show the request and call ``answer``
     once, from any thread (the run screen posts an :class:`ApprovalNeeded`).

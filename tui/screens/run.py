@@ -89,7 +89,7 @@ def resume_launch(record: RunRecord, given: Mapping[str, Any] | None = None) -> 
 
 
 class RunScreen(Screen[None]):
-    """Runs a :class:`RunLaunch` in a worker thread, one step at a time unless told to go on."""
+    """Runs a :class:`RunLaunch` in its own process (:mod:`tui.run_process`), one step at a time unless told to go on."""
 
     CSS_PATH = "../run.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -207,7 +207,7 @@ class RunScreen(Screen[None]):
         self.post_message(RunEventsReady())
 
     def _ask(self, request: ApprovalRequest, answer: Any) -> None:
-        """On the runner's thread: have the UI ask the human (declined if the screen is gone)."""
+        """On the thread answering the run's question: have the UI ask the human (declined if the screen is gone)."""
         if not self.post_message(ApprovalNeeded(request, answer)):
             answer(ApprovalChoice.DECLINE)
 
