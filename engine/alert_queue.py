@@ -8,8 +8,8 @@ so a queued alert and the run it starts sit side by side.
 One row per (alert, runbook, target) that was queued. What ``accept`` decides:
 
 * a **firing** alert whose (runbook, target) already has a queued or running
-  entry is a duplicate, as is one whose last run on that key ended less than
-  ``cooldown`` seconds ago: nothing is added (Alertmanager repeats firing
+  entry is a duplicate, as is one whose last entry on that key ended (or was
+  escalated to a human) less than ``cooldown`` seconds ago: nothing is added (Alertmanager repeats firing
   alerts every ``repeat_interval``, and a group carries every alert again);
 * a **resolved** alert cancels the entries of the same alert that have not
   started; a running one goes on (its verify says whether the fix held).
@@ -160,12 +160,19 @@ class AlertQueue:
             return f"entry {row[0]} is {row[1]} for the same runbook and target"
         if self.cooldown > 0:
             row = self._db.execute(
-                "SELECT id, updated_at FROM alert_queue WHERE runbook_id = ? AND target = ? AND state = ?"
-                " AND updated_at > ? ORDER BY updated_at DESC LIMIT 1",
-                (route.runbook_id, route.target, EntryState.DONE.value, at - self.cooldown),
+                "SELECT id, updated_at, state FROM alert_queue WHERE runbook_id = ? AND target = ?"
+                " AND state IN (?, ?) AND updated_at > ? ORDER BY updated_at DESC LIMIT 1",
+                (
+                    route.runbook_id,
+                    route.target,
+                    EntryState.DONE.value,
+                    EntryState.ESCALATED.value,
+                    at - self.cooldown,
+                ),
             ).fetchone()
             if row:
-                return f"cooling down: entry {row[0]} ended {at - row[1]:.0f} s ago (cooldown {self.cooldown:g} s)"
+                ended = "was escalated" if row[2] == EntryState.ESCALATED.value else "ended"
+                return f"cooling down: entry {row[0]} {ended} {at - row[1]:.0f} s ago (cooldown {self.cooldown:g} s)"
         return ""
 
     def _cancel(self, route: Route, at: float) -> list[int]:

@@ -321,6 +321,52 @@ def cmd_show_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from engine.journal import default_journal_path  # noqa: PLC0415
+    from engine.serve import ServeConfig, check_listen, parse_listen, read_token, serve  # noqa: PLC0415
+
+    host, port = parse_listen(args.listen)
+    token = read_token(args.token_file, dict(os.environ))
+    check_listen(host, token, args.allow_no_token)
+    library = _library(args)
+    for result in library.results:
+        for problem in result.problems:
+            print(f"cairn serve: skipping an invalid runbook: {problem}", file=sys.stderr)
+    runbooks = tuple(r.runbook for r in library.results if r.runbook is not None)
+    with_triggers = [r.id for r in runbooks if r.triggers]
+    journal_path = Path(args.journal) if args.journal else default_journal_path()
+    config = ServeConfig(
+        runbooks=runbooks,
+        journal_path=journal_path,
+        token=token,
+        inventory_sources=tuple(args.inventory or ()),
+        options=_execution_options(args),
+        cooldown=args.cooldown,
+        workers=args.workers,
+    )
+    print(
+        f"cairn serve: http://{args.listen}/alertmanager · {len(with_triggers)} runbooks with triggers "
+        f"({', '.join(with_triggers) or 'none'}) · journal {journal_path} · detect and diagnose only",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await serve(config, host, port)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        print("cairn serve: stopped (SIGTERM)", file=sys.stderr)
+    return 0
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
     import importlib  # noqa: PLC0415
 
@@ -592,6 +638,38 @@ def build_parser() -> argparse.ArgumentParser:
         "show the exact commands each target would run, without running anything",
         [targets, runbooks, as_json],
     )
+    serve = add(
+        "serve",
+        cmd_serve,
+        "take Prometheus Alertmanager webhooks; run the matching runbooks' detect and diagnose on the target",
+        [runbooks, journal, reach],
+    )
+    serve.add_argument(
+        "--listen", default="127.0.0.1:9095", metavar="HOST:PORT", help="default 127.0.0.1:9095"
+    )
+    serve.add_argument(
+        "-i",
+        "--inventory",
+        action="append",
+        metavar="INV",
+        help="Ansible inventory the alerts' targets are in",
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="bearer token Alertmanager must send (default: $CAIRN_WEBHOOK_TOKEN)",
+    )
+    serve.add_argument(
+        "--allow-no-token", action="store_true", help="serve without a token (loopback addresses only)"
+    )
+    serve.add_argument(
+        "--cooldown",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="after a run, the same runbook and target wait this long before an alert runs them again (300)",
+    )
+    serve.add_argument("--workers", type=_forks, default=4, metavar="N", help="runs at once (default 4)")
     run = add(
         "run",
         cmd_run,

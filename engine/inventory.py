@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+_ANSIBLE = threading.RLock()
+"""Held while Ansible's inventory code runs: it sets environment variables, redirects stdout and
+stderr, and loads its plugins lazily, none of it safe from two threads at once (``cairn serve``'s
+workers loaded one plugin module half-imported: "module ... has no attribute 'InventoryModule'")."""
+
+
 @dataclass
 class Inventory:
     """An Ansible inventory loaded from one or more sources."""
@@ -61,6 +68,10 @@ class Inventory:
 
     def hosts(self, pattern: str = "all", limit: str | None = None) -> list[Host]:
         """Hosts matching ``pattern`` and, if given, ``limit`` (both Ansible patterns)."""
+        with _ANSIBLE:
+            return self._hosts(pattern, limit)
+
+    def _hosts(self, pattern: str, limit: str | None) -> list[Host]:
         manager = self._manager
         manager.clear_pattern_cache()
         quiet = io.StringIO()  # "Could not match supplied host pattern" warnings: our error says it better
@@ -88,6 +99,11 @@ class Inventory:
 
 def load_inventory(sources: Sequence[str]) -> Inventory:
     """Read ``sources`` (files or folders, YAML or INI); :class:`InventoryError` if any fails."""
+    with _ANSIBLE:
+        return _load_inventory(sources)
+
+
+def _load_inventory(sources: Sequence[str]) -> Inventory:
     for source in sources:
         if "," not in source and not Path(source).exists():
             raise InventoryError(f"inventory {source!r} does not exist")

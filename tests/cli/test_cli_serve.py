@@ -1,0 +1,414 @@
+"""`cairn serve`: the real command on loopback, spoken to over real HTTP.
+
+Bad requests get 4xx and change nothing; an accepted alert is queued before
+the answer, runs detect + diagnose on the host it names, and is journaled with
+the alert as its trigger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.alert_queue import AlertQueue, Entry, EntryState
+from engine.journal import Journal, RunRecord
+from engine.lab.base import free_port
+from tests.conftest import FIXTURES, CairnRunner, cairn_command
+
+TOKEN = "s3cret-webhook-token"
+
+WEB = """
+id: slow-web
+title: A web host answers slowly
+severity: critical
+summary: The p99 latency alert fired for a web host.
+triggers:
+  - matchers: ['alertname = HighLatency', 'severity =~ "critical|warning"']
+    target: "{{ alert.labels.instance | regex_replace(':[0-9]+$', '') }}"
+  - matchers: ['alertname = NodeDown']
+    target: "{{ alert.labels.node }}"
+targets: web
+detect:
+  - id: look
+    title: Look at the host
+    run: echo "p99 on {{ target }} is 2.5 s"
+    expect: "false"
+    report: "{{ target }} answers slowly"
+diagnose:
+  - id: more
+    title: Look closer
+    run: echo closer
+remediate:
+  - id: restart
+    title: Restart it
+    run: echo restarted
+"""
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[str]
+    journal: Path
+    stderr: Path
+
+    def post(
+        self, body: bytes | str, *, token: str | None = TOKEN, path: str = "/alertmanager"
+    ) -> tuple[int, Any]:
+        data = body.encode() if isinstance(body, str) else body
+        request = urllib.request.Request(self.url + path, data=data, method="POST")
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        return _send(request)
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return _send(urllib.request.Request(self.url + path))
+
+
+def _send(request: urllib.request.Request) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            raw = answer.read().decode()
+            code = answer.status
+    except urllib.error.HTTPError as error:
+        raw, code = error.read().decode(), error.code
+    try:
+        return code, json.loads(raw)
+    except json.JSONDecodeError:
+        return code, raw
+
+
+def webhook(*alerts: dict[str, Any]) -> str:
+    body = json.loads((FIXTURES / "alertmanager" / "firing.json").read_text())
+    body["alerts"] = list(alerts)
+    return json.dumps(body)
+
+
+def alert(status: str = "firing", fingerprint: str = "", **labels: str) -> dict[str, Any]:
+    base = json.loads((FIXTURES / "alertmanager" / "firing.json").read_text())["alerts"][0]
+    return base | {"status": status, "labels": labels, "fingerprint": fingerprint or uuid.uuid4().hex[:16]}
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def runs(journal: Path) -> list[RunRecord]:
+    if not journal.exists():
+        return []
+    opened = Journal(journal)
+    try:
+        return [opened.get_run(r.id) for r in opened.list_runs()]
+    finally:
+        opened.close()
+
+
+def entries(journal: Path, state: EntryState | None = None) -> list[Entry]:
+    queue = AlertQueue(journal)
+    try:
+        return queue.entries(state)
+    finally:
+        queue.close()
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "hosts.yml"
+    path.write_text(
+        "all:\n  children:\n    web:\n      hosts:\n"
+        "        web-1: {ansible_connection: local}\n        web-2: {ansible_connection: local}\n"
+        "    db:\n      hosts:\n        db-1: {ansible_connection: local}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def serve(
+    tmp_path: Path, runbook_dir: Callable[..., Path], inventory: Path, journal_path: Path
+) -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def start(*extra: str, runbook: str = WEB) -> Served:
+        folder = runbook_dir(runbook)
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN + "\n")
+        port = free_port()
+        stderr = tmp_path / f"serve-{len(started)}.log"
+        log = stack.enter_context(stderr.open("w"))
+        process = subprocess.Popen(
+            [
+                *cairn_command(),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--token-file",
+                str(token_file),
+                "--runbooks",
+                str(folder),
+                "-i",
+                str(inventory),
+                "--journal",
+                str(journal_path),
+                *extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+            env=os.environ,
+        )
+        served = Served(f"http://127.0.0.1:{port}", process, journal_path, stderr)
+        started.append(served)
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"cairn serve exited: {stderr.read_text()}")
+            try:
+                return served.get("/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, "cairn serve to answer /healthz", timeout=30)
+        return served
+
+    with contextlib.ExitStack() as stack:
+        yield start
+        for served in started:
+            if served.process.poll() is None:
+                served.process.kill()
+            served.process.wait()
+
+
+def test_serve_refuses_to_start_without_a_token(cairn: CairnRunner) -> None:
+    result = cairn("serve", "--listen", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert "no webhook token: give one with --token-file PATH or $CAIRN_WEBHOOK_TOKEN" in result.stderr
+    result = cairn("serve", "--listen", "0.0.0.0:1", "--allow-no-token")
+    assert result.returncode == 2
+    assert "--allow-no-token is for loopback addresses only, not '0.0.0.0'" in result.stderr
+
+
+def test_bad_requests_get_4xx_and_change_nothing(serve: Callable[..., Served]) -> None:
+    served = serve()
+    good = webhook(alert(alertname="HighLatency", severity="critical", instance="web-1:9100"))
+    cases = [
+        (served.post(good, token=None), 401, "missing or wrong bearer token"),
+        (served.post(good, token="wrong"), 401, "missing or wrong bearer token"),
+        (served.post("{not json"), 400, "the body is not JSON"),
+        (
+            served.post(json.dumps({"version": "3", "alerts": []})),
+            400,
+            'expected an Alertmanager webhook with "version": "4"',
+        ),
+        (served.post(b"[" + b"1," * 600_000 + b"1]"), 413, "the body is larger than 1048576 bytes"),
+        (served.post(good, path="/alerts"), 404, None),
+        (served.get("/alertmanager"), 405, None),
+    ]
+    for (code, body), want_code, want_error in cases:
+        assert code == want_code, body
+        if want_error:
+            assert want_error in body["error"]
+    assert entries(served.journal) == []
+    assert runs(served.journal) == []
+
+
+def test_an_alert_runs_detect_and_diagnose_on_the_host_it_names(serve: Callable[..., Served]) -> None:
+    served = serve()
+    fired = alert(alertname="HighLatency", severity="critical", instance="web-1:9100")
+    code, body = served.post(webhook(fired))
+    assert code == 200, body
+    assert (len(body["queued"]), body["unmatched"], body["problems"]) == (1, 0, [])
+
+    [run] = wait_for(
+        lambda: [r for r in runs(served.journal) if r.status.value == "finished"], "the run to finish"
+    )
+    assert (run.runbook_id, run.hosts, run.started_by) == ("slow-web", ("web-1",), "alertmanager")
+    assert run.trigger["kind"] == "alert"
+    assert run.trigger["alert"]["labels"]["instance"] == "web-1:9100"
+    assert [(s.phase, s.step_id, s.status) for s in run.steps] == [
+        ("detect", "look", "finding"),
+        ("diagnose", "more", "ok"),
+    ], "detect found the pitfall, diagnose ran; remediation never runs from an alert (yet)"
+    assert run.exit_code == 1
+    [entry] = entries(served.journal)
+    assert (entry.state, entry.run_id, entry.note) == (EntryState.DONE, run.id, "exit code 1")
+
+
+def test_an_alert_that_matches_no_runbook_is_answered_and_not_queued(serve: Callable[..., Served]) -> None:
+    served = serve()
+    code, body = served.post(webhook(alert(alertname="DiskFull", node="web-1")))
+    assert (code, body["queued"], body["unmatched"]) == (200, [], 1)
+    assert entries(served.journal) == []
+
+
+def test_a_label_value_is_an_argument_never_code_and_never_a_pattern(serve: Callable[..., Served]) -> None:
+    served = serve()
+    owned = Path(f"/tmp/owned-{uuid.uuid4().hex[:8]}")
+    hostile = [
+        alert(alertname="NodeDown", node=f"web-1; touch {owned}"),
+        alert(alertname="NodeDown", node="all"),
+        alert(alertname="NodeDown", node="web*"),
+        alert(alertname="NodeDown", node="db-1"),  # a real host, but not one of the runbook's targets (web)
+    ]
+    code, body = served.post(webhook(*hostile))
+    assert code == 200 and len(body["queued"]) == 4
+
+    def all_refused() -> list[Entry] | None:
+        refused = entries(served.journal, EntryState.ESCALATED)
+        return refused if len(refused) == 4 else None
+
+    refused = wait_for(all_refused, "every hostile entry to be refused")
+    assert {e.target for e in refused} == {f"web-1; touch {owned}", "all", "web*", "db-1"}
+    assert [e.note for e in refused if "in the inventory; nothing was run" not in e.note] == []
+    assert runs(served.journal) == []
+    assert not owned.exists()
+
+
+def test_a_burst_of_duplicates_starts_one_run(serve: Callable[..., Served]) -> None:
+    served = serve()
+    same = alert(alertname="HighLatency", severity="warning", instance="web-2:9100", fingerprint="feedbeef")
+    answers = [served.post(webhook(same)) for _ in range(25)]
+    assert all(code == 200 for code, _ in answers)
+    assert sum(len(body["queued"]) for _, body in answers) == 1
+    wait_for(lambda: [r for r in runs(served.journal) if r.status.value == "finished"], "the run")
+    assert len(runs(served.journal)) == 1
+    code, metrics = served.get("/metrics")
+    assert code == 200
+    assert 'cairn_alerts_received_total{status="firing"} 25.0' in metrics
+    assert "cairn_alerts_queued_total 1.0" in metrics
+    assert "cairn_alerts_duplicate_total" in metrics
+
+
+def test_sigterm_stops_the_server(serve: Callable[..., Served]) -> None:
+    served = serve()
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+    assert "cairn serve: stopped (SIGTERM)" in served.stderr.read_text()
+
+
+# ---------------------------------------------------------------------------- with a real Alertmanager
+
+SLOW = WEB.replace(
+    'run: echo "p99 on {{ target }} is 2.5 s"', 'run: sleep 3; echo "p99 on {{ target }} is 2.5 s"'
+)
+
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: cairn
+  group_by: ['alertname']
+  group_wait: 0s
+  group_interval: 100ms
+  repeat_interval: 1h
+receivers:
+  - name: cairn
+    webhook_configs:
+      - url: {url}/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: {token}
+"""
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """Start Debian's prometheus-alertmanager (clustering off) sending webhooks to ``url``; yields its API address."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(url: str) -> str:
+        config = tmp_path / "alertmanager.yml"
+        config.write_text(ALERTMANAGER_CONFIG.format(url=url, token=TOKEN))
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                "prometheus-alertmanager",
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        api = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(api + "/-/ready", timeout=2) as answer:
+                    return bool(answer.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, "Alertmanager to be ready", timeout=30)
+        return api
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def post_alerts(api: str, alerts: list[dict[str, Any]]) -> None:
+    request = urllib.request.Request(api + "/api/v2/alerts", data=json.dumps(alerts).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+def test_a_real_alertmanager_starts_a_run_and_its_resolve_cancels_queued_work(
+    serve: Callable[..., Served], alertmanager: Callable[[str], str]
+) -> None:
+    served = serve("--workers", "1", runbook=SLOW)
+    api = alertmanager(served.url)
+    labels = [
+        {"alertname": "HighLatency", "severity": "critical", "instance": f"web-{n}:9100"} for n in (1, 2)
+    ]
+    post_alerts(api, [{"labels": labels[0]}, {"labels": labels[1]}])
+
+    # One worker: web-1's run takes 3 s, web-2 waits in the queue.
+    def one_running_one_queued() -> bool:
+        states = {e.target: e.state for e in entries(served.journal)}
+        return states == {"web-1": EntryState.RUNNING, "web-2": EntryState.QUEUED}
+
+    wait_for(one_running_one_queued, "the webhook (with the bearer token) to queue both", timeout=30)
+    post_alerts(api, [{"labels": labels[1], "endsAt": "2000-01-01T00:00:00Z"}])  # resolved
+    wait_for(
+        lambda: {e.target: e.state for e in entries(served.journal)}.get("web-2") is EntryState.CANCELLED,
+        "the resolved alert to cancel web-2's queued work",
+        timeout=30,
+    )
+    [run] = wait_for(lambda: [r for r in runs(served.journal) if r.status.value == "finished"], "web-1's run")
+    assert run.hosts == ("web-1",)
+    assert run.trigger["alert"]["labels"] == labels[0]
+    assert [(s.phase, s.step_id, s.status) for s in run.steps] == [
+        ("detect", "look", "finding"),
+        ("diagnose", "more", "ok"),
+    ]
+    by_target = {e.target: e for e in entries(served.journal)}
+    assert (by_target["web-1"].state, by_target["web-1"].run_id) == (EntryState.DONE, run.id)
+    assert by_target["web-2"].note == "the alert resolved before its run started"
+    assert len(runs(served.journal)) == 1, "web-2 never ran"
