@@ -133,6 +133,8 @@ class Server:
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
         self._inventory: Inventory | None = None
+        self._targets: dict[str, dict[str, Host]] = {}
+        """Each runbook ``targets`` pattern's hosts by name."""
         self._inventory_lock = threading.Lock()
 
     # ------------------------------------------------------------------ HTTP
@@ -306,13 +308,16 @@ class Server:
             raise InventoryError(
                 f"target {target!r}: without an inventory (-i) alerts can only name localhost"
             )
-        with self._inventory_lock:  # read once: every entry would otherwise parse it again
+        with self._inventory_lock:  # read once, and each runbook's hosts once: an alert is then a lookup
             if self._inventory is None:
                 self._inventory = load_inventory(self.config.inventory_sources)
-        hosts: list[Host] = self._inventory.hosts(runbook.targets)
-        for host in hosts:
-            if host.name == target:
-                return host
+            hosts = self._targets.get(runbook.targets)
+            if hosts is None:
+                hosts = self._targets[runbook.targets] = {
+                    h.name: h for h in self._inventory.hosts(runbook.targets)
+                }
+        if target in hosts:
+            return hosts[target]
         raise InventoryError(
             f"target {target!r} is not a host of {runbook.targets!r} in the inventory; nothing was run"
         )
