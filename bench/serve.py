@@ -1,6 +1,6 @@
 """``cairn serve``: alerts accepted and persisted per second, and receipt to first step.
 
-The real ``cairn serve`` (``--workers 4``) on loopback, with a runbook triggered by
+The real ``cairn serve`` (``--workers 8``, the default) on loopback, with a runbook triggered by
 ``alertname = BenchAlert`` on ``{{ alert.labels.node }}`` and an inventory of
 local hosts. Webhooks are sent by 16 concurrent clients (aiohttp), one alert
 each, bearer token included.
@@ -122,7 +122,7 @@ async def _measure(
     server = subprocess.Popen(
         [
             cairn, "serve", "--listen", f"127.0.0.1:{port}", "--token-file", str(root / "token"),
-            "--runbooks", str(folder), "-i", str(inventory), "--journal", str(journal), "--workers", "4",
+            "--runbooks", str(folder), "-i", str(inventory), "--journal", str(journal), "--workers", "8",
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -669,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after a run, the same runbook and target wait this long before an alert runs them again (300)",
     )
-    serve.add_argument("--workers", type=_forks, default=4, metavar="N", help="runs at once (default 4)")
+    serve.add_argument("--workers", type=_forks, default=8, metavar="N", help="runs at once (default 8)")
     run = add(
         "run",
         cmd_run,

@@ -67,7 +67,7 @@ class ServeConfig:
     options: ExecutionOptions = field(default_factory=ExecutionOptions)
     max_body: int = MAX_BODY
     cooldown: float = 300.0
-    workers: int = 4
+    workers: int = 8
 
 
 def check_listen(host: str, token: str | None, allow_no_token: bool) -> None:
