@@ -29,6 +29,7 @@ import hmac
 import ipaddress
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,10 +227,12 @@ class Server:
             self._workers.append(thread)
 
     def stop_workers(self, timeout: float = 30.0) -> None:
+        """Take no new entries; wait up to ``timeout`` seconds in all for the runs in progress."""
         self._stop.set()
         self._work.set()
+        deadline = time.monotonic() + timeout
         for thread in self._workers:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _serve_queue(self) -> None:
         while not self._stop.is_set():

@@ -204,6 +204,8 @@ class RunScreen(Screen[None]):
     def _crashed(self, text: str) -> None:
         """The run could not start or its process died (any thread): say so where the verdict goes."""
         self.crashed = text
+        self.pacer.cancel()  # nothing will take a released step any more: let questions still waiting go
+        self.approver.close("the run's process ended")
         self.post_message(RunEventsReady())
 
     def _ask(self, request: ApprovalRequest, answer: Any) -> None:
