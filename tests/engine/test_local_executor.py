@@ -130,6 +130,18 @@ def test_output_is_streamed_as_it_arrives(tmp_path: Path) -> None:
     assert recorder.chunks == [("stdout", "first\n"), ("stdout", "second\n")]
 
 
+def test_a_line_every_10_ms_reaches_the_callback_in_fewer_larger_chunks() -> None:
+    # 100 lines, one every 10 ms: read per line they were 100 callbacks (and 100 events per host);
+    # the executor lets output gather after a small read, so each callback takes several lines.
+    recorder = Recorder()
+    script = '$| = 1; for my $i (1 .. 100) { print "line $i\\n"; select(undef, undef, undef, 0.01) }'
+    result = run(f"perl -e '{script}'", timeout=30, on_output=recorder)
+
+    assert result.rc == 0
+    assert "".join(text for _, text in recorder.chunks) == "".join(f"line {i}\n" for i in range(1, 101))
+    assert len(recorder.chunks) <= 40, f"{len(recorder.chunks)} callbacks for 100 lines"
+
+
 def test_utf8_character_split_across_reads_decodes(tmp_path: Path) -> None:
     # "€" is e2 82 ac: the first byte arrives with "a", the rest only after the callback saw "a".
     flag = tmp_path / "seen"
