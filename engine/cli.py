@@ -295,7 +295,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     journal = Journal(args.journal)
     try:
-        runs = journal.list_runs(limit=args.limit, runbook_id=args.runbook)
+        runs = journal.list_runs(
+            limit=args.limit, runbook_id=args.runbook, trigger_kind="alert" if args.alerts else None
+        )
     finally:
         journal.close()
     if args.json:
@@ -321,13 +323,51 @@ def cmd_show_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SERVE_DEFAULTS: dict[str, Any] = {
+    "listen": "127.0.0.1:9095",
+    "cooldown": 300.0,
+    "workers": 8,
+    "grace": 20.0,
+    "breaker": 3,
+    "budget": 2,
+    "automate": [],
+    "allow_no_token": False,
+}
+"""``cairn serve``'s defaults: an option given wins, then ``--config``, then these."""
+
+
+def _serve_settings(args: argparse.Namespace) -> argparse.Namespace:
+    from engine.serve import read_config  # noqa: PLC0415
+
+    given = read_config(Path(args.config)) if args.config else {}
+    args.config_inputs = given.pop("inputs", {})
+    for key, value in given.items():
+        if getattr(args, key, None) in (None, [], False):
+            setattr(args, key, value)
+    for key, value in SERVE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
+    from engine.errors import InputError  # noqa: PLC0415
+    from engine.inputs import resolve_inputs  # noqa: PLC0415
     from engine.journal import default_journal_path  # noqa: PLC0415
-    from engine.serve import ServeConfig, check_listen, parse_listen, read_token, serve  # noqa: PLC0415
+    from engine.policy import Policy  # noqa: PLC0415
+    from engine.serve import (  # noqa: PLC0415
+        ServeConfig,
+        check_listen,
+        parse_listen,
+        read_token,
+        runbook_inputs,
+        serve,
+    )
 
+    args = _serve_settings(args)
     host, port = parse_listen(args.listen)
     token = read_token(args.token_file, dict(os.environ))
     check_listen(host, token, args.allow_no_token)
@@ -338,6 +378,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runbooks = tuple(r.runbook for r in library.results if r.runbook is not None)
     with_triggers = [r.id for r in runbooks if r.triggers]
     journal_path = Path(args.journal) if args.journal else default_journal_path()
+    policy = Policy(automate=tuple(args.automate), breaker=args.breaker, budget=args.budget)
+    unknown = [p for p in policy.automate if not any(policy.automates(r) for r in runbooks)]
+    for pattern in unknown:
+        print(f"cairn serve: --automate {pattern}: no loaded runbook has that id", file=sys.stderr)
+    inputs = runbook_inputs(args.inputs or [], args.config_inputs)
+    by_id = {r.id: r for r in runbooks}
+    for runbook_id in inputs.keys() - by_id.keys():
+        print(f"cairn serve: --inputs {runbook_id}: no loaded runbook has that id", file=sys.stderr)
+    for runbook in runbooks:
+        if runbook.triggers:
+            try:
+                resolve_inputs(runbook, inputs.get(runbook.id, {}))
+            except InputError as exc:  # its alerts will say so too; the other runbooks still serve
+                print(f"cairn serve: {runbook.id}: its alerts cannot run: {exc}", file=sys.stderr)
     config = ServeConfig(
         runbooks=runbooks,
         journal_path=journal_path,
@@ -346,10 +400,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options=_execution_options(args),
         cooldown=args.cooldown,
         workers=args.workers,
+        policy=policy,
+        grace=args.grace,
+        inputs=inputs,
     )
     print(
         f"cairn serve: http://{args.listen}/alertmanager · {len(with_triggers)} runbooks with triggers "
-        f"({', '.join(with_triggers) or 'none'}) · journal {journal_path} · detect and diagnose only",
+        f"({', '.join(with_triggers) or 'none'}) · journal {journal_path} · {policy.describe()}",
         file=sys.stderr,
         flush=True,
     )
@@ -365,6 +422,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         print("cairn serve: stopped (SIGTERM)", file=sys.stderr)
     return 0
+
+
+def _queue(args: argparse.Namespace) -> Any:
+    from engine.alert_queue import AlertQueue  # noqa: PLC0415
+    from engine.journal import default_journal_path  # noqa: PLC0415
+
+    return AlertQueue(Path(args.journal) if args.journal else default_journal_path())
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from engine.alert_queue import EntryState  # noqa: PLC0415
+    from engine.render import queue_text  # noqa: PLC0415
+
+    queue = _queue(args)
+    try:
+        if args.all:
+            shown = queue.entries()[-args.limit :]
+        else:
+            shown = queue.entries(EntryState.ESCALATED, EntryState.QUEUED, EntryState.RUNNING)
+    finally:
+        queue.close()
+    if args.json:
+        _emit_json([_entry_data(e) for e in shown])
+    else:
+        print(queue_text(shown, waiting_only=not args.all))
+    return EXIT_OK
+
+
+def _entry_data(entry: Any) -> dict[str, Any]:
+    from engine.render import as_data  # noqa: PLC0415
+
+    data: dict[str, Any] = as_data(entry)
+    return data
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from engine.launch import who  # noqa: PLC0415
+
+    queue = _queue(args)
+    try:
+        entry = queue.approve(args.run_id, args.by or who())
+    finally:
+        queue.close()
+    if args.json:
+        _emit_json(_entry_data(entry))
+    else:
+        print(
+            f"approved: {entry.runbook_id} on {entry.target} (queue entry {entry.id}). cairn serve runs it "
+            "again: detect first, then the remediation if the pitfall is still there; "
+            "`cairn queue --all` shows how it went"
+        )
+    return EXIT_OK
+
+
+def cmd_decline(args: argparse.Namespace) -> int:
+    from engine.launch import who  # noqa: PLC0415
+
+    queue = _queue(args)
+    try:
+        entry = queue.decline(args.run_id, args.by or who(), args.reason or "")
+    finally:
+        queue.close()
+    if args.json:
+        _emit_json(_entry_data(entry))
+    else:
+        print(f"declined: {entry.runbook_id} on {entry.target} (queue entry {entry.id}); nothing was changed")
+    return EXIT_OK
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -641,12 +765,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add(
         "serve",
         cmd_serve,
-        "take Prometheus Alertmanager webhooks; run the matching runbooks' detect and diagnose on the target",
+        "take Prometheus Alertmanager webhooks: run the matching runbooks on the alert's target; "
+        "remediate where the runbook and --automate allow it, else wait for `cairn approve`",
         [runbooks, journal, reach],
     )
     serve.add_argument(
-        "--listen", default="127.0.0.1:9095", metavar="HOST:PORT", help="default 127.0.0.1:9095"
+        "--config",
+        metavar="FILE",
+        help="YAML file with the same settings (listen, token_file, inventory, runbooks, journal, workers, "
+        "cooldown, grace, inputs: {RUNBOOK: FILE or mapping}, policy: {automate, breaker, budget}); "
+        "options given here win",
     )
+    serve.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:9095")
     serve.add_argument(
         "-i",
         "--inventory",
@@ -660,16 +790,77 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token Alertmanager must send (default: $CAIRN_WEBHOOK_TOKEN)",
     )
     serve.add_argument(
-        "--allow-no-token", action="store_true", help="serve without a token (loopback addresses only)"
+        "--allow-no-token",
+        action="store_true",
+        default=None,
+        help="serve without a token (loopback addresses only)",
     )
     serve.add_argument(
         "--cooldown",
         type=float,
-        default=300.0,
         metavar="SECONDS",
         help="after a run, the same runbook and target wait this long before an alert runs them again (300)",
     )
-    serve.add_argument("--workers", type=_forks, default=8, metavar="N", help="runs at once (default 8)")
+    serve.add_argument("--workers", type=_forks, metavar="N", help="runs at once (default 8)")
+    serve.add_argument(
+        "--automate",
+        action="append",
+        metavar="RUNBOOK",
+        help="let this runbook's steps marked `automatic: true` remediate without a human (repeatable; "
+        "shell patterns like 'node-*'); default: every remediation waits for `cairn approve`",
+    )
+    serve.add_argument(
+        "--breaker",
+        type=_forks,
+        metavar="N",
+        help="at most N automatic remediations per host per hour; then escalate to a human (default 3)",
+    )
+    serve.add_argument(
+        "--budget",
+        type=_forks,
+        metavar="M",
+        help="at most M hosts being remediated at once across the fleet; then escalate (default 2)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        metavar="SECONDS",
+        help="at SIGTERM, running runs get this long to finish; then they are cancelled and resume "
+        "at the next start (default 20)",
+    )
+    serve.add_argument(
+        "--inputs",
+        action="append",
+        metavar="RUNBOOK:@FILE",
+        help="input values for a runbook's alert-started runs: RUNBOOK:@FILE (YAML/JSON) or "
+        "RUNBOOK:KEY=VALUE (repeatable); the runbook's defaults fill the rest",
+    )
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("run_id", metavar="RUN_ID", help="the run waiting for a human (see `cairn queue`)")
+    waiting.add_argument("--by", metavar="NAME", help="who decides (default: user@host)")
+    add(
+        "approve",
+        cmd_approve,
+        "approve the remediation an alert-started run waits for; cairn serve checks again, then remediates",
+        [waiting, journal, as_json],
+    )
+    decline = add(
+        "decline",
+        cmd_decline,
+        "decline the remediation an alert-started run waits for; nothing is changed",
+        [waiting, journal, as_json],
+    )
+    decline.add_argument("--reason", metavar="TEXT", help="why (journaled with the decision)")
+    queue = add(
+        "queue",
+        cmd_queue,
+        "alert-started work: what waits for a human (cairn approve / decline), what is queued or running",
+        [journal, as_json],
+    )
+    queue.add_argument(
+        "--all", action="store_true", help="also what ended: done, declined, cancelled, failed"
+    )
+    queue.add_argument("--limit", type=int, default=50, help="with --all: how many entries (default 50)")
     run = add(
         "run",
         cmd_run,
@@ -743,6 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = add("history", cmd_history, "list past runs from the journal", [journal, as_json])
     history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     history.add_argument("--runbook", metavar="ID", help="only runs of this runbook")
+    history.add_argument("--alerts", action="store_true", help="only runs started by alerts (cairn serve)")
     show_run = add(
         "show-run", cmd_show_run, "show one run: every step, output and approval", [journal, as_json]
     )

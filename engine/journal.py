@@ -376,14 +376,20 @@ class Journal:
             log.info("marked %d run(s) interrupted: %s", len(stale), ", ".join(stale))
         return stale
 
-    def list_runs(self, *, limit: int = 20, runbook_id: str | None = None) -> list[RunRecord]:
-        """Most recent runs first."""
+    def list_runs(
+        self, *, limit: int = 20, runbook_id: str | None = None, trigger_kind: str | None = None
+    ) -> list[RunRecord]:
+        """Most recent runs first; ``trigger_kind="alert"``: only those an alert started."""
         self.reconcile()
-        query = "SELECT * FROM runs"
+        where: list[str] = []
         params: list[Any] = []
         if runbook_id:
-            query += " WHERE runbook_id = ?"
+            where.append("runbook_id = ?")
             params.append(runbook_id)
+        if trigger_kind:
+            where.append("json_extract(trigger, '$.kind') = ?")
+            params.append(trigger_kind)
+        query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 (only ?s)
         query += " ORDER BY started_at DESC, id DESC LIMIT ?"
         params.append(limit)
         return [self._run(row) for row in self._rows(query, params)]
@@ -391,9 +397,7 @@ class Journal:
     def get_run(self, run_id: str) -> RunRecord:
         """The run whose id is ``run_id`` or starts with it, with its steps and approvals."""
         self.reconcile()
-        rows = self._rows(
-            "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", [_like_prefix(run_id)]
-        )
+        rows = self._rows("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", [like_prefix(run_id)])
         if not rows:
             raise JournalError(f"no run {run_id!r} in {self.path}; `cairn history` lists the runs")
         exact = [r for r in rows if r["id"] == run_id]
@@ -469,7 +473,7 @@ class Journal:
         )
 
 
-def _like_prefix(prefix: str) -> str:
+def like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 

@@ -47,10 +47,12 @@ def prepare_run(
     cancel: threading.Event | None = None,
     resume: ResumePoint | None = None,
     run_id: str | None = None,
+    unattended: bool = False,
 ) -> Runner:
     """A runner for one run, journaled; nothing runs until ``runner.run()``.
 
-    ``run_id``: given when the caller must know it before the run starts (the TUI's run process)."""
+    ``run_id``: given when the caller must know it before the run starts (the TUI's run process).
+    ``unattended``: an alert started it; every remediation step asks the approver (the policy)."""
     bus = EventBus(run_id or new_run_id())
     bus.subscribe(journal.record)
     request = RunRequest(
@@ -64,6 +66,7 @@ def prepare_run(
         forks=forks,
         artifacts=journal.artifacts_root / bus.run_id,
         resume=resume,
+        unattended=unattended,
     )
     executors = ExecutorSet(options=options) if options is not None else ExecutorSet()
     return Runner(request, bus=bus, approver=approver, executors=executors, cancel=cancel, pacer=pacer)

@@ -280,6 +280,8 @@ class Step:
     parse: ParseSpec = field(default_factory=ParseSpec)
     exit_codes: tuple[int, ...] = (0,)
     confirm: bool = False
+    automatic: bool = False
+    """Remediate only: may run without a human in an alert-started run when the policy automates the runbook."""
     tradeoff: str = ""
     serial: str = ""
     """Remediate only: hosts per rolling batch, ``"2"`` or ``"25%"``; ``""`` means no batching."""
@@ -335,6 +337,11 @@ class Runbook:
             elif step.serial:
                 sizes.append(int(step.serial))
         return min(sizes) if sizes else None
+
+    @property
+    def automatic(self) -> bool:
+        """True when some remediation step may run without a human (``automatic: true``)."""
+        return any(step.automatic for step in self.remediate)
 
     def input(self, name: str) -> InputSpec | None:
         """The input called ``name``, if the runbook declares one."""

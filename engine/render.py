@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from engine.model import InputType, Phase, Runbook, RunReport, Step, StepKind, StepResult, format_duration
 
 if TYPE_CHECKING:
+    from engine.alert_queue import Entry
     from engine.journal import RunRecord
     from engine.loader import LoadResult
     from engine.plan import HostPlan
@@ -170,7 +171,8 @@ def reference_lines(runbook: Runbook) -> list[str]:
 
 
 def _step_markdown(number: int, step: Step) -> str:
-    lines = [f"{number}. **{step.title}** (`{step.id}`, {step.kind.value})"]
+    automatic = ", *automatic* when an alert starts the run and the policy allows" if step.automatic else ""
+    lines = [f"{number}. **{step.title}** (`{step.id}`, {step.kind.value}{automatic})"]
     if step.why:
         lines.append(indent(step.why.strip(), "   "))
     if step.kind is StepKind.RUN:
@@ -369,7 +371,52 @@ def _hosts(hosts: tuple[str, ...]) -> str:
 
 def _started_by(run: RunRecord) -> str:
     kind = run.trigger.get("kind", "cli")
+    if kind == "alert":
+        return f"alert {alert_summary(run.trigger.get('alert') or {})}"
     return run.started_by if kind == "cli" else f"{kind}: {run.started_by}"
+
+
+def alert_summary(alert: dict[str, Any]) -> str:
+    """An alert in one line: its name, then its other labels (``KubeNodeNotReady node=n1``)."""
+    labels = dict(alert.get("labels") or {})
+    name = str(labels.pop("alertname", "")) or "(no alertname)"
+    rest = " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return f"{name} {rest}".strip()
+
+
+def queue_text(entries: list[Entry], *, waiting_only: bool) -> str:
+    """``cairn queue`` as text: what waits for a human first, with why."""
+    if not entries:
+        return (
+            "nothing waits for a human, nothing is queued or running"
+            if waiting_only
+            else "the alert queue is empty: `cairn serve` fills it from Alertmanager webhooks"
+        )
+    order = {"escalated": 0, "queued": 1, "running": 2}
+    rows = [
+        [
+            e.run_id or "-",
+            e.state.value.upper() if e.state.value == "escalated" else e.state.value,
+            when(e.received_at),
+            e.runbook_id,
+            e.target,
+            alert_summary(e.alert),
+        ]
+        for e in sorted(entries, key=lambda e: (order.get(e.state.value, 3), e.id))
+    ]
+    text = table(rows, ["RUN", "STATE", "RECEIVED", "RUNBOOK", "TARGET", "ALERT"])
+    notes = [f"  {e.run_id or f'entry {e.id}'}: {e.note}" for e in entries if e.note]
+    waiting = [e for e in entries if e.state.value == "escalated"]
+    hint = (
+        [
+            "",
+            f"{len(waiting)} waiting for a human: `cairn show-run RUN` to see what the run found, "
+            "then `cairn approve RUN` or `cairn decline RUN --reason …`",
+        ]
+        if waiting
+        else []
+    )
+    return "\n".join([text, *(["", "why:", *notes] if notes else []), *hint])
 
 
 def run_text(run: RunRecord, *, full_output: bool = False) -> str:
@@ -384,6 +431,17 @@ def run_text(run: RunRecord, *, full_output: bool = False) -> str:
         f"  runbook   {run.runbook_path} (sha256 {run.runbook_sha256[:12]})",
         f"  artifacts {run.artifacts}",
     ]
+    alert = run.trigger.get("alert") if run.trigger.get("kind") == "alert" else None
+    if alert:
+        out.append(
+            f"  alert     {alert.get('status', '?')} since {alert.get('startsAt') or '-'} "
+            f"(fingerprint {alert.get('fingerprint') or '-'})"
+        )
+        for key, value in sorted((alert.get("annotations") or {}).items()):
+            out.append(f"            {key}: {value}")
+        for key in ("approved_by", "resumes"):
+            if run.trigger.get(key):
+                out.append(f"  {key.replace('_', ' '):<9} {run.trigger[key]}")
     if run.dry_run:
         out.append("  dry run: remediation was not executed")
     for name, outcome in run.outcomes.items():

@@ -30,8 +30,10 @@ from engine.model import (
     StepStatus,
 )
 
-_NOT_FINISHED = ("not run:", "cancelled")
-"""Message starts of results that stand for steps the interruption stopped: run them again."""
+_NOT_FINISHED = ("not run:", "cancelled", "interrupted:")
+"""Message starts of results that stand for steps the interruption stopped: run them again
+(``interrupted:`` is what :meth:`~engine.journal.Journal.reconcile` writes for a step whose
+process was killed, ``kill -9`` or power loss, while it ran)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +92,23 @@ def resume_plan(
     secret = {spec.name for spec in runbook.inputs if spec.secret}
     kept = {name: value for name, value in record.inputs.items() if name not in secret}
     inputs = resolve_inputs(runbook, kept | dict(given), ask=ask)
-    results = {(s.host, Phase(s.phase), s.step_id): _result(s) for s in record.steps if _finished(s)}
+    point = resume_point(record)
     trigger = run_trigger(record.trigger.get("inventory"), record.trigger.get("limit"), kind="resume")
     trigger["resumes"] = record.id
     return ResumePlan(
         runbook,
         tuple(found[name] for name in record.hosts),
         inputs,
-        ResumePoint(record.id, results),
+        point,
         trigger,
-        len(results),
+        len(point.results),
+    )
+
+
+def resume_point(record: RunRecord) -> ResumePoint:
+    """Every step ``record`` finished, to reuse in the run that resumes it."""
+    return ResumePoint(
+        record.id, {(s.host, Phase(s.phase), s.step_id): _result(s) for s in record.steps if _finished(s)}
     )
 
 

@@ -70,6 +70,9 @@ class RunRequest:
     """This run's artifacts folder; executors keep per-step files under it (ansible-runner's)."""
     resume: ResumePoint | None = None
     """An interrupted run this one resumes: its finished steps are reused, not run again."""
+    unattended: bool = False
+    """No human started this run (an alert did): every remediation step goes to the approver,
+    even one that says ``confirm: false``, so the policy and the guardrails see each of them."""
 
 
 class Runner:

@@ -209,6 +209,13 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
             "serial rolls a remediation out in batches; it means nothing outside remediate; remove it",
             key=True,
         )
+    if step.get("automatic") is True and (phase != "remediate" or "manual" in step):
+        doc.add(
+            f"{ptr}/automatic",
+            "automatic lets an alert-started run remediate without a human; it means something only on "
+            "a remediate step that runs a command (a manual step always needs a human); remove it",
+            key=True,
+        )
     if phase == "remediate" and step.get("on_timeout") == "finding":
         doc.add(
             f"{ptr}/on_timeout",

@@ -1,6 +1,4 @@
-"""``cairn serve``: Alertmanager webhooks in, detect and diagnose out (issue 6, third part).
-
-Built so far:
+"""``cairn serve``: Alertmanager webhooks in; detect, diagnose and — where allowed — remediate out.
 
 * ``POST /alertmanager`` (payload version 4): a bearer token compared in
   constant time (401 without it, before the body is read); a body over the size
@@ -9,17 +7,21 @@ Built so far:
 * Each alert is handled by its own ``status``: firing alerts are routed to the
   runbooks whose triggers match (:mod:`engine.alerts`) and queued in the
   journal's database (:mod:`engine.alert_queue`, deduplicated) **before** the
-  200 is sent; resolved ones cancel queued work that has not started.
-* A bounded pool of workers runs **detect and diagnose** for each queued entry
-  on its target — the exact inventory host the trigger names, which must be
-  one of the runbook's ``targets`` (a label value is never used as a host
-  pattern: ``node="all"`` runs nowhere). Runs are journaled with the alert as
-  their trigger, so ``cairn history`` shows them; remediation never runs here.
+  200 is sent; resolved ones cancel queued work that has not started and work
+  that waits for a human.
+* A bounded pool of workers runs each queued entry on its target — the exact
+  inventory host the trigger names, which must be one of the runbook's
+  ``targets`` (a label value is never used as a host pattern: ``node="all"``
+  runs nowhere). Detect and diagnose always run. Remediation runs only where
+  :mod:`engine.policy` allows it (the runbook's ``automatic`` steps, a policy
+  that automates the runbook, the circuit breaker and fleet budget) or a human
+  approved the entry (``cairn approve RUN_ID``); otherwise the entry is
+  escalated and waits. Runs are journaled with the alert as their trigger.
 * ``GET /healthz``, ``GET /metrics`` (prometheus-client).
-
-Not built yet (issue 6 goes on): remediation by policy or approval
-(``cairn approve``/``decline``), circuit breaker and fleet budget, SIGTERM
-checkpointing, the TUI's queue screen.
+* SIGTERM: stop accepting, give running runs ``grace`` seconds, then cancel
+  them (commands killed where they run); their entries go back to the queue and
+  the next ``cairn serve`` resumes their runs without repeating finished steps.
+  After a ``kill -9`` the same happens at the next start.
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from engine.alert_queue import AlertQueue, Entry, EntryState
 from engine.alerts import AlertStatus, WebhookError, parse_webhook, route
-from engine.approval import NobodyToAsk
 from engine.errors import CairnError
+from engine.events import Event, StepFinished
 from engine.executors import ExecutionOptions
-from engine.model import Host, Phase, Runbook
+from engine.model import Host, HostOutcome, Phase, ResumePoint, Runbook, RunReport, RunStatus, StepStatus
+from engine.policy import AlertApprover, Policy
 
 if TYPE_CHECKING:
     from engine.inventory import Inventory
+    from engine.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,11 @@ class ServeConfig:
     max_body: int = MAX_BODY
     cooldown: float = 300.0
     workers: int = 8
+    policy: Policy = field(default_factory=Policy)
+    grace: float = 20.0
+    """Seconds running runs get to finish at SIGTERM before they are cancelled and checkpointed."""
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each runbook's input values for alert-started runs (``--inputs ID:@FILE``); defaults fill the rest."""
 
 
 def check_listen(host: str, token: str | None, allow_no_token: bool) -> None:
@@ -112,14 +121,40 @@ class Metrics:
             "cairn_queue_cancelled", "Queued entries cancelled by a resolved alert", registry=self.registry
         )
         self.runs = Counter(
-            "cairn_runs", "Runs started by alerts, by result", ["result"], registry=self.registry
-        )
-        self.depth = Gauge("cairn_queue_depth", "Queued entries waiting to start", registry=self.registry)
-        self.step_seconds = Histogram(
-            "cairn_run_seconds",
-            "Seconds an alert-started run took (detect and diagnose)",
+            "cairn_runs",
+            "Alert-started runs, by result (healthy, remediated, escalated, present, failed, interrupted)",
+            ["result"],
             registry=self.registry,
         )
+        self.depth = Gauge("cairn_queue_depth", "Queued entries waiting to start", registry=self.registry)
+        self.escalated = Gauge(
+            "cairn_queue_escalated", "Entries waiting for a human (cairn approve)", registry=self.registry
+        )
+        self.trips = Counter(
+            "cairn_guardrail_trips",
+            "Automatic remediations held back for a human, by guardrail (breaker, budget)",
+            ["guard"],
+            registry=self.registry,
+        )
+        self.run_seconds = Histogram(
+            "cairn_run_seconds", "Seconds an alert-started run took", registry=self.registry
+        )
+        self.step_seconds = Histogram(
+            "cairn_step_seconds",
+            "Seconds each step of an alert-started run took, by phase",
+            ["phase"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+
+    def step_finished(self, event: Event) -> None:
+        """An event-bus subscriber: step durations by phase (steps reused from a resumed run do not count)."""
+        if (
+            isinstance(event, StepFinished)
+            and event.result.duration
+            and not event.result.message.startswith("from run ")
+        ):
+            self.step_seconds.labels(event.result.phase.value).observe(event.result.duration)
 
 
 class Server:
@@ -137,6 +172,9 @@ class Server:
         self._targets: dict[str, dict[str, Host]] = {}
         """Each runbook ``targets`` pattern's hosts by name."""
         self._inventory_lock = threading.Lock()
+        self._running: dict[int, threading.Event] = {}
+        """Each running entry's cancel event (set at shutdown, after the grace period)."""
+        self._running_lock = threading.Lock()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -209,6 +247,7 @@ class Server:
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         self.metrics.depth.set(self.queue.depth())
+        self.metrics.escalated.set(len(self.queue.entries(EntryState.ESCALATED)))
         return web.Response(
             body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -219,17 +258,29 @@ class Server:
         """Re-queue what a previous server left running, then start the workers."""
         again = self.queue.recover()
         if again:
-            log.warning("queued again after a restart: entries %s", again)
+            log.warning("queued again after a restart (their runs resume): entries %s", again)
             self._work.set()
         for index in range(self.config.workers):
             thread = threading.Thread(target=self._serve_queue, name=f"cairn-serve-{index}", daemon=True)
             thread.start()
             self._workers.append(thread)
 
-    def stop_workers(self, timeout: float = 30.0) -> None:
-        """Take no new entries; wait up to ``timeout`` seconds in all for the runs in progress."""
+    def stop_workers(self, grace: float | None = None, cancelled_wait: float = 30.0) -> None:
+        """Take no new entries; give running runs ``grace`` seconds, then cancel (checkpoint) them.
+
+        A cancelled run's commands are killed where they run, the run is journaled as
+        interrupted and its entry goes back to the queue: the next server resumes it.
+        """
         self._stop.set()
         self._work.set()
+        self._join(self.config.grace if grace is None else grace)
+        with self._running_lock:
+            running = list(self._running.values())
+        for cancel in running:
+            cancel.set()
+        self._join(cancelled_wait)
+
+    def _join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -245,59 +296,129 @@ class Server:
                 self.execute(entry)
             except Exception as exc:  # a fault of Cairn's: the entry says so, the worker goes on
                 log.exception("entry %s failed", entry.id)
-                self.queue.finish(entry.id, EntryState.ESCALATED, note=f"{type(exc).__name__}: {exc}")
+                self.queue.finish(entry.id, EntryState.FAILED, note=f"{type(exc).__name__}: {exc}")
                 self.metrics.runs.labels("error").inc()
 
     def execute(self, entry: Entry) -> None:
-        """Detect and diagnose for one entry on its target; the entry records the run or why there is none."""
+        """Run one entry on its target; the entry records the run and what it came to, or why there is none."""
         from engine.errors import InputError, InventoryError  # noqa: PLC0415
         from engine.inputs import resolve_inputs  # noqa: PLC0415
         from engine.journal import Journal  # noqa: PLC0415
-        from engine.launch import prepare_run  # noqa: PLC0415
 
         runbook = self._runbooks.get(entry.runbook_id)
         if runbook is None:
-            self.queue.finish(
-                entry.id, EntryState.ESCALATED, note=f"runbook {entry.runbook_id!r} is not loaded"
-            )
+            self.queue.finish(entry.id, EntryState.FAILED, note=f"runbook {entry.runbook_id!r} is not loaded")
+            self.metrics.runs.labels("failed").inc()
             return
         try:
             host = self.target_host(runbook, entry.target)
-            inputs = resolve_inputs(runbook, {})
+            inputs = resolve_inputs(runbook, self.config.inputs.get(runbook.id, {}))
         except (InventoryError, InputError) as exc:
-            self.queue.finish(entry.id, EntryState.ESCALATED, note=str(exc))
-            self.metrics.runs.labels("escalated").inc()
+            self.queue.finish(entry.id, EntryState.FAILED, note=str(exc))
+            self.metrics.runs.labels("failed").inc()
             return
         journal = Journal(self.config.journal_path)
         try:
-            runner = prepare_run(
-                runbook,
-                [host],
-                inputs,
-                journal=journal,
-                approver=NobodyToAsk(),
-                options=replace(self.config.options, inventory_sources=self.config.inventory_sources),
-                started_by="alertmanager",
-                trigger={
-                    "kind": "alert",
-                    "queue_entry": entry.id,
-                    "alert": entry.alert,
-                    "inventory": list(self.config.inventory_sources),
-                    "limit": host.name,
-                },
-                last_phase=Phase.DIAGNOSE,
-                forks=1,
-            )
-            with self.metrics.step_seconds.time():
-                report = runner.run()
+            self._execute(entry, runbook, host, inputs, journal)
         finally:
             journal.close()
-        self.queue.finish(
-            entry.id, EntryState.DONE, run_id=runner.bus.run_id, note=f"exit code {report.exit_code}"
+
+    def _execute(
+        self, entry: Entry, runbook: Runbook, host: Host, inputs: dict[str, Any], journal: Journal
+    ) -> None:
+        from engine.launch import prepare_run  # noqa: PLC0415
+
+        resume = self._resume_point(entry, runbook, journal)
+        if resume is None:
+            return  # concluded from its earlier run, which had ended
+        policy = self.config.policy
+        automatic = entry.approved_by is None and not policy.why_not(runbook) and bool(runbook.remediate)
+        remediates = entry.approved_by is not None or automatic
+        approver = AlertApprover(
+            self.queue,
+            policy,
+            runbook.id,
+            approved_by=entry.approved_by,
+            on_trip=lambda guard: self.metrics.trips.labels(guard).inc(),
         )
-        self.metrics.runs.labels(
-            "pitfall" if report.exit_code == 1 else "healthy" if report.exit_code == 0 else "failed"
-        ).inc()
+        trigger: dict[str, Any] = {
+            "kind": "alert",
+            "queue_entry": entry.id,
+            "alert": entry.alert,
+            "inventory": list(self.config.inventory_sources),
+            "limit": host.name,
+        }
+        if resume.results:
+            trigger["resumes"] = resume.run_id
+        if entry.approved_by:
+            trigger["approved_by"] = entry.approved_by
+        runner = prepare_run(
+            runbook,
+            [host],
+            inputs,
+            journal=journal,
+            approver=approver,
+            options=replace(self.config.options, inventory_sources=self.config.inventory_sources),
+            started_by="alertmanager",
+            trigger=trigger,
+            last_phase=Phase.VERIFY if remediates else Phase.DIAGNOSE,
+            forks=1,
+            resume=resume if resume.results else None,
+            unattended=True,
+        )
+        runner.bus.subscribe(self.metrics.step_finished)
+        self.queue.started(entry.id, runner.run_id)
+        with self._running_lock:
+            self._running[entry.id] = runner.cancel
+        try:
+            with self.metrics.run_seconds.time():
+                report = runner.run()
+        finally:
+            approver.close()
+            with self._running_lock:
+                self._running.pop(entry.id, None)
+        if report.interrupted:
+            self.queue.requeue(
+                entry.id,
+                f"checkpointed at shutdown: run {runner.run_id} was interrupted; "
+                "the next cairn serve resumes it without repeating finished steps",
+            )
+            self.metrics.runs.labels("interrupted").inc()
+            return
+        state, note, result = conclude(report, runbook, policy, approver)
+        self.queue.finish(entry.id, state, run_id=runner.run_id, note=note)
+        self.metrics.runs.labels(result).inc()
+
+    def _resume_point(self, entry: Entry, runbook: Runbook, journal: Journal) -> ResumePoint | None:
+        """What to reuse from the entry's earlier run, if a server stopped while it went on.
+
+        An interrupted run of the same runbook text is resumed (its finished steps reused); an
+        earlier run that had ended concludes the entry at once (``None`` with the entry
+        finished). An approved entry's earlier run is the one the human approved: a new run.
+        """
+        from engine.errors import JournalError  # noqa: PLC0415
+        from engine.resume import resume_point  # noqa: PLC0415
+
+        if not entry.run_id:
+            return ResumePoint("", {})
+        try:
+            record = journal.get_run(entry.run_id)
+        except JournalError:
+            return ResumePoint("", {})
+        if record.status is RunStatus.INTERRUPTED:
+            if record.runbook_sha256 != runbook.sha256:
+                return ResumePoint("", {})  # the runbook changed since: start again
+            return resume_point(record)
+        if entry.approved_by or record.status is RunStatus.RUNNING:
+            return ResumePoint("", {})
+        present = record.exit_code == 1 and bool(runbook.remediate)
+        self.queue.finish(
+            entry.id,
+            EntryState.ESCALATED if present else EntryState.DONE,
+            note=f"run {record.id} had ended (exit code {record.exit_code}) when the server stopped"
+            + ("; remediation waits for a human" if present else ""),
+        )
+        return None
 
     def target_host(self, runbook: Runbook, target: str) -> Host:
         """The inventory host named exactly ``target`` among the runbook's targets (never a pattern)."""
@@ -324,6 +445,39 @@ class Server:
         raise InventoryError(
             f"target {target!r} is not a host of {runbook.targets!r} in the inventory; nothing was run"
         )
+
+
+def conclude(
+    report: RunReport, runbook: Runbook, policy: Policy, approver: AlertApprover
+) -> tuple[EntryState, str, str]:
+    """What an alert-started run comes to for its queue entry: (state, note, result for the metrics).
+
+    The pitfall still present with a remediation nobody ran, or an automatic remediation
+    that failed or did not verify, **escalates**: a human decides (``cairn approve``).
+    """
+    outcome = report.hosts[0].outcome if report.hosts else HostOutcome.FAILED
+    reason = report.hosts[0].reason if report.hosts else "the run ended without a result"
+    approved = approver.approved_by is not None
+    if outcome is HostOutcome.HEALTHY:
+        return EntryState.DONE, f"healthy: {reason}", "healthy"
+    if outcome is HostOutcome.REMEDIATED:
+        by = f"approved by {approver.approved_by}" if approved else "automatically"
+        return EntryState.DONE, f"remediated {by}; verify is clean", "remediated"
+    if approved:
+        return EntryState.DONE, f"{outcome.value} after the approved remediation: {reason}", outcome.value
+    if not runbook.remediate:
+        return EntryState.DONE, f"{outcome.value}: {reason}", outcome.value
+    attempted = any(
+        r.phase is Phase.REMEDIATE and r.status not in (StepStatus.DECLINED, StepStatus.SKIPPED)
+        for h in report.hosts
+        for r in h.results
+    )
+    if outcome is HostOutcome.FAILED and not attempted:
+        return EntryState.DONE, f"failed: {reason}", "failed"
+    why = approver.escalation or policy.why_not(runbook)
+    if attempted:
+        why = f"the automatic remediation did not fix it ({reason})" + (f"; {why}" if why else "")
+    return EntryState.ESCALATED, f"remediation waits for a human: {why or reason}", "escalated"
 
 
 async def serve(config: ServeConfig, host: str, port: int, ready: threading.Event | None = None) -> None:
@@ -363,3 +517,106 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CairnError(f"--listen {text!r}: write HOST:PORT, e.g. 127.0.0.1:9095")
     return host.strip("[]"), int(port)
+
+
+# --------------------------------------------------------------------------- the config file
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "listen": {"type": "string", "description": "HOST:PORT"},
+        "token_file": {"type": "string"},
+        "allow_no_token": {"type": "boolean"},
+        "inventory": {"type": ["string", "array"], "items": {"type": "string"}},
+        "runbooks": {"type": ["string", "array"], "items": {"type": "string"}},
+        "journal": {"type": "string"},
+        "known_hosts": {"type": "string"},
+        "workers": {"type": "integer", "minimum": 1, "maximum": 500},
+        "cooldown": {"type": ["number", "string"]},
+        "grace": {"type": ["number", "string"]},
+        "inputs": {
+            "type": "object",
+            "description": "runbook id -> its input values (a mapping) or a YAML/JSON file of them",
+            "additionalProperties": {"type": ["object", "string"]},
+        },
+        "policy": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "automate": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "breaker": {"type": "integer", "minimum": 1},
+                "budget": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+}
+"""What ``cairn serve --config FILE`` may say: the same settings as its options."""
+
+_PATH_KEYS = ("token_file", "inventory", "runbooks", "journal", "known_hosts")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """``cairn serve --config FILE``: its settings by option name (``automate``, ``breaker`` … flattened).
+
+    Relative paths are relative to the file's folder. Every problem is reported at once,
+    with file:line, as a :class:`CairnError`.
+    """
+    from jsonschema import Draft202012Validator  # noqa: PLC0415
+
+    from engine.model import parse_duration  # noqa: PLC0415
+    from engine.yamlsource import pointer, read_yaml_file  # noqa: PLC0415
+
+    doc = read_yaml_file(path)
+    if not doc.problems and not isinstance(doc.data, dict):
+        doc.add("", "a cairn serve config is a mapping of settings, e.g. 'listen: 127.0.0.1:9095'")
+    if not doc.problems:
+        for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(doc.data):
+            where = pointer(tuple(error.absolute_path))
+            if error.validator == "additionalProperties":
+                known = ", ".join(sorted(error.schema.get("properties", {})))
+                doc.add(where, f"{error.message}; the settings are: {known}")
+            else:
+                doc.add(where, error.message)
+    settings: dict[str, Any] = {}
+    if isinstance(doc.data, dict):
+        for key in ("cooldown", "grace"):
+            if isinstance(doc.data.get(key), int | float | str) and not isinstance(doc.data[key], bool):
+                try:
+                    settings[key] = parse_duration(doc.data[key])
+                except ValueError as exc:
+                    doc.add(f"/{key}", str(exc))
+    if not doc.problems:
+        data = dict(doc.data)
+        policy = data.pop("policy", {}) or {}
+        settings = data | policy | settings
+        for key in _PATH_KEYS:
+            value = settings.get(key)
+            if isinstance(value, str) and key in ("inventory", "runbooks"):
+                value = settings[key] = [value]
+            if isinstance(value, list):
+                settings[key] = [str(path.parent / Path(v).expanduser()) for v in value]
+            elif isinstance(value, str):
+                settings[key] = str(path.parent / Path(value).expanduser())
+        for runbook_id, given in dict(settings.get("inputs") or {}).items():
+            if isinstance(given, str):
+                settings["inputs"][runbook_id] = str(path.parent / Path(given.lstrip("@")).expanduser())
+    if doc.problems:
+        raise CairnError("the config file has problems:\n" + "\n".join(f"  {p}" for p in doc.problems))
+    return settings
+
+
+def runbook_inputs(items: list[str], from_config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``--inputs ID:@FILE`` / ``--inputs ID:KEY=VALUE`` (and the config's ``inputs``) by runbook id."""
+    from engine.inputs import parse_extra_vars  # noqa: PLC0415
+
+    found: dict[str, dict[str, Any]] = {}
+    for runbook_id, given in (from_config or {}).items():
+        values = given if isinstance(given, dict) else parse_extra_vars([f"@{given}"])
+        found.setdefault(runbook_id, {}).update(values)
+    for item in items:
+        runbook_id, sep, rest = item.partition(":")
+        if not sep or not runbook_id or not rest:
+            raise CairnError(f"--inputs {item!r}: write RUNBOOK:@FILE or RUNBOOK:KEY=VALUE")
+        found.setdefault(runbook_id, {}).update(parse_extra_vars([rest]))
+    return found

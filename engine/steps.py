@@ -103,7 +103,11 @@ class StepRunner:
             )
             return self.finish(host, phase, step, StepStatus.SKIPPED, note, command=shown)
         approval = ""
-        if step.kind is StepKind.MANUAL or step.confirm:
+        if (
+            step.kind is StepKind.MANUAL
+            or step.confirm
+            or (phase is Phase.REMEDIATE and self.request.unattended)
+        ):
             self.bus.emit(ApprovalRequested, host=host.name, phase=phase, step_id=step.id, command=shown)
             decided = self.desk.ask(ApprovalRequest(self.bus.run_id, host.name, phase, step, shown))
             approval = decided.by

@@ -7,28 +7,21 @@ the alert as its trigger.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
-import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.alert_queue import AlertQueue, Entry, EntryState
-from engine.journal import Journal, RunRecord
+from engine.alert_queue import Entry, EntryState
 from engine.lab.base import free_port
-from tests.conftest import FIXTURES, CairnRunner, cairn_command
-
-TOKEN = "s3cret-webhook-token"
+from tests.cli.conftest import TOKEN, Served, alert, entries, runs, wait_for, webhook
+from tests.conftest import CairnRunner
 
 WEB = """
 id: slow-web
@@ -58,149 +51,6 @@ remediate:
 """
 
 
-@dataclass
-class Served:
-    url: str
-    process: subprocess.Popen[str]
-    journal: Path
-    stderr: Path
-
-    def post(
-        self, body: bytes | str, *, token: str | None = TOKEN, path: str = "/alertmanager"
-    ) -> tuple[int, Any]:
-        data = body.encode() if isinstance(body, str) else body
-        request = urllib.request.Request(self.url + path, data=data, method="POST")
-        request.add_header("Content-Type", "application/json")
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        return _send(request)
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return _send(urllib.request.Request(self.url + path))
-
-
-def _send(request: urllib.request.Request) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            raw = answer.read().decode()
-            code = answer.status
-    except urllib.error.HTTPError as error:
-        raw, code = error.read().decode(), error.code
-    try:
-        return code, json.loads(raw)
-    except json.JSONDecodeError:
-        return code, raw
-
-
-def webhook(*alerts: dict[str, Any]) -> str:
-    body = json.loads((FIXTURES / "alertmanager" / "firing.json").read_text())
-    body["alerts"] = list(alerts)
-    return json.dumps(body)
-
-
-def alert(status: str = "firing", fingerprint: str = "", **labels: str) -> dict[str, Any]:
-    base = json.loads((FIXTURES / "alertmanager" / "firing.json").read_text())["alerts"][0]
-    return base | {"status": status, "labels": labels, "fingerprint": fingerprint or uuid.uuid4().hex[:16]}
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def runs(journal: Path) -> list[RunRecord]:
-    if not journal.exists():
-        return []
-    opened = Journal(journal)
-    try:
-        return [opened.get_run(r.id) for r in opened.list_runs()]
-    finally:
-        opened.close()
-
-
-def entries(journal: Path, state: EntryState | None = None) -> list[Entry]:
-    queue = AlertQueue(journal)
-    try:
-        return queue.entries(state)
-    finally:
-        queue.close()
-
-
-@pytest.fixture
-def inventory(tmp_path: Path) -> Path:
-    path = tmp_path / "hosts.yml"
-    path.write_text(
-        "all:\n  children:\n    web:\n      hosts:\n"
-        "        web-1: {ansible_connection: local}\n        web-2: {ansible_connection: local}\n"
-        "    db:\n      hosts:\n        db-1: {ansible_connection: local}\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-@pytest.fixture
-def serve(
-    tmp_path: Path, runbook_dir: Callable[..., Path], inventory: Path, journal_path: Path
-) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
-
-    def start(*extra: str, runbook: str = WEB) -> Served:
-        folder = runbook_dir(runbook)
-        token_file = tmp_path / "token"
-        token_file.write_text(TOKEN + "\n")
-        port = free_port()
-        stderr = tmp_path / f"serve-{len(started)}.log"
-        log = stack.enter_context(stderr.open("w"))
-        process = subprocess.Popen(
-            [
-                *cairn_command(),
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--token-file",
-                str(token_file),
-                "--runbooks",
-                str(folder),
-                "-i",
-                str(inventory),
-                "--journal",
-                str(journal_path),
-                *extra,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            text=True,
-            env=os.environ,
-        )
-        served = Served(f"http://127.0.0.1:{port}", process, journal_path, stderr)
-        started.append(served)
-
-        def healthy() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"cairn serve exited: {stderr.read_text()}")
-            try:
-                return served.get("/healthz")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, "cairn serve to answer /healthz", timeout=30)
-        return served
-
-    with contextlib.ExitStack() as stack:
-        yield start
-        for served in started:
-            if served.process.poll() is None:
-                served.process.kill()
-            served.process.wait()
-
-
 def test_serve_refuses_to_start_without_a_token(cairn: CairnRunner) -> None:
     result = cairn("serve", "--listen", "127.0.0.1:1")
     assert result.returncode == 2
@@ -211,7 +61,7 @@ def test_serve_refuses_to_start_without_a_token(cairn: CairnRunner) -> None:
 
 
 def test_bad_requests_get_4xx_and_change_nothing(serve: Callable[..., Served]) -> None:
-    served = serve()
+    served = serve(runbook=WEB)
     good = webhook(alert(alertname="HighLatency", severity="critical", instance="web-1:9100"))
     cases = [
         (served.post(good, token=None), 401, "missing or wrong bearer token"),
@@ -235,7 +85,7 @@ def test_bad_requests_get_4xx_and_change_nothing(serve: Callable[..., Served]) -
 
 
 def test_an_alert_runs_detect_and_diagnose_on_the_host_it_names(serve: Callable[..., Served]) -> None:
-    served = serve()
+    served = serve(runbook=WEB)
     fired = alert(alertname="HighLatency", severity="critical", instance="web-1:9100")
     code, body = served.post(webhook(fired))
     assert code == 200, body
@@ -250,21 +100,24 @@ def test_an_alert_runs_detect_and_diagnose_on_the_host_it_names(serve: Callable[
     assert [(s.phase, s.step_id, s.status) for s in run.steps] == [
         ("detect", "look", "finding"),
         ("diagnose", "more", "ok"),
-    ], "detect found the pitfall, diagnose ran; remediation never runs from an alert (yet)"
+    ], "detect found the pitfall, diagnose ran; remediation waits: nothing in it is automatic"
     assert run.exit_code == 1
     [entry] = entries(served.journal)
-    assert (entry.state, entry.run_id, entry.note) == (EntryState.DONE, run.id, "exit code 1")
+    assert (entry.state, entry.run_id) == (EntryState.ESCALATED, run.id)
+    assert (
+        entry.note == "remediation waits for a human: runbook 'slow-web' marks no remediation step automatic"
+    )
 
 
 def test_an_alert_that_matches_no_runbook_is_answered_and_not_queued(serve: Callable[..., Served]) -> None:
-    served = serve()
+    served = serve(runbook=WEB)
     code, body = served.post(webhook(alert(alertname="DiskFull", node="web-1")))
     assert (code, body["queued"], body["unmatched"]) == (200, [], 1)
     assert entries(served.journal) == []
 
 
 def test_a_label_value_is_an_argument_never_code_and_never_a_pattern(serve: Callable[..., Served]) -> None:
-    served = serve()
+    served = serve(runbook=WEB)
     owned = Path(f"/tmp/owned-{uuid.uuid4().hex[:8]}")
     hostile = [
         alert(alertname="NodeDown", node=f"web-1; touch {owned}"),
@@ -276,7 +129,7 @@ def test_a_label_value_is_an_argument_never_code_and_never_a_pattern(serve: Call
     assert code == 200 and len(body["queued"]) == 4
 
     def all_refused() -> list[Entry] | None:
-        refused = entries(served.journal, EntryState.ESCALATED)
+        refused = entries(served.journal, EntryState.FAILED)
         return refused if len(refused) == 4 else None
 
     refused = wait_for(all_refused, "every hostile entry to be refused")
@@ -287,7 +140,7 @@ def test_a_label_value_is_an_argument_never_code_and_never_a_pattern(serve: Call
 
 
 def test_a_burst_of_duplicates_starts_one_run(serve: Callable[..., Served]) -> None:
-    served = serve()
+    served = serve(runbook=WEB)
     same = alert(alertname="HighLatency", severity="warning", instance="web-2:9100", fingerprint="feedbeef")
     answers = [served.post(webhook(same)) for _ in range(25)]
     assert all(code == 200 for code, _ in answers)
@@ -302,7 +155,7 @@ def test_a_burst_of_duplicates_starts_one_run(serve: Callable[..., Served]) -> N
 
 
 def test_sigterm_stops_the_server(serve: Callable[..., Served]) -> None:
-    served = serve()
+    served = serve(runbook=WEB)
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=30) == 0
     assert "cairn serve: stopped (SIGTERM)" in served.stderr.read_text()
@@ -409,6 +262,6 @@ def test_a_real_alertmanager_starts_a_run_and_its_resolve_cancels_queued_work(
         ("diagnose", "more", "ok"),
     ]
     by_target = {e.target: e for e in entries(served.journal)}
-    assert (by_target["web-1"].state, by_target["web-1"].run_id) == (EntryState.DONE, run.id)
+    assert (by_target["web-1"].state, by_target["web-1"].run_id) == (EntryState.ESCALATED, run.id)
     assert by_target["web-2"].note == "the alert resolved before its run started"
     assert len(runs(served.journal)) == 1, "web-2 never ran"

@@ -15,6 +15,7 @@ import pytest
 
 from engine.alert_queue import AlertQueue, EntryState
 from engine.alerts import Alert, AlertStatus, Route
+from engine.errors import JournalError
 from tests.conftest import REPO
 
 
@@ -116,7 +117,7 @@ def test_after_a_run_the_same_alert_waits_out_the_cooldown(tmp_path: Path) -> No
     assert intake.queued == []
     [(runbook, target, why)] = intake.duplicates
     assert (runbook, target) == ("node-down", "n1")
-    assert why == f"cooling down: entry {entry_id} ended 300 s ago (cooldown 600 s)"
+    assert why == f"cooling down: entry {entry_id} ended (done) 300 s ago (cooldown 600 s)"
 
     assert queue.accept([routed()], now=1701.0).queued != [], "after the cooldown it runs again"
     [done] = queue.entries(EntryState.DONE)
@@ -140,7 +141,7 @@ def test_entries_running_when_the_server_died_are_queued_again_saying_so(tmp_pat
     assert again.recover() == [entry_id]
     [entry] = again.entries()
     assert entry.state is EntryState.QUEUED
-    assert entry.note.startswith("queued again: the server stopped while its run went on")
+    assert entry.note.startswith("queued again: the server stopped while its run went on; the run resumes")
     assert again.claim() is not None
     again.close()
 
@@ -179,4 +180,158 @@ def test_accepted_alerts_survive_kill_9(tmp_path: Path) -> None:
             process.stdout.close()
     queue = AlertQueue(path)
     assert [e.target for e in queue.entries(EntryState.QUEUED)] == [f"n{i}" for i in range(25)]
+    queue.close()
+
+
+# --------------------------------------------------------------------------- waiting for a human
+
+
+def escalate(queue: AlertQueue, target: str = "n1", run_id: str = "20261129-101500-aaaaaa") -> int:
+    """An entry whose run found the pitfall and whose remediation waits for a human."""
+    [entry_id] = queue.accept([routed(target=target, fingerprint=f"fp-{target}")]).queued
+    claimed = queue.claim()
+    assert claimed is not None and claimed.id == entry_id
+    queue.started(entry_id, run_id)
+    queue.finish(entry_id, EntryState.ESCALATED, note="remediation waits for a human: policy")
+    return entry_id
+
+
+def test_an_entry_waiting_for_a_human_makes_repeats_of_its_alert_duplicates(tmp_path: Path) -> None:
+    queue = AlertQueue(tmp_path / "journal.db", cooldown=0)  # no cooldown: waiting alone holds them back
+    entry_id = escalate(queue)
+    intake = queue.accept([routed(fingerprint="fp-n1")])
+    assert intake.queued == []
+    assert intake.duplicates == [("node-down", "n1", f"entry {entry_id} is escalated for the same runbook and target")]
+    queue.close()
+
+
+def test_approving_queues_the_entry_again_with_who_approved(queue: AlertQueue) -> None:
+    entry_id = escalate(queue)
+    approved = queue.approve("20261129-101500", "alice@ops")  # a unique prefix is enough, as in cairn show-run
+    assert (approved.id, approved.state, approved.approved_by) == (entry_id, EntryState.QUEUED, "alice@ops")
+    assert "approved by alice@ops" in approved.note
+    claimed = queue.claim()
+    assert claimed is not None and claimed.approved_by == "alice@ops"
+    assert claimed.run_id == "20261129-101500-aaaaaa", "the run the human approved, until the next one starts"
+
+
+def test_declining_ends_the_entry_with_the_reason(queue: AlertQueue) -> None:
+    escalate(queue)
+    declined = queue.decline("20261129-101500-aaaaaa", "bob@ops", "node is being drained")
+    assert declined.state is EntryState.DECLINED
+    assert declined.note == "declined by bob@ops: node is being drained"
+    assert queue.claim() is None
+
+
+def test_approving_what_does_not_wait_says_why_and_changes_nothing(queue: AlertQueue) -> None:
+    with pytest.raises(JournalError, match="no alert-started run 'nope'.*cairn queue"):
+        queue.approve("nope", "alice")
+    [entry_id] = queue.accept([routed()]).queued
+    queue.claim()
+    queue.started(entry_id, "20261129-101500-bbbbbb")
+    queue.finish(entry_id, EntryState.DONE, note="healthy: detect found nothing")
+    with pytest.raises(JournalError, match=r"not waiting for a human: its queue entry \d+ is done \(healthy"):
+        queue.approve("20261129-101500-bbbbbb", "alice")
+    escalate(queue, target="n2", run_id="20261129-101500-bbbccc")
+    with pytest.raises(JournalError, match="ambiguous"):
+        queue.decline("20261129-101500-bbb", "alice")
+    assert [e.state for e in queue.entries()] == [EntryState.DONE, EntryState.ESCALATED]
+
+
+def test_a_resolved_alert_cancels_the_remediation_waiting_for_a_human(queue: AlertQueue) -> None:
+    entry_id = escalate(queue)
+    intake = queue.accept([routed(fingerprint="fp-n1", status="resolved")])
+    assert intake.cancelled == [entry_id]
+    [entry] = queue.entries()
+    assert entry.state is EntryState.CANCELLED
+    assert entry.note == "the alert resolved while its remediation waited for a human; nothing was changed"
+
+
+# --------------------------------------------------------------------------- guardrails
+
+
+def test_the_breaker_allows_n_automatic_remediations_per_host_per_hour(queue: AlertQueue) -> None:
+    limits = {"automatic": True, "breaker": 2, "budget": 10}
+    for minute in (0, 10):
+        guard = queue.begin_remediation("n1", "rb", f"run-{minute}", now=1000.0 + 60 * minute, **limits)
+        assert guard.ledger_id is not None
+        queue.end_remediation(guard.ledger_id, now=1001.0 + 60 * minute)
+    third = queue.begin_remediation("n1", "rb", "run-20", now=1000.0 + 60 * 20, **limits)
+    assert (third.ledger_id, third.tripped) == (None, "breaker")
+    assert third.reason == (
+        "circuit breaker: 2 automatic remediations on n1 in the last hour (at most 2); "
+        "the next is allowed in 40 min"
+    )
+    assert queue.begin_remediation("n2", "rb", "run-x", now=1000.0 + 60 * 20, **limits).ledger_id, "per host"
+    human = queue.begin_remediation("n1", "rb", "run-h", now=1000.0 + 60 * 20, **(limits | {"automatic": False}))
+    assert human.ledger_id is not None, "a human's approval is what the breaker escalates to"
+    later = queue.begin_remediation("n1", "rb", "run-61", now=1000.0 + 60 * 61, **limits)
+    assert later.ledger_id is not None, "an hour after the first, one more is allowed"
+
+
+def test_the_budget_bounds_hosts_remediated_at_once_across_the_fleet(queue: AlertQueue) -> None:
+    limits = {"breaker": 10, "budget": 2}
+    a = queue.begin_remediation("n1", "rb-a", "r1", automatic=True, **limits)
+    b = queue.begin_remediation("n2", "rb-b", "r2", automatic=False, **limits)  # a human's counts too
+    assert a.ledger_id and b.ledger_id
+    refused = queue.begin_remediation("n3", "rb-a", "r3", automatic=True, **limits)
+    assert (refused.ledger_id, refused.tripped) == (None, "budget")
+    assert refused.reason == "fleet budget: 2 hosts are being remediated now (at most 2): n1, n2"
+    same_host = queue.begin_remediation("n1", "rb-b", "r4", automatic=True, **limits)
+    assert same_host.ledger_id is not None, "a host already being changed adds nothing to the budget"
+    queue.end_remediation(b.ledger_id)
+    assert queue.begin_remediation("n3", "rb-a", "r5", automatic=True, **limits).ledger_id is not None
+
+
+def test_racing_workers_never_exceed_the_budget(tmp_path: Path) -> None:
+    queues = [AlertQueue(tmp_path / "journal.db") for _ in range(8)]
+    start = threading.Barrier(len(queues))
+    granted: list[str] = []
+
+    def take(index: int, q: AlertQueue) -> None:
+        start.wait()
+        guard = q.begin_remediation(f"n{index}", "rb", f"r{index}", automatic=True, breaker=5, budget=3)
+        if guard.ledger_id is not None:
+            granted.append(f"n{index}")
+
+    threads = [threading.Thread(target=take, args=(i, q)) for i, q in enumerate(queues)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 3
+    for q in queues:
+        q.close()
+
+
+def test_a_restart_closes_the_remediations_of_the_server_that_died(tmp_path: Path) -> None:
+    first = AlertQueue(tmp_path / "journal.db")
+    assert first.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=1).ledger_id
+    first.close()  # died mid-remediation: n1 still counts toward the budget
+    again = AlertQueue(tmp_path / "journal.db")
+    assert again.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).tripped == "budget"
+    again.recover()
+    assert again.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).ledger_id
+    assert again.begin_remediation("n1", "rb", "r3", automatic=True, breaker=1, budget=5).tripped == "breaker", (
+        "the hour's count survives the restart"
+    )
+    again.close()
+
+
+def test_a_queue_written_before_approvals_existed_opens_and_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3  # noqa: PLC0415
+
+    path = tmp_path / "journal.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE alert_queue (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL,"
+            " fingerprint TEXT NOT NULL, runbook_id TEXT NOT NULL, target TEXT NOT NULL, alert TEXT NOT NULL,"
+            " state TEXT NOT NULL, run_id TEXT, note TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO alert_queue VALUES (1, 1.0, 'f1', 'node-down', 'n1', '{}', 'queued', NULL, '', 1.0)"
+        )
+    queue = AlertQueue(path)
+    [entry] = queue.entries()
+    assert (entry.target, entry.state, entry.approved_by) == ("n1", EntryState.QUEUED, None)
     queue.close()
