@@ -38,7 +38,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -174,34 +174,42 @@ class AlertQueue:
 
     def accept(self, routes: Iterable[Route], now: float | None = None) -> Intake:
         """Queue the firing routes that are new, cancel what resolved ones end; one transaction."""
+        return self.accept_many([routes], now)[0]
+
+    def accept_many(self, webhooks: Sequence[Iterable[Route]], now: float | None = None) -> list[Intake]:
+        """:meth:`accept` for several webhooks, in order, in **one** transaction (group commit:
+        the server gathers the webhooks that arrive while the previous commit runs)."""
         at = time.time() if now is None else now
-        intake = Intake()
         with self._lock, self._transaction():
-            for route in routes:
-                if route.problem:
-                    continue  # no target: the server reports it, nothing to queue
-                if route.alert.status is AlertStatus.RESOLVED:
-                    intake.cancelled += self._cancel(route, at)
-                    continue
-                why = self._duplicate(route, at)
-                if why:
-                    intake.duplicates.append((route.runbook_id, route.target, why))
-                    continue
-                cursor = self._db.execute(
-                    "INSERT INTO alert_queue (received_at, fingerprint, runbook_id, target, alert, state, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        at,
-                        route.alert.fingerprint,
-                        route.runbook_id,
-                        route.target,
-                        json.dumps(route.alert.context()),
-                        EntryState.QUEUED.value,
-                        at,
-                    ),
-                )
-                assert cursor.lastrowid is not None
-                intake.queued.append(cursor.lastrowid)
+            return [self._accept(routes, at) for routes in webhooks]
+
+    def _accept(self, routes: Iterable[Route], at: float) -> Intake:
+        intake = Intake()
+        for route in routes:
+            if route.problem:
+                continue  # no target: the server reports it, nothing to queue
+            if route.alert.status is AlertStatus.RESOLVED:
+                intake.cancelled += self._cancel(route, at)
+                continue
+            why = self._duplicate(route, at)
+            if why:
+                intake.duplicates.append((route.runbook_id, route.target, why))
+                continue
+            cursor = self._db.execute(
+                "INSERT INTO alert_queue (received_at, fingerprint, runbook_id, target, alert, state, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    at,
+                    route.alert.fingerprint,
+                    route.runbook_id,
+                    route.target,
+                    json.dumps(route.alert.context()),
+                    EntryState.QUEUED.value,
+                    at,
+                ),
+            )
+            assert cursor.lastrowid is not None
+            intake.queued.append(cursor.lastrowid)
         return intake
 
     def _duplicate(self, route: Route, at: float) -> str:

@@ -32,6 +32,7 @@ import ipaddress
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,9 +41,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from engine.alert_queue import AlertQueue, Entry, EntryState
-from engine.alerts import AlertStatus, WebhookError, parse_webhook, route
-from engine.errors import CairnError
+from engine.alert_queue import AlertQueue, Entry, EntryState, Intake
+from engine.alerts import AlertStatus, Route, WebhookError, parse_webhook, route
+from engine.errors import CairnError, JournalError
 from engine.events import Event, StepFinished
 from engine.executors import ExecutionOptions
 from engine.model import Host, HostOutcome, Phase, ResumePoint, Runbook, RunReport, RunStatus, StepStatus
@@ -175,6 +176,11 @@ class Server:
         self._running: dict[int, threading.Event] = {}
         """Each running entry's cancel event (set at shutdown, after the grace period)."""
         self._running_lock = threading.Lock()
+        self._pending: list[tuple[list[Route], asyncio.Future[Intake]]] = []
+        """Webhooks waiting for the next intake commit (touched on the event loop only)."""
+        self._committing = False
+        self._commit_task: asyncio.Task[None] | None = None
+        self._intake = ThreadPoolExecutor(1, thread_name_prefix="cairn-intake")
 
     # ------------------------------------------------------------------ HTTP
 
@@ -200,7 +206,7 @@ class Server:
             hook = parse_webhook(body)
         except WebhookError as exc:
             return self._answer(400, {"error": str(exc)})
-        routes = []
+        routes: list[Route] = []
         unmatched = 0
         for alert in hook.alerts:
             self.metrics.alerts.labels(alert.status.value).inc()
@@ -212,7 +218,11 @@ class Server:
             for r in routes
             if r.problem
         ]
-        intake = await asyncio.get_running_loop().run_in_executor(None, self.queue.accept, routes)
+        try:
+            intake = await self._commit(routes)
+        except JournalError as exc:  # the disk, not the request: Alertmanager retries a 5xx
+            log.error("could not queue a webhook: %s", exc)
+            return self._answer(503, {"error": f"could not persist the alerts: {exc}"})
         self.metrics.queued.inc(len(intake.queued))
         self.metrics.duplicates.inc(len(intake.duplicates))
         self.metrics.cancelled.inc(len(intake.cancelled))
@@ -229,6 +239,39 @@ class Server:
                 "resolved": sum(a.status is AlertStatus.RESOLVED for a in hook.alerts),
             },
         )
+
+    async def _commit(self, routes: list[Route]) -> Intake:
+        """Persist one webhook's routes: group commit with the webhooks that arrive meanwhile.
+
+        The first webhook starts a commit on the intake thread; webhooks that arrive while it
+        runs wait together and go in the next transaction. Each is answered only after the
+        transaction holding it committed.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Intake] = loop.create_future()
+        self._pending.append((routes, done))
+        if not self._committing:
+            self._committing = True
+            self._commit_task = loop.create_task(self._commit_pending())
+        return await done
+
+    async def _commit_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    intakes = await loop.run_in_executor(
+                        self._intake, self.queue.accept_many, [routes for routes, _ in batch]
+                    )
+                except JournalError as exc:
+                    for _, done in batch:
+                        done.set_exception(exc)
+                    continue
+                for (_, done), intake in zip(batch, intakes, strict=True):
+                    done.set_result(intake)
+        finally:
+            self._committing = False
 
     def _authorized(self, request: web.Request) -> bool:
         token = self.config.token
@@ -252,7 +295,22 @@ class Server:
             body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+    def close(self) -> None:
+        """After :meth:`stop_workers`: the intake thread and the queue's database."""
+        self._intake.shutdown(wait=True)
+        self.queue.close()
+
     # ------------------------------------------------------------------ workers
+
+    def warm(self) -> None:
+        """Read the inventory and each triggered runbook's target hosts now, before serving.
+
+        A broken inventory stops ``cairn serve`` at start (not at the first alert), and the
+        first alert finds its host by a lookup instead of waiting for Ansible's loader.
+        """
+        for runbook in self.config.runbooks:
+            if runbook.triggers and self.config.inventory_sources:
+                self._hosts_of(runbook)
 
     def start_workers(self) -> None:
         """Re-queue what a previous server left running, then start the workers."""
@@ -420,10 +478,23 @@ class Server:
         )
         return None
 
+    def _hosts_of(self, runbook: Runbook) -> dict[str, Host]:
+        """The hosts of ``runbook.targets`` by name: the inventory read once, each pattern once."""
+        from engine.inventory import load_inventory  # noqa: PLC0415
+
+        with self._inventory_lock:
+            if self._inventory is None:
+                self._inventory = load_inventory(self.config.inventory_sources)
+            hosts = self._targets.get(runbook.targets)
+            if hosts is None:
+                hosts = self._targets[runbook.targets] = {
+                    h.name: h for h in self._inventory.hosts(runbook.targets)
+                }
+            return hosts
+
     def target_host(self, runbook: Runbook, target: str) -> Host:
         """The inventory host named exactly ``target`` among the runbook's targets (never a pattern)."""
         from engine.errors import InventoryError  # noqa: PLC0415
-        from engine.inventory import load_inventory  # noqa: PLC0415
         from engine.model import LOCALHOST  # noqa: PLC0415
 
         if not self.config.inventory_sources:
@@ -432,14 +503,7 @@ class Server:
             raise InventoryError(
                 f"target {target!r}: without an inventory (-i) alerts can only name localhost"
             )
-        with self._inventory_lock:  # read once, and each runbook's hosts once: an alert is then a lookup
-            if self._inventory is None:
-                self._inventory = load_inventory(self.config.inventory_sources)
-            hosts = self._targets.get(runbook.targets)
-            if hosts is None:
-                hosts = self._targets[runbook.targets] = {
-                    h.name: h for h in self._inventory.hosts(runbook.targets)
-                }
+        hosts = self._hosts_of(runbook)
         if target in hosts:
             return hosts[target]
         raise InventoryError(
@@ -483,6 +547,7 @@ def conclude(
 async def serve(config: ServeConfig, host: str, port: int, ready: threading.Event | None = None) -> None:
     """Serve until cancelled (``cairn serve`` runs this in its event loop)."""
     server = Server(config)
+    await asyncio.get_running_loop().run_in_executor(None, server.warm)
     server.start_workers()
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
@@ -495,7 +560,7 @@ async def serve(config: ServeConfig, host: str, port: int, ready: threading.Even
     finally:
         await runner.cleanup()
         await asyncio.get_running_loop().run_in_executor(None, server.stop_workers)
-        server.queue.close()
+        server.close()
 
 
 def read_token(path: str | None, environ: dict[str, str]) -> str | None:

@@ -265,3 +265,16 @@ def test_a_real_alertmanager_starts_a_run_and_its_resolve_cancels_queued_work(
     assert (by_target["web-1"].state, by_target["web-1"].run_id) == (EntryState.ESCALATED, run.id)
     assert by_target["web-2"].note == "the alert resolved before its run started"
     assert len(runs(served.journal)) == 1, "web-2 never ran"
+
+
+def test_an_inventory_that_cannot_be_read_stops_serve_at_start(
+    cairn: CairnRunner, runbook_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "hosts.yml"
+    broken.write_text("all:\n  hosts:\n    web-1: [not, a, mapping\n")
+    result = cairn(
+        "serve", "--allow-no-token", "--listen", f"127.0.0.1:{free_port()}",
+        "--runbooks", str(runbook_dir(WEB)), "-i", str(broken), "--journal", str(tmp_path / "j.db"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert str(broken) in result.stderr and "Traceback" not in result.stderr

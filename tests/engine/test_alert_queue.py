@@ -201,13 +201,17 @@ def test_an_entry_waiting_for_a_human_makes_repeats_of_its_alert_duplicates(tmp_
     entry_id = escalate(queue)
     intake = queue.accept([routed(fingerprint="fp-n1")])
     assert intake.queued == []
-    assert intake.duplicates == [("node-down", "n1", f"entry {entry_id} is escalated for the same runbook and target")]
+    assert intake.duplicates == [
+        ("node-down", "n1", f"entry {entry_id} is escalated for the same runbook and target")
+    ]
     queue.close()
 
 
 def test_approving_queues_the_entry_again_with_who_approved(queue: AlertQueue) -> None:
     entry_id = escalate(queue)
-    approved = queue.approve("20261129-101500", "alice@ops")  # a unique prefix is enough, as in cairn show-run
+    approved = queue.approve(
+        "20261129-101500", "alice@ops"
+    )  # a unique prefix is enough, as in cairn show-run
     assert (approved.id, approved.state, approved.approved_by) == (entry_id, EntryState.QUEUED, "alice@ops")
     assert "approved by alice@ops" in approved.note
     claimed = queue.claim()
@@ -263,7 +267,9 @@ def test_the_breaker_allows_n_automatic_remediations_per_host_per_hour(queue: Al
         "the next is allowed in 40 min"
     )
     assert queue.begin_remediation("n2", "rb", "run-x", now=1000.0 + 60 * 20, **limits).ledger_id, "per host"
-    human = queue.begin_remediation("n1", "rb", "run-h", now=1000.0 + 60 * 20, **(limits | {"automatic": False}))
+    human = queue.begin_remediation(
+        "n1", "rb", "run-h", now=1000.0 + 60 * 20, **(limits | {"automatic": False})
+    )
     assert human.ledger_id is not None, "a human's approval is what the breaker escalates to"
     later = queue.begin_remediation("n1", "rb", "run-61", now=1000.0 + 60 * 61, **limits)
     assert later.ledger_id is not None, "an hour after the first, one more is allowed"
@@ -312,9 +318,9 @@ def test_a_restart_closes_the_remediations_of_the_server_that_died(tmp_path: Pat
     assert again.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).tripped == "budget"
     again.recover()
     assert again.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).ledger_id
-    assert again.begin_remediation("n1", "rb", "r3", automatic=True, breaker=1, budget=5).tripped == "breaker", (
-        "the hour's count survives the restart"
-    )
+    assert (
+        again.begin_remediation("n1", "rb", "r3", automatic=True, breaker=1, budget=5).tripped == "breaker"
+    ), "the hour's count survives the restart"
     again.close()
 
 
@@ -335,3 +341,15 @@ def test_a_queue_written_before_approvals_existed_opens_and_gains_the_column(tmp
     [entry] = queue.entries()
     assert (entry.target, entry.state, entry.approved_by) == ("n1", EntryState.QUEUED, None)
     queue.close()
+
+
+def test_webhooks_committed_together_are_answered_each_in_order(queue: AlertQueue) -> None:
+    first, second, third = queue.accept_many(
+        [[routed()], [routed(), routed(target="n2")], [routed(status="resolved", target="n2")]]
+    )
+    assert len(first.queued) == 1
+    assert second.duplicates == [
+        ("node-down", "n1", f"entry {first.queued[0]} is queued for the same runbook and target")
+    ]
+    assert len(second.queued) == 1
+    assert third.cancelled == second.queued, "the resolve in the same commit sees the entry queued before it"
