@@ -1,6 +1,6 @@
 """Alertmanager webhooks → runbook triggers: the payload, Alertmanager's matchers, the target.
 
-The first part of ``cairn serve`` (issue 6): what an alert is, whether a
+What ``cairn serve`` reads (:mod:`engine.serve`): what an alert is, whether a
 runbook's trigger matches it, and which inventory host it names. No HTTP, no
 queue: :func:`parse_webhook` turns a request body into alerts or a
 :class:`WebhookError` that says what is wrong (a 400 for the server), and
