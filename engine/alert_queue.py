@@ -360,6 +360,10 @@ class AlertQueue:
         return self.entry(entry.id)
 
     def _waiting(self, run_id: str) -> Entry:
+        if not run_id.strip():
+            raise JournalError(
+                "give the run id (or its start) of the run waiting for a human: see `cairn queue`"
+            )
         rows = [
             _entry(row)
             for row in self._db.execute(
@@ -466,6 +470,25 @@ class AlertQueue:
                 tuple(s.value for s in states),
             )
         return [_entry(row) for row in rows]
+
+    def recent(self, *states: EntryState, limit: int) -> list[Entry]:
+        """The ``limit`` entries in ``states`` updated last, the latest first (the rest are not read)."""
+        marks = ", ".join("?" * len(states))
+        rows = self._db.execute(
+            f"SELECT * FROM alert_queue WHERE state IN ({marks})"  # noqa: S608 (only ?s)
+            " ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (*(s.value for s in states), limit),
+        )
+        return [_entry(row) for row in rows]
+
+    def count(self, *states: EntryState) -> int:
+        """How many entries are in ``states``."""
+        marks = ", ".join("?" * len(states))
+        row = self._db.execute(
+            f"SELECT count(*) FROM alert_queue WHERE state IN ({marks})",  # noqa: S608 (only ?s)
+            tuple(s.value for s in states),
+        )
+        return int(row.fetchone()[0])
 
     def depth(self) -> int:
         """Entries waiting to start."""

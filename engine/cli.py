@@ -438,7 +438,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     queue = _queue(args)
     try:
         if args.all:
-            shown = queue.entries()[-args.limit :]
+            shown = queue.recent(*EntryState, limit=args.limit)[::-1]
         else:
             shown = queue.entries(EntryState.ESCALATED, EntryState.QUEUED, EntryState.RUNNING)
     finally:

@@ -4,7 +4,7 @@
 benchmark use. The app owns what several screens share: the configuration, the
 runbook library (loaded in a thread so the first frame is painted at once) and
 a way to open the journal. Each screen lives in its own module under
-``tui/screens/``; the two modes are the runbook library and the run history.
+``tui/screens/``; the modes are the runbook library, the run history and the alert queue.
 """
 
 from __future__ import annotations
@@ -101,6 +101,12 @@ def _history_screen() -> Screen[Any]:
     return HistoryScreen()
 
 
+def _queue_screen() -> Screen[Any]:
+    from tui.screens.queue import QueueScreen  # noqa: PLC0415 - not needed for the first paint
+
+    return QueueScreen()
+
+
 class CairnApp(App[None]):
     """Browse the knowledge base, step through runbooks, read the journal."""
 
@@ -110,16 +116,19 @@ class CairnApp(App[None]):
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "runbooks": "library",
         "history": "history",
+        "alerts": "queue",
     }
     SCREENS: ClassVar[dict[str, Callable[[], Screen[Any]]]] = {
         "library": _library_screen,
         "history": _history_screen,
+        "queue": _queue_screen,
     }
     DEFAULT_MODE = "runbooks"
     COMMANDS = App.COMMANDS | {runbook_commands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f2", "switch_mode('runbooks')", "Runbooks", tooltip="The runbook library"),
         Binding("f3", "switch_mode('history')", "History", tooltip="Past runs from the journal"),
+        Binding("f6", "switch_mode('alerts')", "Alerts", tooltip="Alerts from cairn serve; approve, decline"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

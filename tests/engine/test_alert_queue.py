@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -228,7 +229,7 @@ def test_declining_ends_the_entry_with_the_reason(queue: AlertQueue) -> None:
 
 
 def test_approving_what_does_not_wait_says_why_and_changes_nothing(queue: AlertQueue) -> None:
-    with pytest.raises(JournalError, match="no alert-started run 'nope'.*cairn queue"):
+    with pytest.raises(JournalError, match=r"no alert-started run 'nope'.*cairn queue"):
         queue.approve("nope", "alice")
     [entry_id] = queue.accept([routed()]).queued
     queue.claim()
@@ -239,6 +240,8 @@ def test_approving_what_does_not_wait_says_why_and_changes_nothing(queue: AlertQ
     escalate(queue, target="n2", run_id="20261129-101500-bbbccc")
     with pytest.raises(JournalError, match="ambiguous"):
         queue.decline("20261129-101500-bbb", "alice")
+    with pytest.raises(JournalError, match="give the run id"):
+        queue.approve("  ", "alice")  # an empty prefix would match every run
     assert [e.state for e in queue.entries()] == [EntryState.DONE, EntryState.ESCALATED]
 
 
@@ -325,8 +328,6 @@ def test_a_restart_closes_the_remediations_of_the_server_that_died(tmp_path: Pat
 
 
 def test_a_queue_written_before_approvals_existed_opens_and_gains_the_column(tmp_path: Path) -> None:
-    import sqlite3  # noqa: PLC0415
-
     path = tmp_path / "journal.db"
     with sqlite3.connect(path) as db:
         db.execute(
@@ -353,3 +354,14 @@ def test_webhooks_committed_together_are_answered_each_in_order(queue: AlertQueu
     ]
     assert len(second.queued) == 1
     assert third.cancelled == second.queued, "the resolve in the same commit sees the entry queued before it"
+
+
+def test_recent_reads_only_the_latest_ended_entries(queue: AlertQueue) -> None:
+    ids = queue.accept([routed(target=f"n{i}") for i in range(5)], now=10.0).queued
+    for minute, entry_id in enumerate(ids):
+        queue.claim(now=20.0)
+        queue.finish(entry_id, EntryState.DONE, note=f"done {minute}", now=100.0 + minute)
+    queue.accept([routed(target="n9")], now=200.0)
+    latest = queue.recent(EntryState.DONE, EntryState.FAILED, limit=2)
+    assert [e.note for e in latest] == ["done 4", "done 3"]
+    assert queue.count(EntryState.DONE) == 5 and queue.count(EntryState.QUEUED, EntryState.RUNNING) == 1
