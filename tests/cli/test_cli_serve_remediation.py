@@ -104,6 +104,8 @@ def test_remediation_runs_alone_only_when_runbook_and_policy_both_allow_it(
     assert (
         metric(served, 'cairn_runs_total{result="remediated"}') == 'cairn_runs_total{result="remediated"} 1.0'
     )
+    assert metric(served, 'cairn_step_seconds_count{phase="remediate"}').endswith(" 1.0"), "fix ran, also not"
+    assert metric(served, 'cairn_step_seconds_count{phase="verify"}').endswith(" 1.0")
 
 
 def test_without_the_policy_the_run_waits_and_a_human_declines(
@@ -241,13 +243,16 @@ def test_a_stopped_server_loses_nothing_and_the_next_resumes_the_run(
     serve: Callable[..., Served], tmp_path: Path, stop: signal.Signals
 ) -> None:
     runbook = WAITING.format(dir=tmp_path)
-    served = serve("--grace", "0", runbook=runbook)
-    code, body = served.post(webhook(alert(alertname="Slow", node="web-1")))
-    assert code == 200 and len(body["queued"]) == 1
-    wait_for((tmp_path / "waiting").exists, "the run to reach its second step")
+    served = serve("--grace", "0", "--workers", "1", runbook=runbook)
+    code, body = served.post(
+        webhook(alert(alertname="Slow", node="web-1"), alert(alertname="Slow", node="web-2"))
+    )
+    assert code == 200 and len(body["queued"]) == 2
+    wait_for((tmp_path / "waiting").exists, "web-1's run to reach its second step (web-2 waits: one worker)")
     served.process.send_signal(stop)
     served.process.wait(timeout=60)
-    [entry] = entries(served.journal)
+    entry, waiting = entries(served.journal)
+    assert (waiting.target, waiting.state, waiting.run_id) == ("web-2", EntryState.QUEUED, None)
     [first_run] = runs(served.journal)
     assert first_run.status is RunStatus.INTERRUPTED
     if stop is signal.SIGTERM:
@@ -270,7 +275,11 @@ def test_a_stopped_server_loses_nothing_and_the_next_resumes_the_run(
         ("first", "ok", f"from run {first_run.id}"),
         ("wait", "ok", ""),
     ]
-    assert len(list(tmp_path.glob("first-ran-*"))) == 1, "the finished step was not run again"
+    after = wait_for(settled(again, "web-2", EntryState.DONE), "the queued entry's run")
+    assert after.note == "healthy: detect found nothing"
+    assert len(list(tmp_path.glob("first-ran-*"))) == 2, (
+        "web-1's finished step was not run again; web-2's ran"
+    )
 
 
 def test_a_config_file_gives_the_same_settings(
