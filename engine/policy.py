@@ -111,8 +111,13 @@ class AlertApprover:
                 "cairn serve",
                 "a manual step needs a human at a terminal: `cairn run` or the TUI",
             )
-        if request.phase is not Phase.REMEDIATE:  # only a confirm: true check gets here
-            return Approval(Decision.APPROVED, "cairn serve", "read-only phase")
+        if request.phase is not Phase.REMEDIATE:  # a check that says confirm: true
+            return Approval(
+                Decision.DECLINED,
+                "cairn serve",
+                "the runbook asks a human before this check (confirm: true); an alert-started run has "
+                "no one to ask",
+            )
         if self.approved_by is None and not request.step.automatic:
             self.held.append(request.step.id)
             return Approval(

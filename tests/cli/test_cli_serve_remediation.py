@@ -344,3 +344,19 @@ def test_a_kubelet_cpu_alert_drops_caches_on_the_lab_when_the_policy_automates_i
         "a manual step needs a human at a terminal: `cairn run` or the TUI",
     )
     assert by_step[("verify", "memory_stat_read")].status == "ok"
+
+
+def test_a_check_that_asks_for_a_human_is_not_run_by_an_alert(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    runbook = marker(tmp_path).replace(
+        "    expect: out == 'fixed'\n", "    expect: out == 'fixed'\n    confirm: true\n", 1
+    )
+    served = serve("--automate", "stale-marker", runbook=runbook)
+    fire(served, "web-1")
+    entry = wait_for(settled(served, "web-1", EntryState.DONE, EntryState.ESCALATED), "web-1's run")
+    assert entry.note == (
+        "failed: detect could not decide: look: the runbook asks a human before this check (confirm: true); "
+        "an alert-started run has no one to ask"
+    )
+    assert not (tmp_path / "web-1.fixed").exists()
