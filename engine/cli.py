@@ -404,18 +404,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace=args.grace,
         inputs=inputs,
     )
-    print(
-        f"cairn serve: http://{args.listen}/alertmanager · {len(with_triggers)} runbooks with triggers "
-        f"({', '.join(with_triggers) or 'none'}) · journal {journal_path} · {policy.describe()}",
-        file=sys.stderr,
-        flush=True,
-    )
+
+    def listening() -> None:
+        print(
+            f"cairn serve: http://{args.listen}/alertmanager · {len(with_triggers)} runbooks with triggers "
+            f"({', '.join(with_triggers) or 'none'}) · journal {journal_path} · {policy.describe()}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     async def main() -> None:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        await serve(config, host, port)
+        await serve(config, host, port, on_ready=listening)
 
     try:
         asyncio.run(main())

@@ -32,6 +32,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -544,7 +545,9 @@ def conclude(
     return EntryState.ESCALATED, f"remediation waits for a human: {why or reason}", "escalated"
 
 
-async def serve(config: ServeConfig, host: str, port: int, ready: threading.Event | None = None) -> None:
+async def serve(
+    config: ServeConfig, host: str, port: int, on_ready: Callable[[], None] | None = None
+) -> None:
     """Serve until cancelled (``cairn serve`` runs this in its event loop)."""
     server = Server(config)
     await asyncio.get_running_loop().run_in_executor(None, server.warm)
@@ -553,8 +556,8 @@ async def serve(config: ServeConfig, host: str, port: int, ready: threading.Even
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    if ready is not None:
-        ready.set()
+    if on_ready is not None:  # listening: the inventory was read, the queue recovered
+        on_ready()
     try:
         await asyncio.Event().wait()
     finally:
