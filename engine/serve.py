@@ -177,6 +177,7 @@ class Server:
         self._running: dict[int, threading.Event] = {}
         """Each running entry's cancel event (set at shutdown, after the grace period)."""
         self._running_lock = threading.Lock()
+        self._cancelling = False
         self._pending: list[tuple[list[Route], asyncio.Future[Intake]]] = []
         """Webhooks waiting for the next intake commit (touched on the event loop only)."""
         self._committing = False
@@ -334,6 +335,7 @@ class Server:
         self._work.set()
         self._join(self.config.grace if grace is None else grace)
         with self._running_lock:
+            self._cancelling = True  # a run registering from now on is cancelled at once
             running = list(self._running.values())
         for cancel in running:
             cancel.set()
@@ -429,6 +431,8 @@ class Server:
         self.queue.started(entry.id, runner.run_id)
         with self._running_lock:
             self._running[entry.id] = runner.cancel
+            if self._cancelling:
+                runner.cancel.set()
         try:
             with self.metrics.run_seconds.time():
                 report = runner.run()
