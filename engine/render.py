@@ -359,7 +359,7 @@ def history_text(runs: list[RunRecord]) -> str:
                 _hosts(run.hosts),
                 status,
                 outcomes,
-                _started_by(run),
+                started_by_text(run),
             ]
         )
     return table(rows, ["RUN", "STARTED", "RUNBOOK", "TARGETS", "STATUS", "OUTCOME", "STARTED BY"])
@@ -369,10 +369,12 @@ def _hosts(hosts: tuple[str, ...]) -> str:
     return ", ".join(hosts) if len(hosts) <= 3 else f"{', '.join(hosts[:2])} +{len(hosts) - 2}"
 
 
-def _started_by(run: RunRecord) -> str:
+def started_by_text(run: RunRecord) -> str:
+    """Who or what started a run: ``alice@host``, ``tui: tui:alice``, ``alert KubeNodeNotReady node=n1``."""
     kind = run.trigger.get("kind", "cli")
-    if kind == "alert":
-        return f"alert {alert_summary(run.trigger.get('alert') or {})}"
+    alert = run.trigger.get("alert")
+    if kind == "alert" and isinstance(alert, dict) and alert.get("labels"):
+        return f"alert {alert_summary(alert)}"
     return run.started_by if kind == "cli" else f"{kind}: {run.started_by}"
 
 
@@ -424,7 +426,7 @@ def run_text(run: RunRecord, *, full_output: bool = False) -> str:
     out = [
         f"run {run.id}: {run.runbook_id} — {run.status.value}"
         + (f", exit {run.exit_code}" if run.exit_code is not None else ""),
-        f"  started   {when(run.started_at)} by {_started_by(run)}",
+        f"  started   {when(run.started_at)} by {started_by_text(run)}",
         f"  finished  {when(run.finished_at)}",
         f"  targets   {', '.join(run.hosts)}",
         f"  inputs    {', '.join(f'{k}={v}' for k, v in run.inputs.items()) or '-'}",

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from engine.model import RunStatus
+from engine.render import started_by_text
 
 if TYPE_CHECKING:
     from engine.journal import RunRecord
@@ -34,9 +35,8 @@ LIVE_REFRESH = 3.0
 
 
 def started_by(run: RunRecord) -> str:
-    """Who started a run: ``alice`` from the CLI, ``tui: tui:alice``, ``alertmanager: …`` for alert-started runs."""
-    kind = str(run.trigger.get("kind", "cli"))
-    return run.started_by if kind == "cli" else f"{kind}: {run.started_by}"
+    """Who started a run, as ``cairn history`` says it (an alert-started run names its alert)."""
+    return started_by_text(run)
 
 
 def hosts_text(hosts: tuple[str, ...]) -> str:
