@@ -9,7 +9,7 @@ One row per (alert, runbook, target) that was queued. What ``accept`` decides:
 
 * a **firing** alert whose (runbook, target) already has an entry that is
   queued, running or waiting for a human (escalated) is a duplicate, as is one
-  whose last entry on that key ended less than ``cooldown`` seconds ago:
+  whose last run on that key ended (or was declined) less than ``cooldown`` seconds ago:
   nothing is added (Alertmanager repeats firing alerts every
   ``repeat_interval``, and a group carries every alert again);
 * a **resolved** alert cancels the entries of the same alert that have not
@@ -98,8 +98,10 @@ class EntryState(Enum):
 
 ACTIVE = (EntryState.QUEUED.value, EntryState.RUNNING.value, EntryState.ESCALATED.value)
 """States in which a firing alert for the same runbook and target is a duplicate."""
-ENDED = (EntryState.DONE.value, EntryState.DECLINED.value, EntryState.FAILED.value)
-"""States after which the cooldown applies (a cancelled entry never ran)."""
+COOLING = (EntryState.DONE.value, EntryState.DECLINED.value)
+"""States after which the cooldown applies: a run ended, or a human said no. A cancelled entry
+never ran; a failed one could not run (its target or runbook is unknown): once the operator
+fixed that (and reloaded), the next alert must run."""
 HOUR = 3600.0
 
 
@@ -222,8 +224,8 @@ class AlertQueue:
         if self.cooldown > 0:
             row = self._db.execute(
                 "SELECT id, updated_at, state FROM alert_queue WHERE runbook_id = ? AND target = ?"
-                " AND state IN (?, ?, ?) AND updated_at > ? ORDER BY updated_at DESC LIMIT 1",
-                (route.runbook_id, route.target, *ENDED, at - self.cooldown),
+                " AND state IN (?, ?) AND updated_at > ? ORDER BY updated_at DESC LIMIT 1",
+                (route.runbook_id, route.target, *COOLING, at - self.cooldown),
             ).fetchone()
             if row:
                 return (

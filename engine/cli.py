@@ -403,6 +403,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         policy=policy,
         grace=args.grace,
         inputs=inputs,
+        runbook_dirs=tuple(_runbook_dirs(args)),
     )
 
     def listening() -> None:

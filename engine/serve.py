@@ -27,9 +27,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +81,8 @@ class ServeConfig:
     policy: Policy = field(default_factory=Policy)
     grace: float = 20.0
     """Seconds running runs get to finish at SIGTERM before they are cancelled and checkpointed."""
+    runbook_dirs: tuple[Path, ...] = ()
+    """Where ``runbooks`` came from: SIGHUP reads these folders again."""
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each runbook's input values for alert-started runs (``--inputs ID:@FILE``); defaults fill the rest."""
 
@@ -166,6 +171,7 @@ class Server:
         self.config = config
         self.queue = AlertQueue(config.journal_path, cooldown=config.cooldown)
         self.metrics = Metrics()
+        self._runbook_list = config.runbooks
         self._runbooks = {r.id: r for r in config.runbooks}
         self._work = threading.Event()
         self._stop = threading.Event()
@@ -212,7 +218,7 @@ class Server:
         unmatched = 0
         for alert in hook.alerts:
             self.metrics.alerts.labels(alert.status.value).inc()
-            found = route(self.config.runbooks, alert)
+            found = route(self._runbook_list, alert)
             unmatched += not found
             routes += found
         problems = [
@@ -310,7 +316,7 @@ class Server:
         A broken inventory stops ``cairn serve`` at start (not at the first alert), and the
         first alert finds its host by a lookup instead of waiting for Ansible's loader.
         """
-        for runbook in self.config.runbooks:
+        for runbook in self._runbook_list:
             if runbook.triggers and self.config.inventory_sources:
                 self._hosts_of(runbook)
 
@@ -483,6 +489,52 @@ class Server:
         )
         return None
 
+    def reload(self) -> list[str]:
+        """SIGHUP: read the runbook folders and the inventory again; what it did, line by line.
+
+        Runs in progress keep what they started with. A runbook file that no longer loads
+        keeps the version loaded before; an inventory that no longer loads keeps everything
+        as it was (a half-reload would leave runbooks pointing at hosts that are gone).
+        """
+        from engine.inventory import load_inventory  # noqa: PLC0415
+        from engine.loader import load_library  # noqa: PLC0415
+
+        said: list[str] = []
+        runbooks = self._runbook_list
+        if self.config.runbook_dirs:
+            before = {r.source_path: r for r in self._runbook_list}
+            fresh: list[Runbook] = []
+            for result in load_library(self.config.runbook_dirs, jobs=1).results:
+                if result.runbook is not None:
+                    fresh.append(result.runbook)
+                elif result.path in before:
+                    fresh.append(before[result.path])
+                    said.append(f"{result.problems[0]} — kept the version loaded before")
+                else:
+                    said += [f"skipping an invalid runbook: {problem}" for problem in result.problems[:1]]
+            runbooks = tuple(fresh)
+        inventory = None
+        targets: dict[str, dict[str, Host]] = {}
+        try:
+            if self.config.inventory_sources:
+                inventory = load_inventory(self.config.inventory_sources)
+                for runbook in runbooks:
+                    if runbook.triggers and runbook.targets not in targets:
+                        targets[runbook.targets] = {h.name: h for h in inventory.hosts(runbook.targets)}
+        except CairnError as exc:
+            return [*said, f"reload refused, nothing changed: {exc}"]
+        with self._inventory_lock:
+            self._runbook_list = runbooks
+            self._runbooks = {r.id: r for r in runbooks}
+            self._inventory, self._targets = inventory, targets
+        triggered = [r.id for r in runbooks if r.triggers]
+        hosts = len({name for found in targets.values() for name in found})
+        return [
+            *said,
+            f"reloaded: {len(triggered)} runbooks with triggers ({', '.join(triggered) or 'none'}), "
+            f"{hosts} target hosts",
+        ]
+
     def _hosts_of(self, runbook: Runbook) -> dict[str, Host]:
         """The hosts of ``runbook.targets`` by name: the inventory read once, each pattern once."""
         from engine.inventory import load_inventory  # noqa: PLC0415
@@ -562,12 +614,30 @@ async def serve(
     await site.start()
     if on_ready is not None:  # listening: the inventory was read, the queue recovered
         on_ready()
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        loop.run_in_executor(None, server.reload).add_done_callback(_say)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
         await asyncio.get_running_loop().run_in_executor(None, server.stop_workers)
         server.close()
+
+
+def _say(done: asyncio.Future[list[str]]) -> None:
+    """Print what a SIGHUP reload did (or why it failed) on the server's stderr."""
+    try:
+        lines = done.result()
+    except Exception as exc:  # a fault of Cairn's: say it, keep serving
+        log.exception("reload failed")
+        lines = [f"reload failed, nothing changed: {type(exc).__name__}: {exc}"]
+    for line in lines:
+        print(f"cairn serve: SIGHUP: {line}", file=sys.stderr, flush=True)
 
 
 def read_token(path: str | None, environ: dict[str, str]) -> str | None:

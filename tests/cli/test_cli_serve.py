@@ -278,3 +278,46 @@ def test_an_inventory_that_cannot_be_read_stops_serve_at_start(
     )  # fmt: skip
     assert result.returncode == 2
     assert str(broken) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sighup_reads_the_runbooks_and_the_inventory_again(
+    serve: Callable[..., Served], tmp_path: Path, inventory: Path
+) -> None:
+    served = serve(runbook=WEB)
+    code, body = served.post(webhook(alert(alertname="NodeDown", node="web-3")))
+    assert code == 200 and len(body["queued"]) == 1
+    [refused] = wait_for(lambda: entries(served.journal, EntryState.FAILED), "web-3 to be refused")
+    assert refused.note == "target 'web-3' is not a host of 'web' in the inventory; nothing was run"
+
+    inventory.write_text(
+        inventory.read_text().replace(
+            "        web-2:", "        web-3: {ansible_connection: local}\n        web-2:"
+        )
+    )
+    runbook = tmp_path / "rb" / "slow-web.yaml"  # where the serve fixture's runbook_dir wrote it
+    runbook.write_text(
+        runbook.read_text().replace(
+            "  - matchers: ['alertname = NodeDown']", "  - matchers: ['alertname =~ \"NodeDown|DiskFull\"']"
+        )
+    )
+
+    def said(text: str) -> Callable[[], bool]:
+        return lambda: text in served.stderr.read_text()
+
+    served.process.send_signal(signal.SIGHUP)
+    wait_for(
+        said("cairn serve: SIGHUP: reloaded: 1 runbooks with triggers (slow-web), 3 target hosts"),
+        "the reload",
+    )
+    code, body = served.post(webhook(alert(alertname="DiskFull", node="web-3")))
+    assert code == 200 and len(body["queued"]) == 1, "the new trigger matches"
+    ran = wait_for(lambda: [r for r in runs(served.journal) if r.status.value == "finished"], "web-3's run")
+    assert ran[0].hosts == ("web-3",), "the new host is found"
+
+    runbook.write_text("id: slow-web\ntitle: [broken\n")
+    served.process.send_signal(signal.SIGHUP)
+    wait_for(said("kept the version loaded before"), "the second reload")
+    assert served.post(webhook(alert(alertname="HighLatency", severity="critical", instance="web-1:9100")))[
+        1
+    ]["queued"]
+    assert served.process.poll() is None

@@ -365,3 +365,12 @@ def test_recent_reads_only_the_latest_ended_entries(queue: AlertQueue) -> None:
     latest = queue.recent(EntryState.DONE, EntryState.FAILED, limit=2)
     assert [e.note for e in latest] == ["done 4", "done 3"]
     assert queue.count(EntryState.DONE) == 5 and queue.count(EntryState.QUEUED, EntryState.RUNNING) == 1
+
+
+def test_an_entry_that_could_not_run_starts_no_cooldown(tmp_path: Path) -> None:
+    queue = AlertQueue(tmp_path / "journal.db", cooldown=600)
+    [entry_id] = queue.accept([routed()], now=1000.0).queued
+    queue.claim(now=1001.0)
+    queue.finish(entry_id, EntryState.FAILED, note="target 'n1' is not a host of 'web'", now=1002.0)
+    assert queue.accept([routed()], now=1010.0).queued != [], "the operator fixed the inventory: it runs now"
+    queue.close()
