@@ -103,6 +103,8 @@ COOLING = (EntryState.DONE.value, EntryState.DECLINED.value)
 never ran; a failed one could not run (its target or runbook is unknown): once the operator
 fixed that (and reloaded), the next alert must run."""
 HOUR = 3600.0
+WAITS_FOR_A_HUMAN = "remediation waits for a human: "
+"""How an escalated entry's note starts (then why: the policy, a guardrail, a failed fix)."""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from engine.alert_queue import AlertQueue, Entry, EntryState, Intake
+from engine.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState, Intake
 from engine.alerts import AlertStatus, Route, WebhookError, parse_webhook, route
 from engine.errors import CairnError, JournalError
 from engine.events import Event, StepFinished
@@ -598,7 +598,7 @@ def conclude(
     why = approver.escalation or policy.why_not(runbook)
     if attempted:
         why = f"the automatic remediation did not fix it ({reason})" + (f"; {why}" if why else "")
-    return EntryState.ESCALATED, f"remediation waits for a human: {why or reason}", "escalated"
+    return EntryState.ESCALATED, f"{WAITS_FOR_A_HUMAN}{why or reason}", "escalated"
 
 
 async def serve(

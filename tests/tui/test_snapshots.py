@@ -1,4 +1,4 @@
-"""Snapshots of the library, the history and a run's details at 80x24 and 120x40.
+"""Snapshots of the library, the history, a run's details and the alert queue at 80x24 and 120x40.
 
 Deterministic: fixture runbooks (no paths on screen), a journal written with
 fixed run ids and times, shown in UTC.
@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from engine.alert_queue import AlertQueue, EntryState
+from engine.alerts import Alert, AlertStatus, Route
 from engine.events import (
     HostFinished,
     RunFinished,
@@ -29,6 +31,7 @@ from tests.tui.test_library import BAD_SEVERITY, CERT, DISK, LOCKS
 from tui.app import CairnApp, make_app
 from tui.config import CairnConfig
 from tui.screens.history import HistoryScreen
+from tui.screens.queue import QueueScreen
 from tui.screens.run_detail import RunDetailScreen
 
 pytestmark = pytest.mark.tui
@@ -177,7 +180,43 @@ def app(runbook_dir: Callable[..., Path], journal_path: Path, utc: None) -> Cair
     folder = runbook_dir(DISK, LOCKS, CERT, name="snapshots")
     (folder / "bad-severity.yaml").write_text(BAD_SEVERITY.read_text(encoding="utf-8"), encoding="utf-8")
     write_runs(journal_path)
+    write_queue(journal_path)
     return make_app(CairnConfig(runbook_dirs=(folder,), journal_path=journal_path, user="oncall"))
+
+
+def write_queue(journal_path: Path) -> None:
+    """The alert queue `cairn serve` would have left: one entry waiting for a human, one queued, one done."""
+
+    def alert(fingerprint: str, **labels: str) -> Alert:
+        return Alert(AlertStatus.FIRING, labels, {"summary": "deploys stuck behind a lock"}, fingerprint)
+
+    queue = AlertQueue(journal_path)
+    try:
+        [waiting] = queue.accept(
+            [Route(alert("fp-locks", alertname="DeployStuck", host="deploy1"), "stale-locks", 0, "deploy1")],
+            now=DAY + 4500,
+        ).queued
+        queue.claim(now=DAY + 4500)
+        queue.started(waiting, ALERTED, now=DAY + 4500)
+        queue.finish(
+            waiting,
+            EntryState.ESCALATED,
+            note="remediation waits for a human: the policy does not automate 'stale-locks' "
+            "(cairn serve --automate stale-locks)",
+            now=DAY + 4510,
+        )
+        [done] = queue.accept(
+            [Route(alert("fp-disk", alertname="DiskFull", host="web1"), "disk-full", 0, "web1")], now=DAY
+        ).queued
+        queue.claim(now=DAY)
+        queue.started(done, REMEDIATED, now=DAY)
+        queue.finish(done, EntryState.DONE, note="remediated automatically; verify is clean", now=DAY + 60)
+        queue.accept(
+            [Route(alert("fp-cert", alertname="CertExpiring", host="web2"), "cert-expiry", 0, "web2")],
+            now=DAY + 86400,
+        )
+    finally:
+        queue.close()
 
 
 async def library_ready(pilot: Pilot[Any]) -> None:
@@ -239,3 +278,18 @@ def test_run_detail(snap_compare: Any, app: CairnApp, size: tuple[int, int]) -> 
         await pilot.press("down", "down")  # web1's remediation: its command, output and approval
 
     assert snap_compare(app, terminal_size=size, run_before=open_run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_alert_queue(snap_compare: Any, app: CairnApp, size: tuple[int, int]) -> None:
+    async def queue_ready(pilot: Pilot[Any]) -> None:
+        await library_ready(pilot)
+        await pilot.press("f6")
+
+        def listed() -> bool:
+            screen = pilot.app.screen
+            return isinstance(screen, QueueScreen) and len(screen.shown) == 3
+
+        await until(pilot, listed, "the alert queue")
+
+    assert snap_compare(app, terminal_size=size, run_before=queue_ready)

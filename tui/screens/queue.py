@@ -15,7 +15,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 from textual.worker import get_current_worker
 
-from engine.alert_queue import AlertQueue, Entry, EntryState
+from engine.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState
 from engine.errors import CairnError
 from engine.journal import default_journal_path
 from engine.render import alert_summary, when
@@ -80,7 +80,8 @@ def received_text(at: float, now: float | None = None) -> str:
 
 
 def cells(entry: Entry) -> tuple[Text, ...]:
-    """One row; an escalated row is bold from end to end."""
+    """One row; an escalated row is bold from end to end, its note without "remediation waits for a human"
+    (the state says it; the pane below has the whole note)."""
     bold = "bold" if entry.state is EntryState.ESCALATED else ""
     annotations = text_map(entry.alert.get("annotations"))
     alert = alert_summary(entry.alert) + (
@@ -91,7 +92,7 @@ def cells(entry: Entry) -> tuple[Text, ...]:
         Text(received_text(entry.received_at), style=bold),
         Text(entry.runbook_id, style="bold"),
         Text(entry.target, style=bold),
-        Text(" ".join(entry.note.split()), style=bold or "dim"),
+        Text(" ".join(entry.note.removeprefix(WAITS_FOR_A_HUMAN).split()), style=bold or "dim"),
         Text(alert),
         Text(entry.run_id or "-", style="dim"),
     )
