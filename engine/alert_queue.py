@@ -9,7 +9,7 @@ One row per (alert, runbook, target) that was queued. What ``accept`` decides:
 
 * a **firing** alert whose (runbook, target) already has an entry that is
   queued, running or waiting for a human (escalated) is a duplicate, as is one
-  whose last run on that key ended (or was declined) less than ``cooldown`` seconds ago:
+  whose last entry on that key ended less than ``cooldown`` seconds ago:
   nothing is added (Alertmanager repeats firing alerts every
   ``repeat_interval``, and a group carries every alert again);
 * a **resolved** alert cancels the entries of the same alert that have not
@@ -100,8 +100,8 @@ ACTIVE = (EntryState.QUEUED.value, EntryState.RUNNING.value, EntryState.ESCALATE
 """States in which a firing alert for the same runbook and target is a duplicate."""
 COOLING = (EntryState.DONE.value, EntryState.DECLINED.value)
 """States after which the cooldown applies: a run ended, or a human said no. A cancelled entry
-never ran; a failed one could not run (its target or runbook is unknown): once the operator
-fixed that (and reloaded), the next alert must run."""
+never ran. A failed one (its target or runbook is unknown) cools down only until the server reads
+its inventory and runbooks again (see :attr:`AlertQueue.failed_forgotten_before`)."""
 HOUR = 3600.0
 WAITS_FOR_A_HUMAN = "remediation waits for a human: "
 """How an escalated entry's note starts (then why: the policy, a guardrail, a failed fix)."""
@@ -157,6 +157,9 @@ class AlertQueue:
         self.path = Path(path)
         self.cooldown = cooldown
         """Seconds after a run on a (runbook, target) during which the same firing alert is a duplicate."""
+        self.failed_forgotten_before = 0.0
+        """Failed entries that ended before this time start no cooldown: the server has read its
+        inventory and runbooks since (at start, at SIGHUP), so the alert's next firing may run."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -226,8 +229,16 @@ class AlertQueue:
         if self.cooldown > 0:
             row = self._db.execute(
                 "SELECT id, updated_at, state FROM alert_queue WHERE runbook_id = ? AND target = ?"
-                " AND state IN (?, ?) AND updated_at > ? ORDER BY updated_at DESC LIMIT 1",
-                (route.runbook_id, route.target, *COOLING, at - self.cooldown),
+                " AND (state IN (?, ?) OR (state = ? AND updated_at > ?)) AND updated_at > ?"
+                " ORDER BY updated_at DESC LIMIT 1",
+                (
+                    route.runbook_id,
+                    route.target,
+                    *COOLING,
+                    EntryState.FAILED.value,
+                    self.failed_forgotten_before,
+                    at - self.cooldown,
+                ),
             ).fetchone()
             if row:
                 return (

@@ -170,6 +170,10 @@ class Server:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.queue = AlertQueue(config.journal_path, cooldown=config.cooldown)
+        self._intake_queue = AlertQueue(config.journal_path, cooldown=config.cooldown)
+        """The intake's own connection: a webhook never waits behind a worker's transaction in Python,
+        only in SQLite (a worker stuck on a locked database cannot hold up the 503)."""
+        self._forget_failed()
         self.metrics = Metrics()
         self._runbook_list = config.runbooks
         self._runbooks = {r.id: r for r in config.runbooks}
@@ -270,7 +274,7 @@ class Server:
                 batch, self._pending = self._pending, []
                 try:
                     intakes = await loop.run_in_executor(
-                        self._intake, self.queue.accept_many, [routes for routes, _ in batch]
+                        self._intake, self._intake_queue.accept_many, [routes for routes, _ in batch]
                     )
                 except JournalError as exc:
                     for _, done in batch:
@@ -298,7 +302,7 @@ class Server:
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         self.metrics.depth.set(self.queue.depth())
-        self.metrics.escalated.set(len(self.queue.entries(EntryState.ESCALATED)))
+        self.metrics.escalated.set(self.queue.count(EntryState.ESCALATED))
         return web.Response(
             body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -306,6 +310,7 @@ class Server:
     def close(self) -> None:
         """After :meth:`stop_workers`: the intake thread and the queue's database."""
         self._intake.shutdown(wait=True)
+        self._intake_queue.close()
         self.queue.close()
 
     # ------------------------------------------------------------------ workers
@@ -354,7 +359,12 @@ class Server:
 
     def _serve_queue(self) -> None:
         while not self._stop.is_set():
-            entry = self.queue.claim()
+            try:
+                entry = self.queue.claim()
+            except JournalError as exc:  # locked or failing for now: the worker waits, never dies
+                log.error("cannot read the alert queue: %s", exc)
+                self._stop.wait(IDLE_WAIT)
+                continue
             if entry is None:
                 self._work.wait(IDLE_WAIT)
                 self._work.clear()
@@ -363,7 +373,8 @@ class Server:
                 self.execute(entry)
             except Exception as exc:  # a fault of Cairn's: the entry says so, the worker goes on
                 log.exception("entry %s failed", entry.id)
-                self.queue.finish(entry.id, EntryState.FAILED, note=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(JournalError):  # else recover() re-queues it at the next start
+                    self.queue.finish(entry.id, EntryState.FAILED, note=f"{type(exc).__name__}: {exc}")
                 self.metrics.runs.labels("error").inc()
 
     def execute(self, entry: Entry) -> None:
@@ -489,6 +500,10 @@ class Server:
         )
         return None
 
+    def _forget_failed(self) -> None:
+        """The inventory and runbooks are (re)read now: entries that failed before cool nothing down."""
+        self.queue.failed_forgotten_before = self._intake_queue.failed_forgotten_before = time.time()
+
     def reload(self) -> list[str]:
         """SIGHUP: read the runbook folders and the inventory again; what it did, line by line.
 
@@ -527,6 +542,7 @@ class Server:
             self._runbook_list = runbooks
             self._runbooks = {r.id: r for r in runbooks}
             self._inventory, self._targets = inventory, targets
+        self._forget_failed()
         triggered = [r.id for r in runbooks if r.triggers]
         hosts = len({name for found in targets.values() for name in found})
         return [

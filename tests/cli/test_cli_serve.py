@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import urllib.request
 import uuid
@@ -321,3 +322,25 @@ def test_sighup_reads_the_runbooks_and_the_inventory_again(
         1
     ]["queued"]
     assert served.process.poll() is None
+
+
+def test_a_queue_that_cannot_be_written_answers_503_and_the_server_recovers(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve(runbook=WEB)
+    fired = webhook(alert(alertname="HighLatency", severity="critical", instance="web-1:9100"))
+    assert served.get("/healthz")[0] == 200  # the queue exists
+    blocker = sqlite3.connect(served.journal, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another program holds the database past the 5 s busy timeout
+    try:
+        code, body = served.post(fired)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert code == 503, body
+    assert body["error"].startswith("could not persist the alerts: ")
+    assert entries(served.journal) == []
+    code, body = served.post(fired)  # Alertmanager retries a 5xx
+    assert code == 200 and len(body["queued"]) == 1
+    [run] = wait_for(lambda: [r for r in runs(served.journal) if r.status.value == "finished"], "the run")
+    assert run.hosts == ("web-1",), "the workers lived through the lock"

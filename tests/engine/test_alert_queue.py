@@ -367,10 +367,17 @@ def test_recent_reads_only_the_latest_ended_entries(queue: AlertQueue) -> None:
     assert queue.count(EntryState.DONE) == 5 and queue.count(EntryState.QUEUED, EntryState.RUNNING) == 1
 
 
-def test_an_entry_that_could_not_run_starts_no_cooldown(tmp_path: Path) -> None:
+def test_an_entry_that_could_not_run_cools_down_until_the_server_reads_its_inventory_again(
+    tmp_path: Path,
+) -> None:
     queue = AlertQueue(tmp_path / "journal.db", cooldown=600)
     [entry_id] = queue.accept([routed()], now=1000.0).queued
     queue.claim(now=1001.0)
     queue.finish(entry_id, EntryState.FAILED, note="target 'n1' is not a host of 'web'", now=1002.0)
-    assert queue.accept([routed()], now=1010.0).queued != [], "the operator fixed the inventory: it runs now"
+    [(_, _, why)] = queue.accept([routed()], now=1010.0).duplicates
+    assert why == f"cooling down: entry {entry_id} ended (failed) 8 s ago (cooldown 600 s)", (
+        "no storm of failures"
+    )
+    queue.failed_forgotten_before = 1005.0  # SIGHUP: the operator fixed the inventory
+    assert queue.accept([routed()], now=1010.0).queued != [], "the next firing runs"
     queue.close()
