@@ -461,36 +461,35 @@ def _entry_data(entry: Any) -> dict[str, Any]:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from engine.launch import who  # noqa: PLC0415
-
-    queue = _queue(args)
-    try:
-        entry = queue.approve(args.run_id, args.by or who())
-    finally:
-        queue.close()
-    if args.json:
-        _emit_json(_entry_data(entry))
-    else:
-        print(
-            f"approved: {entry.runbook_id} on {entry.target} (queue entry {entry.id}). cairn serve runs it "
-            "again: detect first, then the remediation if the pitfall is still there; "
-            "`cairn queue --all` shows how it went"
-        )
-    return EXIT_OK
+    return _decide(
+        args,
+        lambda queue, by: queue.approve(args.run_id, by),
+        "approved: {runbook} on {target} (queue entry {id}). cairn serve runs it again: detect first, "
+        "then the remediation if the pitfall is still there; `cairn queue --all` shows how it went",
+    )
 
 
 def cmd_decline(args: argparse.Namespace) -> int:
+    return _decide(
+        args,
+        lambda queue, by: queue.decline(args.run_id, by, args.reason or ""),
+        "declined: {runbook} on {target} (queue entry {id}); nothing was changed",
+    )
+
+
+def _decide(args: argparse.Namespace, decide: Callable[[Any, str], Any], said: str) -> int:
+    """``cairn approve`` / ``decline``: one decision on an escalated entry, then what it became."""
     from engine.launch import who  # noqa: PLC0415
 
     queue = _queue(args)
     try:
-        entry = queue.decline(args.run_id, args.by or who(), args.reason or "")
+        entry = decide(queue, args.by or who())
     finally:
         queue.close()
     if args.json:
         _emit_json(_entry_data(entry))
     else:
-        print(f"declined: {entry.runbook_id} on {entry.target} (queue entry {entry.id}); nothing was changed")
+        print(said.format(runbook=entry.runbook_id, target=entry.target, id=entry.id))
     return EXIT_OK
 
 
