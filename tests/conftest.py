@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -15,11 +16,39 @@ from typing import Any
 import pytest
 import yaml
 
+from engine import doctor
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
 FIXTURES = REPO / "tests" / "fixtures"
+
+
+@functools.cache
+def _program_missing(name: str) -> str:
+    """Why ``name`` cannot be used here ("" when it can), from the same table as `cairn doctor`."""
+    finding = doctor.check_program(doctor.by_name(name))
+    if finding.ok:
+        return ""
+    package = finding.program.package
+    install = f"apt-get install {package}" if package else finding.program.hint
+    return f"{name} ({finding.problem}; {install})"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test whose marker names a program this machine lacks fails at once, naming the package.
+
+    Markers are for selection, never for skipping: ./scripts/test installs every package, and a
+    missing one must read as what it is, not as a Python error deep inside the test.
+    """
+    needed = [p for mark in item.iter_markers() for p in doctor.TEST_MARKERS.get(mark.name, ())]
+    missing = [why for name in dict.fromkeys(needed) if (why := _program_missing(name))]
+    if missing:
+        pytest.fail(
+            f"this test needs {', '.join(missing)}; ./scripts/test installs it as root, and "
+            "`cairn doctor --for tests` lists everything missing",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -233,6 +233,7 @@ def post_alerts(api: str, alerts: list[dict[str, Any]]) -> None:
         assert answer.status == 200
 
 
+@pytest.mark.alertmanager
 def test_a_real_alertmanager_starts_a_run_and_its_resolve_cancels_queued_work(
     serve: Callable[..., Served], alertmanager: Callable[[str], str]
 ) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import CairnRunner, cairn_command
 from tests.tui.test_library import CERT, DISK, LOCKS
 
-pytestmark = [pytest.mark.tui, pytest.mark.cli]
+pytestmark = [pytest.mark.tui, pytest.mark.cli, pytest.mark.tmux]
 
 TMUX_NEEDED = "the real-terminal test needs tmux (.ci/run installs it)"
 
