@@ -4,6 +4,8 @@ The runner asks an :class:`Approver` before every step with ``confirm`` (all
 remediation steps by default) and before recording a manual step as done. The
 CLI asks on the terminal; ``--yes`` approves commands but never pretends a human
 did a manual step; without a terminal and without ``--yes`` nothing is approved.
+A step nobody could be asked about is ``not asked``, never ``declined``: that
+word is kept for a human's refusal.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ class Decision(Enum):
     DECLINED = "declined"
     """Do not run it; recorded as declined."""
     SKIPPED = "skipped"
-    """Not decided by a human (e.g. a manual step in a ``--yes`` run)."""
+    """A human chose to skip it (a manual step not done, ``s`` at the prompt)."""
+    NOT_ASKED = "not_asked"
+    """Nobody was there to decide: no terminal, an alert-started run, a manual step under ``--yes``,
+    a run interrupted before the answer. Never the same as a human's refusal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +76,20 @@ class AssumeYes:
     def decide(self, request: ApprovalRequest) -> Approval:
         """Approve commands, skip manual steps."""
         if request.manual:
-            return Approval(Decision.SKIPPED, "--yes", "a manual step needs a human; not done in a --yes run")
+            return Approval(
+                Decision.NOT_ASKED,
+                "--yes",
+                "not asked: a manual step needs a human to do it; --yes approves commands only",
+            )
         return Approval(Decision.APPROVED, "--yes")
+
+
+NO_TERMINAL = "not asked: no terminal to ask on; rerun on a terminal, or with --yes to approve the commands"
 
 
 class NobodyToAsk:
     """No terminal and no ``--yes``: nothing is approved, and the note says how to approve."""
 
     def decide(self, request: ApprovalRequest) -> Approval:
-        """Decline, explaining how to approve."""
-        return Approval(
-            Decision.DECLINED,
-            "no-terminal",
-            "needs approval: no terminal to ask on; rerun on a terminal, or with --yes to approve all",
-        )
+        """Nobody was asked; the note says how to approve."""
+        return Approval(Decision.NOT_ASKED, "no-terminal", NO_TERMINAL)

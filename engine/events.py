@@ -57,6 +57,17 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PreflightChecked(Event):
+    """A host was asked, before its first step, for the programs the runbook's steps need."""
+
+    host: str
+    ok: bool
+    summary: str
+    """``all 3 programs found``, or what is missing and which steps it stops."""
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepStarted(Event):
     """A step began on a host (after its ``when`` and approval)."""
 
@@ -91,7 +102,8 @@ class ApprovalRequested(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepApproval(Event):
-    """A human (or ``--yes``, or the lack of a terminal) decided on a step."""
+    """A step that needed approval has its answer: a human's, ``--yes``'s or the policy's, or none
+    (``asked`` false: nobody was there to ask; the step ends ``not asked``)."""
 
     host: str
     phase: Phase
@@ -100,6 +112,7 @@ class StepApproval(Event):
     approved: bool
     by: str
     note: str = ""
+    asked: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

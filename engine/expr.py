@@ -9,8 +9,10 @@ Three uses, one language (the one Ansible users already write):
 * **expressions** (``when:``, ``expect:``): evaluated to a Python value.
 
 Undefined names are errors, never silently empty: an empty string in a shell
-command is how ``rm -rf /{{ dir }}`` goes wrong. :func:`check` inspects a
-template without running it, for ``cairn validate``.
+command is how ``rm -rf /{{ dir }}`` goes wrong. Errors at run time say which
+value had which type and the filter that converts it (parsed output is text);
+values in them are redacted with the run's Redactor, then cut to 40 characters.
+:func:`check` inspects a template without running it, for ``cairn validate``.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
-from jinja2.exceptions import SecurityError
-from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import TemplateError
 from engine.model import duration_value
+from engine.template_errors import ExplainingSandbox, ExplainingUndefined, Redact, describe, sum_filter
 
 # Names a template may use at the top level. Expectations also see the step's own output.
 TEMPLATE_NAMES = frozenset({"target", "vars", "inputs", "steps", "alert", "run"})
@@ -138,14 +139,15 @@ FILTERS: dict[str, Any] = {
     "to_json": lambda v: json.dumps(v, sort_keys=True, default=str),
     "from_json": json.loads,
     "duration": _duration,
+    "sum": sum_filter,
 }
 TESTS: dict[str, Any] = {"match": _test_match, "search": _test_search, "version": _test_version}
 GLOBALS: dict[str, Any] = {"now": time.time}
 
 
 def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined,
+    env = ExplainingSandbox(
+        undefined=ExplainingUndefined,
         autoescape=False,
         keep_trailing_newline=True,  # as in Ansible: "line\n" stays a line with its newline
         trim_blocks=True,  # as in Ansible: {% for %} lines leave no blank lines behind
@@ -188,31 +190,42 @@ def unwrap(expression: str) -> str:
     return expression.strip()
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, SecurityError):
-        return f"not allowed in the sandbox: {exc}"
-    if isinstance(exc, JinjaTemplateError):
-        return str(exc.message or exc)
-    return f"{type(exc).__name__}: {exc}"
+# ``redact`` (the run's Redactor): error messages may show values, secrets among them.
 
 
-def render_command(source: str, context: Mapping[str, Any], *, step_id: str = "") -> str:
+def render_command(
+    source: str, context: Mapping[str, Any], *, step_id: str = "", redact: Redact | None = None
+) -> str:
     """Render a ``run:`` command, shell-quoting every interpolated value."""
     try:
         return str(_compiled_command(source).render(context)).strip()
     except Exception as exc:
-        raise TemplateError(_describe(exc), step_id=step_id, field="run") from exc
+        raise TemplateError(describe(exc, redact), step_id=step_id, field="run") from exc
 
 
-def render_text(source: str, context: Mapping[str, Any], *, step_id: str = "", field: str = "") -> str:
+def render_text(
+    source: str,
+    context: Mapping[str, Any],
+    *,
+    step_id: str = "",
+    field: str = "",
+    redact: Redact | None = None,
+) -> str:
     """Render text for humans or non-shell consumers (no quoting)."""
     try:
         return str(_compiled_text(source).render(context))
     except Exception as exc:
-        raise TemplateError(_describe(exc), step_id=step_id, field=field) from exc
+        raise TemplateError(describe(exc, redact), step_id=step_id, field=field) from exc
 
 
-def evaluate(expression: str, context: Mapping[str, Any], *, step_id: str = "", field: str = "") -> Any:
+def evaluate(
+    expression: str,
+    context: Mapping[str, Any],
+    *,
+    step_id: str = "",
+    field: str = "",
+    redact: Redact | None = None,
+) -> Any:
     """Evaluate a ``when``/``expect`` expression to a Python value."""
     try:
         value = _compiled_expression(expression)(**context)
@@ -220,17 +233,26 @@ def evaluate(expression: str, context: Mapping[str, Any], *, step_id: str = "", 
             value._fail_with_undefined_error()  # a bare undefined name: say so, never "false"
         return value
     except Exception as exc:
-        raise TemplateError(_describe(exc), step_id=step_id, field=field) from exc
+        raise TemplateError(describe(exc, redact), step_id=step_id, field=field) from exc
 
 
-def render_data(value: Any, context: Mapping[str, Any], *, step_id: str = "", field: str = "") -> Any:
+def render_data(
+    value: Any,
+    context: Mapping[str, Any],
+    *,
+    step_id: str = "",
+    field: str = "",
+    redact: Redact | None = None,
+) -> Any:
     """Render every string inside a nested structure (ansible args)."""
     if isinstance(value, str):
-        return render_text(value, context, step_id=step_id, field=field)
+        return render_text(value, context, step_id=step_id, field=field, redact=redact)
     if isinstance(value, Mapping):
-        return {k: render_data(v, context, step_id=step_id, field=field) for k, v in value.items()}
+        return {
+            k: render_data(v, context, step_id=step_id, field=field, redact=redact) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [render_data(v, context, step_id=step_id, field=field) for v in value]
+        return [render_data(v, context, step_id=step_id, field=field, redact=redact) for v in value]
     return value
 
 

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 DEFAULT_FORKS = 5
 """Hosts worked on at once unless ``-f/--forks`` says otherwise (Ansible's default too)."""
 _SERVE_POLL = 0.5
+INTERRUPTED = "not run: the run was interrupted before anyone answered"
+"""The note of a step whose approval was never given because the run stopped (``not run:``: resume asks again)."""
 """Seconds between checks for finished work when nothing wakes the desk (it normally is woken)."""
 
 T = TypeVar("T")
@@ -107,7 +109,7 @@ class ApprovalDesk:
         answer: Future[Approval] = Future()
         with self._lock:
             if self._closed:
-                return Approval(Decision.DECLINED, "cairn", self._closed)
+                return Approval(Decision.NOT_ASKED, "cairn", self._closed)
             self._queue.put((request, answer))
         return answer.result()
 
@@ -124,7 +126,7 @@ class ApprovalDesk:
             try:
                 answer.set_result(self.approver.decide(request))
             except BaseException as exc:  # Ctrl-C at the prompt: the worker must not wait forever
-                answer.set_result(Approval(Decision.DECLINED, "cairn", "the run was interrupted"))
+                answer.set_result(Approval(Decision.NOT_ASKED, "cairn", INTERRUPTED))
                 if not isinstance(exc, Exception):
                     raise
                 log.exception("the approver failed; declining %s", request.step.id)
@@ -134,7 +136,7 @@ class ApprovalDesk:
         self._queue.put(None)
 
     def close(self, note: str) -> None:
-        """Decline everything waiting and everything asked from now on, with ``note``."""
+        """Answer everything waiting and everything asked from now on: not asked, because of ``note``."""
         with self._lock:
             self._closed = note
             while True:
@@ -145,7 +147,7 @@ class ApprovalDesk:
                 if item is None:
                     continue
                 _, answer = item
-                answer.set_result(Approval(Decision.DECLINED, "cairn", note))
+                answer.set_result(Approval(Decision.NOT_ASKED, "cairn", note))
 
 
 def fan_out(
@@ -171,7 +173,7 @@ def fan_out(
         desk.serve(futures)
     except KeyboardInterrupt:
         on_interrupt()
-        desk.close("the run was interrupted")
+        desk.close(INTERRUPTED)
         for future in futures:
             future.exception()  # wait: each worker sees the cancel and stops within seconds
         raise

@@ -35,6 +35,8 @@ from engine.model import RunStatus
 
 log = logging.getLogger(__name__)
 
+LAST = "last"
+"""Stands for the newest run wherever a run id is asked for (``cairn show-run last``)."""
 DB_OUTPUT_LIMIT = 64 * 1024
 """Characters of each output stream kept in the database; artifacts keep everything."""
 _SCHEMA_VERSION = 1
@@ -244,6 +246,8 @@ class Journal:
                     handle = self._outputs[key] = (folder / name).open("a", encoding="utf-8")
                 handle.write(event.text)
                 handle.flush()
+            case StepApproval(asked=False):
+                pass  # nobody decided: the step's own row says "not asked" and why
             case StepApproval():
                 self._db.execute(
                     "INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -395,8 +399,13 @@ class Journal:
         return [self._run(row) for row in self._rows(query, params)]
 
     def get_run(self, run_id: str) -> RunRecord:
-        """The run whose id is ``run_id`` or starts with it, with its steps and approvals."""
+        """The run whose id is ``run_id`` or starts with it (``last``: the newest run), with its steps and approvals."""
         self.reconcile()
+        if run_id == LAST:
+            rows = self._rows("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 1", [])
+            if not rows:
+                raise JournalError(f"no run yet in {self.path}; start one with `cairn run ID`")
+            run_id = rows[0]["id"]
         rows = self._rows("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", [like_prefix(run_id)])
         if not rows:
             raise JournalError(f"no run {run_id!r} in {self.path}; `cairn history` lists the runs")

@@ -108,7 +108,10 @@ class StepStatus(Enum):
     TIMEOUT = "timeout"
     """Did not finish in time and the runbook treats that as an error."""
     DECLINED = "declined"
-    """A human (or the lack of one) did not approve it."""
+    """A human refused it."""
+    NOT_ASKED = "not_asked"
+    """It needed a human's decision and nobody was there to ask: no terminal, an alert-started run,
+    a manual step in a ``--yes`` run, a run interrupted before the answer. The message says why."""
 
 
 class HostOutcome(Enum):
@@ -285,6 +288,8 @@ class Step:
     tradeoff: str = ""
     serial: str = ""
     """Remediate only: hosts per rolling batch, ``"2"`` or ``"25%"``; ``""`` means no batching."""
+    requires: tuple[str, ...] = ()
+    """Programs (names, paths or templates) this step needs on the target, beyond the runbook's."""
     pointer: str = ""
     """Where the step is in its file (``/detect/2``), for messages."""
     line: int = 0
@@ -306,6 +311,8 @@ class Runbook:
     triggers: tuple[Trigger, ...] = ()
     inputs: tuple[InputSpec, ...] = ()
     targets: str = "all"
+    requires: tuple[str, ...] = ()
+    """Programs (names, paths or templates) every step needs on the target: preflight checks them."""
     diagnose: tuple[Step, ...] = ()
     remediate: tuple[Step, ...] = ()
     verify: tuple[Step, ...] = ()
@@ -342,6 +349,17 @@ class Runbook:
     def automatic(self) -> bool:
         """True when some remediation step may run without a human (``automatic: true``)."""
         return any(step.automatic for step in self.remediate)
+
+    def programs(self, step: Step) -> tuple[str, ...]:
+        """What ``step`` needs on its target: the runbook's ``requires`` and its own (a manual step: none)."""
+        if step.kind is StepKind.MANUAL:
+            return ()
+        return tuple(dict.fromkeys((*self.requires, *step.requires)))
+
+    @property
+    def has_requirements(self) -> bool:
+        """True when some step needs a program (so preflight has something to check)."""
+        return bool(self.requires) or any(s.requires for p in PHASE_ORDER for s in self.steps(p))
 
     def input(self, name: str) -> InputSpec | None:
         """The input called ``name``, if the runbook declares one."""

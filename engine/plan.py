@@ -86,7 +86,8 @@ def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redact
             condition = "run time"
         else:
             try:
-                condition = "" if expr.evaluate(step.when, context, step_id=step.id, field="when") else "skip"
+                went = expr.evaluate(step.when, context, step_id=step.id, field="when", redact=redact)
+                condition = "" if went else "skip"
             except TemplateError as exc:
                 return PlannedStep(phase, step, source, error=str(exc))
     refs = expr.check(source).step_refs
@@ -94,7 +95,7 @@ def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redact
         reads = ", ".join(f"steps.{r}" for r in sorted(refs))
         return PlannedStep(phase, step, source, deferred=f"reads {reads}", condition=condition)
     try:
-        text = render_step(step, context)
+        text = render_step(step, context, redact)
     except TemplateError as exc:
         return PlannedStep(phase, step, source, condition=condition, error=str(exc))
     return PlannedStep(phase, step, redact(text), condition=condition)

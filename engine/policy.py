@@ -107,27 +107,27 @@ class AlertApprover:
         """The policy's, the guardrails' or the approving human's decision on one step."""
         if request.manual:
             return Approval(
-                Decision.SKIPPED,
+                Decision.NOT_ASKED,
                 "cairn serve",
-                "a manual step needs a human at a terminal: `cairn run` or the TUI",
+                "not asked: a manual step needs a human at a terminal (`cairn run` or the TUI)",
             )
         if request.phase is not Phase.REMEDIATE:  # a check that says confirm: true
             return Approval(
-                Decision.DECLINED,
+                Decision.NOT_ASKED,
                 "cairn serve",
-                "the runbook asks a human before this check (confirm: true); an alert-started run has "
-                "no one to ask",
+                "not asked: the runbook asks a human before this check (confirm: true); an alert-started "
+                "run has no one to ask",
             )
         if self.approved_by is None and not request.step.automatic:
             self.held.append(request.step.id)
             return Approval(
-                Decision.DECLINED,
+                Decision.NOT_ASKED,
                 "policy",
-                f"not automatic: waits for a human (cairn approve {request.run_id})",
+                f"not asked: not automatic, it waits for a human (cairn approve {request.run_id})",
             )
         guard = self._guard(request)
         if guard.ledger_id is None:
-            return Approval(Decision.DECLINED, guard.tripped, f"escalated: {guard.reason}")
+            return Approval(Decision.NOT_ASKED, guard.tripped, f"escalated: {guard.reason}")
         if self.approved_by is not None:
             return Approval(Decision.APPROVED, self.approved_by, "approved with cairn approve")
         return Approval(Decision.APPROVED, "policy", "automatic step; the policy automates this runbook")

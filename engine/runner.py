@@ -24,11 +24,12 @@ from engine.errors import ExecutorError
 from engine.events import (
     EventBus,
     HostFinished,
+    PreflightChecked,
     RunFinished,
     RunStarted,
 )
 from engine.executors import ExecutorSet
-from engine.fanout import DEFAULT_FORKS, ApprovalDesk, WorkerPool, batches, fan_out
+from engine.fanout import DEFAULT_FORKS, INTERRUPTED, ApprovalDesk, WorkerPool, batches, fan_out
 from engine.inputs import Redactor
 from engine.model import (
     PHASE_ORDER,
@@ -44,6 +45,7 @@ from engine.model import (
     StepStatus,
 )
 from engine.pacing import FreeRunning, Pace, Pacer, PaceRequest
+from engine.preflight import blocked_remediation, check_host
 from engine.steps import HostState, StepRunner
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ class Runner:
                     # Between two fan-outs, or before one got going: the workers
                     # must see the cancel before the pool waits for them.
                     self._interrupt()
-                    self._desk.close("the run was interrupted")
+                    self._desk.close(INTERRUPTED)
                     raise
         except KeyboardInterrupt:
             self._interrupted = True
@@ -236,9 +238,20 @@ class Runner:
         """Detect, then diagnose: the host's report when it ends here, ``None`` when remediation follows."""
         host = state.host
         try:
-            self.executors.for_host(host).connect(host)
+            executor = self.executors.for_host(host)
+            executor.connect(host)
         except ExecutorError as exc:
             return HostReport(host.name, HostOutcome.FAILED, (), reason=str(exc))
+        if self.request.runbook.has_requirements:
+            context = state.context(self.request, self.run_id, Phase.DETECT)
+            state.preflight = check_host(executor, host, self.request.runbook, context)
+            self.bus.emit(
+                PreflightChecked,
+                host=host.name,
+                ok=state.preflight.ok,
+                summary=state.preflight.summary(self.request.runbook),
+                missing=state.preflight.missing,
+            )
         detect = self._phase(state, Phase.DETECT)
         findings = _ids(detect, StepStatus.FINDING)
         if not findings:
@@ -259,6 +272,11 @@ class Runner:
     def _remediate(self, state: HostState) -> HostReport:
         """Remediate, then verify: what the host's remediation came to."""
         present = state.present
+        if state.preflight is not None:
+            context = state.context(self.request, self.run_id, Phase.REMEDIATE)
+            blocked = blocked_remediation(state.preflight, self.request.runbook, context)
+            if blocked:  # before its first step: a remediation that cannot finish does not start
+                return state.report(HostOutcome.FAILED, f"{present}; {blocked}")
         remediate = self._phase(state, Phase.REMEDIATE)
         if self.request.dry_run:
             if any(
@@ -268,12 +286,27 @@ class Runner:
             return state.report(HostOutcome.PRESENT, f"{present}; dry run: remediation shown, not run")
         attempted = [r for r in remediate if r.status in (StepStatus.OK, *_FAILED)]
         if not attempted:
-            return state.report(HostOutcome.PRESENT, f"{present}; no remediation step was carried out")
+            return state.report(HostOutcome.PRESENT, f"{present}; {_nothing_carried_out(remediate)}")
         verify = self._phase(state, Phase.VERIFY)
-        state.verify_unclean = bool(_ids(verify, StepStatus.FINDING) or _undecided(verify))
-        if any(r.status in _FAILED for r in remediate):
-            return state.report(HostOutcome.FAILED, f"remediation failed: {_first_failed(remediate)}")
         still = _ids(verify, StepStatus.FINDING)
+        state.verify_unclean = bool(still or _undecided(verify))
+        if any(r.status in _FAILED for r in remediate):
+            failed = f"remediation failed: {_first_failed(remediate)}"
+            if still:
+                return state.report(
+                    HostOutcome.FAILED, f"{failed}; verify still finds it: {', '.join(still)}"
+                )
+            if _undecided(verify):
+                return state.report(
+                    HostOutcome.FAILED, f"{failed}; verify could not decide: {_undecided(verify)}"
+                )
+            step = next(r.step_id for r in remediate if r.status in _FAILED)
+            return state.report(
+                HostOutcome.FAILED,
+                f"{failed}; yet verify is clean: the pitfall is not present now, but {step} did not finish, "
+                f"so the host may be half-changed — read its output (cairn show-run {self.run_id}) "
+                "before you trust it",
+            )
         if still:
             return state.report(HostOutcome.PRESENT, f"verify still finds it: {', '.join(still)}")
         if _undecided(verify):
@@ -339,6 +372,18 @@ def _first_failed(results: list[StepResult]) -> str:
     return f"{failed.step_id}: {failed.message}"
 
 
+def _nothing_carried_out(remediate: list[StepResult]) -> str:
+    """Why no remediation step ran, in words: nobody was asked, a human declined or skipped, …"""
+    not_asked = [r for r in remediate if r.status is StepStatus.NOT_ASKED]
+    if not_asked:
+        why = not_asked[0].message.removeprefix("not asked: ")
+        return f"not remediated: {len(not_asked)} step(s) not asked ({why})"
+    declined = [r for r in remediate if r.status is StepStatus.DECLINED]
+    if declined:
+        return f"not remediated: {declined[0].step_id} {declined[0].message}"
+    return "no remediation step was carried out"
+
+
 def _undecided(results: list[StepResult]) -> str:
     """The first step that did not get to look: failed, timed out, or not approved; "" if none.
 
@@ -347,7 +392,9 @@ def _undecided(results: list[StepResult]) -> str:
     skipped by its own ``when`` was not needed and does not count.
     """
     for r in results:
-        if r.status in (*_FAILED, StepStatus.DECLINED) or (r.status is StepStatus.SKIPPED and r.approval):
+        if r.status in (*_FAILED, StepStatus.DECLINED, StepStatus.NOT_ASKED) or (
+            r.status is StepStatus.SKIPPED and r.approval
+        ):
             return f"{r.step_id}: {r.message or r.status.value}"
     return ""
 

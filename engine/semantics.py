@@ -48,6 +48,10 @@ def check(doc: Document) -> None:
             order[sid] = index
     for index, (ptr, step) in enumerate(steps):
         _check_step(doc, ptr, step, _Scope(order, frozenset(inputs), index, step.get("id")))
+        _check_requires(
+            doc, f"{ptr}/requires", step.get("requires"), _Scope(order, frozenset(inputs), -1, None)
+        )
+    _check_requires(doc, "/requires", data.get("requires"), _Scope(order, frozenset(inputs), -1, None))
     triggers = data.get("triggers")
     for i, trigger in enumerate(triggers if isinstance(triggers, list) else []):
         matchers = trigger.get("matchers") if isinstance(trigger, dict) else None
@@ -221,6 +225,16 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
             f"{ptr}/on_timeout",
             "on_timeout: finding is for detect, diagnose and verify; a remediation that hangs is an error",
         )
+
+
+PREFLIGHT_NAMES = frozenset({"target", "vars", "inputs", "alert", "run"})
+"""What a ``requires`` template may read: it is rendered before any step ran."""
+
+
+def _check_requires(doc: Document, ptr: str, programs: Any, scope: _Scope) -> None:
+    for i, program in enumerate(programs if isinstance(programs, list) else []):
+        if isinstance(program, str) and "{" in program:
+            _check_template(doc, f"{ptr}/{i}", program, scope, names=PREFLIGHT_NAMES)
 
 
 def _check_timeout(doc: Document, ptr: str, timeout: Any) -> None:

@@ -605,7 +605,8 @@ def conclude(
     if not runbook.remediate:
         return EntryState.DONE, f"{outcome.value}: {reason}", outcome.value
     attempted = any(
-        r.phase is Phase.REMEDIATE and r.status not in (StepStatus.DECLINED, StepStatus.SKIPPED)
+        r.phase is Phase.REMEDIATE
+        and r.status not in (StepStatus.DECLINED, StepStatus.SKIPPED, StepStatus.NOT_ASKED)
         for h in report.hosts
         for r in h.results
     )

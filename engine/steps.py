@@ -37,6 +37,7 @@ from engine.model import (
 from engine.verdict import judge, render_step
 
 if TYPE_CHECKING:
+    from engine.preflight import Preflight
     from engine.runner import RunRequest
 
 
@@ -85,13 +86,16 @@ class StepRunner:
         ctx = state.context(self.request, self.bus.run_id, phase)
         if step.when:
             try:
-                go = bool(expr.evaluate(step.when, ctx, step_id=step.id, field="when"))
+                go = bool(expr.evaluate(step.when, ctx, step_id=step.id, field="when", redact=self.redact))
             except TemplateError as exc:
                 return self.finish(host, phase, step, StepStatus.ERROR, str(exc))
             if not go:
                 return self.finish(host, phase, step, StepStatus.SKIPPED, f"when is false: {step.when}")
+        lacking = state.preflight.lacking(step) if state.preflight is not None else []
+        if lacking:  # a check that cannot look is an error, never "nothing found"
+            return self.finish(host, phase, step, StepStatus.ERROR, f"not run: {'; '.join(lacking)}")
         try:
-            text = render_step(step, ctx)
+            text = render_step(step, ctx, self.redact)
         except TemplateError as exc:
             return self.finish(host, phase, step, StepStatus.ERROR, str(exc))
         shown = self.redact(text)
@@ -120,11 +124,16 @@ class StepRunner:
                 approved=decided.approved,
                 by=decided.by,
                 note=decided.note,
+                asked=decided.decision is not Decision.NOT_ASKED,
             )
             if decided.decision is Decision.DECLINED:
                 note = decided.note or f"declined by {decided.by}"
                 return self.finish(
                     host, phase, step, StepStatus.DECLINED, note, command=shown, approval=approval
+                )
+            if decided.decision is Decision.NOT_ASKED:
+                return self.finish(
+                    host, phase, step, StepStatus.NOT_ASKED, decided.note, command=shown, approval=approval
                 )
             if decided.decision is Decision.SKIPPED:
                 return self.finish(
@@ -324,6 +333,8 @@ class HostState:
         """Why detect says the pitfall is present (``found by …``)."""
         self.verify_unclean = False
         self.rollout_failed = False
+        self.preflight: Preflight | None = None
+        """What the host has of the programs the steps need (``None``: the runbook names none)."""
 
     def record(self, result: StepResult) -> None:
         """Keep ``result`` for the host report and for later templates."""

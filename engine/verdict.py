@@ -25,18 +25,18 @@ from engine.model import (
 from engine.parsing import ParseError, parse_output
 
 
-def render_step(step: Step, context: Mapping[str, Any]) -> str:
+def render_step(step: Step, context: Mapping[str, Any], redact: Callable[[str], str] | None = None) -> str:
     """What the step will do, rendered: the command, the instructions, or the Ansible action."""
     if step.kind is StepKind.MANUAL:
-        return expr.render_text(step.instructions, context, step_id=step.id, field="manual")
+        return expr.render_text(step.instructions, context, step_id=step.id, field="manual", redact=redact)
     if step.kind is StepKind.RUN:
-        return expr.render_command(step.run, context, step_id=step.id)
+        return expr.render_command(step.run, context, step_id=step.id, redact=redact)
     action = step.ansible
     assert action is not None  # the loader builds ansible steps with their action
     become = " (become)" if action.become else ""
     if action.playbook:
         return f"ansible-playbook {action.playbook}{become}"
-    args = expr.render_data(action.args, context, step_id=step.id, field="ansible.args")
+    args = expr.render_data(action.args, context, step_id=step.id, field="ansible.args", redact=redact)
     if isinstance(args, Mapping):  # shown as Ansible's key=value form
         args = " ".join(f"{k}={expr.shell_quote(v)}" for k, v in args.items())
     return f"ansible {action.module} {args or ''}".rstrip() + become
@@ -66,7 +66,10 @@ def judge(
         return StepStatus.TIMEOUT, f"timed out after {limit}; the command was killed", None
     if outcome.rc not in step.exit_codes:
         detail = _last_line(stderr) or _last_line(stdout)
-        return StepStatus.ERROR, f"exit code {outcome.rc}" + (f": {detail}" if detail else ""), None
+        message = f"exit code {outcome.rc}" + (f": {detail}" if detail else "")
+        if outcome.rc == 127:  # bash: command not found
+            message += " (a program this step runs is not installed there: name it in `requires` and preflight says so before anything runs)"
+        return StepStatus.ERROR, message, None
     try:
         out = parse_output(step.parse, stdout)
     except ParseError as exc:
@@ -76,7 +79,11 @@ def judge(
         out = json.loads(redact(json.dumps(outcome.data, default=str)))
     ctx = {**context, "out": out, "rc": outcome.rc, "stdout": stdout, "stderr": stderr}
     try:
-        met = bool(expr.evaluate(step.expect, ctx, step_id=step.id, field="expect")) if step.expect else True
+        met = (
+            bool(expr.evaluate(step.expect, ctx, step_id=step.id, field="expect", redact=redact))
+            if step.expect
+            else True
+        )
     except TemplateError as exc:
         return StepStatus.ERROR, str(exc), out
     report = _report(step, ctx, redact)
@@ -92,7 +99,8 @@ def _report(step: Step, context: Mapping[str, Any], redact: Callable[[str], str]
     if not step.report:
         return ""
     try:
-        return redact(expr.render_text(step.report, context, step_id=step.id, field="report").strip())
+        text = expr.render_text(step.report, context, step_id=step.id, field="report", redact=redact)
+        return redact(text.strip())
     except TemplateError as exc:
         return f"(report could not be rendered: {exc})"
 

@@ -313,7 +313,7 @@ class TuiApprover:
         key = (request.phase, request.step.id)
         with self._lock:
             if self._closed:
-                return Approval(Decision.DECLINED, self.by, self._closed)
+                return Approval(Decision.NOT_ASKED, self.by, self._closed)
             if key in self._every_host and not request.manual:
                 return Approval(Decision.APPROVED, self.by, "approved for every host")
             pending = self._pending = _Pending()
@@ -322,7 +322,7 @@ class TuiApprover:
         with self._lock:
             self._pending = None
             if choice is None:
-                return Approval(Decision.DECLINED, self.by, self._closed)
+                return Approval(Decision.NOT_ASKED, self.by, self._closed)
             if choice is ApprovalChoice.APPROVE_EVERY_HOST:
                 self._every_host.add(key)
         return self.approval(choice)

@@ -306,7 +306,7 @@ class _RemoteApprover:
         self.link = link
 
     def decide(self, request: ApprovalRequest) -> Approval:
-        gone = Approval(Decision.DECLINED, "tui", "the TUI went away before answering")
+        gone = Approval(Decision.NOT_ASKED, "tui", "not run: the TUI went away before anyone answered")
         answer = self.link.ask("approve", request, gone)
         return answer if isinstance(answer, Approval) else gone
 

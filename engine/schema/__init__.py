@@ -69,7 +69,7 @@ def validate(data: Any) -> list[SchemaIssue]:
         return []  # valid: no need for jsonschema's slower, explaining pass
     issues: dict[SchemaIssue, None] = {}  # ordered and de-duplicated
     for error in _validator().iter_errors(data):
-        issues.update(dict.fromkeys(_translate(error)))
+        issues.update(dict.fromkeys(translate_error(error)))
     return sorted(issues, key=lambda i: i.pointer)
 
 
@@ -118,7 +118,8 @@ def _described(error: ValidationError) -> str:
     return f" — {description}" if description else ""
 
 
-def _translate(error: ValidationError) -> Iterator[SchemaIssue]:
+def translate_error(error: ValidationError) -> Iterator[SchemaIssue]:
+    """One jsonschema error as the messages a runbook (or lab file) author reads: what to fix, where."""
     path = tuple(error.absolute_path)
     ptr = pointer(path)
     label = _label(path)
@@ -232,13 +233,13 @@ def _alternatives(
     context = list(error.context or [])
     deeper = [e for e in context if len(e.absolute_path) > len(path)]
     if deeper:
-        yield from _translate(best_match(deeper))
+        yield from translate_error(best_match(deeper))
         return
     # Errors from the alternatives whose *type* fits the value say what is wrong with it.
     fitting = [e for e in context if e.validator != "type"]
     specific = [e for e in fitting if e.validator not in ("const", "enum")]
     if specific:
-        yield from _translate(best_match(specific))
+        yield from translate_error(best_match(specific))
         return
     options: list[str] = []
     for e in fitting:

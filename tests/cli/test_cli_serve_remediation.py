@@ -94,13 +94,15 @@ def test_remediation_runs_alone_only_when_runbook_and_policy_both_allow_it(
     assert steps(run) == [
         ("detect", "look", "finding"),
         ("remediate", "fix", "ok"),
-        ("remediate", "also", "declined"),
+        ("remediate", "also", "not_asked"),
         ("verify", "look", "ok"),
     ]
-    assert [(a.step_id, a.approved, a.decided_by) for a in run.approvals] == [
-        ("fix", True, "policy"),
-        ("also", False, "policy"),
-    ]
+    assert [(a.step_id, a.approved, a.decided_by) for a in run.approvals] == [("fix", True, "policy")]
+    also = next(s for s in run.steps if s.step_id == "also")  # held back: nobody was asked, nobody refused
+    assert (also.approval, also.message) == (
+        "policy",
+        f"not asked: not automatic, it waits for a human (cairn approve {entry.run_id})",
+    )
     assert (
         metric(served, 'cairn_runs_total{result="remediated"}') == 'cairn_runs_total{result="remediated"} 1.0'
     )
@@ -171,7 +173,7 @@ def test_the_breaker_escalates_and_an_approval_remediates_past_it(
     assert not (tmp_path / "web-1.fixed").exists(), "the breaker held the fix back"
     assert steps(run_of(served, second.run_id))[:2] == [
         ("detect", "look", "finding"),
-        ("remediate", "fix", "declined"),
+        ("remediate", "fix", "not_asked"),
     ]
     assert metric(served, 'cairn_guardrail_trips_total{guard="breaker"}').endswith(" 1.0")
 
@@ -340,8 +342,8 @@ def test_a_kubelet_cpu_alert_drops_caches_on_the_lab_when_the_policy_automates_i
     assert by_step[("remediate", "drop_caches")].approval == "policy"
     manual = by_step[("remediate", "cadvisor_root_stats")]
     assert (manual.status, manual.message) == (
-        "skipped",
-        "a manual step needs a human at a terminal: `cairn run` or the TUI",
+        "not_asked",
+        "not asked: a manual step needs a human at a terminal (`cairn run` or the TUI)",
     )
     assert by_step[("verify", "memory_stat_read")].status == "ok"
 
@@ -356,7 +358,7 @@ def test_a_check_that_asks_for_a_human_is_not_run_by_an_alert(
     fire(served, "web-1")
     entry = wait_for(settled(served, "web-1", EntryState.DONE, EntryState.ESCALATED), "web-1's run")
     assert entry.note == (
-        "failed: detect could not decide: look: the runbook asks a human before this check (confirm: true); "
-        "an alert-started run has no one to ask"
+        "failed: detect could not decide: look: not asked: the runbook asks a human before this check "
+        "(confirm: true); an alert-started run has no one to ask"
     )
     assert not (tmp_path / "web-1.fixed").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from engine.errors import TemplateError
 from engine.expr import check, evaluate, render_command, render_text
+from engine.inputs import Redactor
 
 # A shell function that prints how many arguments it got, then each one in <>,
 # so a rendered command shows exactly how bash split the interpolated value.
@@ -498,3 +500,418 @@ def test_check_of_a_clean_template_has_no_errors() -> None:
     assert result.errors == ()
     assert result.names == frozenset({"inputs"})
     assert result.input_refs == frozenset({"path"})
+
+
+# --------------------------------------------------------------------------- runtime errors, explained
+
+TEXT_NOTE = "values parsed from output (table cells, regex groups, lines) are text"
+
+
+def failure(expression: str, context: dict[str, Any], **kwargs: Any) -> str:
+    """The message a step shows when ``expression`` fails as an ``expect`` of step 's'."""
+    with pytest.raises(TemplateError) as caught:
+        evaluate(expression, context, step_id="s", field="expect", **kwargs)
+    return str(caught.value)
+
+
+def test_adding_text_to_a_number_names_the_value_its_type_and_the_filter() -> None:
+    message = failure("out[0].seconds + 3", {"out": [{"seconds": "12"}]})
+
+    assert message == (
+        "step 's' expect: cannot compute '12' + 3: '12' is text (str), 3 is a number (int); "
+        f"{TEXT_NOTE}. Convert it first: (value | int) + 3"
+    )
+
+
+def test_text_that_is_no_number_gets_the_number_taken_out_and_the_join_operator() -> None:
+    message = failure("'node' + 1", {})
+
+    assert "cannot compute 'node' + 1: 'node' is text (str), 1 is a number (int)" in message
+    assert "(value | regex_search('[0-9.]+') | float) + 1" in message
+    assert "as written, 'node' is no number: | int would make it 0" in message
+    assert message.endswith("; to join text, use ~ instead of +")
+    assert evaluate("'node' | int", {}) == 0  # what the message says | int would do
+
+
+def test_arithmetic_on_two_texts_converts_both() -> None:
+    message = failure("a - b", {"a": "5", "b": "3"})
+
+    assert "cannot compute '5' - '3': '5' is text (str), '3' is text (str)" in message
+    assert "Convert it first: (a | int) - (b | int)" in message
+
+
+def test_a_decimal_in_text_is_converted_with_float() -> None:
+    assert "Convert it first: (value | float) * 1.5" in failure("load * 1.5", {"load": "0.75"})
+    assert (
+        evaluate("load * 2", {"load": "0.75"}) == "0.750.75"
+    )  # text times a whole number repeats it: no error
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("none + 1", "cannot compute none + 1: the left value is none; a step that did not run or failed"),
+        ("1 - steps.x.rc", "cannot compute 1 - none: the right value is none"),
+    ],
+)
+def test_arithmetic_with_none_says_which_side_is_none(expression: str, expected: str) -> None:
+    message = failure(expression, {"steps": {"x": {"rc": None}}})
+
+    assert expected in message
+    assert message.endswith("guard with when: steps.<id>.ok")
+
+
+def test_arithmetic_on_other_types_names_them_without_a_text_hint() -> None:
+    message = failure("out + 3", {"out": [1, 2]})
+
+    assert (
+        message == "step 's' expect: cannot compute [1, 2] + 3: + does not work on a list and a number (int)"
+    )
+
+
+def test_shown_values_are_cut_to_40_characters() -> None:
+    message = failure("long + 1", {"long": "x" * 100})
+
+    assert "cannot compute '" + "x" * 38 + "… + 1" in message
+    assert "x" * 39 not in message
+
+
+@pytest.mark.parametrize(
+    ("expression", "op"),
+    [("10 / out", "/"), ("10 // out", "//"), ("10 % out", "%"), ("10.0 / out", "/")],
+)
+def test_division_by_zero_shows_the_values_and_keeps_python_s_reason(expression: str, op: str) -> None:
+    message = failure(expression, {"out": 0})
+
+    assert f"cannot compute {expression.split(maxsplit=1)[0]} {op} 0 (ZeroDivisionError: " in message
+    assert message.endswith(f"guard the divisor, e.g. (a {op} b) if b else 0")
+
+
+def test_sum_of_a_text_column_names_the_item_and_the_conversion() -> None:
+    rows = [{"user": "alice", "count": "3"}, {"user": "bob", "count": "12"}]
+
+    message = failure("out | sum(attribute='count') < 10", {"out": rows})
+
+    assert message == (
+        "step 's' expect: sum(attribute='count'): item 0 has count '3', text (str), not a number; "
+        f"{TEXT_NOTE}. Convert before summing: map(attribute='count') | map('int') | sum"
+    )
+    assert "TypeError" not in message
+    assert "unsupported operand" not in message
+
+
+def test_sum_names_the_first_item_that_is_no_number() -> None:
+    rows = [{"count": 3}, {"count": 4}, {"count": "12"}, {"count": "x"}]
+
+    assert "item 2 has count '12'" in failure("out | sum(attribute='count')", {"out": rows})
+
+
+def test_sum_after_map_suggests_map_int() -> None:
+    message = failure("out | map(attribute='age') | sum", {"out": [{"age": "30"}, {"age": "4"}]})
+
+    assert message.startswith("step 's' expect: sum: item 0 is '30', text (str), not a number;")
+    assert message.endswith("Convert before summing: map('int') | sum")
+
+
+@pytest.mark.parametrize(
+    ("cells", "total"),
+    [(["3", "12"], 15), (["0.5", "1.25"], 1.75), (["12%", "7%"], 19.0)],
+)
+def test_the_suggested_conversion_for_sum_gives_the_total(cells: list[str], total: float) -> None:
+    rows = [{"use": cell} for cell in cells]
+    message = failure("out | sum(attribute='use')", {"out": rows})
+
+    suggested = message.split("Convert before summing: ")[1].split(" (as written")[0]
+
+    assert evaluate("out | " + suggested, {"out": rows}) == total
+
+
+def test_sum_of_cells_with_a_unit_says_int_would_make_them_0() -> None:
+    message = failure("out | sum(attribute='use')", {"out": [{"use": "12%"}]})
+
+    assert "map(attribute='use') | map('regex_search', '[0-9.]+') | map('float') | sum" in message
+    assert message.endswith("(as written, '12%' is no number: | int would make it 0)")
+
+
+def test_sum_of_rows_asks_for_a_column() -> None:
+    message = failure("out | sum", {"out": [{"user": "alice", "count": "3"}]})
+
+    assert "sum: item 0 is {'count': '3', 'user': 'alice'}, a row (dict), not a number" in message
+    assert message.endswith("this row has user, count")
+
+
+def test_sum_with_a_none_item_suggests_a_default() -> None:
+    message = failure("out | sum", {"out": [1, None]})
+
+    assert message.endswith(
+        "item 1 is none, not a number; turn none into 0 first: map('default', 0, true) | sum"
+    )
+    assert evaluate("out | map('default', 0, true) | sum", {"out": [1, None]}) == 1
+
+
+def test_sum_still_sums_numbers_attributes_and_a_start() -> None:
+    assert evaluate("[1, 2, 3] | sum", {}) == 6
+    assert evaluate("out | sum(attribute='n', start=10)", {"out": [{"n": 1}, {"n": 2.5}]}) == 13.5
+    assert evaluate("[] | sum", {}) == 0
+
+
+@pytest.mark.parametrize(
+    ("expression", "compared", "example"),
+    [
+        ("out[0].seconds > 3", "text (str) with a number (int) using '>'", "(value | int) > limit"),
+        (
+            "out | selectattr('seconds', 'gt', 3) | list",
+            "text (str) with a number (int) using '>'",
+            "(value | int) > limit",
+        ),
+        ("3 <= out[0].seconds", "a number (int) with text (str) using '<='", "limit <= (value | int)"),
+    ],
+)
+def test_comparing_text_with_a_number_names_both_types_but_no_invented_values(
+    expression: str, compared: str, example: str
+) -> None:
+    message = failure(expression, {"out": [{"seconds": "12"}]})
+
+    assert f"cannot compare {compared} (only their types are known, not their values)" in message
+    assert TEXT_NOTE in message
+    assert message.endswith(f"Convert the text first: {example}, or | float for decimals")
+    assert "'12'" not in message  # Jinja does not hand Cairn the values of a comparison
+    assert "not supported between instances" not in message
+
+
+def test_comparing_none_says_where_none_comes_from() -> None:
+    message = failure("steps.x.out > 1", {"steps": {"x": {"out": None}}})
+
+    assert "cannot compare none with a number (int) using '>'" in message
+    assert message.endswith("a step that did not run or failed has out none: guard with when: steps.<id>.ok")
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        (
+            "out[0]",
+            "list object has no element 0: the list is empty (out is [] when the output has no rows, lines or matches); test it first (… | length > 0) or use … | first | default('')",
+        ),
+        ("lines[5]", "list object has no element 5: the list has 2 items, 0 to 1 (-1 is the last)"),
+        ("rows[0].pid", "'dict object' has no attribute 'pid'; its keys are user, count"),
+        ("vars.rack", "'dict object' has no attribute 'rack'; it is empty"),
+        (
+            "rows.user",
+            "'list object' has no attribute 'user'; it is a list of 1 item: take one ([0].user) or all (map(attribute='user'))",
+        ),
+        (
+            "steps.x.out[0]",
+            "None has no element 0: the value is none; a step that did not run or failed has out none: guard with when: steps.<id>.ok",
+        ),
+        (
+            "stdout.pid",
+            "'str object' has no attribute 'pid'; it is text: a step's out is text unless the step has a parse (table, json, regex)",
+        ),
+    ],
+)
+def test_missing_elements_and_keys_say_what_there_is_instead(expression: str, expected: str) -> None:
+    context = {
+        "out": [],
+        "lines": ["a", "b"],
+        "rows": [{"user": "alice", "count": "3"}],
+        "vars": {},
+        "steps": {"x": {"out": None}},
+        "stdout": "PID STAT\n7 Z",
+    }
+
+    assert failure(expression, context) == f"step 's' expect: {expected}"
+
+
+def test_missing_elements_still_test_as_undefined() -> None:
+    assert evaluate("out[5] is defined or vars.rack is defined", {"out": [], "vars": {}}) is False
+    assert evaluate("out[0] | default('none found')", {"out": []}) == "none found"
+
+
+@pytest.mark.parametrize(
+    ("expression", "hint", "reason"),
+    [
+        (
+            "steps.x.out | length",
+            "the value is none where a list or text is needed; a step that did not run or failed has out none",
+            "(TypeError: object of type 'NoneType' has no len())",
+        ),
+        (
+            "steps.x.out | join(',')",
+            "the value is none where a list or text is needed",
+            "(TypeError: 'NoneType' object is not iterable)",
+        ),
+        (
+            "range(n)",
+            f"text (str) where a number is needed; {TEXT_NOTE}. Convert it first, e.g. range(value | int)",
+            "(TypeError: 'str' object cannot be interpreted as an integer)",
+        ),
+        (
+            "n | round",
+            "Convert it first, e.g. value | float | round(1)",
+            "(TypeError: type str doesn't define __round__ method)",
+        ),
+        (
+            "'%.1f' | format(n)",
+            f"the format needs a number, not text (str); {TEXT_NOTE}. Convert it first, e.g. '%.1f' | format(value | float)",
+            "(TypeError: must be real number, not str)",
+        ),
+        (
+            "'{:.1f}'.format(n)",
+            "the format needs a number, not text (str)",
+            "(ValueError: Unknown format code 'f' for object of type 'str')",
+        ),
+    ],
+)
+def test_common_python_errors_get_a_hint_and_keep_their_reason(
+    expression: str, hint: str, reason: str
+) -> None:
+    message = failure(expression, {"steps": {"x": {"out": None}}, "n": "3"})
+
+    assert hint in message
+    assert message.endswith(reason)
+
+
+def test_formatting_text_with_percent_shows_the_value_and_the_conversion() -> None:
+    message = failure("'%.1f' % out", {"out": "3.25"})
+
+    assert message == (
+        "step 's' expect: cannot format '3.25' with '%.1f': '3.25' is text (str), the format needs a number; "
+        f"{TEXT_NOTE}. Convert it first: '%.1f' % (value | float)"
+    )
+    assert evaluate("'%.1f' % (value | float)", {"value": "3.25"}) == "3.2"
+
+
+def test_other_errors_keep_python_s_words() -> None:
+    assert failure("stdout | from_json", {"stdout": "{"}).startswith("step 's' expect: JSONDecodeError: ")
+
+
+@pytest.mark.parametrize("field", ["run", "report", "when", "expect"])
+def test_every_kind_of_template_explains_arithmetic_on_text(field: str) -> None:
+    context = {"out": [{"pid": "7"}]}
+    with pytest.raises(TemplateError) as caught:
+        if field == "run":
+            render_command("kill {{ out[0].pid + 1 }}", context, step_id="s")
+        elif field == "report":
+            render_text("next pid {{ out[0].pid + 1 }}", context, step_id="s", field=field)
+        else:
+            evaluate("out[0].pid + 1 > 7", context, step_id="s", field=field)
+
+    assert str(caught.value).startswith(f"step 's' {field}: cannot compute '7' + 1: '7' is text (str)")
+
+
+# --------------------------------------------------------------------------- secrets in messages
+
+SECRET = "hunter2-9f8e7d6c5b4a39281706f5e4d3c2b1a0-tail"  # longer than the 40 characters shown
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda redact: evaluate("inputs.token + 1", {"inputs": {"token": SECRET}}, redact=redact),
+        lambda redact: evaluate("[inputs.token] + 1", {"inputs": {"token": SECRET}}, redact=redact),
+        lambda redact: evaluate(
+            "vars[inputs.token]", {"inputs": {"token": SECRET}, "vars": {}}, redact=redact
+        ),
+        lambda redact: evaluate("[inputs.token] | sum", {"inputs": {"token": SECRET}}, redact=redact),
+        lambda redact: render_command(
+            "echo {{ inputs.token * 1.5 }}", {"inputs": {"token": SECRET}}, redact=redact
+        ),
+        lambda redact: render_text("{{ '%d' % inputs.token }}", {"inputs": {"token": SECRET}}, redact=redact),
+    ],
+)
+def test_values_in_messages_are_redacted_before_they_are_cut(call: Callable[[Redactor], object]) -> None:
+    with pytest.raises(TemplateError) as caught:
+        call(Redactor([SECRET]))
+
+    assert "***" in str(caught.value)
+    assert SECRET[:8] not in str(caught.value)  # not even the part a 40-character cut would keep
+
+
+def test_without_a_redactor_the_value_is_shown() -> None:
+    with pytest.raises(TemplateError, match="cannot compute 'hunter2-9f8e7d6c5b"):
+        evaluate("inputs.token + 1", {"inputs": {"token": SECRET}})
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+SUM_A_COLUMN = """
+    id: session-count
+    title: Too many sessions
+    severity: warning
+    summary: Sums a table column without converting it.
+    detect:
+      - id: sessions
+        title: Count sessions per user
+        run: "printf 'USER COUNT\\\\nalice 3\\\\nbob 12\\\\n'"
+        parse: table
+        expect: out | sum(attribute='count') < 10
+    """
+
+
+def test_cli_step_line_explains_a_sum_over_a_text_column(
+    cairn: Callable[..., subprocess.CompletedProcess[str]], runbook_dir: Callable[..., Path]
+) -> None:
+    folder = runbook_dir(SUM_A_COLUMN)
+
+    done = cairn("run", "session-count", "--runbooks", str(folder))
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    step_line = next(line for line in done.stdout.splitlines() if line.strip().startswith("sessions"))
+    assert "ERROR" in step_line
+    assert (
+        "step 'sessions' expect: sum(attribute='count'): item 0 has count '3', text (str), not a number; "
+        f"{TEXT_NOTE}. Convert before summing: map(attribute='count') | map('int') | sum"
+    ) in step_line
+    assert "TypeError" not in done.stdout
+    assert "unsupported operand" not in done.stdout
+
+
+SECRET_IN_TEMPLATES = """
+    id: secret-errors
+    title: Secrets in failing templates
+    severity: info
+    summary: Every kind of template fails on a secret value.
+    inputs:
+      token: {type: string, secret: true}
+    detect:
+      - id: gate
+        title: when
+        when: inputs.token + 1 > 0
+        run: "true"
+      - id: check
+        title: expect
+        run: "true"
+        expect: inputs.token * 2.5
+      - id: summary
+        title: report
+        run: "true"
+        report: "{{ inputs.token - 1 }}"
+      - id: command
+        title: run
+        run: "echo {{ inputs.token / 2 }}"
+      - id: lookup
+        title: key
+        run: "true"
+        expect: "vars[inputs.token] == 1"
+    """
+
+
+def test_cli_redacts_secrets_in_template_errors_on_screen_and_in_the_journal(
+    cairn: Callable[..., subprocess.CompletedProcess[str]],
+    runbook_dir: Callable[..., Path],
+    isolated_state: Path,
+) -> None:
+    folder = runbook_dir(SECRET_IN_TEMPLATES)
+
+    done = cairn("run", "secret-errors", "--runbooks", str(folder), "-e", f"token={SECRET}")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    for step in ("gate", "check", "summary", "command", "lookup"):
+        line = next(line for line in done.stdout.splitlines() if line.strip().startswith(step))
+        assert "'***'" in line, line
+    shown = cairn("show-run", "last")
+    stored = b"".join(path.read_bytes() for path in isolated_state.rglob("*") if path.is_file())
+    for text in (done.stdout, done.stderr, shown.stdout):
+        assert SECRET[:8] not in text
+    assert SECRET[:8].encode() not in stored

@@ -82,16 +82,16 @@ def test_the_policy_approves_only_automatic_steps_and_never_a_manual_one(queue: 
     assert (rotate.decision, rotate.by) == (Decision.APPROVED, "policy")
     purge = approver.decide(ask(runbook, "purge"))
     assert (purge.decision, purge.note) == (
-        Decision.DECLINED,
-        "not automatic: waits for a human (cairn approve run-1)",
+        Decision.NOT_ASKED,
+        "not asked: not automatic, it waits for a human (cairn approve run-1)",
     )
     tell = approver.decide(ask(runbook, "tell"))
     assert (tell.decision, tell.note) == (
-        Decision.SKIPPED,
-        "a manual step needs a human at a terminal: `cairn run` or the TUI",
+        Decision.NOT_ASKED,
+        "not asked: a manual step needs a human at a terminal (`cairn run` or the TUI)",
     )
     check = approver.decide(ask(runbook, "usage"))
-    assert check.decision is Decision.DECLINED, "a check that asks for a human is not run unasked"
+    assert check.decision is Decision.NOT_ASKED, "a check that asks for a human is not run unasked"
     assert approver.escalation == "not automatic, a human decides: purge"
 
 
@@ -104,7 +104,7 @@ def test_a_tripped_breaker_declines_and_says_why(queue: AlertQueue) -> None:
     trips: list[str] = []
     second = AlertApprover(queue, policy, runbook.id, on_trip=trips.append)
     refused = second.decide(ask(runbook, "rotate", run_id="run-2"))
-    assert (refused.decision, refused.by) == (Decision.DECLINED, "breaker")
+    assert (refused.decision, refused.by) == (Decision.NOT_ASKED, "breaker")
     assert refused.note.startswith(
         "escalated: circuit breaker: 1 automatic remediations on n1 in the last hour"
     )
@@ -123,7 +123,7 @@ def test_a_humans_approval_passes_the_breaker_and_holds_a_budget_slot_until_clos
     for step_id in ("rotate", "purge"):
         decided = human.decide(ask(runbook, step_id, run_id="run-h"))
         assert (decided.decision, decided.by) == (Decision.APPROVED, "alice")
-    assert human.decide(ask(runbook, "tell")).decision is Decision.SKIPPED, (
+    assert human.decide(ask(runbook, "tell")).decision is Decision.NOT_ASKED, (
         "approving commands is not doing a manual step"
     )
     busy = AlertApprover(queue, policy, runbook.id).decide(ask(runbook, "rotate", host="n2"))

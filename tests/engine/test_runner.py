@@ -199,12 +199,18 @@ def test_declined_remediation_is_recorded_and_skips_verify() -> None:
     assert not any("reap" in c for c in executor.seen)
 
 
-def test_no_terminal_declines_with_a_hint() -> None:
+def test_no_terminal_is_not_asked_never_declined_and_says_how_to_approve() -> None:
     executor = Scripted([("count-zombies", ok("2\n")), ("show-parents", ok())])
-    events, _ = execute(load(ZOMBIES), executor, approver=NobodyToAsk())
-    declined = [e.result for e in events if isinstance(e, StepFinished)][-1]
-    assert declined.status is StepStatus.DECLINED
-    assert "--yes" in declined.message
+    events, report = execute(load(ZOMBIES), executor, approver=NobodyToAsk())
+    unasked = [e.result for e in events if isinstance(e, StepFinished)][-1]
+    assert unasked.status is StepStatus.NOT_ASKED  # "declined" is a human's refusal; nobody refused
+    assert unasked.message.startswith("not asked: no terminal to ask on")
+    assert "--yes" in unasked.message
+    assert report.hosts[0].outcome is HostOutcome.PRESENT
+    assert report.hosts[0].reason == (
+        "found by count; not remediated: 1 step(s) not asked (no terminal to ask on; rerun on a terminal, "
+        "or with --yes to approve the commands)"
+    )
 
 
 def test_remediation_error_stops_the_phase_and_still_verifies() -> None:
@@ -328,7 +334,7 @@ def test_manual_steps_need_a_human() -> None:
     executor = Scripted([("check", ok())])
     events, report = execute(runbook, executor, approver=AssumeYes())
     manual = [e.result for e in events if isinstance(e, StepFinished)][-1]
-    assert manual.status is StepStatus.SKIPPED
+    assert manual.status is StepStatus.NOT_ASKED  # --yes never pretends a human did it
     assert "needs a human" in manual.message
     assert report.hosts[0].outcome is HostOutcome.PRESENT  # nothing was done, so nothing to verify
 
@@ -463,7 +469,7 @@ def test_a_declined_check_proves_nothing() -> None:
         """
     )
     events, report = execute(runbook, Scripted([]), approver=NobodyToAsk())
-    assert statuses(events) == [("detect", "heavy", "declined")]
+    assert statuses(events) == [("detect", "heavy", "not_asked")]
     assert report.hosts[0].outcome is HostOutcome.FAILED  # not "healthy": nothing was looked at
     assert report.hosts[0].reason.startswith("detect could not decide: heavy")
     assert report.exit_code == 2

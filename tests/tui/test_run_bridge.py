@@ -216,15 +216,15 @@ def test_every_host_approves_the_step_on_the_others_without_asking(pool: ThreadP
     assert (manual.result(10).decision, manual.result(10).note) == (Decision.SKIPPED, f"skipped by {BY}")
 
 
-def test_closing_declines_the_open_question_and_every_later_one(pool: ThreadPoolExecutor) -> None:
+def test_closing_answers_the_open_question_and_every_later_one_not_asked(pool: ThreadPoolExecutor) -> None:
     asker = Asker()
     approver = TuiApprover(BY, asker)
     pending = pool.submit(approver.decide, approval_request("a"))
     wait_for(lambda: asker.asked, "the question")
     approver.close(f"the run was cancelled by {BY}")
-    declined = pending.result(10)
-    assert (declined.decision, declined.note) == (Decision.DECLINED, f"the run was cancelled by {BY}")
+    unanswered = pending.result(10)
+    assert (unanswered.decision, unanswered.note) == (Decision.NOT_ASKED, f"the run was cancelled by {BY}")
     asker.asked[0][1](ApprovalChoice.APPROVE)  # a late answer changes nothing
     later = approver.decide(approval_request("b"))
-    assert later.decision is Decision.DECLINED
+    assert later.decision is Decision.NOT_ASKED
     assert len(asker.asked) == 1
