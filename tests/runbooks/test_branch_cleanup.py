@@ -12,7 +12,7 @@ import pytest
 
 from engine.lab import git_branches
 from tests.conftest import REPO, CairnRunner, LabStarter
-from tests.runbooks.reports import results
+from tests.runbooks.reports import report_of, results, statuses
 
 pytestmark = [pytest.mark.git, pytest.mark.cli]
 
@@ -56,7 +56,7 @@ def test_remediate_deletes_only_what_may_go_and_verifies(cairn: CairnRunner, tmp
     assert report["hosts"][0]["outcome"] == "remediated"
     remediate = results(report, "remediate")
     # A manual step is never faked by --yes.
-    assert remediate["redo_resolutions"]["status"] == "skipped"
+    assert remediate["redo_resolutions"]["status"] == "not_asked"
     assert remediate["delete_superseded"]["status"] == "ok"
     assert remediate["delete_superseded"]["command"] == f"git -C {lab.path} branch -D release/daily/20211102"
     assert remediate["delete_frozen"]["command"].endswith("branch -D feature/export feature/login")
@@ -147,7 +147,7 @@ def test_practice_lab_detect_remediate_then_clean(cairn: CairnRunner, lab: LabSt
     before = branches(repo)
     assert before == set(expected.superseded) | set(expected.frozen_old) | set(expected.keep)
 
-    done = cairn(*lab_up.run_args("--json"))  # no terminal, no --yes: every deletion is declined
+    done = cairn(*lab_up.run_args("--json"))  # no terminal, no --yes: nobody is asked about any deletion
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["hosts"][0]["host"] == "git-lab"
@@ -162,9 +162,9 @@ def test_practice_lab_detect_remediate_then_clean(cairn: CairnRunner, lab: LabSt
         == "2 frozen longer than 7 days: feature/export (20d), feature/login (30d)"
     )
     assert {k: v["status"] for k, v in results(report, "remediate").items()} == {
-        "redo_resolutions": "declined",
-        "delete_superseded": "declined",
-        "delete_frozen": "declined",
+        "redo_resolutions": "not_asked",
+        "delete_superseded": "not_asked",
+        "delete_frozen": "not_asked",
     }
     assert branches(repo) == before
 
@@ -230,3 +230,94 @@ def test_git_older_than_2_38_keeps_superseded_release_branches(
     assert remediate["delete_superseded"]["status"] == "skipped"
     assert remediate["delete_frozen"]["status"] == "ok"
     assert branches(repo) == set(expected.superseded) | set(expected.keep)
+
+
+# --- A check that cannot look must not say "nothing found" ----------------------------------------------
+
+
+@pytest.mark.lab
+def test_a_repository_that_is_not_there_is_an_error_not_a_clean_repository(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """`repo` names a path that does not exist (given in an inputs file, as a user would): every step is an error.
+
+    Piped into awk, a git that could not open the repository used to leave awk an empty
+    input: superseded_releases said "no superseded release branch" next to the errors.
+    """
+    lab_up = lab("branch-cleanup")
+    missing = tmp_path / "srv" / "git" / "shop.git"
+    wrong_inputs = tmp_path / "wrong-repo.yaml"
+    wrong_inputs.write_text(f"repo: {missing}\n", encoding="utf-8")
+    before = branches(Path(lab_up.inputs["repo"]))
+
+    done = cairn(*lab_up.run_args("-e", f"@{wrong_inputs}", "--phase", "detect", "--json"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"].startswith("detect could not decide: ")
+    detect = results(report, "detect")
+    assert {step: r["status"] for step, r in detect.items()} == {
+        "trunk_exists": "error",
+        "superseded_releases": "error",
+        "frozen_features": "error",
+    }
+    assert detect["trunk_exists"]["message"] == (
+        f"exit code 2: cannot read the git repository {missing}: check the repo input"
+    )
+    assert detect["superseded_releases"]["message"] == (
+        f"exit code 2: cannot list the branches of {missing}: check the repo input"
+    )
+    assert detect["frozen_features"]["message"] == (
+        f"exit code 2: cannot read the history of refs/heads/main in {missing}: check the repo and trunk inputs"
+    )
+
+    # A full run approved in advance: nothing to diagnose or delete, and it says it failed.
+    done = cairn(*lab_up.run_args("-e", f"@{wrong_inputs}", "--yes", "--json"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    assert report["hosts"][0]["outcome"] == "failed"
+    assert set(statuses(report, "detect").values()) == {"error"}
+    assert [r["phase"] for r in report["hosts"][0]["results"]] == ["detect"] * 3
+    assert branches(Path(lab_up.inputs["repo"])) == before
+
+
+def test_a_superseded_branch_whose_history_cannot_be_read_is_kept(cairn: CairnRunner, tmp_path: Path) -> None:
+    """The superseded branch's tip commit is missing from the object store (a damaged repository).
+
+    for-each-ref still lists the branch, so detect finds it superseded; but diagnose cannot read
+    its merges. It used to take the failed `git rev-list` for "no merges": "no conflict resolution
+    would be lost", and --yes deleted the branch with the resolution on it.
+    """
+    lab = git_branches.build(tmp_path / "repo")
+    (superseded,) = lab.superseded
+    tip = subprocess.run(
+        ["git", "-C", str(lab.path), "rev-parse", f"refs/heads/{superseded}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    loose = lab.path / ".git" / "objects" / tip[:2] / tip[2:]
+    assert loose.is_file(), "the lab's objects are expected loose (not packed)"
+    loose.unlink()
+
+    done = cairn("run", "branch-cleanup", "-e", f"repo={lab.path}", "--yes", "--json", cwd=REPO)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = report_of(done)
+    host = report["hosts"][0]
+    assert host["outcome"] == "present"
+    assert host["reason"] == "verify still finds it: superseded_releases"
+    assert statuses(report, "detect") == {
+        "trunk_exists": "ok",
+        "superseded_releases": "finding",
+        "frozen_features": "finding",
+    }
+    check = results(report, "diagnose")["release_only_resolutions"]
+    assert check["status"] == "error"
+    assert check["message"] == (
+        f"exit code 2: cannot list the merges of {superseded} (against release/daily/20211105) in {lab.path}"
+    )
+    remediate = results(report, "remediate")
+    assert remediate["delete_superseded"]["status"] == "skipped"
+    assert remediate["delete_frozen"]["status"] == "ok"  # what could be checked is still cleaned up
+    assert branches(lab.path) == {superseded, *lab.keep}

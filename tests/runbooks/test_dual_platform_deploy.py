@@ -256,7 +256,7 @@ def test_without_a_deploy_command_the_weights_wait_for_a_human(cairn: CairnRunne
     remediate = results(report, "remediate")
     assert statuses(report, "remediate") == {
         "deploy_release": "skipped",
-        "deploy_by_hand": "skipped",
+        "deploy_by_hand": "not_asked",
         "shift_weights": "skipped",
         "switch_dns": "skipped",
     }
@@ -267,3 +267,57 @@ def test_without_a_deploy_command_the_weights_wait_for_a_human(cairn: CairnRunne
     assert upstream.read_text(encoding="utf-8") == original
     assert version_of(lb, k8s) == "2.3.0"
     assert version_of(lb, old) == "2.3.1"
+
+
+def test_what_the_answers_do_not_say_is_an_error_not_a_drift_to_fix(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """On the healthy lab: the platform header is not in the answers, then the version endpoint is not there.
+
+    Both used to be findings that --yes acted on: no answer carrying the header read as "0 % on
+    Kubernetes: nginx is not serving the file", and the weights were rewritten and nginx
+    reloaded; the catch-all page answering a missing /version path ("shop 2.3.1 on old") was
+    taken for a release, so "shop2.3.1onold" was deployed to Kubernetes.
+    """
+    lb = lab(RUNBOOK, healthy=True)
+    old, k8s = servers(lb)
+    upstream = Path(lb.inputs["upstream_file"])
+    before = upstream.read_text(encoding="utf-8")
+    wrong_header = tmp_path / "wrong-header.yaml"
+    wrong_header.write_text("platform_header: X-Served-By\n", encoding="utf-8")
+
+    done = cairn(*lb.run_args("-e", f"@{wrong_header}", "--yes", "--json"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"].startswith("detect could not decide: observed_split: ")
+    assert statuses(report, "detect") == {
+        "upstream_weights": "ok",
+        "observed_split": "error",
+        "platform_versions": "ok",
+    }
+    assert results(report, "detect")["observed_split"]["message"] == (
+        f"exit code 2: none of the 100 answers from {lb.inputs['front_url']} named its platform in the "
+        "X-Served-By header (0 failed): check front_url and platform_header"
+    )
+    assert not results(report, "remediate")
+    assert upstream.read_text(encoding="utf-8") == before
+    assert sorted(p.name for p in upstream.parent.iterdir()) == [
+        upstream.name
+    ]  # no backup: nothing rewritten
+
+    done = cairn(*lb.run_args("-e", "version_path=/release", "--yes", "--json"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    assert report["hosts"][0]["outcome"] == "failed"
+    assert statuses(report, "detect") == {
+        "upstream_weights": "ok",
+        "observed_split": "ok",
+        "platform_versions": "error",
+    }
+    assert results(report, "detect")["platform_versions"]["message"] == (
+        f"exit code 2: {old} answered no readable release: shop 2.3.1 on old"
+    )
+    assert not results(report, "remediate")
+    assert version_of(lb, old) == version_of(lb, k8s) == "2.3.1"  # nothing was deployed

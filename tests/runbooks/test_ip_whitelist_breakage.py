@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_detect_and_diagnose_show_the_rejected_caller_and_the_stale_entries(
     addr = caller_addresses(port_of(wl))
     before = Path(wl.inputs["allow_list"]).read_bytes()
 
-    code, report = run_json(cairn, wl)  # no terminal, no --yes: remediation is declined
+    code, report = run_json(cairn, wl)  # no terminal, no --yes: nobody is asked to remediate
 
     assert code == 1, report
     assert report["hosts"][0]["outcome"] == "present"
@@ -129,7 +130,7 @@ def test_detect_and_diagnose_show_the_rejected_caller_and_the_stale_entries(
         "stage 0 of 3: no proxy address in the allow list"
     )
 
-    assert results(report, "remediate")["update_allow_list"]["status"] == "declined"
+    assert results(report, "remediate")["update_allow_list"]["status"] == "not_asked"
     assert Path(wl.inputs["allow_list"]).read_bytes() == before
     assert backups(wl) == []
 
@@ -158,8 +159,8 @@ def test_remediation_updates_the_list_and_detect_then_finds_nothing(
         "allow list updated: 1 added, 2 stale removed"
     )
     # Manual migration steps are never faked by --yes; stage 3 needs a provider that checks keys.
-    assert remediate["stage1_proxy"]["status"] == "skipped"
-    assert remediate["stage2_credential"]["status"] == "skipped"
+    assert remediate["stage1_proxy"]["status"] == "not_asked"
+    assert remediate["stage2_credential"]["status"] == "not_asked"
     assert remediate["stage3_callers_direct"]["message"].startswith("when is false")
     assert set(statuses(report, "verify").values()) == {"ok"}
 
@@ -294,3 +295,53 @@ def with_key(lab: Lab, key: str) -> int:
         return response.status
     finally:
         conn.close()
+
+
+def test_inputs_that_cannot_be_read_are_errors_not_clean_results(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """The callers export missing, a folder given as a file, then the access log input naming nginx's error log.
+
+    The last one read as "0 request(s) let in" through each stale entry: the request let in after
+    billing moved (a security incident the lab holds) disappeared from the report.
+    """
+    wl = lab(RUNBOOK)
+    missing = tmp_path / "exports" / "provider-callers.txt"  # the export job did not run
+    inputs = tmp_path / "missing-export.yaml"
+    inputs.write_text(f"callers_file: {missing}\n", encoding="utf-8")
+    code, report = run_json(cairn, wl, "-e", f"@{inputs}", "--phase", "detect")
+    assert code == 2, report
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"].startswith("detect could not decide: callers_known: ")
+    assert statuses(report, "detect") == {
+        "callers_known": "error",
+        "allow_list_in_use": "ok",
+        "caller_rejections": "skipped",  # each `when` waits for a readable callers list
+        "missing_entries": "skipped",
+        "stale_entries": "skipped",
+    }
+    assert results(report, "detect")["callers_known"]["message"] == (
+        f"exit code 2: cannot read the callers file {missing} (no such file, or not a file): check callers_file"
+    )
+
+    folder = Path(wl.inputs["allow_list"]).parent  # a directory where the allow list file is expected
+    code, report = run_json(cairn, wl, "-e", f"allow_list={folder}", "--phase", "detect")
+    assert code == 1, report  # the rejected caller is still seen from its own address
+    detect = results(report, "detect")
+    assert detect["allow_list_in_use"]["status"] == "error"
+    assert detect["allow_list_in_use"]["message"] == (
+        f"exit code 2: cannot read the allow list {folder} (no such file, or not a file): check allow_list"
+    )
+    assert detect["missing_entries"]["status"] == detect["stale_entries"]["status"] == "skipped"
+
+    error_log = wl.inputs["nginx_error_log"]
+    code, report = run_json(cairn, wl, "-e", f"access_log={error_log}", "--phase", "diagnose")
+    assert code == 1, report
+    assert statuses(report, "detect")["stale_entries"] == "finding"
+    use = results(report, "diagnose")["stale_entry_use"]
+    assert use["status"] == "error"
+    assert re.fullmatch(
+        rf"exit code 2: access_log {re.escape(error_log)}: none of its \d+ lines is in the combined log format",
+        use["message"],
+    ), use["message"]

@@ -109,7 +109,7 @@ def test_detect_diagnose_remediate_verify_on_the_lab(cairn: CairnRunner, lab: La
     )
     assert remediate["upgrade_kernel"]["status"] == "skipped"
     assert remediate["upgrade_kernel"]["message"].startswith("when is false: inputs.upgrade_kernel")
-    assert remediate["cadvisor_root_stats"]["status"] == "skipped"  # --yes never fakes a manual step
+    assert remediate["cadvisor_root_stats"]["status"] == "not_asked"  # --yes never fakes a manual step
     verify = results(report, "verify")
     assert {k: v["status"] for k, v in verify.items()} == {
         "memory_stat_read": "ok",
@@ -205,8 +205,9 @@ def test_a_read_that_hangs_is_a_finding(cairn: CairnRunner, tmp_path: Path) -> N
     assert read["status"] == "finding"
     assert read["out"][0]["state"] == "hung"
     assert read["message"] == f"{hanging} (v1) did not answer within 1 s: the read hangs, severe"
-    assert detect["kubelet_cpu"]["status"] == "ok"
-    assert detect["kubelet_cpu"]["message"].startswith("no process matches ")
+    # No kubelet to measure is an error (it cannot report), but the hang is still found.
+    assert detect["kubelet_cpu"]["status"] == "error"
+    assert detect["kubelet_cpu"]["message"].startswith("exit code 2: no process matches kubelet_pattern ")
 
 
 @pytest.mark.ansible
@@ -259,3 +260,97 @@ def test_kernel_upgrade_refuses_the_lab_host(cairn: CairnRunner, lab: LabStarter
         "not run: remediation step 'upgrade_kernel' failed"
     )
     assert Path(memcg.inputs["kernel_release_file"]).read_text(encoding="ascii") == release
+
+
+@pytest.mark.lab
+@pytest.mark.cli
+def test_what_cannot_be_measured_is_an_error_not_a_healthy_node(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """On the healthy node: kubelet_pattern names a binary that does not exist, then memory_stat an empty file.
+
+    Both used to pass for a healthy node: "no process matches …" was an ok kubelet_cpu, and a
+    file without counters read fast, so memory_stat_read said "read in 0.00 s".
+    """
+    memcg = lab(RUNBOOK, healthy=True)
+    no_kubelet = tmp_path / "no-kubelet.yaml"
+    no_kubelet.write_text(f"kubelet_pattern: ^{tmp_path}/usr/bin/kubelet( |$)\n", encoding="utf-8")
+
+    done = cairn(*memcg.run_args("-e", f"@{no_kubelet}", "--phase", "detect", "--json", *QUICK_CPU))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"].startswith("detect could not decide: kubelet_cpu: ")
+    detect = results(report, "detect")
+    assert {k: v["status"] for k, v in detect.items()} == {
+        "memory_stat_read": "ok",
+        "kubelet_cpu": "error",
+        "system_cpu": "ok",
+    }
+    assert detect["kubelet_cpu"]["message"] == (
+        f"exit code 2: no process matches kubelet_pattern ^{tmp_path}/usr/bin/kubelet( |$): "
+        "kubelet is not running here, or the pattern is wrong"
+    )
+
+    # A memory.stat that holds nothing (the wrong file): a fast read of it proves nothing.
+    empty = tmp_path / "memory.stat"
+    empty.write_bytes(b"")
+    done = cairn(*memcg.run_args("-e", f"memory_stat={empty}", "--yes", "--json", *QUICK_CPU))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    assert report["hosts"][0]["outcome"] == "failed"
+    detect = results(report, "detect")
+    assert {k: v["status"] for k, v in detect.items()} == {
+        "memory_stat_read": "error",
+        "kubelet_cpu": "ok",
+        "system_cpu": "ok",
+    }
+    assert detect["memory_stat_read"]["message"] == (
+        f'exit code 2: {empty} holds no memory counters (lines like "cache 4096"): not a memory.stat; '
+        "check the memory_stat input"
+    )
+    assert [r["phase"] for r in report["hosts"][0]["results"]] == ["detect"] * 3
+
+
+@pytest.mark.cli
+def test_an_empty_kernel_release_is_an_error_not_an_unfixed_kernel(
+    cairn: CairnRunner, tmp_path: Path
+) -> None:
+    """diagnose reads an osrelease file that is empty: it used to say "kernel  is not fixed" (a finding,
+    which offers the kernel upgrade); the memory cgroup root that does not exist is named too."""
+    hanging = tmp_path / "memory.stat"  # a read that hangs: the finding that makes diagnose run
+    os.mkfifo(hanging)
+    osrelease = tmp_path / "osrelease"
+    osrelease.write_bytes(b"")
+    missing_root = tmp_path / "sys" / "fs" / "cgroup" / "memory"
+    done = cairn(
+        "run",
+        RUNBOOK,
+        "--phase",
+        "diagnose",
+        "--json",
+        "-e",
+        f"memory_stat={hanging}",
+        "-e",
+        "read_timeout=1s",
+        "-e",
+        f"kernel_release_file={osrelease}",
+        "-e",
+        f"memory_cgroup_root={missing_root}",
+        *QUICK_CPU,
+        cwd=REPO,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # the hang is found; diagnose never decides
+    diagnose = results(report_of(done), "diagnose")
+    assert {k: v["status"] for k, v in diagnose.items()} == {
+        "kernel_release": "error",
+        "memory_cgroups": "error",
+    }
+    assert (
+        diagnose["kernel_release"]["message"]
+        == f"exit code 2: {osrelease} is empty: check kernel_release_file"
+    )
+    assert diagnose["memory_cgroups"]["message"] == (
+        f"exit code 2: {missing_root} is not a directory: check memory_cgroup_root"
+    )

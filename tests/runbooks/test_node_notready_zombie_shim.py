@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -24,7 +26,7 @@ from engine.lab import zombie_shim
 from tests.conftest import REPO, CairnRunner, LabStarter
 from tests.runbooks.reports import results, run_json
 
-pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.kubectl, pytest.mark.ansible]
+pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.kubectl, pytest.mark.ansible, pytest.mark.cron]
 
 RUNBOOK = "node-notready-zombie-shim"
 HANG = 5  # runtime_answers' timeout in the runbook: every run on a wedged lab spends it in detect
@@ -155,7 +157,7 @@ def test_dry_run_shows_the_labs_symptoms_then_remediation_ends_only_old_sessions
         remediate["install_session_cleanup"]["message"] == f"cron job written to {lab_.inputs['cron_file']}"
     )
     for manual in ("replace_exec_probes", "fix_web_terminal", "upgrade_containerd"):
-        assert remediate[manual]["status"] == "skipped"  # --yes never pretends a human did it
+        assert remediate[manual]["status"] == "not_asked"  # --yes never pretends a human did it
     verify = results(report, "verify")
     assert {k: r["status"] for k, r in verify.items()} == dict.fromkeys(detect, "ok")
     assert verify["runtime_answers"]["message"] == "crictl ps answered: 4 container(s)"
@@ -228,3 +230,86 @@ def test_plan_with_real_world_defaults(cairn: CairnRunner) -> None:
     assert "awk -v addr=/run/containerd/containerd.sock -v max=1800 '" in done.stdout
     assert "cron_file=/etc/cron.d/cairn-exec-session-cleanup user=root minute='*/5'" in done.stdout
     assert "$ containerd --version" in done.stdout
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound, then closed (nobody else binds it this quickly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_inputs_that_point_at_nothing_are_errors_not_a_healthy_node(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """On the healthy node, a containerd address with no socket and no shim, then an API server on a closed port.
+
+    With no shim of that address, shim_zombies counted "0 zombie(s) under 0 containerd-shim(s)": ok,
+    although it had looked at nothing.
+    """
+    lab_ = lab(RUNBOOK, healthy=True)
+    lab_dir = Path(lab_.info["dir"])
+    address = tmp_path / "run" / "containerd" / "containerd.sock"  # no such socket, no shim started with it
+    wrong = tmp_path / "wrong-address.yaml"
+    wrong.write_text(f"containerd_address: {address}\n", encoding="utf-8")
+
+    code, report = run_json(cairn, lab_, "-e", f"@{wrong}", "--phase", "detect")
+    assert code == 2, report
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"].startswith("detect could not decide: shim_zombies: ")
+    detect = results(report, "detect")
+    assert {k: r["status"] for k, r in detect.items()} == {
+        "node_ready": "ok",
+        "stuck_terminating_pods": "ok",
+        "shim_zombies": "error",
+        "runtime_answers": "error",
+    }
+    assert detect["shim_zombies"]["message"] == (
+        f"exit code 2: no containerd-shim runs with -address {address} and no socket is there: "
+        "check containerd_address"
+    )
+
+    # The Kubernetes API on a closed port: the two kubectl steps cannot look either.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        re.sub(
+            r"server: http://127\.0\.0\.1:\d+",
+            f"server: http://127.0.0.1:{closed_port()}",
+            (lab_dir / "kubeconfig").read_text(encoding="utf-8"),
+        ),
+        encoding="utf-8",
+    )
+    code, report = run_json(cairn, lab_, "-e", f"kubeconfig={kubeconfig}", "--yes")
+    assert code == 2, report
+    assert report["hosts"][0]["outcome"] == "failed"
+    detect = results(report, "detect")
+    assert {k: r["status"] for k, r in detect.items()} == {
+        "node_ready": "error",
+        "stuck_terminating_pods": "error",
+        "shim_zombies": "ok",
+        "runtime_answers": "ok",
+    }
+    assert "was refused" in detect["node_ready"]["message"]
+    assert {r["phase"] for r in report["hosts"][0]["results"]} == {"detect"}
+    assert not Path(lab_.inputs["cron_file"]).exists()
+
+
+def test_exec_sessions_of_an_address_with_no_shim_are_an_error(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """On the wedged node, with a containerd address that has no socket and no shim: diagnose cannot list sessions.
+
+    It used to report "0 bash exec session(s) under containerd-shim": nothing old to end.
+    """
+    lab_ = lab(RUNBOOK)
+    address = tmp_path / "containerd.sock"
+    code, report = run_json(cairn, lab_, "-e", f"containerd_address={address}", "--phase", "diagnose")
+    assert code == 1, report  # the node's own symptoms (NotReady, pods Terminating) are still found
+    assert results(report, "detect")["shim_zombies"]["status"] == "error"
+    sessions = results(report, "diagnose")["exec_sessions"]
+    assert sessions["status"] == "error"
+    assert sessions["message"] == (
+        f"exit code 2: no containerd-shim runs with -address {address} and no socket is there: "
+        "check containerd_address"
+    )

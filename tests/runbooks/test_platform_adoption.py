@@ -11,7 +11,7 @@ import yaml
 
 from engine.lab import adoption
 from tests.conftest import REPO, CairnRunner, LabStarter
-from tests.runbooks.reports import results
+from tests.runbooks.reports import report_of, results, statuses
 
 pytestmark = [pytest.mark.lab, pytest.mark.cli, pytest.mark.ansible]
 
@@ -44,7 +44,7 @@ def test_detect_finds_the_labs_stalled_migration_and_yes_leaves_the_checklist_to
     assert host["outcome"] == "present"
     assert host["reason"] == (
         "found by apps_only_on_old_platform, apps_side_by_side_too_long, teams_without_champion; "
-        "no remediation step was carried out"
+        "not remediated: 4 step(s) not asked (a manual step needs a human to do it; --yes approves commands only)"
     )
 
     detect = results(report, "detect")
@@ -97,8 +97,10 @@ def test_detect_finds_the_labs_stalled_migration_and_yes_leaves_the_checklist_to
     remediate = results(report, "remediate")
     assert list(remediate) == list(CHECKLIST)
     for step in remediate.values():
-        assert step["status"] == "skipped"
-        assert step["message"] == "a manual step needs a human; not done in a --yes run"
+        assert step["status"] == "not_asked"
+        assert (
+            step["message"] == "not asked: a manual step needs a human to do it; --yes approves commands only"
+        )
     assert results(report, "verify") == {}
     # The instructions a human would have followed name this lab's apps and teams.
     assert (
@@ -188,3 +190,71 @@ def test_show_markdown_contains_the_checklist(cairn: CairnRunner) -> None:
         assert f"{number}. **{title}** (`{step_id}`, manual)" in remediate
     assert remediate.count("*Trade-off:*") == len(CHECKLIST)
     assert "https://teamtopologies.com/key-concepts" in text
+
+
+def test_an_inventory_file_that_cannot_be_read_is_an_error_not_a_finished_migration(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """The old platform's hosts live in their own file, and that file is gone (a link to an unmounted share).
+
+    ansible-inventory only warns about a source it cannot parse and lists the rest: the old
+    platform's group, declared in hosts.yml, came back empty, and every check said the migration
+    was over ("all 4 apps run on k8s_platform"): a healthy host, exit 0.
+    """
+    lab_up = lab("platform-adoption")
+    platform = Path(lab_up.inputs["inventory"])
+    hosts = yaml.safe_load((platform / "hosts.yml").read_text(encoding="utf-8"))
+    old_platform = hosts["all"]["children"]["old_platform"]
+    (platform / "old-vms.yml").write_text(
+        yaml.safe_dump({"all": {"children": old_platform["children"]}}, allow_unicode=True), encoding="utf-8"
+    )
+    old_platform["children"] = {group: {} for group in old_platform["children"]}
+    (platform / "hosts.yml").write_text(yaml.safe_dump(hosts, allow_unicode=True), encoding="utf-8")
+    # Split over two files, the inventory still says what the lab's says.
+    done = cairn(*lab_up.run_args("--phase", "detect", "--json"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert set(statuses(report_of(done), "detect").values()) == {"finding"}
+
+    (platform / "old-vms.yml").unlink()
+    (platform / "old-vms.yml").symlink_to(tmp_path / "mnt" / "platform-share" / "old-vms.yml")
+    done = cairn(*lab_up.run_args("--yes", "--json"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"].startswith("detect could not decide: apps_only_on_old_platform: ")
+    detect = results(report, "detect")
+    assert {k: v["status"] for k, v in detect.items()} == {
+        "apps_only_on_old_platform": "error",
+        "apps_side_by_side_too_long": "skipped",  # `when` waits for the shared query to have worked
+        "teams_without_champion": "skipped",
+    }
+    assert detect["apps_only_on_old_platform"]["message"] == (
+        f"exit code 2: [ERROR]: Completely failed to parse inventory source {platform / 'old-vms.yml'}"
+    )
+    assert [r["phase"] for r in host["results"]] == ["detect"] * 3
+
+
+def test_an_inventory_whose_hosts_list_no_app_is_an_error(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """The groups exist but no host has an `apps` variable (another inventory, or host_vars left behind):
+    "all 0 apps run on k8s_platform" was an ok, and the run was healthy."""
+    lab_up = lab("platform-adoption")
+    elsewhere = tmp_path / "fleet.yml"
+    elsewhere.write_text(
+        "all:\n  children:\n"
+        "    old_platform:\n      hosts:\n        vm-legacy-01: {}\n"
+        "    k8s_platform:\n      hosts:\n        k8s-prod: {}\n",
+        encoding="utf-8",
+    )
+    done = cairn(*lab_up.run_args("-e", f"inventory={elsewhere}", "--phase", "detect", "--json"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = report_of(done)
+    assert report["hosts"][0]["outcome"] == "failed"
+    check = results(report, "detect")["apps_only_on_old_platform"]
+    assert check["status"] == "error"
+    assert check["message"] == (
+        "exit code 1: no host of old_platform or k8s_platform lists an app in its apps variable: "
+        "check the inventory input"
+    )
