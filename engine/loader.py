@@ -40,6 +40,8 @@ from engine.yamlsource import Document, parse_yaml_bytes, read_yaml_file
 log = logging.getLogger(__name__)
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
+LAB_SUFFIXES = (".lab.yaml", ".lab.yml")
+"""A runbook's practice lab, declared beside it (``ID.lab.yaml``; :mod:`engine.lab.declared`): not a runbook."""
 PLAYBOOKS = "playbooks"
 """Folders of this name hold Ansible playbooks beside the runbooks, not runbooks."""
 _ID_LINE = re.compile(r"""^["']?id["']?\s*:""")
@@ -126,6 +128,7 @@ def _build_runbook(data: dict[str, Any], doc: Document) -> Runbook:
         triggers=tuple(Trigger(tuple(t["matchers"]), t["target"]) for t in data.get("triggers", ())),
         inputs=tuple(_build_input(name, spec) for name, spec in data.get("inputs", {}).items()),
         targets=data.get("targets", "all"),
+        requires=tuple(data.get("requires", ())),
         detect=_build_steps(data, "detect", doc),
         diagnose=_build_steps(data, "diagnose", doc),
         remediate=_build_steps(data, "remediate", doc),
@@ -208,6 +211,7 @@ def _build_steps(data: dict[str, Any], phase: str, doc: Document) -> tuple[Step,
                 automatic=raw.get("automatic", False),
                 tradeoff=raw.get("tradeoff", ""),
                 serial=str(raw.get("serial", "")),
+                requires=tuple(raw.get("requires", ())),
                 pointer=ptr,
                 line=doc.where(ptr)[0],
             )
@@ -263,7 +267,7 @@ def _check_files(files: list[Path], jobs: int) -> list[LoadResult]:
 
 
 def runbook_files(paths: Iterable[Path]) -> list[Path]:
-    """YAML files named by ``paths``: files as given, folders searched recursively."""
+    """YAML files named by ``paths``: files as given, folders searched recursively; never lab files."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -272,11 +276,12 @@ def runbook_files(paths: Iterable[Path]) -> list[Path]:
                     p
                     for p in path.rglob("*")
                     if p.suffix in RUNBOOK_SUFFIXES
+                    and not p.name.endswith(LAB_SUFFIXES)
                     and p.is_file()
                     and PLAYBOOKS not in p.relative_to(path).parts
                 )
             )
-        else:
+        elif not path.name.endswith(LAB_SUFFIXES):
             files.append(path)
     seen: set[Path] = set()
     unique = []

@@ -34,6 +34,7 @@ from engine.lab.base import LabContext, LabError, LabResult
 
 RUNBOOK = "platform-adoption"
 SUMMARY = "a platform inventory where apps stay on the old platform and teams have no migration champion"
+PROGRAMS = ("ansible-inventory",)
 
 ONLY_OLD = ("invoice-worker", "report-builder", "search-indexer")
 SIDE_BY_SIDE_TOO_LONG = ("billing-api",)

@@ -1,11 +1,15 @@
 """What every practice lab is built from: a folder, detached processes it can find again, free ports.
 
 A lab reproduces one pitfall's symptoms on this machine (see :mod:`engine.lab.lifecycle`
-for ``cairn lab up/status/down``). A lab module provides::
+for ``cairn lab up/status/down``). A bundled lab is a module that provides::
 
     RUNBOOK = "ip-whitelist-breakage"      # the runbook it is for; also the lab's name
     SUMMARY = "nginx allow list ..."      # one line for `cairn lab status`
+    PROGRAMS = ("nginx",)                  # programs it needs here, checked before anything starts
     def up(ctx: LabContext) -> LabResult   # build it in ctx.dir; ctx.healthy: without the pitfall
+
+A declared lab is a lab file beside its runbook (:mod:`engine.lab.labfile`, :mod:`engine.lab.declared`); both
+become a :class:`LabDefinition`, which is all :class:`~engine.lab.lifecycle.LabRoot` needs.
 
 Processes are started with :meth:`LabContext.spawn`: each in its own session, its
 output in ``logs/NAME.log``, recorded (pid and kernel start time, so a recycled
@@ -23,8 +27,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from engine.lab.scripts import tail_text
+
+if TYPE_CHECKING:
+    from engine.lab.scripts import LabTeardown
 
 LOOPBACK = "127.0.0.1"
 _POLL = 0.01
@@ -64,6 +74,32 @@ class LabResult:
     notes: list[str] = field(default_factory=list)
 
 
+class LabKind(Enum):
+    """Where a lab comes from."""
+
+    BUNDLED = "bundled"
+    """Shipped with Cairn: a module registered in ``engine.lab.lifecycle.LABS``."""
+    DECLARED = "declared"
+    """A lab file (``ID.lab.yaml``) beside the runbook it is for."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabDefinition:
+    """A lab that can be built, whatever it is made of: all that ``LabRoot.up`` needs."""
+
+    name: str
+    """The runbook it is for, which is also the lab's name."""
+    summary: str
+    kind: LabKind
+    build: Callable[[LabContext], LabResult]
+    programs: tuple[str, ...] = ()
+    """Programs it needs on this machine, checked before anything starts."""
+    healthy_variant: bool = True
+    """Whether it can be built without the pitfall (``--healthy``)."""
+    source: str = ""
+    """The lab file of a declared lab."""
+
+
 class LabContext:
     """The folder and process book-keeping one lab is built with."""
 
@@ -72,6 +108,8 @@ class LabContext:
         self.dir = directory
         self.healthy = healthy
         self.processes: list[LabProcess] = []
+        self.teardown: LabTeardown | None = None
+        """Run by ``down``, and by ``up`` when the lab fails after its setup began."""
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -114,12 +152,29 @@ class LabContext:
         self.processes.append(LabProcess(name, proc.pid, start_time(proc.pid) or 0))
         return proc.pid
 
+    def adopt(self, pid: int, name: str) -> None:
+        """Record a process this lab did not spawn (one its setup script left running) so it is stopped too."""
+        started = start_time(pid)
+        if started is None:
+            return
+        taken = {p.name for p in self.processes}
+        unique, number = name, 2
+        while unique in taken:
+            unique, number = f"{name}#{number}", number + 1
+        self.processes.append(LabProcess(unique, pid, started))
+
     def exited(self, name: str) -> int | None:
         """The exit code of a process started here, or None while it runs."""
         return self._popen[name].poll()
 
     def wait_for(
-        self, ready: Callable[[], bool], what: str, *, timeout: float = 15.0, process: str = ""
+        self,
+        ready: Callable[[], bool],
+        what: str,
+        *,
+        timeout: float = 15.0,
+        process: str = "",
+        poll: float = _POLL,
     ) -> None:
         """Poll ``ready`` until true; fail with the process's log tail if it exits or time runs out."""
         deadline = time.monotonic() + timeout
@@ -132,7 +187,7 @@ class LabContext:
                 raise LabError(
                     f"lab {self.name}: {what} did not happen within {timeout:g} s{self._tail(process)}"
                 )
-            time.sleep(_POLL)
+            time.sleep(poll)
 
     def wait_for_port(
         self, port: int, *, address: str = LOOPBACK, process: str = "", timeout: float = 15.0
@@ -147,8 +202,7 @@ class LabContext:
     def _tail(self, process: str) -> str:
         if not process:
             return ""
-        lines = self.log_path(process).read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
-        return ("; its log ends:\n  " + "\n  ".join(lines)) if lines else ""
+        return tail_text(self.log_path(process).read_text(encoding="utf-8", errors="replace"), "its log")
 
 
 def reap(pid: int, timeout: float = 5.0) -> None:

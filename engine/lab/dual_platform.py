@@ -29,6 +29,7 @@ from engine.lab.nginx import Nginx
 
 RUNBOOK = "dual-platform-deploy"
 SUMMARY = "nginx splitting traffic 90/10 between an old platform and a Kubernetes Ingress that runs an older release"
+PROGRAMS = ("nginx",)
 
 SERVICE_HOST = "shop.example.test"
 FIXED_IN = "2.3.1"  # the hot-fix release: older versions fail /checkout

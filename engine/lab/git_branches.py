@@ -31,6 +31,7 @@ from engine.lab.base import LabContext, LabResult
 DAY = 86400
 RUNBOOK = "branch-cleanup"
 SUMMARY = "a git repository with superseded release branches and old frozen feature branches"
+PROGRAMS = ("git",)
 
 
 @dataclass(frozen=True, slots=True)

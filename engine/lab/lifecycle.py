@@ -10,9 +10,13 @@ and writes, beside what it started:
   that ``down`` (a later process) stops exactly those, and ``status`` can tell
   whether they still run.
 
-A lab that fails while starting is torn down before the error is reported.
-Labs only use loopback and unprivileged ports picked at random, so several
-roots (a practice lab and a test-suite) run side by side.
+A lab is either bundled (a module registered in :data:`LABS`) or declared in a lab
+file beside its runbook (:mod:`engine.lab.labfile`, :mod:`engine.lab.declared`; :mod:`engine.lab.catalog` finds
+both); ``up`` takes either as a :class:`~engine.lab.base.LabDefinition`. The
+programs a lab needs are checked before anything starts. A lab that fails while
+starting is torn down (its teardown script, its processes, its folder) before the
+error is reported. Labs only use loopback and unprivileged ports picked at random,
+so several roots (a practice lab and a test-suite) run side by side.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import fcntl
 import importlib
 import json
 import os
+import shlex
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +39,17 @@ from typing import Any
 
 import yaml
 
-from engine.lab.base import LabContext, LabError, LabProcess, LabResult, reap, start_time
+from engine.lab.base import (
+    LabContext,
+    LabDefinition,
+    LabError,
+    LabKind,
+    LabProcess,
+    LabResult,
+    reap,
+    start_time,
+)
+from engine.lab.scripts import LabTeardown, TeardownOutcome
 
 # Runbook id -> the module that builds its lab.
 LABS: dict[str, str] = {
@@ -62,14 +78,52 @@ def lab_module(name: str) -> ModuleType:
     return importlib.import_module(LABS[name])
 
 
-def resolve_names(names: list[str]) -> list[str]:
-    """``all`` or lab names, validated, in the registry's order, each once."""
-    if not names or "all" in names:
-        return list(LABS)
-    unknown = [n for n in names if n not in LABS]
-    if unknown:
-        raise LabError(f"no lab named {unknown[0]!r}; labs: {', '.join(LABS)} (or all)")
-    return [n for n in LABS if n in names]
+def bundled_lab(name: str) -> LabDefinition:
+    """The bundled lab ``name`` (a module in :data:`LABS`)."""
+    module = lab_module(name)
+    return LabDefinition(
+        name=name,
+        summary=str(module.SUMMARY),
+        kind=LabKind.BUNDLED,
+        build=module.up,
+        programs=tuple(getattr(module, "PROGRAMS", ())),
+    )
+
+
+def check_programs(lab: LabDefinition) -> None:
+    """Fail, naming each missing program and its package, unless every program ``lab`` needs is here."""
+    missing = [p for p in lab.programs if not _installed(p)]
+    if not missing:
+        return
+    from engine.doctor import debian_package, package_hint  # noqa: PLC0415 - only when something is missing
+
+    named, packages = [], []
+    for program in missing:
+        hint = package_hint(program)
+        named.append(f"{program} ({hint})" if hint else program)
+        package = debian_package(program)
+        if package and package not in packages:
+            packages.append(package)
+    which = "which is" if len(missing) == 1 else "which are"
+    install = f": apt-get install {' '.join(packages)}" if packages else ""
+    where = f" (its lab file: {lab.source})" if lab.source else ""
+    raise LabError(
+        f"lab {lab.name} needs {_and(named)}, {which} not installed{install}; "
+        f"`cairn doctor` lists everything missing{where}"
+    )
+
+
+def _installed(program: str) -> bool:
+    from engine.doctor import locate  # noqa: PLC0415 - standard library only; cheap
+
+    if "/" in program:
+        return os.access(program, os.X_OK)
+    beside = Path(sys.executable).parent / program  # ansible-core's programs live beside Cairn's Python
+    return os.access(beside, os.X_OK) or locate(program) is not None
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +136,10 @@ class LabInfo:
     processes: tuple[LabProcess, ...]
     notes: tuple[str, ...]
     started_at: float
+    kind: LabKind = LabKind.BUNDLED
+    source: str = ""
+    """The lab file of a declared lab (informational: ``down`` never reads it)."""
+    teardown: LabTeardown | None = None
 
     @property
     def inventory(self) -> Path:
@@ -92,7 +150,10 @@ class LabInfo:
         return self.directory / "inputs.yaml"
 
     def command(self) -> str:
-        return f"cairn run {self.name} -i {self.inventory} -e @{self.inputs}"
+        """The ``cairn run`` that practises the runbook here (a declared lab's names its runbook folder)."""
+        folder = f" --runbooks {shlex.quote(str(Path(self.source).parent))}" if self.source else ""
+        inventory, inputs = shlex.quote(str(self.inventory)), shlex.quote(f"@{self.inputs}")
+        return f"cairn run {self.name}{folder} -i {inventory} -e {inputs}"
 
     def running(self) -> dict[str, bool]:
         return {p.name: _same_process(p) for p in self.processes}
@@ -110,7 +171,17 @@ class LabInfo:
             "processes": [p.as_dict() | {"running": _same_process(p)} for p in self.processes],
             "notes": list(self.notes),
             "started_at": self.started_at,
+            "kind": self.kind.value,
+            "source": self.source,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedLab:
+    """A lab ``down`` stopped, and how its teardown script (if it has one) ended."""
+
+    name: str
+    teardown: TeardownOutcome | None = None
 
 
 class LabRoot:
@@ -121,9 +192,20 @@ class LabRoot:
 
     # ------------------------------------------------------------------ public
 
-    def up(self, name: str, *, healthy: bool = False) -> LabInfo:
-        """Build and start one lab; on any failure, stop what it started and remove its folder."""
-        module = lab_module(name)
+    def up(self, lab: LabDefinition | str, *, healthy: bool = False) -> LabInfo:
+        """Build and start one lab (a definition, or a bundled lab's name).
+
+        Its programs are checked first; on any later failure its teardown runs, what it
+        started is stopped and its folder removed before the error is raised.
+        """
+        definition = lab if isinstance(lab, LabDefinition) else bundled_lab(lab)
+        name = definition.name
+        if healthy and not definition.healthy_variant:
+            raise LabError(
+                f"lab {name} has no healthy variant: its lab file {definition.source} does not say "
+                "`healthy: true` (its setup must then build the lab without the pitfall when LAB_HEALTHY=1)"
+            )
+        check_programs(definition)
         with self._locked() as state:
             if name in state:
                 raise LabError(f"lab {name} is already up in {self.root}; `cairn lab down {name}` first")
@@ -132,27 +214,50 @@ class LabRoot:
                 shutil.rmtree(directory)
             ctx = LabContext(name, directory, healthy=healthy)
             try:
-                result: LabResult = module.up(ctx)
+                result: LabResult = definition.build(ctx)
                 self._write_files(name, directory, result)
             except BaseException as exc:
+                undone = ctx.teardown.run(directory) if ctx.teardown is not None else None
                 _stop(ctx.processes)
                 shutil.rmtree(directory, ignore_errors=True)
-                if isinstance(exc, LabError | KeyboardInterrupt):
+                also = f"\n(and its {undone.describe()})" if undone is not None and not undone.ok else ""
+                if isinstance(exc, KeyboardInterrupt):
                     raise
-                raise LabError(f"lab {name} failed to start: {type(exc).__name__}: {exc}") from exc
-            info = LabInfo(name, directory, healthy, tuple(ctx.processes), tuple(result.notes), time.time())
+                if isinstance(exc, LabError):
+                    if also:
+                        raise LabError(f"{exc}{also}") from exc
+                    raise
+                raise LabError(f"lab {name} failed to start: {type(exc).__name__}: {exc}{also}") from exc
+            info = LabInfo(
+                name,
+                directory,
+                healthy,
+                tuple(ctx.processes),
+                tuple(result.notes),
+                time.time(),
+                definition.kind,
+                definition.source,
+                ctx.teardown,
+            )
             state[name] = info
             return info
 
-    def down(self, names: list[str] | None = None) -> list[str]:
-        """Stop the named labs (default: all that are up) and remove their folders; returns those stopped."""
+    def down(self, names: list[str] | None = None) -> list[StoppedLab]:
+        """Stop the named labs (default: all that are up) and remove their folders.
+
+        For each: its teardown script runs first (declared labs), then its processes are
+        stopped. Needs nothing but ``labs.json``: not the runbook, not the lab file.
+        """
+        stopped = []
         with self._locked() as state:
             chosen = [n for n in (names or list(state)) if n in state]
             for name in chosen:
                 info = state.pop(name)
+                outcome = info.teardown.run(info.directory) if info.teardown is not None else None
                 _stop(info.processes)
                 shutil.rmtree(info.directory, ignore_errors=True)
-            return chosen
+                stopped.append(StoppedLab(name, outcome))
+        return stopped
 
     def status(self) -> list[LabInfo]:
         with self._locked() as state:
@@ -199,7 +304,16 @@ def _info_dict(info: LabInfo) -> dict[str, Any]:
         "processes": [p.as_dict() for p in info.processes],
         "notes": list(info.notes),
         "started_at": info.started_at,
+        "kind": info.kind.value,
+        "source": info.source,
+        "teardown": info.teardown.as_dict() if info.teardown is not None else None,
     }
+
+
+def _teardown_of(raw: Any) -> LabTeardown | None:
+    if not isinstance(raw, dict):
+        return None
+    return LabTeardown(str(raw["script"]), dict(raw.get("env", {})), float(raw.get("timeout", 30)))
 
 
 def _read_state(path: Path) -> dict[str, LabInfo]:
@@ -221,6 +335,9 @@ def _read_state(path: Path) -> dict[str, LabInfo]:
             ),
             tuple(entry.get("notes", [])),
             float(entry.get("started_at", 0)),
+            LabKind(entry.get("kind", LabKind.BUNDLED.value)),
+            str(entry.get("source", "")),
+            _teardown_of(entry.get("teardown")),
         )
         for name, entry in raw.items()
     }
@@ -237,19 +354,36 @@ def _same_process(proc: LabProcess) -> bool:
 
 
 def _stop(processes: tuple[LabProcess, ...] | list[LabProcess]) -> None:
-    """SIGTERM each recorded process's session, then SIGKILL what is left of it and its descendants."""
+    """SIGTERM each recorded process's session, then SIGKILL what is left of it and its descendants.
+
+    Returns once nothing of those process groups is alive: signals are delivered asynchronously,
+    and a ``down`` that returned while a lab's child still ran (it had been sent SIGKILL, not yet
+    scheduled) was seen by a test under load, and would be by a user who starts the lab again.
+    """
+    from engine.executors.local import group_alive  # noqa: PLC0415
     from engine.lab.ssh_fleet import _kill_trees  # noqa: PLC0415
 
     live = [p for p in processes if _same_process(p)]
+    groups = [p.pid for p in live]  # spawned processes lead their own group; others' "group" is empty
+
+    def running() -> bool:
+        return any(_same_process(p) for p in live) or any(group_alive(g) for g in groups)
+
     for proc in live:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)  # each was started as a session (and group) leader
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # spawned ones lead their own session (and group)
+            except ProcessLookupError:
+                os.kill(proc.pid, signal.SIGTERM)  # one a setup script left running leads no group
     deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and any(_same_process(p) for p in live):
+    while time.monotonic() < deadline and running():
         time.sleep(0.02)
     _kill_trees(p.pid for p in live if _same_process(p))
     for proc in live:  # what the group leader left behind in its group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline and running():
+        time.sleep(0.01)
     for proc in processes:
         reap(proc.pid)

@@ -30,6 +30,7 @@ from engine.lab.base import LabContext, LabError, LabResult, lab_env
 
 RUNBOOK = "kubelet-cpu-memcg"
 SUMMARY = "slow memory.stat from 4,986 zombie memory cgroups, an unfixed 4.19 kernel, a kubelet stand-in"
+PROGRAMS = ("sleep",)  # linked as the lab's kubelet
 
 ZOMBIES = 4986
 SECONDS_PER_CGROUP = 0.0004  # 5,000 memory cgroups: 2 s per read; 14 after drop_caches: 6 ms

@@ -29,6 +29,7 @@ from engine.lab.nginx import Nginx
 
 RUNBOOK = "ip-whitelist-breakage"
 SUMMARY = "nginx allow list with a missing entry (a rescheduled caller gets 403) and stale entries"
+PROGRAMS = ("nginx",)
 
 PROVIDER = "ledger-api"
 

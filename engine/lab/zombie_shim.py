@@ -36,6 +36,7 @@ SUMMARY = (
     "a containerd-shim with 34 zombies and 3 old bash exec sessions that wedge it, a crictl that hangs, "
     "and a Kubernetes API stand-in with the node NotReady (PLEG) and 2 pods stuck Terminating"
 )
+PROGRAMS = ("bash", "ps", "kubectl")  # its sessions; the runbook's probes read them with ps and kubectl
 NODE = "k8s-node-1"
 OLD_SESSIONS = 3
 EXITED_SESSIONS = 6

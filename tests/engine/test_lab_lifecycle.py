@@ -95,7 +95,7 @@ def test_up_writes_inventory_and_inputs_and_down_stops_every_process(
     with pytest.raises(LabError, match="already up"):
         again.up("sleeper")
 
-    assert again.down() == ["sleeper"]
+    assert again.down() == [lifecycle.StoppedLab("sleeper")]
     assert not alive(proc.pid)
     assert not alive(children[0])  # the child it started went too
     assert not info.directory.exists()
@@ -140,6 +140,30 @@ def test_a_recycled_pid_is_never_signalled(fake_labs: dict[str, types.ModuleType
     reap(proc.pid)
 
 
+def test_every_bundled_lab_declares_its_programs() -> None:
+    for name in lifecycle.LABS:
+        definition = lifecycle.bundled_lab(name)
+        assert definition.programs, f"{name}: PROGRAMS is missing or empty"
+        assert definition.kind is lifecycle.LabKind.BUNDLED and definition.healthy_variant
+
+
+def test_a_missing_program_stops_a_lab_before_it_starts(
+    fake_labs: dict[str, types.ModuleType], tmp_path: Path
+) -> None:
+    called: list[str] = []
+    module = fake_labs["sleeper"]
+    module.PROGRAMS = ("bash", "cairn-no-such-program")  # type: ignore[attr-defined]
+    module.up = lambda ctx: called.append(ctx.name)  # type: ignore[attr-defined]
+    labs = lifecycle.LabRoot(tmp_path / "root")
+    with pytest.raises(LabError) as failure:
+        labs.up("sleeper")
+    assert str(failure.value) == (
+        "lab sleeper needs cairn-no-such-program, which is not installed; `cairn doctor` lists everything missing"
+    )
+    assert called == []
+    assert not (tmp_path / "root").exists()
+
+
 def test_unknown_lab_names_are_a_clear_usage_error(cairn: CairnRunner, tmp_path: Path) -> None:
     done = cairn("lab", "up", "no-such-pitfall", "--dir", str(tmp_path / "labs"))
     assert done.returncode == 2
@@ -160,7 +184,12 @@ def test_cli_up_status_down_through_a_real_lab(cairn: CairnRunner, tmp_path: Pat
     status = cairn("lab", "status", "--dir", str(root), "--json")
     labs = {entry["name"]: entry for entry in json.loads(status.stdout)["labs"]}
     assert labs["branch-cleanup"]["command"] == command
-    assert labs["ip-whitelist-breakage"] == {"name": "ip-whitelist-breakage", "up": False}
+    assert labs["ip-whitelist-breakage"] == {
+        "name": "ip-whitelist-breakage",
+        "up": False,
+        "kind": "bundled",
+        "source": "",
+    }
 
     practice = cairn(*command.split()[1:], "--phase", "detect")
     assert practice.returncode == 1, practice.stdout + practice.stderr  # the lab reproduces the pitfall
