@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from engine.runner import Runner
 
 EXIT_OK, EXIT_FOUND, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+_ENGINE = Path(__file__).resolve().parent
+BUNDLED_RUNBOOKS = _ENGINE / "runbooks" if (_ENGINE / "runbooks").is_dir() else _ENGINE.parent / "runbooks"
+"""The knowledge base shipped with Cairn: inside the package when installed from a wheel (pyproject's
+force-include puts the repository's runbooks/ there), the repository's runbooks/ in a checkout."""
 PHASES = ("detect", "diagnose", "remediate", "verify")
 
 
@@ -52,11 +55,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         return _usage(f"no such file or folder: {', '.join(missing)}")
+    from engine.lab.labfile import validate_lab_files  # noqa: PLC0415 - the labs beside the runbooks
+
     library = load_library(paths, jobs=_jobs())
+    labs = validate_lab_files(paths, library.results)
+    results = [*library.results, *labs]
+    invalid = any(r.problems for r in results)
     if args.json:
         _emit_json(
             {
-                "valid": not library.invalid,
+                "valid": not invalid,
                 "files": [
                     {
                         "path": r.path,
@@ -64,13 +72,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "valid": not r.problems,
                         "problems": [p.as_dict() for p in r.problems],
                     }
-                    for r in library.results
+                    for r in results
                 ],
             }
         )
     else:
-        text, bad, count = problems_text(library.results)
-        total = len(library.results)
+        text, bad, count = problems_text(results)
+        total = len(results)
         print(text) if text else None
         if total == 0:
             print(f"no runbook files (*.yaml, *.yml) under {', '.join(map(str, paths))}")
@@ -79,14 +87,78 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 f"\n{bad} of {total} file{'s' if total != 1 else ''} invalid, {count} problem{'s' if count != 1 else ''}"
             )
         else:
-            print(f"\nall {total} runbook file{'s' if total != 1 else ''} valid")
-    return EXIT_FOUND if library.invalid else EXIT_OK
+            runbooks = len(library.results)
+            both = f" and {len(labs)} lab file{'s' if len(labs) != 1 else ''}" if labs else ""
+            print(f"\nall {runbooks} runbook file{'s' if runbooks != 1 else ''}{both} valid")
+    return EXIT_FOUND if invalid else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from engine.doctor import examine, report_data, report_text, resolve_scopes  # noqa: PLC0415
+
+    try:
+        scopes = resolve_scopes(args.scopes)
+    except ValueError as exc:
+        return _usage(str(exc))
+    report = examine(scopes)
+    if args.json:
+        _emit_json(report_data(report))
+    else:
+        print(report_text(report))
+    return EXIT_OK if report.ok else EXIT_FOUND
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from engine.schema import schema_text  # noqa: PLC0415
+    from engine.scaffold import LAB_SCHEMA, RUNBOOK_SCHEMA, schema_files, write_schemas  # noqa: PLC0415
 
-    sys.stdout.write(schema_text())
+    if args.write:
+        for path in write_schemas(Path(args.write)):
+            print(f"wrote {path}")
+        print(
+            f"runbooks in {args.write} validate in editors with this first line:\n"
+            f"# yaml-language-server: $schema={RUNBOOK_SCHEMA}"
+        )
+        return EXIT_OK
+    name = LAB_SCHEMA if args.lab else RUNBOOK_SCHEMA
+    files = schema_files()
+    if name not in files:
+        return _usage(f"this Cairn ships no {name}")
+    sys.stdout.write(files[name].read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from engine.scaffold import new_runbook  # noqa: PLC0415
+
+    folder = Path(args.dir) if args.dir else (Path("runbooks") if Path("runbooks").is_dir() else Path("."))
+    written = new_runbook(args.id, folder, force=args.force, lab=args.lab)
+    if args.json:
+        _emit_json(
+            {
+                "runbook": str(written.runbook),
+                "lab": str(written.lab) if written.lab else None,
+                "schemas": [str(p) for p in written.schemas],
+                "modeline": written.modeline,
+            }
+        )
+        return EXIT_OK
+    print(f"wrote {written.runbook}")
+    if written.lab is not None:
+        print(f"wrote {written.lab} (its practice lab: cairn lab up {args.id} --runbooks {folder})")
+    for schema in written.schemas:
+        print(
+            f"wrote {schema} (for editors: the runbook's first line names {written.runbook.parent.name}/{schema.name})"
+            if schema.name == "runbook.schema.json"
+            else f"wrote {schema} (for lab files, docs/labs.md)"
+        )
+    runbooks = "" if folder == Path("runbooks") else f" --runbooks {folder}"
+    print(
+        "next:\n"
+        f"  cairn validate {written.runbook}          # every problem, with file:line:col\n"
+        f"  cairn plan {args.id}{runbooks}             # the exact commands, nothing runs\n"
+        f"  cairn run {args.id}{runbooks} --dry-run    # detect and diagnose for real, remediation shown\n"
+        "the format, key by key: docs/runbook-format.md; a practice lab beside it: docs/labs.md"
+    )
     return EXIT_OK
 
 
@@ -118,14 +190,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         data.pop("source_text", None)
         _emit_json(data)
         return EXIT_OK
-    markdown = knowledge_markdown(runbook)
-    if args.markdown or not sys.stdout.isatty():
+    markdown = knowledge_markdown(runbook, brief=args.brief)
+    if args.markdown:
         sys.stdout.write(markdown)
-        return EXIT_OK
-    from rich.console import Console  # noqa: PLC0415
-    from rich.markdown import Markdown  # noqa: PLC0415
+    elif sys.stdout.isatty():
+        from rich.console import Console  # noqa: PLC0415
+        from rich.markdown import Markdown  # noqa: PLC0415
 
-    Console().print(Markdown(markdown))
+        Console().print(Markdown(markdown))
+    else:  # a pipe, a file, a log: plain text without Markdown's marks
+        from engine.plaintext import markdown_to_text  # noqa: PLC0415
+
+        sys.stdout.write(markdown_to_text(markdown))
     return EXIT_OK
 
 
@@ -150,10 +226,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     runbook, inputs, hosts = _prepare(args)
     plans = plan_run(runbook, hosts, inputs, last_phase=Phase(args.phase))
+    preflights = None
+    if runbook.has_requirements and not args.no_preflight:
+        from engine.preflight import check_hosts  # noqa: PLC0415
+
+        preflights = check_hosts(runbook, hosts, inputs, _execution_options(args), forks=args.forks)
     if args.json:
-        _emit_json(plan_data(runbook, plans))
+        _emit_json(plan_data(runbook, plans, preflights))
     else:
-        print(plan_text(runbook, plans))
+        print(plan_text(runbook, plans, preflights))
     return EXIT_OK
 
 
@@ -229,17 +310,18 @@ def _execute(args: argparse.Namespace, runner: Runner, journal: Journal, *, mult
     import contextlib  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
-    from engine.render import as_data, summary_rows  # noqa: PLC0415
+    from engine.render import as_data, runbook_step_width, summary_rows  # noqa: PLC0415
     from engine.terminal import FanOutPrinter, ProgressPrinter  # noqa: PLC0415
 
     printer: FanOutPrinter | None = None
     if not args.json or args.verbose:
         stream = sys.stderr if args.json else sys.stdout
+        width = runbook_step_width(runner.request.runbook)
         if multi_host:
-            printer = FanOutPrinter(stream, verbose=args.verbose > 0)
+            printer = FanOutPrinter(stream, verbose=args.verbose > 0, id_width=width)
             runner.bus.subscribe(printer)
         else:
-            runner.bus.subscribe(ProgressPrinter(stream, verbose=args.verbose > 0))
+            runner.bus.subscribe(ProgressPrinter(stream, verbose=args.verbose > 0, id_width=width))
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # end the run as interrupted, killing the running command
@@ -526,62 +608,124 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def cmd_lab(args: argparse.Namespace) -> int:
     from engine.lab.base import LabError  # noqa: PLC0415
-    from engine.lab.lifecycle import LABS, LabRoot, lab_module, resolve_names  # noqa: PLC0415
+    from engine.lab.lifecycle import LabRoot  # noqa: PLC0415
 
     labs_root = LabRoot(Path(args.dir) if args.dir else None)
     try:
         if args.lab_command == "up":
-            names = resolve_names(args.names)
-            started = []
-            for name in names:
-                if not args.json:
-                    print(f"starting lab {name} ...", file=sys.stderr, flush=True)
-                started.append(labs_root.up(name, healthy=args.healthy))
-            if args.json:
-                _emit_json({"root": str(labs_root.root), "labs": [i.as_dict() for i in started]})
-            else:
-                for info in started:
-                    print(
-                        f"\nlab {info.name} is up{' (healthy variant: no pitfall)' if info.healthy else ''}"
-                    )
-                    for note in info.notes:
-                        print(f"  - {note}")
-                    print(f"  practise:  {info.command()}")
-                    print(
-                        f"  stop:      cairn lab down {info.name}"
-                        + (f" --dir {args.dir}" if args.dir else "")
-                    )
-            return EXIT_OK
+            return _lab_up(args, labs_root)
         if args.lab_command == "down":
-            chosen = resolve_names(args.names) if args.names else None
-            stopped = labs_root.down(chosen)
-            if args.json:
-                _emit_json({"root": str(labs_root.root), "stopped": stopped})
-            else:
-                print(f"stopped: {', '.join(stopped)}" if stopped else "no lab was up")
-            return EXIT_OK
-        labs = {i.name: i for i in labs_root.status()}
-        if args.json:
-            _emit_json(
-                {
-                    "root": str(labs_root.root),
-                    "labs": [labs[n].as_dict() if n in labs else {"name": n, "up": False} for n in LABS],
-                }
-            )
-            return EXIT_OK
-        print(f"labs under {labs_root.root}")
-        for name in LABS:
-            entry = labs.get(name)
-            if entry is None:
-                print(f"  {name:28} down     {lab_module(name).SUMMARY}")
-                continue
-            dead = [p for p, alive in entry.running().items() if not alive]
-            state = "up" if not dead else f"BROKEN ({', '.join(dead)} not running; `cairn lab down {name}`)"
-            print(f"  {name:28} {state}{'  (healthy variant)' if entry.healthy else ''}")
-            print(f"  {'':28} {entry.command()}")
-        return EXIT_OK
+            return _lab_down(args, labs_root)
+        return _lab_status(args, labs_root)
     except LabError as exc:
         return _usage(str(exc))
+
+
+def _lab_up(args: argparse.Namespace, labs_root: Any) -> int:
+    """``cairn lab up``: every chosen lab that can start starts; each failure is said, with its reason."""
+    from engine.lab.base import LabError  # noqa: PLC0415
+    from engine.lab.catalog import choose  # noqa: PLC0415
+
+    dirs = _runbook_dirs(args)
+    missing = [str(d) for d in dirs if not d.exists()]
+    if missing:
+        return _usage(f"runbook folder {', '.join(missing)} does not exist; point --runbooks at one")
+    chosen = choose(args.names, dirs)
+    started, failed = [], []
+    for entry in chosen:
+        if not args.json:
+            print(f"starting lab {entry.name} ...", file=sys.stderr, flush=True)
+        try:
+            started.append(labs_root.up(entry.definition(), healthy=args.healthy))
+        except LabError as exc:
+            failed.append({"name": entry.name, "error": str(exc)})
+            print(f"cairn: error: {exc}", file=sys.stderr, flush=True)
+    if args.json:
+        _emit_json({"root": str(labs_root.root), "labs": [i.as_dict() for i in started], "failed": failed})
+    else:
+        for info in started:
+            print(f"\nlab {info.name} is up{' (healthy variant: no pitfall)' if info.healthy else ''}")
+            for note in info.notes:
+                print(f"  - {note}")
+            print(f"  practise:  {info.command()}")
+            print(f"  stop:      cairn lab down {info.name}" + (f" --dir {args.dir}" if args.dir else ""))
+        if failed:
+            names = ", ".join(f["name"] for f in failed)
+            print(
+                f"\n{len(started)} of {len(chosen)} lab{'s' if len(chosen) != 1 else ''} started; "
+                f"did not start: {names} (the reasons are above; nothing of them was left running)"
+            )
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+def _lab_down(args: argparse.Namespace, labs_root: Any) -> int:
+    """``cairn lab down``: each lab's teardown, then its processes and folder; needs only labs.json."""
+    names = None if not args.names or "all" in args.names else list(args.names)
+    stopped = labs_root.down(names)
+    not_up = [n for n in names or () if n not in {s.name for s in stopped}]
+    broken = [s for s in stopped if s.teardown is not None and not s.teardown.ok]
+    if args.json:
+        _emit_json(
+            {
+                "root": str(labs_root.root),
+                "stopped": [s.name for s in stopped],
+                "not_up": not_up,
+                "teardown": [
+                    {"name": s.name} | s.teardown.as_dict() for s in stopped if s.teardown is not None
+                ],
+            }
+        )
+    else:
+        print(f"stopped: {', '.join(s.name for s in stopped)}" if stopped else "no lab was up")
+        for lab in stopped:
+            if lab.teardown is not None and lab.teardown.ok:
+                tail = lab.teardown.output.strip().splitlines()[-3:]
+                print(f"  {lab.name}: teardown done" + "".join(f"\n    {line}" for line in tail))
+        if not_up and stopped:
+            print(f"not up: {', '.join(not_up)}")
+    for lab in broken:
+        assert lab.teardown is not None
+        print(
+            f"cairn: error: lab {lab.name}: {lab.teardown.describe()}\n"
+            "its processes were stopped and its folder removed; undo by hand what its setup made outside it",
+            file=sys.stderr,
+        )
+    return EXIT_USAGE if broken else EXIT_OK
+
+
+def _lab_status(args: argparse.Namespace, labs_root: Any) -> int:
+    """``cairn lab status``: every lab (bundled, declared beside the runbooks, and any that is up)."""
+    from engine.lab.catalog import catalog  # noqa: PLC0415
+
+    labs = {i.name: i for i in labs_root.status()}
+    known = catalog(_runbook_dirs(args))
+    names = [*known, *(n for n in labs if n not in known)]
+    if args.json:
+        _emit_json(
+            {
+                "root": str(labs_root.root),
+                "labs": [
+                    labs[n].as_dict()
+                    if n in labs
+                    else {"name": n, "up": False, "kind": known[n].kind.value, "source": known[n].source}
+                    | ({"problem": known[n].problem} if known[n].problem else {})
+                    for n in names
+                ],
+            }
+        )
+        return EXIT_OK
+    print(f"labs under {labs_root.root}")
+    for name in names:
+        entry = labs.get(name)
+        if entry is None:
+            declared = f"  [{known[name].source}]" if known[name].source else ""
+            print(f"  {name:28} down     {known[name].summary()}{declared}")
+            continue
+        dead = [p for p, alive in entry.running().items() if not alive]
+        state = "up" if not dead else f"BROKEN ({', '.join(dead)} not running; `cairn lab down {name}`)"
+        print(f"  {name:28} {state}{'  (healthy variant)' if entry.healthy else ''}")
+        print(f"  {'':28} {entry.command()}")
+    return EXIT_OK
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -748,7 +892,48 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "paths", nargs="*", metavar="PATH", help="files or folders (default: the runbooks folder)"
     )
-    add("schema", cmd_schema, "print the runbook JSON Schema", [])
+    schema = add(
+        "schema",
+        cmd_schema,
+        "print the runbook JSON Schema (or write it beside your runbooks for editors)",
+        [],
+    )
+    schema.add_argument("--lab", action="store_true", help="the practice lab file's schema instead")
+    schema.add_argument(
+        "--write",
+        metavar="DIR",
+        help="write runbook.schema.json (and lab.schema.json) into DIR, for the modeline "
+        "`# yaml-language-server: $schema=runbook.schema.json` of the runbooks there",
+    )
+    new = add(
+        "new",
+        cmd_new,
+        "write a new runbook to start from: every phase, comments that teach the format, valid as it is",
+        [as_json],
+    )
+    new.add_argument("id", metavar="ID", help="the new runbook's id, in kebab-case (e.g. disk-almost-full)")
+    new.add_argument(
+        "--dir", metavar="DIR", help="where to write ID.yaml (default: ./runbooks if it exists, else here)"
+    )
+    new.add_argument("--force", action="store_true", help="overwrite ID.yaml (and ID.lab.yaml) if it exists")
+    new.add_argument(
+        "--lab", action="store_true", help="also write ID.lab.yaml, a practice lab beside it (docs/labs.md)"
+    )
+    doctor = add(
+        "doctor",
+        cmd_doctor,
+        "check the programs the bundled runbooks, the labs and the tests need on this machine; "
+        "name the Debian package of each one missing (exit 1 if any is)",
+        [as_json],
+    )
+    doctor.add_argument(
+        "--for",
+        dest="scopes",
+        action="append",
+        default=[],
+        metavar="SCOPE",
+        help="only what SCOPE needs: runbooks, labs, tests, try (runbooks and labs) or all (default)",
+    )
     listing = add("list", cmd_list, "list the runbooks in the knowledge base", [runbooks, as_json])
     listing.add_argument("--tag", help="only runbooks with this tag")
     show = add(
@@ -756,13 +941,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("id", metavar="ID", help="runbook id")
     show.add_argument(
-        "--markdown", action="store_true", help="print the Markdown source instead of rendering it"
+        "--markdown",
+        action="store_true",
+        help="print the Markdown source (default: rendered on a terminal, plain text otherwise)",
     )
-    add(
+    show.add_argument(
+        "--brief", action="store_true", help="only what the pitfall is and how it looks: summary and symptoms"
+    )
+    plan = add(
         "plan",
         cmd_plan,
-        "show the exact commands each target would run, without running anything",
-        [targets, runbooks, as_json],
+        "show the exact commands each target would run, without running anything; each target is asked "
+        "only whether it has the programs the runbook requires (preflight)",
+        [targets, runbooks, as_json, reach],
+    )
+    plan.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="do not contact the targets at all (the programs the runbook requires are not checked)",
+    )
+    plan.add_argument(
+        "-f", "--forks", type=_forks, default=5, metavar="N", help="preflight N hosts at once (default 5)"
     )
     serve = add(
         "serve",
@@ -892,7 +1091,9 @@ def build_parser() -> argparse.ArgumentParser:
         "go on with an interrupted run: its finished steps are reused, the rest runs",
         [as_json, journal, reach],
     )
-    resume.add_argument("run_id", metavar="RUN_ID", help="the interrupted run (an unambiguous id prefix)")
+    resume.add_argument(
+        "run_id", metavar="RUN_ID", help="the interrupted run (an unambiguous id prefix, or last)"
+    )
     resume.add_argument(
         "-e",
         "--extra-vars",
@@ -940,7 +1141,9 @@ def build_parser() -> argparse.ArgumentParser:
     show_run = add(
         "show-run", cmd_show_run, "show one run: every step, output and approval", [journal, as_json]
     )
-    show_run.add_argument("run_id", metavar="RUN_ID", help="run id, or an unambiguous prefix of it")
+    show_run.add_argument(
+        "run_id", metavar="RUN_ID", help="run id, an unambiguous prefix of it, or last (the newest run)"
+    )
     show_run.add_argument(
         "--output", action="store_true", help="show complete (journaled) output of every step"
     )
@@ -959,10 +1162,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     lab_up = lab_sub.add_parser(
         "up",
-        parents=[lab_dir, as_json],
+        parents=[lab_dir, runbooks, as_json],
         help="start labs (runbook ids, or all) and write an inventory and inputs for each",
-        description="Start labs that reproduce the pitfalls, on loopback and unprivileged ports. "
-        "Prints, for each, the `cairn run` command that practises its runbook.",
+        description="Start labs that reproduce the pitfalls, on loopback and unprivileged ports: a runbook's "
+        "lab file beside it (ID.lab.yaml, docs/labs.md), else the bundled lab. Every lab that can start "
+        "starts; each that cannot is reported and leaves nothing behind (exit 2). Prints, for each, the "
+        "`cairn run` command that practises its runbook.",
     )
     lab_up.add_argument("names", nargs="+", metavar="NAME", help="runbook id of the lab, or all")
     lab_up.add_argument(
@@ -971,10 +1176,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the lab without the pitfall (detect should find nothing)",
     )
     lab_sub.add_parser(
-        "status", parents=[lab_dir, as_json], help="which labs are up, whether their processes run"
+        "status",
+        parents=[lab_dir, runbooks, as_json],
+        help="which labs exist (bundled and declared beside the runbooks), which are up, whether their processes run",
     )
     lab_down = lab_sub.add_parser(
-        "down", parents=[lab_dir, as_json], help="stop labs (default: all) and remove their files"
+        "down",
+        parents=[lab_dir, as_json],
+        help="stop labs (default: all): run each one's teardown, stop its processes, remove its files",
     )
     lab_down.add_argument("names", nargs="*", metavar="NAME", help="runbook id of the lab, or all")
     tui = add(

@@ -311,24 +311,26 @@ def runbook_markdown(runbook: Runbook, source: str, tag_anchors: dict[str, str])
 
 
 def practise(runbook: Runbook) -> str:
-    """The "how to practise" paragraph: the lab when there is one, else plan and dry run."""
-    from engine.lab.lifecycle import LABS, lab_module  # noqa: PLC0415
+    """The "how to practise" paragraph: the lab when there is one (bundled, or declared beside the
+    runbook in ID.lab.yaml), else plan and dry run."""
+    from engine.lab.catalog import has_lab, lab_for  # noqa: PLC0415
 
     rid = runbook.id
-    if rid not in LABS:
+    if not has_lab(runbook):
         return (
-            f"**Practise it:** there is no practice lab for this runbook yet. `cairn plan {rid}` shows "
-            f"every command without running anything; `cairn run {rid} --dry-run` runs detect and diagnose "
-            "and shows the remediation without doing it."
+            f"**Practise it:** there is no practice lab for this runbook yet (docs/labs.md says how to "
+            f"write one beside it). `cairn plan {rid}` shows every command without running anything; "
+            f"`cairn run {rid} --dry-run` runs detect and diagnose and shows the remediation without doing it."
         )
     try:
-        summary = str(lab_module(rid).SUMMARY).strip()
-    except Exception:  # a lab module being written must not stop the docs; the sentence goes
-        log.debug("lab module of %s did not load", rid, exc_info=True)
+        definition = lab_for(runbook)
+        summary = definition.summary.strip() if definition is not None else ""
+    except Exception:  # a lab being written must not stop the docs; the sentence goes
+        log.debug("the lab of %s did not load", rid, exc_info=True)
         summary = ""
-    lab = f" (the lab: {summary.rstrip('.')})" if summary else ""
+    about = f" (the lab: {summary.rstrip('.')})" if summary else ""
     return (
-        f"**Practise it:** `cairn lab up {rid}` reproduces this pitfall on this machine{lab}. "
+        f"**Practise it:** `cairn lab up {rid}` reproduces this pitfall on this machine{about}. "
         f"It prints the command that runs this runbook against the lab: `cairn run {rid} "
         f"-i LAB/inventory.yml -e @LAB/inputs.yaml`, where LAB is the lab's folder "
         f"(`~/.local/state/cairn/lab/{rid}` by default). `cairn lab up {rid} --healthy` builds it without "

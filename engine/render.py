@@ -7,8 +7,9 @@ TUI and ``cairn docs`` reuse them. No I/O here.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from engine.journal import RunRecord
     from engine.loader import LoadResult
     from engine.plan import HostPlan
+    from engine.preflight import Preflight
 
 STATUS_MARK = {
     "ok": "ok",
@@ -27,6 +29,7 @@ STATUS_MARK = {
     "timeout": "TIMEOUT",
     "skipped": "skipped",
     "declined": "declined",
+    "not_asked": "not asked",
     "running": "running",
 }
 
@@ -64,6 +67,88 @@ def indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
+_LIST_ITEM = re.compile(r"[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+(?=\S)")
+_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})")
+_TABLE_DELIMITER = re.compile(r"[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)+\|?[ \t]*")
+_LINE_ON_ITS_OWN = re.compile(r" {0,3}(?:#{1,6}(?:\s|$)|>|\||(?:([-*_])[ \t]*)(?:\1[ \t]*){2,}$)")
+"""A heading, a quote, a table row with its leading pipe, a rule (``---``): never joined to a neighbour."""
+
+
+def _columns(line: str) -> int:
+    """How far a line is indented, a tab counting as 4 columns."""
+    stripped = line.lstrip(" \t")
+    return len(line[: len(line) - len(stripped)].expandtabs(4))
+
+
+def reflow(text: str) -> str:
+    """Runbook prose with each paragraph and list item on one line, for a screen that wraps at its own width.
+
+    ``why``, ``summary``, ``cause``, ``tradeoff`` and the like are YAML block scalars that keep the
+    author's line breaks; wrapped again at a narrower width they leave ragged, half-empty lines.
+    The lines of a paragraph (or of a list item) are joined with single spaces; blank lines stay
+    as paragraph breaks (one between two blocks); list items (``- ``, ``* ``, ``1. ``), fenced
+    (```` ``` ````, ``~~~``) and indented code (4 columns past the text it belongs to), table rows,
+    headings, quotes and rules are kept line by line, as written. Valid Markdown stays valid.
+    """
+    out: list[str] = []
+    block: list[str] = []
+    """The paragraph or list item being joined: its first line as written (indent, marker), then words."""
+    item_text: int | None = None
+    """Where the text of the list item we are in starts (its continuation lines' indent); None: no list."""
+    fence = ""
+    table = False
+
+    def close() -> None:
+        if block:
+            out.append(" ".join(block))
+            block.clear()
+
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if fence:
+            out.append(line)
+            closing = _FENCE.fullmatch(line)
+            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
+                fence = ""
+            continue
+        if not line:
+            close()
+            table = False
+            if out and out[-1]:
+                out.append("")
+            continue
+        depth = _columns(line)
+        if item_text is not None and depth < item_text and not _LIST_ITEM.match(line) and not block:
+            item_text = None  # a block after a blank line, less indented than the item: the list ended
+        code_from = (item_text if item_text is not None and depth >= item_text else 0) + 4
+        table = table and "|" in line
+        opening = _FENCE.match(line)
+        if opening:
+            close()
+            fence = opening.group(1)
+            out.append(line)
+        elif _TABLE_DELIMITER.fullmatch(line) and block and "|" in block[-1]:
+            header = block.pop()  # the header row of a table without leading pipes
+            close()
+            out += [header, line]
+            table = True
+        elif table:
+            out.append(line)
+        elif depth >= code_from or _LINE_ON_ITS_OWN.match(line):  # code; a heading, quote, table row, rule
+            close()
+            out.append(line)
+        elif item := _LIST_ITEM.match(line):
+            close()
+            block.append(line)
+            item_text = len(item.group(0).expandtabs(4))
+        elif block:
+            block.append(line.strip())
+        else:
+            block.append(line)
+    close()
+    return "\n".join(out).strip("\n")
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -84,11 +169,16 @@ def problems_text(results: Iterable[LoadResult]) -> tuple[str, int, int]:
 # --------------------------------------------------------------------------- knowledge
 
 
-def knowledge_markdown(runbook: Runbook) -> str:
-    """The runbook's knowledge and steps as Markdown: training material."""
+def knowledge_markdown(runbook: Runbook, *, brief: bool = False) -> str:
+    """The runbook's knowledge and steps as Markdown: training material.
+
+    ``brief``: only what the pitfall is and how it looks (title, summary, symptoms).
+    """
     out = [f"# {runbook.title}", "", knowledge_meta(runbook), "", runbook.summary.strip(), ""]
     if runbook.symptoms:
         out += ["## Symptoms", "", *symptom_lines(runbook), ""]
+    if brief:
+        return "\n".join(out).rstrip() + "\n"
     if runbook.cause:
         out += ["## Cause", "", runbook.cause.strip(), ""]
     for phase in (Phase.DETECT, Phase.DIAGNOSE, Phase.REMEDIATE):
@@ -173,8 +263,8 @@ def reference_lines(runbook: Runbook) -> list[str]:
 def _step_markdown(number: int, step: Step) -> str:
     automatic = ", *automatic* when an alert starts the run and the policy allows" if step.automatic else ""
     lines = [f"{number}. **{step.title}** (`{step.id}`, {step.kind.value}{automatic})"]
-    if step.why:
-        lines.append(indent(step.why.strip(), "   "))
+    if step.why:  # its own paragraph: not run on from the title line
+        lines += ["", indent(step.why.strip(), "   ")]
     if step.kind is StepKind.RUN:
         lines += ["", "   ```sh", indent(step.run.strip(), "   "), "   ```"]
     elif step.kind is StepKind.MANUAL:
@@ -211,12 +301,19 @@ def runbook_summary(runbook: Runbook) -> dict[str, Any]:
 # --------------------------------------------------------------------------- plan
 
 
-def plan_text(runbook: Runbook, plans: list[HostPlan]) -> str:
-    """``cairn plan`` as text."""
+def plan_text(
+    runbook: Runbook, plans: list[HostPlan], preflights: Mapping[str, Preflight] | None = None
+) -> str:
+    """``cairn plan`` as text (with each host's preflight when it was checked)."""
     noun = "host" if len(plans) == 1 else "hosts"
-    out = [f"Plan for {runbook.id} on {len(plans)} {noun} — nothing is run"]
+    probe = " but the preflight probe" if preflights else ""
+    out = [f"Plan for {runbook.id} on {len(plans)} {noun} — nothing is run{probe}"]
     for host_plan in plans:
         out.append(f"\n{host_plan.host.name} (connection: {host_plan.host.connection})")
+        preflight = (preflights or {}).get(host_plan.host.name)
+        if preflight is not None:
+            mark = "" if preflight.ok else "PROBLEM: "
+            out.append(f"  preflight: {mark}{preflight.summary(runbook)}")
         phase: Phase | None = None
         for planned in host_plan.steps:
             if planned.phase is not phase:
@@ -244,7 +341,9 @@ def plan_text(runbook: Runbook, plans: list[HostPlan]) -> str:
     return "\n".join(out)
 
 
-def plan_data(runbook: Runbook, plans: list[HostPlan]) -> dict[str, Any]:
+def plan_data(
+    runbook: Runbook, plans: list[HostPlan], preflights: Mapping[str, Preflight] | None = None
+) -> dict[str, Any]:
     """``cairn plan --json``."""
     return {
         "runbook": runbook.id,
@@ -252,6 +351,7 @@ def plan_data(runbook: Runbook, plans: list[HostPlan]) -> dict[str, Any]:
             {
                 "host": p.host.name,
                 "connection": p.host.connection,
+                "preflight": _preflight_data(runbook, (preflights or {}).get(p.host.name)),
                 "steps": [
                     {
                         "phase": s.phase.value,
@@ -273,15 +373,47 @@ def plan_data(runbook: Runbook, plans: list[HostPlan]) -> dict[str, Any]:
     }
 
 
+def _preflight_data(runbook: Runbook, preflight: Preflight | None) -> dict[str, Any] | None:
+    if preflight is None:
+        return None
+    return {
+        "ok": preflight.ok,
+        "summary": preflight.summary(runbook),
+        "found": dict(preflight.found),
+        "missing": list(preflight.missing),
+        "error": preflight.error or None,
+        "blocked_steps": {
+            step.id: preflight.lacking(step)
+            for phase in Phase
+            for step in runbook.steps(phase)
+            if preflight.lacking(step)
+        },
+    }
+
+
 # --------------------------------------------------------------------------- runs
 
 
-def step_line(result: StepResult) -> str:
-    """One line for a finished step."""
+STEP_ID_WIDTH = 24
+"""The step id column's usual width; a runbook with longer ids widens it (up to 64, the longest allowed)."""
+
+
+def step_id_width(step_ids: Iterable[str]) -> int:
+    """The width of the step id column that keeps every row of these steps in line."""
+    return max([STEP_ID_WIDTH, *(len(s) for s in step_ids)])
+
+
+def runbook_step_width(runbook: Runbook) -> int:
+    """:func:`step_id_width` over every step of ``runbook``."""
+    return step_id_width(s.id for phase in Phase for s in runbook.steps(phase))
+
+
+def step_line(result: StepResult, width: int = STEP_ID_WIDTH) -> str:
+    """One line for a finished step: id, status, time, message; columns in line for ids up to ``width``."""
     mark = STATUS_MARK.get(result.status.value, result.status.value)
     took = format_duration(result.duration) if result.duration else ""
     message = result.message.splitlines()[0] if result.message else ""
-    return f"{result.step_id:<24} {mark:<8} {took:>6}  {message}".rstrip()
+    return f"{result.step_id:<{width}} {mark:<9} {took:>6}  {message}".rstrip()
 
 
 def summary_rows(report: RunReport) -> list[dict[str, Any]]:
@@ -450,6 +582,7 @@ def run_text(run: RunRecord, *, full_output: bool = False) -> str:
         out.append(f"  {name}: {outcome['outcome']} — {outcome['reason']}")
     host: str | None = None
     phase: str | None = None
+    width = step_id_width(s.step_id for s in run.steps)
     for step in run.steps:
         if step.host != host:
             host, phase = step.host, None
@@ -460,7 +593,7 @@ def run_text(run: RunRecord, *, full_output: bool = False) -> str:
         mark = STATUS_MARK.get(step.status, step.status)
         took = format_duration(step.duration) if step.duration else ""
         rc = f" rc={step.rc}" if step.rc is not None else ""
-        out.append(f"    {step.step_id:<24} {mark:<8} {took:>6}{rc}  {step.message}".rstrip())
+        out.append(f"    {step.step_id:<{width}} {mark:<9} {took:>6}{rc}  {step.message}".rstrip())
         if step.command:
             out.append(indent(step.command.strip(), "      $ "))
         if step.approval:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import shutil
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from engine.events import (
     ApprovalRequested,
     Event,
     HostFinished,
+    PreflightChecked,
     RunFinished,
     RunStarted,
     StepApproval,
@@ -23,7 +25,7 @@ from engine.events import (
     StepStarted,
 )
 from engine.model import InputSpec, format_duration
-from engine.render import indent, step_line, summary_text
+from engine.render import STEP_ID_WIDTH, indent, step_line, summary_text
 
 
 class TerminalApprover:
@@ -46,14 +48,14 @@ class TerminalApprover:
         step = request.step
         print(f"\n  ┌ {request.phase.value} step {step.id!r} on {request.host}: {step.title}", file=self.out)
         if step.why:
-            print(indent(step.why.strip(), "  │ "), file=self.out)
+            print(markdown_block(step.why, "  │ ", self.out), file=self.out)
         if request.manual:
             print("  │ Do this by hand:", file=self.out)
-            print(indent(request.text.strip(), "  │   "), file=self.out)
+            print(markdown_block(request.text, "  │   ", self.out), file=self.out)
         else:
             print(indent(request.text.strip(), "  │ $ "), file=self.out)
         if step.tradeoff:
-            print(indent(f"trade-off: {step.tradeoff.strip()}", "  │ "), file=self.out)
+            print(markdown_block(f"*trade-off:* {step.tradeoff.strip()}", "  │ ", self.out), file=self.out)
         if request.manual:
             return self._ask_manual(who)
         return self._ask_command(who, (request.phase.value, step.id))
@@ -97,6 +99,31 @@ class TerminalApprover:
                 return Approval(Decision.DECLINED, who, f"declined by {who}")
 
 
+def markdown_block(markdown: str, prefix: str, stream: TextIO) -> str:
+    """Runbook Markdown (a why, instructions, a trade-off) for ``stream``, each line after ``prefix``.
+
+    On a terminal it is rendered with rich (inline code and emphasis styled, paragraphs
+    reflowed to the terminal's width); elsewhere it is plain text without Markdown's marks.
+    """
+    width = max(40, shutil.get_terminal_size((100, 24)).columns - len(prefix) - 1)
+    if stream.isatty():
+        import io  # noqa: PLC0415
+
+        from rich.console import Console  # noqa: PLC0415 - only when a step asks on a terminal
+        from rich.markdown import Markdown  # noqa: PLC0415
+
+        buffer = io.StringIO()
+        Console(file=buffer, force_terminal=True, width=width, highlight=False).print(
+            Markdown(markdown.strip(), code_theme="ansi_dark")
+        )
+        text = "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines())
+    else:
+        from engine.plaintext import markdown_to_text  # noqa: PLC0415
+
+        text = markdown_to_text(markdown, width=width).rstrip("\n")
+    return indent(text, prefix)
+
+
 def ask_input(spec: InputSpec, stream: TextIO | None = None) -> str | None:
     """Prompt for a required input on the terminal (secrets without echo)."""
     out = stream or sys.stderr
@@ -114,9 +141,11 @@ def ask_input(spec: InputSpec, stream: TextIO | None = None) -> str | None:
 class ProgressPrinter:
     """Prints a run as it happens: a line per step, output when asked, a summary at the end."""
 
-    def __init__(self, stream: TextIO, *, verbose: bool = False) -> None:
+    def __init__(self, stream: TextIO, *, verbose: bool = False, id_width: int = STEP_ID_WIDTH) -> None:
         self.out = stream
         self.verbose = verbose
+        self.id_width = id_width
+        """Width of the step id column (:func:`~engine.render.runbook_step_width`): rows stay in line."""
         self._where: tuple[str, str] | None = None
 
     def __call__(self, event: Event) -> None:
@@ -126,6 +155,9 @@ class ProgressPrinter:
                 hosts = ", ".join(event.hosts)
                 mode = " (dry run: remediation is shown, not run)" if event.dry_run else ""
                 self._print(f"{event.runbook_id} on {hosts} — run {event.run_id}{mode}")
+            case PreflightChecked():
+                mark = "" if event.ok else "PROBLEM: "
+                self._print(f"── {event.host} · preflight\n   {mark}{event.summary}")
             case StepStarted():
                 self._heading(event.host, event.phase.value)
                 if self.verbose:
@@ -139,7 +171,7 @@ class ProgressPrinter:
             case StepFinished():
                 result = event.result
                 self._heading(result.host, result.phase.value)
-                self._print("   " + step_line(result))
+                self._print("   " + step_line(result, self.id_width))
                 quiet = (
                     result.status.value == "finding"
                     and bool(result.message)
@@ -156,8 +188,10 @@ class ProgressPrinter:
                     and result.command
                     and result.message.startswith("dry run")
                 ):
-                    prefix = "       would ask > " if "human" in result.message else "       would run $ "
-                    self._print(indent(result.command, prefix))
+                    if "human" in result.message:  # a manual step: its instructions, as Markdown
+                        self._print(markdown_block(result.command, "       would ask > ", self.out))
+                    else:
+                        self._print(indent(result.command, "       would run $ "))
             case HostFinished():
                 pass
             case RunFinished():
@@ -183,9 +217,17 @@ class FanOutPrinter:
     terminal, lines wait, so they never break into the prompt.
     """
 
-    def __init__(self, stream: TextIO, *, verbose: bool = False, quiet_after: float = 5.0) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        verbose: bool = False,
+        quiet_after: float = 5.0,
+        id_width: int = STEP_ID_WIDTH,
+    ) -> None:
         self.out = stream
         self.verbose = verbose
+        self.id_width = id_width
         self.quiet_after = quiet_after
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, float]] = {}
@@ -207,6 +249,8 @@ class FanOutPrinter:
                 self._width = min(max((len(h) for h in event.hosts), default=8), 32)
                 mode = " (dry run: remediation is shown, not run)" if event.dry_run else ""
                 self._line(f"{event.runbook_id} on {self._total} hosts — run {event.run_id}{mode}")
+            case PreflightChecked(ok=False):  # hosts that have everything stay quiet: 500 of them would
+                self._line(f"{event.host:<{self._width}}  preflight {event.summary}")
             case StepStarted():
                 self._running[event.host] = (f"{event.phase.value} {event.step_id}", time.monotonic())
                 if self.verbose:
@@ -223,7 +267,9 @@ class FanOutPrinter:
             case StepFinished():
                 result = event.result
                 self._running.pop(result.host, None)
-                self._line(f"{result.host:<{self._width}}  {result.phase.value:<9} {step_line(result)}")
+                self._line(
+                    f"{result.host:<{self._width}}  {result.phase.value:<9} {step_line(result, self.id_width)}"
+                )
             case HostFinished():
                 self._done += 1
                 report = event.report

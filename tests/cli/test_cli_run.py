@@ -116,9 +116,10 @@ def test_run_outcomes_exit_codes_and_journal(
     assert "healthy" in healthy.stdout
 
     marker.write_text("x")
-    declined = cairn("run", "echo-check", *common)  # stdin is not a terminal: nobody approves
-    assert declined.returncode == 1
-    assert "declined" in declined.stdout and "--yes" in declined.stdout
+    unasked = cairn("run", "echo-check", *common)  # stdin is not a terminal: nobody can be asked
+    assert unasked.returncode == 1
+    assert "not asked" in unasked.stdout and "declined" not in unasked.stdout
+    assert "rerun on a terminal, or with --yes" in unasked.stdout
     assert marker.exists()
 
     fixed = cairn("run", "echo-check", *common, "--yes", "--json")
@@ -271,3 +272,63 @@ def test_sigterm_kills_the_command_and_records_the_interruption(runbook_dir, tmp
     )
     done = subprocess.run([*cairn_command(), "history", "--json"], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)[0]["status"] == "interrupted"
+
+
+LONG_IDS = """
+id: long-ids
+title: Steps with long and short ids
+severity: info
+summary: s
+detect:
+  - {id: a, title: short, run: "true", report: first}
+  - {id: the_number_of_release_branches_superseded_by_newer_ones, title: long, run: "true", report: second}
+  - {id: b, title: short again, run: "false", exit_codes: [0, 1], expect: rc == 0, report: third}
+"""
+
+
+def test_result_columns_stay_in_line_with_long_step_ids(
+    cairn: CairnRunner, runbook_dir: Callable[..., Path]
+) -> None:
+    folder = runbook_dir(LONG_IDS)
+    done = cairn("run", "long-ids", "--runbooks", str(folder))
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.rstrip().endswith(("first", "second", "third"))]
+    assert len(rows) == 3, done.stdout
+    # the status column starts at the same place on every row, after the longest id
+    starts = {row.index(status) for row, status in zip(rows, ("ok", "ok", "FINDING"), strict=True)}
+    assert len(starts) == 1, rows
+    assert starts.pop() > len("   the_number_of_release_branches_superseded_by_newer_ones")
+    shown = cairn("show-run", "last")
+    assert shown.returncode == 0, shown.stderr
+    lines = [
+        line for line in shown.stdout.splitlines() if line.strip().startswith(("a ", "the_number", "b "))
+    ]
+    assert len({line.index(mark) for line, mark in zip(lines, ("ok", "ok", "FINDING"), strict=True)}) == 1
+
+
+def test_plan_never_shows_a_secret_in_a_template_error(
+    cairn: CairnRunner, runbook_dir: Callable[..., Path]
+) -> None:
+    folder = runbook_dir(
+        """
+        id: secret-in-error
+        title: t
+        severity: info
+        summary: s
+        inputs:
+          token: {type: string, secret: true}
+        detect:
+          - id: lookup
+            title: a lookup keyed by the secret
+            when: vars[inputs.token] is defined or vars[inputs.token] == 1
+            run: echo {{ vars[inputs.token] }}
+          - id: render
+            title: a command that reads a key named by the secret
+            run: echo {{ vars[inputs.token] }}
+        """
+    )
+    secret = "hunter2-secret-value"
+    done = cairn("plan", "secret-in-error", "--runbooks", str(folder), "-e", f"token={secret}")
+    assert done.returncode == 0, done.stderr
+    assert "cannot render" in done.stdout and "***" in done.stdout
+    assert secret not in done.stdout + done.stderr

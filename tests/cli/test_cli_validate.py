@@ -115,12 +115,22 @@ def test_list_and_show(cairn: CairnRunner, tmp_path: Path) -> None:
     ids = [rb["id"] for rb in data["runbooks"]]
     assert "branch-cleanup" in ids
 
+    source = cairn("show", "branch-cleanup", "--markdown", cwd=REPO)
+    assert source.returncode == 0
+    assert source.stdout.startswith("# Aone Flow branch clean-up")
+    for heading in ("## Symptoms", "## Cause", "## Detect", "## Remediate", "## Verify", "## References"):
+        assert heading in source.stdout
+    assert "*Trade-off:*" in source.stdout
+    # Not a terminal: plain text, the Markdown rendered away (headings underlined, no ** or backquotes).
     shown = cairn("show", "branch-cleanup", cwd=REPO)
     assert shown.returncode == 0
-    assert shown.stdout.startswith("# Aone Flow branch clean-up")
-    for heading in ("## Symptoms", "## Cause", "## Detect", "## Remediate", "## Verify", "## References"):
+    assert shown.stdout.startswith("Aone Flow branch clean-up")
+    for heading in ("Symptoms\n--------", "Cause\n-----", "Detect\n------", "Verify\n------"):
         assert heading in shown.stdout
-    assert "*Trade-off:*" in shown.stdout
+    assert "Trade-off: The branch name is gone for everyone." in shown.stdout
+    assert "**" not in shown.stdout and "`" not in shown.stdout.split("Detect\n")[0]
+    brief = cairn("show", "branch-cleanup", "--brief", cwd=REPO)
+    assert "Symptoms" in brief.stdout and "Cause" not in brief.stdout
 
     missing = cairn("show", "no-such-runbook", cwd=REPO)
     assert missing.returncode == 2

@@ -17,7 +17,7 @@ import pytest
 
 from engine.docs import DocsSite, build_site
 from engine.loader import load_library
-from tests.conftest import RUNBOOKS, CairnRunner
+from tests.conftest import REPO, RUNBOOKS, CairnRunner
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -322,7 +322,10 @@ def test_a_runbook_page_holds_its_knowledge_and_every_step_exactly(
     assert "- `max_age` *duration* (default `7d`): Files older than this may go." in page
     assert "(default `fast`) (one of `fast`, `thorough`)" in page
     assert "[linux](../index.md#tag-linux), [disk](../index.md#tag-disk)" in page
-    assert "**Practise it:** there is no practice lab for this runbook yet. `cairn plan disk-full`" in page
+    assert (
+        "**Practise it:** there is no practice lab for this runbook yet (docs/labs.md says how to write one "
+        "beside it). `cairn plan disk-full`"
+    ) in page
 
     # every step: its title, why, the command exactly as written, and how its result is read
     for step in (*runbook.detect, *runbook.diagnose, *runbook.remediate, *runbook.verify):
@@ -482,6 +485,20 @@ def test_cairn_docs_build(cairn: CairnRunner, fixture_runbooks: Path, tmp_path: 
     assert done.returncode == 2
     assert f"cannot write the docs to {tmp_path / 'a-file'}" in done.stderr
     assert "internal error" not in done.stderr
+
+
+def test_a_lab_declared_beside_a_runbook_is_in_its_training_page(cairn: CairnRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in ("stale-lock-files.yaml", "stale-lock-files.lab.yaml"):
+        (folder / name).write_text((REPO / "docs" / "examples" / name).read_text(encoding="utf-8"))
+    done = cairn("docs", "build", str(tmp_path / "site"), "--runbooks", str(folder))
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "site" / "md" / "runbooks" / "stale-lock-files.md").read_text(encoding="utf-8")
+    assert (
+        "**Practise it:** `cairn lab up stale-lock-files` reproduces this pitfall on this machine (the lab: "
+        "three lock files of workers that died, and one a live worker holds (it must stay))"
+    ) in page
 
 
 # --------------------------------------------------------------------------- in a real browser
