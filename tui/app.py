@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui.config import CairnConfig
+from tui.navigation import Navigation
 from tui.screens.library import LibraryScreen
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def runbook_commands() -> type[Provider]:
             app = self.app
             if not isinstance(app, CairnApp) or app.library is None:
                 return []
-            from engine.lab.lifecycle import LABS  # noqa: PLC0415
+            from engine.lab.catalog import has_lab  # noqa: PLC0415
 
             commands: list[tuple[str, str, Callable[[], None]]] = []
             for runbook in app.library.runbooks:
@@ -71,7 +72,7 @@ def runbook_commands() -> type[Provider]:
                     (f"Open runbook: {runbook.title}", runbook.id, partial(app.open_runbook, runbook.id))
                 )
                 commands.append((f"Run: {runbook.title}", runbook.id, partial(app.run_runbook, runbook)))
-                if runbook.id in LABS:
+                if has_lab(runbook):  # a lab file beside it, or a bundled lab
                     practise = partial(app.practise_runbook, runbook)
                     commands.append((f"Practice: {runbook.title}", f"start the lab {runbook.id}", practise))
             return commands
@@ -107,7 +108,7 @@ def _queue_screen() -> Screen[Any]:
     return QueueScreen()
 
 
-class CairnApp(App[None]):
+class CairnApp(Navigation):
     """Browse the knowledge base, step through runbooks, read the journal."""
 
     TITLE = "Cairn"
@@ -126,9 +127,10 @@ class CairnApp(App[None]):
     DEFAULT_MODE = "runbooks"
     COMMANDS = App.COMMANDS | {runbook_commands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f2", "switch_mode('runbooks')", "Runbooks", tooltip="The runbook library"),
-        Binding("f3", "switch_mode('history')", "History", tooltip="Past runs from the journal"),
-        Binding("f6", "switch_mode('alerts')", "Alerts", tooltip="Alerts from cairn serve; approve, decline"),
+        Binding("f2", "show('runbooks')", "Runbooks", tooltip="The runbook library"),
+        Binding("f3", "show('history')", "History", tooltip="Past runs from the journal"),
+        Binding("f6", "show('alerts')", "Alerts", tooltip="Alerts from cairn serve; approve, decline"),
+        Binding("f7", "back_to_run", "Back to run", tooltip="The run in progress (it went on behind)"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -221,14 +223,29 @@ class CairnApp(App[None]):
                 self.notify, f"could not stop the labs: {exc}", severity="error", timeout=15, markup=False
             )
             return
-        text = f"stopped: {', '.join(stopped)}" if stopped else "no practice lab was up"
+        text = f"stopped: {', '.join(s.name for s in stopped)}" if stopped else "no practice lab was up"
         self.call_from_thread(self.notify, text)
+        for lab in stopped:
+            if lab.teardown is not None and not lab.teardown.ok:
+                self.call_from_thread(
+                    self.notify,
+                    f"lab {lab.name}: {lab.teardown.describe()}; undo by hand what its setup made outside its folder",
+                    severity="error",
+                    timeout=15,
+                    markup=False,
+                )
 
     # ------------------------------------------------------------ command palette
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        run = self.run_screen
+        if run is not None and run not in self.screen_stack:
+            yield SystemCommand(
+                "Back to the run", f"The run of {run.launch.runbook.id} (F7)", self.action_back_to_run
+            )
         yield SystemCommand("Runbooks", "The runbook library: browse, filter, run (F2)", self._show_runbooks)
         yield SystemCommand("History", "Past runs from the journal (F3)", self._show_history)
+        yield SystemCommand("Alerts", "The alert queue: approve, decline (F6)", self._show_alerts)
         yield SystemCommand("Reload runbooks", "Read the runbook folders again", self.reload_library)
         yield SystemCommand(
             "Stop practice labs", "Stop every lab started for practice", self.action_stop_labs
@@ -236,10 +253,13 @@ class CairnApp(App[None]):
         yield from super().get_system_commands(screen)
 
     def _show_runbooks(self) -> None:
-        self.switch_mode("runbooks")
+        self.action_show("runbooks")
 
     def _show_history(self) -> None:
-        self.switch_mode("history")
+        self.action_show("history")
+
+    def _show_alerts(self) -> None:
+        self.action_show("alerts")
 
     def library_screen(self) -> LibraryScreen:
         """The library screen (installed once, kept while the app runs)."""
@@ -249,23 +269,31 @@ class CairnApp(App[None]):
 
     def open_runbook(self, runbook_id: str) -> None:
         """Show a runbook's knowledge in the library."""
-        self.switch_mode("runbooks")
+        self.action_show("runbooks")
         self.library_screen().show(runbook_id)
 
     def run_runbook(self, runbook: Runbook) -> None:
         """Set up a run of ``runbook`` (from the library, so Esc comes back to it)."""
-        self.switch_mode("runbooks")
+        self.action_show("runbooks")
         self.library_screen().open_setup(runbook)
 
     def practise_runbook(self, runbook: Runbook) -> None:
-        """Start the runbook's practice lab and set up a run against it."""
-        self.switch_mode("runbooks")
+        """Start the runbook's practice lab and set up a run against it (from the library's own screen)."""
+        self.action_show("runbooks")
         self.library_screen().practise(runbook)
 
     # ------------------------------------------------------------ resume (as `cairn resume`)
 
     def resume_run(self, run_id: str) -> None:
         """Go on with an interrupted run from where it stopped: its finished steps are reused, the rest runs."""
+        running = self.run_in_progress()
+        if running is not None:
+            self.notify(
+                f"a run of {running.launch.runbook.id} is in progress: finish or cancel it first (F7 goes back to it)",
+                severity="warning",
+                markup=False,
+            )
+            return
         self.notify(f"resuming run {run_id}…")
         self._prepare_resume(run_id)
 

@@ -388,7 +388,9 @@ async def test_practice_mode_shows_the_knowledge_and_a_manual_step_is_confirmed(
         await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), "the manual step")
         shown = screen_text(app)
         assert "Confirm the manual step remediate · Restart the workers" in shown
-        assert "> Restart the workers on localhost from the scheduler's UI." in shown
+        assert re.search(
+            r"Do this by hand:.*\n.*Restart the workers on localhost from the scheduler's UI\.", shown
+        )
         assert "d Done" in shown and "s Skip" in shown and "n Decline" in shown
         assert "y Approve" not in shown, "a manual step is done, not approved"
         await pilot.press("d")

@@ -15,7 +15,7 @@ from textual.app import App
 from textual.pilot import Pilot
 
 from engine.model import Phase
-from tests.tui.conftest import until
+from tests.tui.conftest import screen_text, until
 from tui.app import make_app
 from tui.config import CairnConfig
 from tui.screens.approval import ApprovalScreen
@@ -139,5 +139,23 @@ def test_approval_modal(snap_compare: Any, app: App[Any], size: tuple[int, int])
             ),
             "the approval modal over the step asking for it, shown behind it",
         )
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_practice_mode_waiting_for_a_key(snap_compare: Any, app: App[Any], size: tuple[int, int]) -> None:
+    """The knowledge beside the steps (at 80 columns, in the step detail's place): titles and states readable."""
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await until(
+            pilot, lambda: pilot.app.library is not None and not pilot.app.library_loading, "the library"
+        )
+        runbook = pilot.app.library.get("cache-full")
+        pilot.app.push_screen(RunSetupScreen(runbook, inputs={"token": "s3cret"}, practice="cache-full"))
+        await until(pilot, plan_shown(pilot), "the plan")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: waiting(pilot), "the run to wait before its first step")
+        await until(pilot, lambda: "Symptoms" in screen_text(pilot.app), "the knowledge")
 
     assert snap_compare(app, terminal_size=size, run_before=ready)

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 
 from engine.approval import ApprovalRequest
+from engine.render import reflow
 from tui.bridge import ApprovalChoice
 
 HOSTS_LISTED = 10
@@ -36,6 +37,10 @@ class ApprovalScreen(ModalScreen[ApprovalChoice]):
         Binding("s", "skip", "Skip"),
         Binding("n", "decline", "Decline"),
         Binding("escape", "decline", "Decline", show=False),
+        Binding("up", "scroll('up')", show=False),
+        Binding("down", "scroll('down')", show=False),
+        Binding("pageup", "scroll('page_up')", show=False),
+        Binding("pagedown", "scroll('page_down')", show=False),
     ]
 
     def __init__(self, request: ApprovalRequest, hosts: list[str]) -> None:
@@ -65,19 +70,20 @@ class ApprovalScreen(ModalScreen[ApprovalChoice]):
                     ),
                     id="approval-hosts",
                 )
-            if step.why:
-                yield Static(Text.assemble(("Why: ", "bold"), step.why.strip()), id="approval-why")
-            if step.tradeoff:
-                yield Static(
-                    Text.assemble(("Trade-off: ", "bold yellow"), step.tradeoff.strip()),
-                    id="approval-tradeoff",
-                )
-            yield Label("Do this by hand:" if manual else "Exact command:", classes="approval-label")
-            prefix = "> " if manual else "$ "
-            with VerticalScroll(id="approval-command"):
-                yield Static(
-                    Text("\n".join(prefix + line for line in request.text.strip().splitlines()), style="cyan")
-                )
+            # What may not fit scrolls (its own arrows and page keys); the buttons under it always show.
+            with VerticalScroll(id="approval-body"):
+                # Prose as paragraphs (the author's line breaks out): the dialog wraps it at its own width.
+                if step.why:
+                    yield Static(Text.assemble(("Why: ", "bold"), reflow(step.why)), id="approval-why")
+                if step.tradeoff:
+                    yield Static(
+                        Text.assemble(("Trade-off: ", "bold yellow"), reflow(step.tradeoff)),
+                        id="approval-tradeoff",
+                    )
+                yield Label("Do this by hand:" if manual else "Exact command:", classes="approval-label")
+                text = request.text.strip()
+                shown = reflow(text) if manual else "\n".join("$ " + line for line in text.splitlines())
+                yield Static(Text(shown, style="cyan"), id="approval-command")
             with Horizontal(id="approval-buttons"):
                 if manual:
                     yield Button("Done (d)", variant="success", id="approve")
@@ -87,7 +93,7 @@ class ApprovalScreen(ModalScreen[ApprovalChoice]):
                     if len(self.hosts) > 1:
                         yield Button("Every host (e)", id="every-host")
                 yield Button("Decline (n)", variant="error", id="decline")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         """Focus Decline: Enter must never approve by accident."""
@@ -104,6 +110,16 @@ class ApprovalScreen(ModalScreen[ApprovalChoice]):
             case "every_host":
                 return not manual and len(self.hosts) > 1
         return True
+
+    def action_scroll(self, move: str) -> None:
+        """Scroll what the dialog shows while a button keeps the focus."""
+        body = self.query_one("#approval-body", VerticalScroll)
+        {
+            "up": body.scroll_up,
+            "down": body.scroll_down,
+            "page_up": body.scroll_page_up,
+            "page_down": body.scroll_page_down,
+        }[move](animate=False)
 
     def action_approve(self) -> None:
         """Run it on this host."""

@@ -10,11 +10,11 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from engine.model import RunStatus
 from engine.render import started_by_text
+from tui.screens.fitted_footer import FittedFooterScreen
 
 if TYPE_CHECKING:
     from engine.journal import RunRecord
@@ -94,10 +94,12 @@ COLUMNS = (
     ("Started by", 16),
     ("Run", 22),
 )
-"""The runs table's columns and their widths (a run id is 22 characters)."""
+"""The runs table's columns and their widths (a run id is 22 characters; the runbook's is the widest)."""
+RUNBOOK_MIN = 10
+"""The runbook column's narrowest (its header and a short id)."""
 
 
-class HistoryScreen(Screen[None]):
+class HistoryScreen(FittedFooterScreen[None]):
     """Past runs, most recent first; Enter opens one, R resumes an interrupted one."""
 
     SUB_TITLE = "run history"
@@ -115,6 +117,7 @@ class HistoryScreen(Screen[None]):
         self.runs: list[RunRecord] = []
         self.shown: list[RunRecord] = []
         self.error = ""
+        self._widths: tuple[int, ...] = ()
 
     @property
     def cairn(self) -> CairnApp:
@@ -124,18 +127,15 @@ class HistoryScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="history-filters"):
-            yield Input(placeholder="/ filter: runbook, host, status, who", id="history-filter")
+            yield Input(placeholder="/ filter: runbook, host, who", id="history-filter")
             yield Select[str]((), prompt="any status", id="history-status")
             yield Select[str]((), prompt="any runbook", id="history-runbook")
         yield DataTable[Text](id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("reading the journal…", id="history-summary")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one("#runs", DataTable)
-        # Fixed widths: auto-sized columns were sometimes left at their headers' width after a refill.
-        for label, width in COLUMNS:
-            table.add_column(label, width=width)
+        self._fit_columns()
         statuses = [(s.value, s.value) for s in RunStatus]
         self.query_one("#history-status", Select).set_options(statuses)
 
@@ -164,8 +164,24 @@ class HistoryScreen(Screen[None]):
             return
         self.post_message(RunsLoaded(runs))
 
+    def _fit_columns(self) -> None:
+        """Fixed widths (auto-sized columns were sometimes left at their headers' width after a refill), the
+        runbook's as wide as the longest runbook id listed: at 80 columns the targets still show."""
+        longest = max((len(run.runbook_id) for run in self.runs), default=0)
+        widths = tuple(
+            min(width, max(longest, RUNBOOK_MIN)) if label == "Runbook" else width for label, width in COLUMNS
+        )
+        if widths == self._widths:
+            return
+        self._widths = widths
+        table = self.query_one("#runs", DataTable)
+        table.clear(columns=True)
+        for (label, _), width in zip(COLUMNS, widths, strict=True):
+            table.add_column(label, width=width)
+
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         self.runs, self.error = message.runs, message.error
+        self._fit_columns()
         runbooks = sorted({r.runbook_id for r in self.runs})
         choice = self.query_one("#history-runbook", Select)
         keep = choice.value
@@ -216,7 +232,7 @@ class HistoryScreen(Screen[None]):
         outcome = Text(
             ", ".join(found) or "-", style=OUTCOME_STYLE.get(found[0], "") if len(found) == 1 else ""
         )
-        return [
+        cells = [
             Text(when(run.started_at)),
             Text(run.runbook_id, style="bold"),
             status_text(run),
@@ -225,6 +241,9 @@ class HistoryScreen(Screen[None]):
             Text(started_by(run), style="dim"),
             Text(run.id, style="dim"),
         ]
+        for cell in cells:  # a cell wider than its column ends in "…", not cut mid-word
+            cell.overflow, cell.no_wrap = "ellipsis", True
+        return cells
 
     def _summarise(self) -> None:
         summary = self.query_one("#history-summary", Static)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
@@ -10,10 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from tui.screens.fitted_footer import FittedFooterScreen
 from tui.widgets.knowledge import KnowledgePane
 from tui.widgets.runbook_table import EntryCache, RunbookTable
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from engine.loader import Library
     from engine.model import Runbook
     from tui.app import CairnApp
+    from tui.screens.run import RunScreen
 
 KNOWLEDGE_DELAY = 0.08
 """Seconds the cursor rests on a row before its knowledge is rendered (holding an arrow key stays quick)."""
@@ -42,7 +44,7 @@ class LabFailed(Message):
         self.runbook_id, self.error = runbook_id, error
 
 
-class LibraryScreen(Screen[None]):
+class LibraryScreen(FittedFooterScreen[None]):
     """Browse and filter the runbooks; Enter sets up a run, F4 practises on the runbook's lab."""
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - Textual declares it so
@@ -67,6 +69,7 @@ class LibraryScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(id="run-banner", markup=False)
         with Horizontal(id="library-body"):
             with Vertical(id="library-list"):
                 yield Input(placeholder="type to filter: title, tag, symptom, alert name", id="filter")
@@ -74,12 +77,36 @@ class LibraryScreen(Screen[None]):
                 yield Static("loading runbooks…", id="library-status")
                 yield Static(id="lab-status")
             yield KnowledgePane(id="knowledge")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#knowledge", KnowledgePane).border_title = "Knowledge"
         self.query_one("#lab-status").display = False
         self.watch(self.app, "library", self._library_changed)
+        self.watch(self.app, "run_screen", self._run_changed)
+
+    def on_screen_resume(self) -> None:
+        self._run_changed(self.cairn.run_screen)
+
+    def _run_changed(self, run: RunScreen | None) -> None:
+        """Say that a run goes on behind (or ended there) and how to go back to it."""
+        banner = self.query_one("#run-banner", Static)
+        banner.display = run is not None and not run.is_current
+        if run is None:
+            return
+        # The key first: on a narrow screen the end of the line is what gets cut.
+        runbook = run.launch.runbook.id
+        if run.ended:
+            banner.update(
+                f"F7: the verdict of the run of {runbook}, which has ended (the history has it too)"
+            )
+        elif run.waits_for_approval:
+            banner.update(f"F7: back to the run of {runbook}, which waits for your approval")
+        else:
+            hosts = len(run.launch.hosts)
+            banner.update(
+                f"F7: back to the run of {runbook}, in progress on {hosts} host{'s' if hosts > 1 else ''}"
+            )
 
     # ------------------------------------------------------------ the list
 
@@ -210,6 +237,15 @@ class LibraryScreen(Screen[None]):
         if not self.is_current:
             self.notify("a run is open: leave it first (Esc) to start another", severity="warning")
             return
+        running = self.cairn.run_in_progress()
+        if running is not None:  # one run at a time: its keys, its approvals, its knowledge are unambiguous
+            self.notify(
+                f"a run of {running.launch.runbook.id} is in progress: finish or cancel it first "
+                "(F7 goes back to it)",
+                severity="warning",
+                markup=False,
+            )
+            return
         self.app.push_screen(RunSetupScreen(runbook, **given))
 
     def action_practise(self) -> None:
@@ -220,14 +256,18 @@ class LibraryScreen(Screen[None]):
     # ------------------------------------------------------------ practice labs
 
     def practise(self, runbook: Runbook) -> None:
-        """Start (or reuse) the runbook's practice lab, then set up a run against it."""
+        """Start (or reuse) the runbook's practice lab (declared beside it, or bundled), then set up a run against it."""
+        from engine.lab.catalog import has_lab  # noqa: PLC0415
         from engine.lab.lifecycle import LABS  # noqa: PLC0415
 
-        if runbook.id not in LABS:
+        if not has_lab(runbook):
             self.notify(
-                f"{runbook.id} has no practice lab; labs exist for: {', '.join(LABS)}",
+                f"{runbook.id} has no practice lab; declare one beside it in "
+                f"{Path(runbook.source_path or runbook.id).with_suffix('.lab.yaml').name} "
+                f"(docs/labs.md). Bundled labs exist for: {', '.join(LABS)}",
                 severity="warning",
                 timeout=8,
+                markup=False,
             )
             return
         if self.lab_starting:
@@ -247,6 +287,7 @@ class LibraryScreen(Screen[None]):
         import yaml  # noqa: PLC0415
 
         from engine.lab.base import LabError  # noqa: PLC0415
+        from engine.lab.catalog import lab_for  # noqa: PLC0415
         from engine.lab.lifecycle import LabRoot  # noqa: PLC0415
 
         try:
@@ -256,7 +297,10 @@ class LibraryScreen(Screen[None]):
             if info is not None and not reused:  # some of its processes died: build it again
                 root.down([runbook.id])
             if info is None or not reused:
-                info = root.up(runbook.id)
+                lab = lab_for(runbook)
+                if lab is None:  # its lab file went away since F4 was pressed
+                    raise LabError(f"{runbook.id} has no practice lab any more")
+                info = root.up(lab)
             inputs = yaml.safe_load(info.inputs.read_text(encoding="utf-8")) or {}
         except (LabError, OSError, yaml.YAMLError) as exc:
             self.post_message(LabFailed(runbook.id, str(exc)))

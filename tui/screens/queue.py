@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 from textual.worker import get_current_worker
 
@@ -19,6 +19,7 @@ from engine.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState
 from engine.errors import CairnError
 from engine.journal import default_journal_path
 from engine.render import alert_summary, when
+from tui.screens.fitted_footer import FittedFooterScreen
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,7 +88,7 @@ def cells(entry: Entry) -> tuple[Text, ...]:
     alert = alert_summary(entry.alert) + (
         f" — {annotations['summary']}" if annotations.get("summary") else ""
     )
-    return (
+    row = (
         Text(entry.state.value, style=STATE_STYLE.get(entry.state, "")),
         Text(received_text(entry.received_at), style=bold),
         Text(entry.runbook_id, style="bold"),
@@ -96,6 +97,9 @@ def cells(entry: Entry) -> tuple[Text, ...]:
         Text(alert),
         Text(entry.run_id or "-", style="dim"),
     )
+    for cell in row:  # a cell wider than its column ends in "…", not cut mid-word
+        cell.overflow, cell.no_wrap = "ellipsis", True
+    return row
 
 
 def entry_detail(entry: Entry) -> Text:
@@ -194,7 +198,7 @@ class ApproveScreen(ModalScreen[bool]):
             with Horizontal(classes="queue-dialog-buttons"):
                 yield Button("Approve (y)", variant="warning", id="approve")
                 yield Button("Cancel (esc)", id="cancel")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()  # Enter must never approve by accident
@@ -231,7 +235,7 @@ class DeclineScreen(ModalScreen[str | None]):
             with Horizontal(classes="queue-dialog-buttons"):
                 yield Button("Decline (enter)", variant="error", id="decline")
                 yield Button("Cancel (esc)", id="cancel")
-        yield Footer()
+        yield Footer(compact=True)
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -247,7 +251,7 @@ class DeclineScreen(ModalScreen[str | None]):
             self.dismiss(None)
 
 
-class QueueScreen(Screen[None]):
+class QueueScreen(FittedFooterScreen[None]):
     """The alert queue: what waits for a human first; y approves, n declines, Enter opens the run."""
 
     SUB_TITLE = "alert queue"
@@ -283,7 +287,7 @@ class QueueScreen(Screen[None]):
         yield DataTable[Text](id="queue-entries", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="queue-detail-scroll"):
             yield Static(id="queue-detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#queue-entries", DataTable)

@@ -13,7 +13,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Markdown, OptionList
 
@@ -36,6 +35,7 @@ from tui.bridge import (
 )
 from tui.config import CairnConfig
 from tui.screens.approval import ApprovalScreen
+from tui.screens.fitted_footer import FittedFooterScreen
 from tui.widgets.step_detail import StepDetail
 from tui.widgets.step_list import StepList
 from tui.widgets.step_output import StepOutputLog, output_lines
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 REDRAW_INTERVAL = 0.1
 """Seconds between two redraws from run events: a 50-host fan-out is drawn in batches, keys stay quick."""
+BESIDE_FROM = 110
+"""Columns from which the knowledge pane sits beside both the steps and the step's detail; below, the
+steps keep their width and the knowledge takes the detail's place while it is shown (``k`` switches)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ def resume_launch(record: RunRecord, given: Mapping[str, Any] | None = None) -> 
     )
 
 
-class RunScreen(Screen[None]):
+class RunScreen(FittedFooterScreen[None]):
     """Runs a :class:`RunLaunch` in its own process (:mod:`tui.run_process`), one step at a time unless told to go on."""
 
     CSS_PATH = "../run.tcss"
@@ -120,6 +123,10 @@ class RunScreen(Screen[None]):
         self._followed: StepKey | None = None
         self._keys_state: tuple[bool, ...] = ()
         self._knowledge_loaded = False
+        self.knowledge_shown = launch.practice is not None
+        """The knowledge pane is wanted (practice mode starts with it; ``k`` switches)."""
+        self._waiting_approval: ApprovalNeeded | None = None
+        """A question the run asked while this screen was not in front: asked when it comes back."""
         self._last_drain = 0.0
         self._drain_timer: Timer | None = None
 
@@ -137,17 +144,15 @@ class RunScreen(Screen[None]):
             with VerticalScroll(id="knowledge"):
                 yield Markdown(id="knowledge-text")
         yield RunVerdict(id="verdict")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         """Show the first step, the knowledge in practice mode, and start the run."""
         runbook = self.launch.runbook
         self.title = f"Run: {runbook.title}"
         self.sub_title = f"practice on lab {self.launch.practice}" if self.launch.practice else runbook.id
-        knowledge = self.query_one("#knowledge")
-        knowledge.display = self.launch.practice is not None
-        if knowledge.display:
-            self._load_knowledge()
+        self.query_one("#knowledge").border_title = "Knowledge"
+        self._arrange_panes()
         self.query_one(StepList).focus()
         self._show_selected()
         self._update_status()
@@ -157,13 +162,55 @@ class RunScreen(Screen[None]):
         # screen): pauses of 60-110 ms that a key had to wait out. Frozen objects are skipped until the
         # screen goes; cyclic garbage among them is collected then.
         self.call_after_refresh(gc.freeze)
+        self._tell_app("run_changed")
+
+    def _tell_app(self, what: str) -> None:
+        """Tell the Cairn app (not a test's or the benchmark's app) that this run started, ended or waits."""
+        told = getattr(self.app, what, None)
+        if callable(told):
+            told(self)
+
+    @property
+    def ended(self) -> bool:
+        """The run is over: finished, interrupted, or its process died."""
+        return self.progress.finished or bool(self.crashed)
+
+    @property
+    def waits_for_approval(self) -> bool:
+        """The run asked for an approval while another screen was in front: the question waits for this one."""
+        return self._waiting_approval is not None
 
     def _load_knowledge(self) -> None:
         """Render the knowledge once; hiding and showing it again keeps it."""
         from engine.render import knowledge_markdown  # noqa: PLC0415
 
         self._knowledge_loaded = True
+        # Markdown joins a paragraph's lines by itself: the runbook's prose is reflowed to the pane's width.
         self.query_one("#knowledge-text", Markdown).update(knowledge_markdown(self.launch.runbook))
+
+    def on_resize(self) -> None:
+        """Beside or instead of the step's detail, depending on the width."""
+        self._arrange_panes()
+
+    def on_screen_resume(self) -> None:
+        """Back in front (the terminal may have been resized meanwhile); ask what the run asked meanwhile."""
+        self._arrange_panes()
+        waiting, self._waiting_approval = self._waiting_approval, None
+        if waiting is not None:
+            self.on_approval_needed(waiting)
+
+    def _arrange_panes(self) -> None:
+        """Show the knowledge if wanted: beside the step's detail when both fit, else in its place.
+
+        The step list keeps its width either way (titles and states stay readable); only the two panes'
+        ``display`` change, never a class on the screen (restyling every widget costs ~100 ms)."""
+        beside = self.app.size.width >= BESIDE_FROM
+        knowledge = self.query_one("#knowledge")
+        if self.knowledge_shown and not self._knowledge_loaded:
+            self._load_knowledge()
+        knowledge.display = self.knowledge_shown
+        knowledge.border_subtitle = "k hides it" if beside else "k: the step's detail and output"
+        self.query_one("#step-pane").display = beside or not self.knowledge_shown
 
     # ------------------------------------------------------------ the run, in a thread
 
@@ -257,7 +304,9 @@ class RunScreen(Screen[None]):
         follow = self.pacer.next_step() or started
         if follow is not None:
             self._follow(follow)
-        if self.progress.finished or self.crashed:
+        if self.ended:
+            if not self.query_one(RunVerdict).display:
+                self._tell_app("run_changed")  # once: the library says it ended
             self._show_verdict()
         self._update_status()
 
@@ -270,9 +319,24 @@ class RunScreen(Screen[None]):
         self._show_selected()
 
     def on_approval_needed(self, message: ApprovalNeeded) -> None:
-        """Open the approval modal for the step; its answer goes back to the waiting runner."""
+        """Open the approval modal for the step; its answer goes back to the waiting runner.
+
+        While another screen is in front (the history, the library: the run goes on behind them), the
+        question waits for this screen to come back rather than pop up over something else, where a
+        key meant for that screen could answer it."""
         if self.cancel.is_set():
             message.answer(ApprovalChoice.DECLINE)
+            return
+        if not self.is_current:
+            self._waiting_approval = message
+            self.app.notify(
+                f"the run of {self.launch.runbook.id} waits for your approval: "
+                f"{message.request.phase.value} · {message.request.step.title} (F7 goes back to it)",
+                severity="warning",
+                timeout=15,
+                markup=False,
+            )
+            self._tell_app("run_changed")
             return
         # The events that led to the question arrived before it: take them in first, or a drain due
         # later would move the selection back to the step they started, away from the one asking.
@@ -291,7 +355,7 @@ class RunScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Stepping keys while the run waits for them, cancel while it runs, back once it ended."""
-        running = not (self.progress.finished or self.crashed)
+        running = not self.ended
         match action:
             case "next" | "skip" | "rerun" | "phase":
                 if not running or self.pacer.free_running:
@@ -339,11 +403,9 @@ class RunScreen(Screen[None]):
         self.refresh_bindings()
 
     def action_knowledge(self) -> None:
-        """Show or hide the runbook's knowledge beside the steps."""
-        knowledge = self.query_one("#knowledge")
-        knowledge.display = not knowledge.display
-        if knowledge.display and not self._knowledge_loaded:
-            self._load_knowledge()
+        """Show or hide the runbook's knowledge beside the steps (in the detail's place on a narrow screen)."""
+        self.knowledge_shown = not self.knowledge_shown
+        self._arrange_panes()
 
     def action_back(self) -> None:
         """Leave the finished run."""
@@ -365,6 +427,7 @@ class RunScreen(Screen[None]):
         gc.unfreeze()  # frozen in on_mount
         if not self.progress.finished:
             self._stop("the run screen was closed")
+        self._tell_app("run_closed")
 
     # ------------------------------------------------------------ drawing
 

@@ -11,10 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from engine.model import RunStatus
+from tui.screens.fitted_footer import FittedFooterScreen
 from tui.screens.history import OUTCOME_STYLE, request_resume, started_by, status_text
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ STEP_STYLE = {
     "timeout": "bold red",
     "skipped": "dim",
     "declined": "magenta",
+    "not_asked": "yellow",
     "running": "bold cyan",
 }
 
@@ -73,7 +74,7 @@ def step_text(step: StepRecord, approvals: list[str]) -> Text:
         (f"{step.phase} · {step.title or step.step_id}", "bold"), (f"  ({step.step_id})", "dim")
     )
     text.append(f"\non {step.host}: ")
-    text.append(step.status, style=STEP_STYLE.get(step.status, ""))
+    text.append(step.status.replace("_", " "), style=STEP_STYLE.get(step.status, ""))
     if step.rc is not None:
         text.append(f", rc {step.rc}")
     if step.duration:
@@ -95,7 +96,7 @@ def step_text(step: StepRecord, approvals: list[str]) -> Text:
     return text
 
 
-class RunDetailScreen(Screen[None]):
+class RunDetailScreen(FittedFooterScreen[None]):
     """A journaled run, read-only; R resumes it when it was interrupted."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -126,7 +127,7 @@ class RunDetailScreen(Screen[None]):
                     yield Static(id="run-step-detail")
             with TabPane("Approvals", id="approvals"):
                 yield DataTable[Text](id="run-approvals", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = f"Run {self.run_id}"
@@ -178,7 +179,7 @@ class RunDetailScreen(Screen[None]):
                 Text(step.host),
                 Text(step.phase),
                 Text(step.step_id, style="bold"),
-                Text(step.status, style=STEP_STYLE.get(step.status, "")),
+                Text(step.status.replace("_", " "), style=STEP_STYLE.get(step.status, "")),
                 Text(format_duration(step.duration) if step.duration else ""),
                 Text(step.message.splitlines()[0] if step.message else ""),
                 key=str(index),

@@ -11,7 +11,6 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
@@ -19,6 +18,8 @@ from engine.errors import CairnError
 from engine.fanout import DEFAULT_FORKS
 from engine.model import PHASE_ORDER, Host, InputSpec, InputType, Phase, Runbook
 from tui.config import CairnConfig
+from tui.screens.fitted_footer import FittedFooterScreen
+from tui.widgets.plan_view import PlanView
 
 MAX_FORKS = 500
 """The most hosts at once, as ``cairn run -f`` allows."""
@@ -51,7 +52,9 @@ def input_text(spec: InputSpec, value: Any) -> str:
 
 def input_help(spec: InputSpec) -> str:
     """The line under an input's label: description, default, choices, secret."""
-    parts = [spec.description.strip()] if spec.description else []
+    from engine.render import reflow  # noqa: PLC0415
+
+    parts = [reflow(spec.description)] if spec.description else []
     if spec.has_default:
         parts.append(f"default {input_text(spec, spec.default) or '(empty)'}")
     else:
@@ -79,7 +82,7 @@ class PlanReady(Message):
         self.generation, self.text = generation, text
 
 
-class RunSetupScreen(Screen[None]):
+class RunSetupScreen(FittedFooterScreen[None]):
     """Choose inventory, targets and inputs for a runbook, see the plan, then start the run."""
 
     CSS_PATH = "../run.tcss"
@@ -164,8 +167,8 @@ class RunSetupScreen(Screen[None]):
                 yield Static("", id="error-forks", classes="field-error", markup=False)
                 yield Button("Start run (ctrl+s)", variant="primary", id="start", compact=True)
             with VerticalScroll(id="plan-pane"):
-                yield Static("", id="plan", markup=False)  # commands are shown exactly, never as markup
-        yield Footer()
+                yield PlanView(id="plan")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         """Title, the plan pane's caption, errors of prefilled inputs, the first resolution."""
@@ -302,13 +305,13 @@ class RunSetupScreen(Screen[None]):
 
     def _replan(self) -> None:
         self._plan_generation += 1
-        plan = self.query_one("#plan", Static)
+        plan = self.query_one("#plan", PlanView)
         if self.hosts_error:
-            plan.update("The plan appears when the targets resolve.")
+            plan.show("The plan appears when the targets resolve.")
             return
         errors = self._check_inputs()
         if errors:
-            plan.update("Fix the inputs to see the plan:\n" + "\n".join(f"  {e}" for e in errors.values()))
+            plan.show("Fix the inputs to see the plan:\n" + "\n".join(f"  {e}" for e in errors.values()))
             return
         self._plan_worker(self._plan_generation, list(self.hosts), self.input_values(), self.last_phase)
 
@@ -326,7 +329,7 @@ class RunSetupScreen(Screen[None]):
     def on_plan_ready(self, message: PlanReady) -> None:
         """Show the plan if nothing changed since it was asked for."""
         if message.generation == self._plan_generation:
-            self.query_one("#plan", Static).update(message.text)
+            self.query_one("#plan", PlanView).show(message.text)
 
     # ------------------------------------------------------------ start
 

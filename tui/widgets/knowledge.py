@@ -1,7 +1,8 @@
 """The knowledge pane: a runbook's knowledge as Markdown (as ``cairn show``), or an invalid file's problems.
 
 Rendered by Rich, as ``cairn show`` renders it in a terminal, once per width into
-plain styled text: Textual's Markdown widget mounts a widget per block, and a Rich
+plain styled text (Markdown joins the lines of a paragraph, so the runbook's prose,
+written with hard line breaks, is already reflowed to the pane's width): Textual's Markdown widget mounts a widget per block, and a Rich
 Markdown in a Static is parsed and laid out again on every screen layout — both
 made each key press in the library cost tens of milliseconds.
 """

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine.model import Step, StepKind, format_duration
+from engine.render import reflow
 from tui.widgets.step_status import STATE_STYLE, RunProgress, StepKey
 
 HOSTS_SHOWN = 12
@@ -73,22 +74,22 @@ class StepDetail(Static):
             parts.append(Text("A manual step: a human does it and confirms.", style="italic"))
         elif step.confirm:
             parts.append(Text("Asks for approval before it runs.", style="italic"))
+        # Prose as paragraphs (the author's line breaks out): the pane wraps it at its own width.
         if step.why:
-            parts.append(Text.assemble(("Why: ", "bold"), step.why.strip()))
+            parts.append(Text.assemble(("Why: ", "bold"), reflow(step.why)))
         if step.tradeoff:
-            parts.append(Text.assemble(("Trade-off: ", "bold yellow"), step.tradeoff.strip()))
+            parts.append(Text.assemble(("Trade-off: ", "bold yellow"), reflow(step.tradeoff)))
         cells = self.progress.steps.get(key, {})
         commands = {c.command for c in cells.values() if c.command}
         command = next(iter(commands)) if len(commands) == 1 else ""
-        source = step.instructions if step.kind is StepKind.MANUAL else step.run
-        prefix = "> " if step.kind is StepKind.MANUAL else "$ "
-        shown = command or source.strip()
+        manual = step.kind is StepKind.MANUAL
+        shown = command or (step.instructions if manual else step.run).strip()
         if shown:
             label = "" if command else " (template; differs per host)" if commands else " (template)"
-            parts.append(
-                Text(f"{'Instructions' if step.kind is StepKind.MANUAL else 'Command'}{label}:", style="bold")
-            )
-            parts.append(Text("\n".join(prefix + line for line in shown.splitlines()), style="cyan"))
+            parts.append(Text(f"{'Instructions' if manual else 'Command'}{label}:", style="bold"))
+            # A command line by line, as it runs; instructions are prose, wrapped as paragraphs.
+            lines = reflow(shown) if manual else "\n".join("$ " + line for line in shown.splitlines())
+            parts.append(Text(lines, style="cyan"))
         many = len(cells) > 1
         for number, (host, cell) in enumerate(cells.items()):
             if number == HOSTS_SHOWN:

@@ -11,6 +11,14 @@ from tui.widgets.step_status import RunProgress, StepKey
 
 DEFAULT_WIDTH = 36
 """Row width before the list knows its size."""
+STATE_WIDTH = 11
+"""The state column's width at first: every state of one host fits (``not asked``, ``running 59s``).
+A longer one (``running 1m05s``, ``ok 48 · finding 2``) widens the column for the rest of the run,
+never narrows it: titles do not jump back and forth as states change."""
+INDENT = "  "
+"""Before a step's title, under its phase's heading."""
+GAP = "  "
+"""Between a title and its state."""
 
 
 def option_id(key: StepKey) -> str:
@@ -30,6 +38,8 @@ class StepList(OptionList):
     def __init__(self, progress: RunProgress, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.progress = progress
+        self.state_width = STATE_WIDTH
+        """Where the state column starts, counted from the right edge (every row's state starts there)."""
         options: list[Option] = []
         runbook = progress.runbook
         for phase in PHASE_ORDER:
@@ -58,10 +68,21 @@ class StepList(OptionList):
 
     def refresh_step(self, key: StepKey) -> None:
         """Redraw one step's row from the progress (only if it reads differently: redraws cost)."""
-        prompt = self._prompt(key)
+        state = self.progress.summary(key)
+        if state.cell_len > self.state_width:  # a wider state: every row's state moves to stay in line
+            self.state_width = state.cell_len
+            self.refresh_rows()
+            return
+        prompt = self._prompt(key, state)
         current = self.get_option(option_id(key)).prompt
         if not isinstance(current, Text) or current.plain != prompt.plain or current.spans != prompt.spans:
             self.replace_option_prompt(option_id(key), prompt)
+
+    def refresh_rows(self) -> None:
+        """Redraw every step's row (those that read the same are left alone)."""
+        for option in self.options:
+            if option.id and not option.disabled:
+                self.refresh_step(step_key(option.id))
 
     def select_step(self, key: StepKey) -> None:
         """Move the highlight to ``key``."""
@@ -69,19 +90,22 @@ class StepList(OptionList):
 
     def on_resize(self) -> None:
         """Rows are laid out for the list's width: lay them out again."""
-        for option in self.options:
-            if option.id and not option.disabled:
-                self.refresh_step(step_key(option.id))
+        self.refresh_rows()
 
-    def _prompt(self, key: StepKey) -> Text:
-        """``  title ……… state``: one line, the state right-aligned (plain Text: cheap to redraw often)."""
+    def _prompt(self, key: StepKey, state: Text | None = None) -> Text:
+        """``  title…   state``: one line, the state in a column of its own (plain Text: cheap to redraw often).
+
+        The title gets what the state column leaves, cut with an ellipsis; the state starts at the
+        same column on every row (a state wider than half the row pushes only its own row's start)."""
         step = next(s for s in self.progress.runbook.steps(key[0]) if s.id == key[1])
-        state = self.progress.summary(key)
+        state = state if state is not None else self.progress.summary(key)
         width = self.scrollable_content_region.width or DEFAULT_WIDTH
-        room = max(8, width - state.cell_len - 3)
-        title = f"  {step.title}"
-        if len(title) > room:
-            title = title[: room - 1] + "…"
-        row = Text(title.ljust(room + 1))
+        column = min(self.state_width, width // 2)
+        room = max(8, width - len(INDENT) - len(GAP) - max(column, state.cell_len) - 1)
+        row = Text(INDENT)
+        title = Text(step.title, no_wrap=True)
+        title.truncate(room, overflow="ellipsis", pad=True)
+        row.append_text(title)
+        row.append(GAP)
         row.append_text(state)
         return row

@@ -56,7 +56,9 @@ class StepState(Enum):
     SKIPPED = "skipped"
     """Not run (its condition, a human, an earlier failure or the cancel)."""
     DECLINED = "declined"
-    """Not approved."""
+    """A human refused it."""
+    NOT_ASKED = "not_asked"
+    """It needed a human and nobody was there to ask (the run was cancelled first, …)."""
 
 
 def whole_seconds(seconds: float) -> str:
@@ -75,6 +77,7 @@ STATE_STYLE = {
     StepState.TIMEOUT: "bold red",
     StepState.SKIPPED: "dim",
     StepState.DECLINED: "yellow",
+    StepState.NOT_ASKED: "yellow",
 }
 
 
@@ -101,7 +104,12 @@ class HostStep:
         """``running 12s``, ``ok 0.3s``, ``finding``: the state with its time."""
         if self.state is StepState.RUNNING:
             return f"running {whole_seconds(self.elapsed(now))}"
-        return str(self.state.value)
+        return state_text(self.state)
+
+
+def state_text(state: StepState) -> str:
+    """A state as people read it: ``not asked``, not ``not_asked``."""
+    return state.value.replace("_", " ")
 
 
 class RunProgress:
@@ -205,7 +213,7 @@ class RunProgress:
             if state in counts and state is not StepState.PENDING:
                 if text:
                     text.append(" · ", style="dim")
-                label = f"{state.value} {counts[state]}"
+                label = f"{state_text(state)} {counts[state]}"
                 if state is StepState.RUNNING:
                     longest = max(c.elapsed(now) for c in cells)
                     label += f" ({whole_seconds(longest)})"
