@@ -447,7 +447,7 @@ def summary_text(report: RunReport) -> str:
                 r["host"],
                 r["phase"],
                 r["outcome"],
-                " ".join(f"{n} {s}" for s, n in r["steps"].items()),
+                " ".join(f"{n} {STATUS_MARK.get(s, s).lower()}" for s, n in r["steps"].items()),
                 r["reason"],
             ]
             for r in rows
