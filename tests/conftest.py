@@ -24,6 +24,15 @@ RUNBOOKS = REPO / "runbooks"
 FIXTURES = REPO / "tests" / "fixtures"
 
 
+def alive(pid: int) -> bool:
+    """Is ``pid`` running? A zombie is dead, only not yet reaped (PID 1 reaps orphans late here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 @functools.cache
 def _program_missing(name: str) -> str:
     """Why ``name`` cannot be used here ("" when it can), from the same table as `cairn doctor`."""

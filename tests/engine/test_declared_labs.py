@@ -20,7 +20,7 @@ from engine.lab.catalog import has_lab, lab_for
 from engine.lab.labfile import load_lab
 from engine.lab.lifecycle import LabRoot
 from engine.loader import check_file, load_library, runbook_files
-from tests.conftest import FIXTURES, CairnRunner
+from tests.conftest import FIXTURES, CairnRunner, alive
 
 LABS = FIXTURES / "labs"
 VALID = sorted((LABS / "valid").glob("*.lab.yaml"))
@@ -144,14 +144,6 @@ def test_a_runbook_knows_its_lab(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- built by LabRoot, in process
-
-
-def alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
 
 
 FAILS_LATE = """\

@@ -14,17 +14,9 @@ import yaml
 
 from engine.lab import lifecycle
 from engine.lab.base import LabContext, LabError, LabResult, lab_env, reap
-from tests.conftest import CairnRunner
+from tests.conftest import CairnRunner, alive
 
 pytestmark = [pytest.mark.lab]
-
-
-def alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
 
 
 # A process with a child; the child says it is there by creating the file named by argv[1].

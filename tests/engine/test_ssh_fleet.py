@@ -15,6 +15,7 @@ import pytest
 
 from engine.lab import ssh_fleet as lab
 from engine.lab.ssh_fleet import FleetError, FleetHost, SshFleet, make_fleet
+from tests.conftest import alive
 
 pytestmark = pytest.mark.ssh
 
@@ -63,14 +64,6 @@ def answers_as(
     assert rc == 0, out
     user, _client, _client_port, server, server_port = out.splitlines()[0].split()
     assert (user, server, int(server_port)) == (fleet.user, host.address, host.port)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"  # a zombie is dead, only not yet reaped by init
 
 
 def process_tree(root: int) -> set[int]:
