@@ -313,3 +313,45 @@ def test_exec_sessions_of_an_address_with_no_shim_are_an_error(
         f"exit code 2: no containerd-shim runs with -address {address} and no socket is there: "
         "check containerd_address"
     )
+
+
+def path_without(folder: Path, *left_out: str) -> str:
+    """A PATH with links to every program of this machine but ``left_out``: a host that lacks them."""
+    folder.mkdir()
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for program in Path(directory).iterdir() if Path(directory).is_dir() else ():
+            if program.name not in left_out and not (folder / program.name).exists():
+                (folder / program.name).symlink_to(program)
+    return str(folder)
+
+
+def test_on_a_node_without_crontab_the_remediation_does_not_start(
+    cairn: CairnRunner, lab: LabStarter, tmp_path: Path
+) -> None:
+    """Preflight: install_session_cleanup needs crontab (Ansible's cron module), so ending the sessions
+    (the step before it) would leave the node half-fixed: neither runs, and the host says why."""
+    lab_ = lab(RUNBOOK)
+    state = zombie_shim.lab_state(Path(lab_.info["dir"]))
+    old = [int(pid) for pid in state["old_sessions"]]
+    no_cron = path_without(tmp_path / "bin", "crontab")
+
+    done = cairn(*lab_.run_args("--yes", "--json"), PATH=no_cron)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"].endswith(
+        "remediation cannot run on k8s-node-1 (install_session_cleanup: crontab is not installed on "
+        "k8s-node-1 (Debian package cron)); nothing was changed"
+    )
+    assert "remediate" not in {r["phase"] for r in host["results"]}  # not one remediation step ran
+    assert all(age(pid) >= 0 for pid in old), "the old sessions still live: nothing was ended"
+    assert not Path(lab_.inputs["cron_file"]).exists()
+    assert results(report, "detect")["shim_zombies"]["status"] == "finding"  # detect still looked
+
+    plan = cairn("plan", RUNBOOK, "-i", lab_.inventory, "-e", f"@{lab_.info['inputs']}", PATH=no_cron)
+    assert (
+        "PROBLEM: crontab not found (Debian package cron): remediate install_session_cleanup cannot run"
+        in (plan.stdout)
+    )
