@@ -335,3 +335,14 @@ async def test_enter_opens_the_entrys_run(app: CairnApp, queue: AlertQueue, jour
         await until(pilot, lambda: "marker missing" in screen_text(app), "what the run found")
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, QueueScreen), "the queue again")
+
+
+def test_an_entry_decided_between_two_reads_is_listed_once_as_it_is_now(queue: AlertQueue) -> None:
+    """The screen reads the waiting entries, then the ended ones; a decline committed in between
+    returned the entry from both reads, and the table refused the second row (a crash seen in CI)."""
+    waiting = run_through(queue, routed("n2"), "20260301-091500-bbbbbb", EntryState.ESCALATED, WAITS)
+    before = queue.entry(waiting)
+    queue.decline(before.run_id, "tui:oncall", "n2 is being drained")
+    after = queue.entry(waiting)
+    shown = queue_screen.listed([before, after])
+    assert [(e.id, e.state) for e in shown] == [(waiting, EntryState.DECLINED)]

@@ -66,7 +66,16 @@ def text_map(value: object) -> dict[str, str]:
 
 
 def listed(entries: list[Entry]) -> list[Entry]:
-    """Waiting for a human first (longest waiting first), then queued and running, then the last ended."""
+    """Waiting for a human first (longest waiting first), then queued and running, then the last ended.
+
+    Each entry once, as last updated: the waiting and the ended entries are read by two queries, and
+    an entry decided between them (declined in this very screen) comes back from both.
+    """
+    latest: dict[int, Entry] = {}
+    for entry in entries:
+        if entry.id not in latest or entry.updated_at >= latest[entry.id].updated_at:
+            latest[entry.id] = entry
+    entries = list(latest.values())
     order = {state: index for index, state in enumerate((*WAITING, *PENDING))}
     active = sorted((e for e in entries if e.state in order), key=lambda e: (order[e.state], e.id))
     ended = sorted((e for e in entries if e.state in ENDED), key=lambda e: (-e.updated_at, -e.id))
