@@ -332,3 +332,46 @@ def test_plan_never_shows_a_secret_in_a_template_error(
     assert done.returncode == 0, done.stderr
     assert "cannot render" in done.stdout and "***" in done.stdout
     assert secret not in done.stdout + done.stderr
+
+
+HALF_DONE = """
+id: half-done
+title: A remediation that fixes the symptom, then fails
+severity: warning
+summary: s
+inputs:
+  marker: {type: string}
+detect:
+  - id: marker_absent
+    title: the marker is absent
+    run: test ! -e {{ inputs.marker }}
+    exit_codes: [0, 1]
+    expect: rc == 0
+remediate:
+  - id: remove_marker
+    title: remove it
+    run: rm -f {{ inputs.marker }}
+    confirm: false
+  - id: restart_service
+    title: restart what used it
+    run: echo "service did not come back" >&2; exit 3
+    confirm: false
+"""
+
+
+def test_a_failed_remediation_says_in_a_sentence_what_a_clean_verify_means(
+    cairn: CairnRunner, runbook_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    folder = runbook_dir(HALF_DONE)
+    marker = tmp_path / "marker"
+    marker.write_text("x", encoding="utf-8")
+    done = cairn("run", "half-done", "--runbooks", str(folder), "-e", f"marker={marker}", "--json")
+    report = json.loads(done.stdout)
+    assert report["exit_code"] == 2
+    host = report["hosts"][0]
+    assert host["outcome"] == "failed"
+    assert host["reason"] == (
+        "remediation failed: restart_service: exit code 3: service did not come back; yet verify is clean: "
+        "the pitfall is not present now, but restart_service did not finish, so the host may be "
+        f"half-changed — read its output (cairn show-run {report['run_id']}) before you trust it"
+    )
