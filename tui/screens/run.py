@@ -307,6 +307,7 @@ class RunScreen(FittedFooterScreen[None]):
         if self.ended:
             if not self.query_one(RunVerdict).display:
                 self._tell_app("run_changed")  # once: the library says it ended
+                self.query_one(StepList).fit_states()  # states no longer change: titles get the room back
             self._show_verdict()
         self._update_status()
 

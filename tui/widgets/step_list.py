@@ -84,6 +84,16 @@ class StepList(OptionList):
             if option.id and not option.disabled:
                 self.refresh_step(step_key(option.id))
 
+    def fit_states(self) -> None:
+        """Narrow the state column to the states shown now (once the run has ended and they stay as
+        they are): a column widened by a long passing state (``approval 1 · waiting 2``) would
+        otherwise keep the titles cut for good."""
+        keys = [step_key(o.id) for o in self.options if o.id and not o.disabled]
+        widest = max((self.progress.summary(k).cell_len for k in keys), default=0)
+        if max(STATE_WIDTH, widest) < self.state_width:
+            self.state_width = max(STATE_WIDTH, widest)
+            self.refresh_rows()
+
     def select_step(self, key: StepKey) -> None:
         """Move the highlight to ``key``."""
         self.highlighted = self.get_option_index(option_id(key))
