@@ -147,9 +147,9 @@ def cmd_new(args: argparse.Namespace) -> int:
         print(f"wrote {written.lab} (its practice lab: cairn lab up {args.id} --runbooks {folder})")
     for schema in written.schemas:
         print(
-            f"wrote {schema} (for editors: the runbook's first line names {written.runbook.parent.name}/{schema.name})"
+            f"wrote {schema} (for editors: the runbook's first line, {written.modeline}, names it)"
             if schema.name == "runbook.schema.json"
-            else f"wrote {schema} (for lab files, docs/labs.md)"
+            else f"wrote {schema} (the schema of lab files, docs/labs.md)"
         )
     runbooks = "" if folder == Path("runbooks") else f" --runbooks {folder}"
     print(
