@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 DEFAULT_FORKS = 5
 """Hosts worked on at once unless ``-f/--forks`` says otherwise (Ansible's default too)."""
 _SERVE_POLL = 0.5
+"""Seconds between checks for finished work when nothing wakes the desk (it normally is woken)."""
 INTERRUPTED = "not run: the run was interrupted before anyone answered"
 """The note of a step whose approval was never given because the run stopped (``not run:``: resume asks again)."""
-"""Seconds between checks for finished work when nothing wakes the desk (it normally is woken)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -129,7 +129,7 @@ class ApprovalDesk:
                 answer.set_result(Approval(Decision.NOT_ASKED, "cairn", INTERRUPTED))
                 if not isinstance(exc, Exception):
                     raise
-                log.exception("the approver failed; declining %s", request.step.id)
+                log.exception("the approver failed; %s is not asked", request.step.id)
 
     def wake(self) -> None:
         """Make :meth:`serve` look at its futures again (called as each one finishes)."""
