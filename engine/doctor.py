@@ -378,7 +378,11 @@ def locate(name: str, path: str | None = None) -> str | None:
     return shutil.which(name, path=os.pathsep.join([search, *SBIN]))
 
 
-def _venv_program(name: str) -> str | None:
+def find_program(name: str) -> str | None:
+    """Where Cairn's own commands find ``name``: a path as given, else beside Cairn's Python (ansible-core's
+    programs live in its venv), else on PATH and in the sbin folders."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) else None
     beside = Path(sys.executable).parent / name
     return str(beside) if os.access(beside, os.X_OK) else locate(name)
 
@@ -390,7 +394,7 @@ def version_tuple(text: str) -> tuple[int, ...]:
 
 def check_program(program: Program, path: str | None = None) -> Finding:
     """Find ``program`` and, when it matters, read its version."""
-    found = _venv_program(program.name) if program.in_venv else locate(program.name, path)
+    found = find_program(program.name) if program.in_venv else locate(program.name, path)
     if found is None:
         where = "beside Cairn's Python or on PATH" if program.in_venv else "on PATH or in /usr/sbin"
         return Finding(program, None, problem=f"not found {where}")

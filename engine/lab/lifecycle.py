@@ -29,7 +29,6 @@ import os
 import shlex
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,7 +91,9 @@ def bundled_lab(name: str) -> LabDefinition:
 
 def check_programs(lab: LabDefinition) -> None:
     """Fail, naming each missing program and its package, unless every program ``lab`` needs is here."""
-    missing = [p for p in lab.programs if not _installed(p)]
+    from engine.doctor import find_program  # noqa: PLC0415 - standard library only; cheap
+
+    missing = [p for p in lab.programs if find_program(p) is None]
     if not missing:
         return
     from engine.doctor import debian_package, package_hint  # noqa: PLC0415 - only when something is missing
@@ -111,15 +112,6 @@ def check_programs(lab: LabDefinition) -> None:
         f"lab {lab.name} needs {_and(named)}, {which} not installed{install}; "
         f"`cairn doctor` lists everything missing{where}"
     )
-
-
-def _installed(program: str) -> bool:
-    from engine.doctor import locate  # noqa: PLC0415 - standard library only; cheap
-
-    if "/" in program:
-        return os.access(program, os.X_OK)
-    beside = Path(sys.executable).parent / program  # ansible-core's programs live beside Cairn's Python
-    return os.access(beside, os.X_OK) or locate(program) is not None
 
 
 def _and(items: list[str]) -> str:
