@@ -91,7 +91,7 @@ class _Runbook:
         rng, i = self.rng, self.index
         area, noun = rng.choice(_AREAS), rng.choice(_NOUNS)
         parts = [
-            "# yaml-language-server: $schema=../engine/schema/runbook.schema.json",
+            "# yaml-language-server: $schema=../engine/core/schema/runbook.schema.json",
             f"id: {area}-{noun}-{i:04d}",
             f"title: {area} {noun} left behind {rng.choice(_WORDS)} and {rng.choice(_WORDS)} ({i})",
             f"severity: {rng.choice(('info', 'warning', 'critical'))}",

@@ -50,8 +50,8 @@ ANSIBLE_COMMAND, ANSIBLE_RAW = "ansible -m command", "ansible -m raw"
 PSSH, PARAMIKO = "parallel-ssh", "paramiko, sequential"
 HOST_KEYS = {PSSH: "NOT checked"}
 if TYPE_CHECKING:
+    from engine.core.model import Runbook
     from engine.lab.ssh_fleet import SshFleet
-    from engine.model import Runbook
 
 _ANSWER = re.compile(r"^(\S+) \| (?:CHANGED|SUCCESS) \| rc=0 ", re.MULTILINE)
 
@@ -72,10 +72,10 @@ class FanOut:
     """The fleet, its inventory, a journal and one timing function per method."""
 
     def __init__(self, fleet: SshFleet, work: Path) -> None:
-        from engine.executors import ExecutionOptions
-        from engine.inventory import load_inventory
-        from engine.journal import Journal
-        from engine.loader import check_text
+        from engine.core.executors import ExecutionOptions
+        from engine.core.inventory import load_inventory
+        from engine.core.journal import Journal
+        from engine.core.loader import check_text
 
         self.fleet, self.work = fleet, work
         self.inventory = fleet.write_inventory(work / "inventory.yml", group="fleet")
@@ -125,25 +125,21 @@ class FanOut:
 
     def cairn(self, n: int, *, steps: int) -> float:
         """A real Cairn run on the first ``n`` hosts: connections, commands, journal; every host healthy."""
-        from engine.approval import AssumeYes
-        from engine.events import EventBus, new_run_id
-        from engine.executors import ExecutorSet
-        from engine.model import HostOutcome, StepStatus
-        from engine.runner import Runner, RunRequest
+        from engine.core.approval import AssumeYes
+        from engine.core.launch import prepare_run
+        from engine.core.model import HostOutcome, StepStatus
+        from engine.core.spec import RunSpec
 
-        bus = EventBus(new_run_id())
-        bus.subscribe(self.journal.record)
-        request = RunRequest(
+        spec = RunSpec(
             runbook=self.runbooks[steps],
             hosts=tuple(self.hosts[:n]),
             inputs={},
+            options=self.options,
             started_by="bench",
             forks=n,
-            artifacts=self.journal.artifacts_root / bus.run_id,
         )
-        executors = ExecutorSet(options=self.options)
         start = time.perf_counter()
-        report = Runner(request, bus=bus, approver=AssumeYes(), executors=executors).run()
+        report = prepare_run(spec, journal=self.journal, approver=AssumeYes()).run()
         elapsed = time.perf_counter() - start
         bad = [
             f"{h.host}: {h.outcome.value} ({h.reason})"

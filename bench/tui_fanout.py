@@ -20,10 +20,12 @@ from pathlib import Path
 
 from textual.app import App
 
-from engine.inventory import resolve_targets
-from engine.loader import load_library
+from engine.core.executors import ExecutionOptions
+from engine.core.inventory import resolve_targets
+from engine.core.loader import load_library
+from engine.core.spec import RunSpec, Trigger, TriggerKind
 from tui.config import CairnConfig
-from tui.screens.run import RunLaunch, RunScreen
+from tui.screens.run import RunScreen
 
 STREAMER = """
 id: stream-lines
@@ -56,15 +58,15 @@ class FanOutApp(App[None]):
         inventory.write_text(f"all:\n  children:\n    fleet:\n      hosts:\n{lines}\n", encoding="utf-8")
         runbook = load_library([folder]).get("stream-lines")
         targets = tuple(resolve_targets([str(inventory)], "fleet", None))
-        launch = RunLaunch(
-            runbook,
-            targets,
-            {},
+        spec = RunSpec(
+            runbook=runbook,
+            hosts=targets,
+            inputs={},
+            options=ExecutionOptions(inventory_sources=(str(inventory),)),
             forks=self.hosts,
-            trigger={"kind": "bench", "inventory": [str(inventory)], "limit": None},
-            practice="stream-lines",
+            trigger=Trigger(kind=TriggerKind.TUI),
         )
-        screen = RunScreen(launch, CairnConfig(runbook_dirs=(folder,)))
+        screen = RunScreen(spec, CairnConfig(runbook_dirs=(folder,)), practice="stream-lines")
         self.push_screen(screen)
         self.call_after_refresh(screen.action_continue)
 

@@ -20,9 +20,12 @@ from bench import corpus
 from bench.machine import REPO, tool
 from bench.report import print_table, ratio, seconds
 from bench.timing import Stats, repeat, time_command
-from engine import expr, schema, semantics
-from engine.loader import _build_runbook, load_library  # _build_runbook: the model-build stage, timed alone
-from engine.yamlsource import read_yaml_file
+from engine.core import expr, schema, semantics
+from engine.core.loader import (  # _build_runbook: the model-build stage, timed alone
+    _build_runbook,
+    load_library,
+)
+from engine.core.yamlsource import read_yaml_file
 
 DESCRIPTION = "validate 1,000 distinct generated runbooks (goal: < 2 s); stage breakdown; naive baseline"
 GOAL_S = 2.0
@@ -90,7 +93,7 @@ def _cairn_validate(folder: Path, runs: int) -> Stats:
 
 
 def _stage_pass(files: list[Path]) -> dict[str, float]:
-    """One pass over every file, timing each stage of :func:`engine.loader.check_document` apart."""
+    """One pass over every file, timing each stage of :func:`engine.core.loader.check_document` apart."""
     expr.check.cache_clear()
     totals = dict.fromkeys(STAGES, 0.0)
     clock = time.perf_counter

@@ -1,6 +1,6 @@
 # Shared by ./scripts/try and ./scripts/test (sourced, not run): everything a fresh Debian machine
 # needs before Cairn runs — a new enough Python, the Debian packages the chosen scope needs (the one
-# list is engine/doctor.py; `cairn doctor` reads the same), and .venv with Cairn installed.
+# list is engine/core/doctor.py; `cairn doctor` reads the same), and .venv with Cairn installed.
 # Each stage says what it does before it does it: the first run installs for a minute or two.
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -18,7 +18,7 @@ need_python() {
 # installs them; otherwise it prints the exact command and stops before anything was changed.
 system_packages() {
   local scope=$1 missing
-  missing=$(python3 -m engine.doctor --packages "$scope") || exit 2
+  missing=$(python3 -m engine.core.doctor --packages "$scope") || exit 2
   [ -z "$missing" ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     {
@@ -27,13 +27,13 @@ system_packages() {
       echo
       echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends $missing"
       echo
-      echo "(\`python3 -m engine.doctor --for $scope\` says what each one is for.) Nothing was changed."
+      echo "(\`python3 -m engine.core.doctor --for $scope\` says what each one is for.) Nothing was changed."
     } >&2
     exit 2
   fi
   if ! command -v apt-get > /dev/null; then
     echo "Cairn needs the programs of these Debian packages: $missing; this machine has no apt-get," \
-      "so install them with its own package manager (\`python3 -m engine.doctor\` lists them)" >&2
+      "so install them with its own package manager (\`python3 -m engine.core.doctor\` lists them)" >&2
     exit 2
   fi
   step "installing Debian packages for ./scripts/$scope: $missing"
@@ -41,9 +41,9 @@ system_packages() {
   apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing \
     || { echo "apt-get could not install: $missing" >&2; exit 2; }
-  missing=$(python3 -m engine.doctor --packages "$scope") || exit 2
+  missing=$(python3 -m engine.core.doctor --packages "$scope") || exit 2
   if [ -n "$missing" ]; then
-    echo "still missing after apt-get: $missing (see \`python3 -m engine.doctor --for $scope\`)" >&2
+    echo "still missing after apt-get: $missing (see \`python3 -m engine.core.doctor --for $scope\`)" >&2
     exit 2
   fi
 }

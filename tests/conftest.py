@@ -8,15 +8,15 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
 
-from engine import doctor
+from engine.core import doctor
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +82,12 @@ def cairn_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
 
 
-CairnRunner = Callable[..., subprocess.CompletedProcess[str]]
+class CairnRunner(Protocol):
+    """The ``cairn`` fixture's value: runs `cairn *args` (``env`` added to this environment)."""
+
+    def __call__(
+        self, *args: str, cwd: Path | None = None, timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess[str]: ...
 
 
 @pytest.fixture
@@ -106,8 +111,14 @@ def cairn(tmp_path: Path) -> CairnRunner:
     return run
 
 
+class RunbookDir(Protocol):
+    """The ``runbook_dir`` fixture's value: writes runbooks (YAML texts) into ``tmp_path/name``; returns it."""
+
+    def __call__(self, *texts: str, name: str = "rb") -> Path: ...
+
+
 @pytest.fixture
-def runbook_dir(tmp_path: Path) -> Callable[..., Path]:
+def runbook_dir(tmp_path: Path) -> RunbookDir:
     """Write runbooks (dedented YAML text) into a fresh folder; returns the folder."""
 
     def write(*texts: str, name: str = "rb") -> Path:
@@ -140,7 +151,10 @@ def ssh_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
         fleet.stop()
 
 
-OwnFleet = Callable[..., SshFleet]
+class OwnFleet(Protocol):
+    """The ``own_ssh_fleet`` fixture's value: starts a fresh fleet of ``count`` hosts."""
+
+    def __call__(self, count: int = 3, *, first_address: int | None = None) -> SshFleet: ...
 
 
 @pytest.fixture
@@ -201,7 +215,10 @@ class Lab:
         return ["run", self.name, "-i", self.inventory, "-e", f"@{self.info['inputs']}", *extra]
 
 
-LabStarter = Callable[..., Lab]
+class LabStarter(Protocol):
+    """The ``lab`` fixture's value: starts a practice lab (stopped after the test)."""
+
+    def __call__(self, name: str, *, healthy: bool = False) -> Lab: ...
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import doctor
+from engine.core import doctor
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.cli, pytest.mark.lab, pytest.mark.kubectl, pytest.mark.cron]

@@ -9,7 +9,6 @@ a way to open the journal. Each screen lives in its own module under
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from functools import cache, partial
 from pathlib import Path
@@ -30,14 +29,9 @@ from tui.screens.library import LibraryScreen
 if TYPE_CHECKING:
     from textual.command import Provider
 
-    from engine.journal import Journal
-    from engine.loader import Library
-    from engine.model import Runbook
-
-FIRST_BATCH = 12
-"""Runbook files checked before the library first shows them (the first paint waits for no more)."""
-BATCH_SECONDS = 1.0
-"""After the first batch, how often the library screen gets the runbooks checked so far."""
+    from engine.core.journal import Journal
+    from engine.core.loader import Library
+    from engine.core.model import Runbook
 
 
 class LibraryLoaded(Message):
@@ -152,7 +146,7 @@ class CairnApp(Navigation):
 
     def open_journal(self) -> Journal:
         """The journal the CLI would use (``--journal``, ``$CAIRN_JOURNAL`` or the default); close it after use."""
-        from engine.journal import Journal  # noqa: PLC0415
+        from engine.core.journal import Journal  # noqa: PLC0415
 
         return Journal(self.config.journal_path)
 
@@ -164,29 +158,12 @@ class CairnApp(Navigation):
     @work(thread=True, exclusive=True, exit_on_error=False, group="library")
     def _load_library(self) -> None:
         """Check every runbook file, posting the results in batches so the first ones show at once."""
-        from engine.loader import Library, check_file, load_library, runbook_files  # noqa: PLC0415
+        from engine.core.loader import load_library_batches  # noqa: PLC0415
 
         worker = get_current_worker()
-        dirs = list(self.config.runbook_dirs)
-        searched = [str(d) for d in dirs]
-        files = runbook_files(dirs)
-        results = []
-        posted = time.monotonic()
-        for index, path in enumerate(files, 1):
-            if worker.is_cancelled:
-                return
-            results.append(check_file(path))
-            if index == FIRST_BATCH or time.monotonic() - posted > BATCH_SECONDS:
-                posted = time.monotonic()
-                self.post_message(
-                    LibraryLoaded(Library(searched, list(results)), complete=False, total=len(files))
-                )
-        ids = [r.runbook.id for r in results if r.runbook]
-        # Without duplicate ids, load_library would return exactly these results; with them, let it
-        # decide which file keeps the id (the rare case pays for a second pass).
-        library = Library(searched, results) if len(ids) == len(set(ids)) else load_library(dirs)
-        if not worker.is_cancelled:
-            self.post_message(LibraryLoaded(library, complete=True, total=len(files)))
+        # The first dozen files at once, then a batch a second (the loader's defaults).
+        for batch in load_library_batches(self.config.runbook_dirs, cancelled=lambda: worker.is_cancelled):
+            self.post_message(LibraryLoaded(batch.library, complete=batch.complete, total=batch.total))
 
     def on_library_loaded(self, message: LibraryLoaded) -> None:
         self.library_total = message.total
@@ -241,7 +218,7 @@ class CairnApp(Navigation):
         run = self.run_screen
         if run is not None and run not in self.screen_stack:
             yield SystemCommand(
-                "Back to the run", f"The run of {run.launch.runbook.id} (F7)", self.action_back_to_run
+                "Back to the run", f"The run of {run.spec.runbook.id} (F7)", self.action_back_to_run
             )
         yield SystemCommand("Runbooks", "The runbook library: browse, filter, run (F2)", self._show_runbooks)
         yield SystemCommand("History", "Past runs from the journal (F3)", self._show_history)
@@ -289,7 +266,7 @@ class CairnApp(Navigation):
         running = self.run_in_progress()
         if running is not None:
             self.notify(
-                f"a run of {running.launch.runbook.id} is in progress: finish or cancel it first (F7 goes back to it)",
+                f"a run of {running.spec.runbook.id} is in progress: finish or cancel it first (F7 goes back to it)",
                 severity="warning",
                 markup=False,
             )
@@ -299,12 +276,12 @@ class CairnApp(Navigation):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="resume")
     def _prepare_resume(self, run_id: str) -> None:
-        from engine.errors import CairnError  # noqa: PLC0415
-        from tui.screens.run import RunScreen, resume_launch  # noqa: PLC0415
+        from engine.core.errors import CairnError  # noqa: PLC0415
+        from tui.screens.run import RunScreen, resume_spec  # noqa: PLC0415
 
         journal = self.open_journal()
         try:
-            launch = resume_launch(journal.get_run(run_id))
+            spec = resume_spec(journal.get_run(run_id), self.config)
         except CairnError as exc:  # a secret to give again, a host the inventory lost, ...
             self.call_from_thread(
                 self.notify,
@@ -316,7 +293,7 @@ class CairnApp(Navigation):
             return
         finally:
             journal.close()
-        self.call_from_thread(self.push_screen, RunScreen(launch, self.config))
+        self.call_from_thread(self.push_screen, RunScreen(spec, self.config))
 
 
 def make_app(config: CairnConfig) -> CairnApp:

@@ -6,7 +6,7 @@ import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.executors import ExecutionOptions
+from engine.core.executors import ExecutionOptions
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from engine.lab.base import LabDefinition, LabError, LabKind
 from engine.lab.labfile import lab_files, lab_files_beside, load_lab, runbook_file_for
 
 if TYPE_CHECKING:
-    from engine.loader import LoadResult
-    from engine.model import Runbook
+    from engine.core.loader import LoadResult
+    from engine.core.model import Runbook
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ def declared_labs(
 
     ``results``: the runbooks already checked (a library's), so they are not read again.
     """
-    from engine.loader import check_file  # noqa: PLC0415
+    from engine.core.loader import check_file  # noqa: PLC0415
 
     checked = {Path(r.path).resolve(): r for r in results}
     found: dict[str, CatalogEntry] = {}
@@ -79,7 +79,7 @@ def declared_labs(
 def catalog(runbook_dirs: Sequence[Path]) -> dict[str, CatalogEntry]:
     """The lab of every runbook in ``runbook_dirs`` that has one: the lab file beside it, else the
     bundled lab of its id."""
-    from engine.loader import load_library  # noqa: PLC0415
+    from engine.core.loader import load_library  # noqa: PLC0415
 
     library = load_library([d for d in runbook_dirs if d.exists()])
     declared = declared_labs(runbook_dirs, library.results)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import TemplateError
+from engine.core.errors import TemplateError
 from engine.lab.base import LabContext, LabDefinition, LabError, LabKind, LabResult, free_port
 from engine.lab.scripts import LabTeardown, bash, process_name, run_script, session_members
 
@@ -160,7 +160,7 @@ class DeclaredLab:
 
     def _render(self, value: Any, context: Mapping[str, Any], where: str) -> Any:
         """Strings rendered as templates; one that is a single ``{{ expression }}`` keeps its type."""
-        from engine.expr import evaluate, render_text  # noqa: PLC0415 - jinja2 only when building
+        from engine.core.expr import evaluate, render_text  # noqa: PLC0415 - jinja2 only when building
 
         try:
             if isinstance(value, str):

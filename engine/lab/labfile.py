@@ -1,7 +1,7 @@
 """Lab files: ``DIR/ID.lab.yaml`` beside the runbook ``DIR/ID.yaml``, found, read and checked.
 
-A lab file is YAML 1.2 read like a runbook (:mod:`engine.yamlsource`), checked against
-``engine/schema/lab.schema.json`` and then against its runbook (inputs it names must
+A lab file is YAML 1.2 read like a runbook (:mod:`engine.core.yamlsource`), checked against
+``engine/core/schema/lab.schema.json`` and then against its runbook (inputs it names must
 exist, templates must compile and read only ``lab``, its group must be the one the
 runbook targets); every problem has a file, line, column and JSON pointer, as for
 runbooks, and ``cairn validate`` lists them. A valid file becomes a
@@ -19,7 +19,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import Problem
+from engine.core.errors import Problem
+from engine.core.loader import LAB_SUFFIXES, PLAYBOOKS, RUNBOOK_SUFFIXES, LoadResult, check_file
+from engine.core.model import Runbook, parse_duration
+from engine.core.schema import SCHEMA_PATH
+from engine.core.yamlsource import Document, pointer, read_yaml_file
 from engine.lab.base import LabError
 from engine.lab.declared import (
     DEFAULT_GROUP,
@@ -29,22 +33,19 @@ from engine.lab.declared import (
     DeclaredLab,
     ProcessSpec,
 )
-from engine.loader import LAB_SUFFIXES, PLAYBOOKS, RUNBOOK_SUFFIXES, LoadResult, check_file
-from engine.model import Runbook, parse_duration
-from engine.yamlsource import Document, pointer, read_yaml_file
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
-    from engine.schema import SchemaIssue
+    from engine.core.schema import SchemaIssue
 
-LAB_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "lab.schema.json"
+LAB_SCHEMA_PATH = SCHEMA_PATH.with_name("lab.schema.json")
 LAB_VARIABLES = ("dir", "ports", "healthy", "name")
 """What templates see under ``lab``."""
 RESERVED_PROCESS_NAMES = frozenset({"setup", "teardown"})
 """Their logs are the setup's and the teardown's."""
 _EMPTY_RUNBOOK = "file is empty: a runbook needs at least id, title, severity, summary and detect"
-"""What :mod:`engine.yamlsource` says about an empty file; a lab file says it in its own terms."""
+"""What :mod:`engine.core.yamlsource` says about an empty file; a lab file says it in its own terms."""
 _INPUT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PLAIN_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LAB_ATTR = re.compile(r"\blab\.([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?")
@@ -131,7 +132,7 @@ def _validator() -> Draft202012Validator:
 
 def _schema_issues(data: Any) -> list[SchemaIssue]:
     # The runbook schema's translation of jsonschema errors into "what to fix" messages.
-    from engine.schema import translate_error  # noqa: PLC0415
+    from engine.core.schema import translate_error  # noqa: PLC0415
 
     issues: dict[SchemaIssue, None] = {}
     for error in _validator().iter_errors(data):
@@ -228,7 +229,7 @@ def _check_meaning(doc: Document, data: dict[str, Any], runbook: Runbook | None)
 
 
 def _check_templates(doc: Document, value: Any, path: tuple[str | int, ...], ports: Sequence[str]) -> None:
-    from engine.expr import check  # noqa: PLC0415 - jinja2 only when a file is checked
+    from engine.core.expr import check  # noqa: PLC0415 - jinja2 only when a file is checked
 
     if isinstance(value, dict):
         for key, item in value.items():

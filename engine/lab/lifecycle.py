@@ -91,12 +91,12 @@ def bundled_lab(name: str) -> LabDefinition:
 
 def check_programs(lab: LabDefinition) -> None:
     """Fail, naming each missing program and its package, unless every program ``lab`` needs is here."""
-    from engine.doctor import find_program  # noqa: PLC0415 - standard library only; cheap
+    from engine.core.doctor import find_program  # noqa: PLC0415 - standard library only; cheap
 
     missing = [p for p in lab.programs if find_program(p) is None]
     if not missing:
         return
-    from engine.doctor import debian_package, package_hint  # noqa: PLC0415 - only when something is missing
+    from engine.core.doctor import debian_package, package_hint  # noqa: PLC0415 - only when something is missing
 
     named, packages = [], []
     for program in missing:
@@ -352,7 +352,7 @@ def _stop(processes: tuple[LabProcess, ...] | list[LabProcess]) -> None:
     and a ``down`` that returned while a lab's child still ran (it had been sent SIGKILL, not yet
     scheduled) was seen by a test under load, and would be by a user who starts the lab again.
     """
-    from engine.executors.local import group_alive  # noqa: PLC0415
+    from engine.core.executors.local import group_alive  # noqa: PLC0415
     from engine.lab.ssh_fleet import _kill_trees  # noqa: PLC0415
 
     live = [p for p in processes if _same_process(p)]

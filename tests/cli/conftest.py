@@ -13,16 +13,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import pytest
 
-from engine.alert_queue import AlertQueue, Entry, EntryState
-from engine.journal import Journal, RunRecord
+from engine.core.alert_queue import AlertQueue, Entry, EntryState
+from engine.core.journal import Journal, RunRecord
 from engine.lab.base import free_port
 from tests.conftest import FIXTURES, REPO, cairn_command
 
 TOKEN = "s3cret-webhook-token"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,11 +68,12 @@ def webhook(*alerts: dict[str, Any]) -> str:
 
 
 def alert(status: str = "firing", fingerprint: str = "", **labels: str) -> dict[str, Any]:
-    base = json.loads((FIXTURES / "alertmanager" / "firing.json").read_text())["alerts"][0]
+    base: dict[str, Any] = json.loads((FIXTURES / "alertmanager" / "firing.json").read_text())["alerts"][0]
     return base | {"status": status, "labels": labels, "fingerprint": fingerprint or uuid.uuid4().hex[:16]}
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+def wait_for(condition: Callable[[], T | Literal[False] | None], what: str, timeout: float = 60) -> T:
+    """The condition's first truthy value; fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.lab.ssh_fleet import SshFleet
-from tests.conftest import REPO, CairnRunner
+from tests.conftest import REPO, CairnRunner, RunbookDir
 
 pytestmark = [pytest.mark.cli, pytest.mark.ssh, pytest.mark.inventory]
 
@@ -63,7 +63,7 @@ def shared_dir() -> Iterator[Path]:
 
 
 def test_a_runbook_over_20_hosts_runs_everywhere_on_one_connection_each(
-    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, ssh_fleet: SshFleet, fleet_inventory: Path
 ) -> None:
     logins_before = ssh_fleet.accepted_logins()
 
@@ -84,7 +84,7 @@ def test_a_runbook_over_20_hosts_runs_everywhere_on_one_connection_each(
 
 
 def test_the_text_output_shows_progress_per_host_and_a_summary_table(
-    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, ssh_fleet: SshFleet, fleet_inventory: Path
 ) -> None:
     done = cairn(
         "run", "health", "--runbooks", str(runbook_dir(HEALTH)), "-i", str(fleet_inventory),
@@ -103,7 +103,7 @@ def test_the_text_output_shows_progress_per_host_and_a_summary_table(
 
 
 def test_a_pattern_with_an_exclusion_picks_the_hosts_ansible_would(
-    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, ssh_fleet: SshFleet, fleet_inventory: Path
 ) -> None:
     done = cairn(
         "run", "health", "--runbooks", str(runbook_dir(HEALTH)), "-i", str(fleet_inventory),
@@ -116,7 +116,7 @@ def test_a_pattern_with_an_exclusion_picks_the_hosts_ansible_would(
 
 
 def test_a_host_with_an_unknown_key_fails_alone_and_says_how_to_trust_it(
-    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path, tmp_path: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, ssh_fleet: SshFleet, fleet_inventory: Path, tmp_path: Path
 ) -> None:
     third = ssh_fleet.hosts[2]
     partial = tmp_path / "known_hosts"
@@ -165,7 +165,7 @@ remediate:
 
 
 def test_a_serial_roll_out_stops_when_a_batch_fails_verify(
-    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, tmp_path: Path, shared_dir: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, ssh_fleet: SshFleet, tmp_path: Path, shared_dir: Path
 ) -> None:
     inventory = ssh_fleet.write_inventory(tmp_path / "inv.yml", host_vars={"host03": {"broken": True}})
 
@@ -274,7 +274,7 @@ remediate:
 
 @pytest.mark.ansible
 def test_an_ansible_step_runs_through_ansible_runner_and_lands_in_the_journal(
-    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path, shared_dir: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, ssh_fleet: SshFleet, fleet_inventory: Path, shared_dir: Path
 ) -> None:
     done = cairn(
         "run", "placed", "--runbooks", str(runbook_dir(PLACED)), "-i", str(fleet_inventory),
@@ -302,7 +302,7 @@ def test_an_ansible_step_runs_through_ansible_runner_and_lands_in_the_journal(
 
 @pytest.mark.ansible
 def test_via_ansible_runs_plain_steps_through_ansible_with_the_same_results(
-    cairn: CairnRunner, runbook_dir, ssh_fleet: SshFleet, fleet_inventory: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, ssh_fleet: SshFleet, fleet_inventory: Path
 ) -> None:
     done = cairn(
         "run", "health", "--runbooks", str(runbook_dir(HEALTH)), "-i", str(fleet_inventory),

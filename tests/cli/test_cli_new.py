@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.scaffold import modeline_for
-from engine.schema import SCHEMA_PATH
+from engine.cli.scaffold import modeline_for
+from engine.core.schema import SCHEMA_PATH
 from tests.conftest import REPO, CairnRunner
 
 pytestmark = pytest.mark.cli
@@ -66,9 +66,9 @@ def test_new_never_overwrites_and_refuses_a_bad_id(cairn: CairnRunner, tmp_path:
 
 
 def test_in_the_repository_s_runbooks_folder_the_modeline_names_the_shipped_schema() -> None:
-    assert modeline_for(REPO / "runbooks") == ("../engine/schema/runbook.schema.json", False)
+    assert modeline_for(REPO / "runbooks") == ("../engine/core/schema/runbook.schema.json", False)
     bundled = (REPO / "runbooks" / "branch-cleanup.yaml").read_text(encoding="utf-8").splitlines()[0]
-    assert bundled == "# yaml-language-server: $schema=../engine/schema/runbook.schema.json"
+    assert bundled == "# yaml-language-server: $schema=../engine/core/schema/runbook.schema.json"
 
 
 def test_schema_write_puts_the_schemas_where_the_runbooks_are(cairn: CairnRunner, tmp_path: Path) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.cli.test_cli_run import wait_for
-from tests.conftest import CairnRunner, cairn_command
+from tests.conftest import CairnRunner, RunbookDir, cairn_command
 
 pytestmark = [pytest.mark.cli]
 
@@ -43,8 +44,11 @@ remediate:
 """
 
 
-def interrupted_run(runbook_dir, tmp_path: Path, *extra: str) -> tuple[str, Path]:
-    """Start `cairn run two-steps --yes`, wait until `wait` hangs, SIGTERM it: the interrupted run's id."""
+def interrupted_run(
+    runbook_dir: RunbookDir, tmp_path: Path, *extra: str, stop: signal.Signals = signal.SIGTERM
+) -> tuple[str, Path]:
+    """Start `cairn run two-steps --yes`, wait until `wait` hangs, stop it (SIGTERM, or SIGINT as Ctrl-C
+    sends it): the interrupted run's id."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "flag").touch()
@@ -67,7 +71,7 @@ def interrupted_run(runbook_dir, tmp_path: Path, *extra: str) -> tuple[str, Path
         text=True,
     )
     wait_for(lambda: (work / "pid").exists() and (work / "pid").read_text().strip() != "")
-    proc.terminate()
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     run_id = err.split("cairn resume ")[1].split()[0]
@@ -75,7 +79,7 @@ def interrupted_run(runbook_dir, tmp_path: Path, *extra: str) -> tuple[str, Path
 
 
 def test_resume_reuses_finished_steps_and_runs_only_the_rest(
-    cairn: CairnRunner, runbook_dir, tmp_path: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path
 ) -> None:
     run_id, work = interrupted_run(runbook_dir, tmp_path, "-e", "token=s3cr3t-value")
     assert (work / "count").read_text() == "once\n"
@@ -100,8 +104,33 @@ def test_resume_reuses_finished_steps_and_runs_only_the_rest(
     assert by_id[report["run_id"]]["trigger"]["resumes"] == run_id
 
 
+def test_ctrl_c_in_a_step_records_it_unfinished_and_resume_runs_it_again(
+    cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path
+) -> None:
+    """Ctrl-C while `wait` runs: the journal records the step's state as data (not its wording), and
+    resume runs exactly the unfinished step again."""
+    run_id, work = interrupted_run(runbook_dir, tmp_path, "-e", "token=t", stop=signal.SIGINT)
+    shown = json.loads(cairn("show-run", run_id, "--json").stdout)
+    states = {(s["phase"], s["step_id"]): s["status"] for s in shown["steps"]}
+    assert states == {
+        ("detect", "counted"): "finding",
+        ("remediate", "count"): "ok",
+        ("remediate", "wait"): "cancelled",
+        ("verify", "counted"): "not_run",
+    }
+    (work / "flag").unlink()
+
+    done = cairn("resume", run_id, "--yes", "-e", "token=t", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    rerun = [r["step_id"] for r in report["hosts"][0]["results"] if not r["message"].startswith("from run")]
+    assert rerun == ["wait", "counted"], "only the cancelled step, then verify, ran again"
+    assert report["hosts"][0]["outcome"] == "remediated"
+    assert (work / "count").read_text() == "once\n"
+
+
 def test_a_secret_is_never_journaled_so_resume_asks_for_it_again(
-    cairn: CairnRunner, runbook_dir, tmp_path: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path
 ) -> None:
     run_id, work = interrupted_run(runbook_dir, tmp_path, "-e", "token=s3cr3t-value")
     (work / "flag").unlink()
@@ -111,7 +140,9 @@ def test_a_secret_is_never_journaled_so_resume_asks_for_it_again(
     assert (work / "count").read_text() == "once\n"
 
 
-def test_only_an_interrupted_run_can_be_resumed(cairn: CairnRunner, runbook_dir, tmp_path: Path) -> None:
+def test_only_an_interrupted_run_can_be_resumed(
+    cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path
+) -> None:
     folder = runbook_dir(TWO_STEPS)
     work = tmp_path / "w"
     work.mkdir()

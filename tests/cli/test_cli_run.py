@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CairnRunner, cairn_command
+from tests.conftest import CairnRunner, RunbookDir, cairn_command
 
 pytestmark = pytest.mark.cli
 
@@ -66,7 +66,9 @@ def wait_for(condition: Callable[[], bool], deadline: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_injection_through_extra_vars_is_an_argument(cairn: CairnRunner, runbook_dir, tmp_path: Path) -> None:
+def test_injection_through_extra_vars_is_an_argument(
+    cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path
+) -> None:
     folder = runbook_dir(ECHO)
     owned = tmp_path / "owned"
     hostile = f"x; touch {owned}"
@@ -104,7 +106,7 @@ def test_injection_through_extra_vars_is_an_argument(cairn: CairnRunner, runbook
 
 
 def test_run_outcomes_exit_codes_and_journal(
-    cairn: CairnRunner, runbook_dir, tmp_path: Path, journal_path: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path, journal_path: Path
 ) -> None:
     folder = runbook_dir(ECHO)
     marker = tmp_path / "marker"
@@ -165,7 +167,7 @@ def test_run_outcomes_exit_codes_and_journal(
 
 
 def test_dry_run_shows_remediation_without_running_it(
-    cairn: CairnRunner, runbook_dir, tmp_path: Path
+    cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path
 ) -> None:
     marker = tmp_path / "marker"
     marker.write_text("x")
@@ -186,7 +188,7 @@ def test_dry_run_shows_remediation_without_running_it(
     assert marker.exists()
 
 
-def test_input_errors_are_usage_errors(cairn: CairnRunner, runbook_dir) -> None:
+def test_input_errors_are_usage_errors(cairn: CairnRunner, runbook_dir: RunbookDir) -> None:
     folder = str(runbook_dir(ECHO))
     unknown = cairn(
         "run",
@@ -214,7 +216,7 @@ def test_input_errors_are_usage_errors(cairn: CairnRunner, runbook_dir) -> None:
         assert "Traceback" not in done.stderr
 
 
-def test_failed_run_exits_2(cairn: CairnRunner, runbook_dir) -> None:
+def test_failed_run_exits_2(cairn: CairnRunner, runbook_dir: RunbookDir) -> None:
     folder = runbook_dir(
         """
         id: broken-check
@@ -230,7 +232,7 @@ def test_failed_run_exits_2(cairn: CairnRunner, runbook_dir) -> None:
     assert "exit code 3: oops" in done.stdout
 
 
-def start_hanging_run(runbook_dir, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+def start_hanging_run(runbook_dir: RunbookDir, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     """`cairn run hang` in the background; returns it and the pid of its hanging command."""
     pidfile = tmp_path / "pid"
     proc = subprocess.Popen(
@@ -244,7 +246,7 @@ def start_hanging_run(runbook_dir, tmp_path: Path) -> tuple[subprocess.Popen[str
     return proc, int(pidfile.read_text())
 
 
-def test_sigkill_leaves_an_interrupted_run(runbook_dir, tmp_path: Path) -> None:
+def test_sigkill_leaves_an_interrupted_run(runbook_dir: RunbookDir, tmp_path: Path) -> None:
     proc, command_pid = start_hanging_run(runbook_dir, tmp_path)
     try:
         proc.kill()
@@ -260,7 +262,9 @@ def test_sigkill_leaves_an_interrupted_run(runbook_dir, tmp_path: Path) -> None:
     assert "interrupted: the run stopped before this step finished" in shown.stdout
 
 
-def test_sigterm_kills_the_command_and_records_the_interruption(runbook_dir, tmp_path: Path) -> None:
+def test_sigterm_kills_the_command_and_records_the_interruption(
+    runbook_dir: RunbookDir, tmp_path: Path
+) -> None:
     proc, command_pid = start_hanging_run(runbook_dir, tmp_path)
     proc.terminate()
     _, err = proc.communicate(timeout=30)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from engine.alert_queue import Entry, EntryState
+from engine.core.alert_queue import Entry, EntryState
 from engine.lab.base import free_port
 from tests.cli.conftest import TOKEN, Served, alert, entries, runs, wait_for, webhook
 from tests.conftest import CairnRunner
@@ -345,3 +345,42 @@ def test_a_queue_that_cannot_be_written_answers_503_and_the_server_recovers(
     assert code == 200 and len(body["queued"]) == 1
     [run] = wait_for(lambda: [r for r in runs(served.journal) if r.status.value == "finished"], "the run")
     assert run.hosts == ("web-1",), "the workers lived through the lock"
+
+
+LABELLED = """
+id: node-labels
+title: A node alert's labels reach every template
+severity: warning
+summary: The alert's labels and annotations are read by run, when and report.
+triggers:
+  - matchers: ['alertname = NodeSlow']
+    target: "{{ alert.labels.node }}"
+targets: web
+detect:
+  - id: echo_labels
+    title: Say what the alert said
+    when: "alert.labels.node == target and alert.status == 'firing'"
+    run: printf '%s|%s|%s\\n' {{ alert.labels.node }} {{ alert.labels.reason }} {{ alert.fingerprint }}
+    expect: "false"
+    report: "{{ alert.labels.node }} is slow: {{ alert.annotations.summary }} (since {{ alert.startsAt }})"
+"""
+
+
+def test_an_alert_started_run_sees_its_alert_in_run_when_and_report(serve: Callable[..., Served]) -> None:
+    """The documented `alert` variable in an alert-started run: labels, annotations, status, fingerprint
+    and startsAt, in a command (shell-quoted: a hostile label stays one argument), a `when` and a report."""
+    served = serve(runbook=LABELLED)
+    owned = Path(f"/tmp/owned-{uuid.uuid4().hex[:8]}")
+    fired = alert(alertname="NodeSlow", node="web-2", reason=f"disk; touch {owned}")
+    fired["annotations"] = {"summary": "p99 over 2 s"}
+    code, body = served.post(webhook(fired))
+    assert code == 200 and len(body["queued"]) == 1, body
+
+    [run] = wait_for(
+        lambda: [r for r in runs(served.journal) if r.status.value == "finished"], "the run to finish"
+    )
+    [step] = run.steps
+    assert (run.hosts, step.step_id, step.status) == (("web-2",), "echo_labels", "finding"), step.message
+    assert step.stdout == f"web-2|disk; touch {owned}|{fired['fingerprint']}\n"
+    assert step.message == f"web-2 is slow: p99 over 2 s (since {fired['startsAt']})"
+    assert not owned.exists()

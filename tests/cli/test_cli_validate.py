@@ -103,7 +103,7 @@ def test_schema_command_prints_the_shipped_schema(cairn: CairnRunner) -> None:
     done = cairn("schema")
     assert done.returncode == 0
     assert json.loads(done.stdout) == json.loads(
-        (REPO / "engine" / "schema" / "runbook.schema.json").read_text()
+        (REPO / "engine" / "core" / "schema" / "runbook.schema.json").read_text()
     )
 
 
@@ -144,3 +144,28 @@ def test_list_and_show(cairn: CairnRunner, tmp_path: Path) -> None:
     shown_invalid = cairn("show", "broken", "--runbooks", str(tmp_path / "rb"))
     assert shown_invalid.returncode == 2
     assert "5 problems" in shown_invalid.stderr and "[/severity]" in shown_invalid.stderr
+
+
+NO_TRIGGERS = """\
+id: reads-alert
+title: Reads the alert without triggers
+severity: warning
+summary: s
+detect:
+  - id: look
+    title: look
+    run: echo {{ alert.labels.node }}
+"""
+
+
+def test_a_runbook_no_alert_can_start_is_told_its_alert_is_always_none(
+    cairn: CairnRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "reads-alert.yaml").write_text(NO_TRIGGERS)
+    done = cairn("validate", str(tmp_path))
+    assert done.returncode == 1, done.stdout
+    assert (
+        "reads-alert.yaml:8:10: [/detect/0/run] template reads alert, but the runbook has no triggers: "
+        "no alert ever starts it, so alert is always none; add a trigger (runbook format §10) or take "
+        "the value as an input"
+    ) in done.stdout

@@ -1,4 +1,4 @@
-"""engine/alert_queue.py: the durable queue behind `cairn serve`, on a real SQLite file."""
+"""engine/core/alert_queue.py: the durable queue behind `cairn serve`, on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
-from engine.alert_queue import AlertQueue, EntryState
-from engine.alerts import Alert, AlertStatus, Route
-from engine.errors import JournalError
+from engine.core.alert_queue import AlertQueue, EntryState
+from engine.core.alerts import Alert, AlertStatus, Route
+from engine.core.errors import JournalError
 from tests.conftest import REPO
 
 
@@ -150,8 +151,8 @@ def test_entries_running_when_the_server_died_are_queued_again_saying_so(tmp_pat
 ACCEPT_THEN_HANG = textwrap.dedent(
     """
     import sys, time
-    from engine.alert_queue import AlertQueue
-    from engine.alerts import Alert, AlertStatus, Route
+    from engine.core.alert_queue import AlertQueue
+    from engine.core.alerts import Alert, AlertStatus, Route
     queue = AlertQueue(sys.argv[1])
     for i in range(25):
         alert = Alert(AlertStatus.FIRING, {"node": f"n{i}"}, {}, f"f{i}")
@@ -257,8 +258,16 @@ def test_a_resolved_alert_cancels_the_remediation_waiting_for_a_human(queue: Ale
 # --------------------------------------------------------------------------- guardrails
 
 
+class Limits(TypedDict):
+    """``begin_remediation``'s guardrail arguments."""
+
+    automatic: bool
+    breaker: int
+    budget: int
+
+
 def test_the_breaker_allows_n_automatic_remediations_per_host_per_hour(queue: AlertQueue) -> None:
-    limits = {"automatic": True, "breaker": 2, "budget": 10}
+    limits: Limits = {"automatic": True, "breaker": 2, "budget": 10}
     for minute in (0, 10):
         guard = queue.begin_remediation("n1", "rb", f"run-{minute}", now=1000.0 + 60 * minute, **limits)
         assert guard.ledger_id is not None

@@ -1,4 +1,4 @@
-"""engine/alerts.py: Alertmanager webhooks (real captured payloads), Alertmanager's matchers, routing to runbooks."""
+"""engine/core/alerts.py: Alertmanager webhooks (real captured payloads), Alertmanager's matchers, routing to runbooks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from engine import expr
-from engine.alerts import Alert, AlertStatus, Matcher, Op, WebhookError, parse_webhook, route
-from engine.loader import load_library
-from engine.model import Runbook
+from engine.core import expr
+from engine.core.alerts import Alert, AlertStatus, Matcher, Op, WebhookError, parse_webhook, route
+from engine.core.loader import load_library
+from engine.core.model import Runbook
 from tests.conftest import FIXTURES
 
 PAYLOADS = FIXTURES / "alertmanager"

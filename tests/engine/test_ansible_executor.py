@@ -15,32 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ExecutorError
-from engine.executors import ExecutionOptions
-from engine.executors.ansible import PLAY_FILE, AnsibleExecutor, describe_unreachable
+from engine.core.errors import ExecutorError
+from engine.core.executors import AnsibleTask, ExecutionOptions, OutputCallback, Shell
+from engine.core.executors.ansible import PLAY_FILE, AnsibleExecutor, describe_unreachable
+from engine.core.model import AnsibleAction, CommandResult, Host
 from engine.lab.ssh_fleet import SshFleet
-from engine.model import AnsibleAction, CommandResult, Host
+from tests.conftest import OwnFleet
+from tests.fakes import OutputRecorder
 
 pytestmark = pytest.mark.ansible
 
 LOCAL = Host("localhost", "local")
-OwnFleet = Callable[..., SshFleet]
-
-
-class Output:
-    """Collects on_output calls (they come from ansible-runner's thread)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, stream: str, text: str) -> None:
-        with self._lock:
-            self.calls.append((stream, text))
-
-    def text(self, stream: str) -> str:
-        with self._lock:
-            return "".join(t for s, t in self.calls if s == stream)
 
 
 def processes_with(needle: str) -> list[int]:
@@ -91,15 +76,19 @@ def cancel_when(path: Path, event: threading.Event) -> threading.Thread:
 
 
 def module(
-    executor: AnsibleExecutor, host: Host, name: str, args: object, *, timeout: float = 60, **kwargs: object
+    executor: AnsibleExecutor,
+    host: Host,
+    name: str,
+    args: object,
+    *,
+    timeout: float = 60,
+    on_output: OutputCallback | None = None,
+    cancel: threading.Event | None = None,
+    artifacts: Path | None = None,
 ) -> CommandResult:
-    return executor.run_action(
-        host,
-        AnsibleAction(module=name),
-        args,
-        base_dir=Path("."),
-        timeout=timeout,
-        **kwargs,  # type: ignore[arg-type]
+    task = AnsibleTask(AnsibleAction(module=name), args, Path("."))
+    return executor.execute(
+        host, task, timeout=timeout, on_output=on_output, cancel=cancel, artifacts=artifacts
     )
 
 
@@ -129,10 +118,10 @@ def test_free_form_command_streams_events_and_leaves_artifacts_without_the_secre
 ) -> None:
     token = "operator-" + uuid.uuid4().hex
     monkeypatch.setenv("CAIRN_TEST_OPERATOR_TOKEN", token)  # inherited by ansible, not for the record
-    executor = AnsibleExecutor(ExecutionOptions())
     secret = "hunter2-" + uuid.uuid4().hex
+    executor = AnsibleExecutor(ExecutionOptions(), redact=lambda text: text.replace(secret, "***"))
     artifacts = tmp_path / "runs" / "r1" / "localhost" / "ansible" / "detect.probe"
-    output = Output()
+    output = OutputRecorder()
 
     result = module(
         executor,
@@ -141,7 +130,6 @@ def test_free_form_command_streams_events_and_leaves_artifacts_without_the_secre
         f"echo token={secret}",
         artifacts=artifacts,
         on_output=output,
-        redact=lambda text: text.replace(secret, "***"),
     )
 
     # the event (and so the result) is redacted as it arrives, before it is written anywhere
@@ -189,13 +177,11 @@ def test_shipped_playbook_runs_relative_to_the_runbook_folder_and_counts_its_tas
         "        msg: disk is still full\n"
     )
     executor = AnsibleExecutor(ExecutionOptions())
-    output = Output()
+    output = OutputRecorder()
 
-    result = executor.run_action(
+    result = executor.execute(
         LOCAL,
-        AnsibleAction(playbook="plays/check.yml"),
-        None,
-        base_dir=runbook_dir,
+        AnsibleTask(AnsibleAction(playbook="plays/check.yml"), None, runbook_dir),
         timeout=60,
         on_output=output,
     )
@@ -219,13 +205,13 @@ def test_shipped_playbook_runs_relative_to_the_runbook_folder_and_counts_its_tas
 def test_missing_shipped_playbook_says_where_it_looked(tmp_path: Path) -> None:
     executor = AnsibleExecutor(ExecutionOptions())
     with pytest.raises(ExecutorError, match=r"playbook 'gone\.yml' not found in .*runbook"):
-        executor.run_action(LOCAL, AnsibleAction(playbook="gone.yml"), None, base_dir=tmp_path, timeout=60)
+        executor.execute(LOCAL, AnsibleTask(AnsibleAction(playbook="gone.yml"), None, tmp_path), timeout=60)
 
 
-def test_run_returns_the_commands_own_stdout_stderr_and_rc() -> None:
-    output = Output()
-    result = AnsibleExecutor(ExecutionOptions()).run(
-        LOCAL, "echo out; echo '{{ 6 * 7 }}'; echo err >&2; exit 3", timeout=60, on_output=output
+def test_a_shell_task_returns_the_commands_own_stdout_stderr_and_rc() -> None:
+    output = OutputRecorder()
+    result = AnsibleExecutor(ExecutionOptions()).execute(
+        LOCAL, Shell("echo out; echo '{{ 6 * 7 }}'; echo err >&2; exit 3"), timeout=60, on_output=output
     )
     assert (result.rc, result.stdout, result.stderr) == (3, "out\n{{ 6 * 7 }}\n", "err\n")
     assert (output.text("stdout"), output.text("stderr")) == ("out\n{{ 6 * 7 }}\n", "err\n")
@@ -233,8 +219,10 @@ def test_run_returns_the_commands_own_stdout_stderr_and_rc() -> None:
     assert not result.timed_out
 
 
-def test_run_timeout_keeps_partial_output_and_leaves_no_process(sleeper: str) -> None:
-    result = AnsibleExecutor(ExecutionOptions()).run(LOCAL, f"echo started; sleep {sleeper}", timeout=2)
+def test_a_shell_task_timeout_keeps_partial_output_and_leaves_no_process(sleeper: str) -> None:
+    result = AnsibleExecutor(ExecutionOptions()).execute(
+        LOCAL, Shell(f"echo started; sleep {sleeper}"), timeout=2
+    )
     assert (result.rc, result.timed_out, result.cancelled) == (None, True, False)
     assert result.stdout == "started\n"
     wait_for(lambda: not processes_with(f"sleep {sleeper}"), 10, f"sleep {sleeper} is gone")
@@ -296,10 +284,17 @@ def test_unreachable_message_leads_with_the_cause_and_keeps_ssh_text(ssh_said: s
 # --------------------------------------------------------------------------- real sshd hosts
 
 
-def fleet_executor(fleet: SshFleet, tmp_path: Path, **options: object) -> AnsibleExecutor:
+def fleet_executor(
+    fleet: SshFleet, tmp_path: Path, *, known_hosts: Path | None = None, accept_new_host_keys: bool = False
+) -> AnsibleExecutor:
+    """An executor for ``fleet``'s inventory, checking ``known_hosts`` (default: the fleet's)."""
     inventory = fleet.write_inventory(tmp_path / "inventory.yml")
-    settings: dict[str, object] = {"known_hosts": fleet.known_hosts} | options
-    return AnsibleExecutor(ExecutionOptions(inventory_sources=(str(inventory),), **settings))  # type: ignore[arg-type]
+    options = ExecutionOptions(
+        inventory_sources=(str(inventory),),
+        known_hosts=fleet.known_hosts if known_hosts is None else known_hosts,
+        accept_new_host_keys=accept_new_host_keys,
+    )
+    return AnsibleExecutor(options)
 
 
 @pytest.mark.ssh
@@ -334,14 +329,16 @@ def test_unknown_host_key_is_refused_then_accepted_with_accept_new(
     host = ssh_fleet.hosts[0]
 
     with pytest.raises(ExecutorError, match="host key verification failed") as refused:
-        fleet_executor(ssh_fleet, tmp_path, known_hosts=empty).run(Host(host.name, "ssh"), "true", timeout=60)
+        fleet_executor(ssh_fleet, tmp_path, known_hosts=empty).execute(
+            Host(host.name, "ssh"), Shell("true"), timeout=60
+        )
     assert refused.value.host == host.name
     assert "unreachable through Ansible" in str(refused.value)
     assert f"No ED25519 host key is known for [{host.address}]:{host.port}" in str(refused.value)
     assert empty.read_text() == ""
 
     accepting = fleet_executor(ssh_fleet, tmp_path, known_hosts=empty, accept_new_host_keys=True)
-    assert accepting.run(Host(host.name, "ssh"), "echo in", timeout=60).stdout == "in\n"
+    assert accepting.execute(Host(host.name, "ssh"), Shell("echo in"), timeout=60).stdout == "in\n"
     assert ssh_fleet.host_public_key(host.name).split()[1] in empty.read_text()
 
 
@@ -350,7 +347,7 @@ def test_changed_host_key_is_refused_naming_the_change(own_ssh_fleet: OwnFleet, 
     fleet = own_ssh_fleet(1)
     fleet.restart_host("host01", new_host_key=True)
     with pytest.raises(ExecutorError, match="host key has CHANGED") as refused:
-        fleet_executor(fleet, tmp_path).run(Host("host01", "ssh"), "true", timeout=60)
+        fleet_executor(fleet, tmp_path).execute(Host("host01", "ssh"), Shell("true"), timeout=60)
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in str(refused.value)
 
 
@@ -363,9 +360,9 @@ def test_cancelled_command_is_killed_on_the_ssh_host(
     cancel = threading.Event()
     watcher = cancel_when(started, cancel)
     try:
-        result = fleet_executor(ssh_fleet, tmp_path).run(
+        result = fleet_executor(ssh_fleet, tmp_path).execute(
             Host(ssh_fleet.hosts[2].name, "ssh"),
-            f"touch {started}; sleep {sleeper}",
+            Shell(f"touch {started}; sleep {sleeper}"),
             timeout=300,
             cancel=cancel,
         )

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from engine.core.loader import check_file, load_library, runbook_files
 from engine.lab.base import LabContext, LabError
 from engine.lab.catalog import has_lab, lab_for
 from engine.lab.labfile import load_lab
 from engine.lab.lifecycle import LabRoot
-from engine.loader import check_file, load_library, runbook_files
 from tests.conftest import FIXTURES, CairnRunner, alive
 
 LABS = FIXTURES / "labs"
@@ -166,8 +167,15 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     seen: list[tuple[str, int]] = []
     spawn, adopt = LabContext.spawn, LabContext.adopt
 
-    def spy_spawn(self: LabContext, argv: list[str], *, name: str, **kwargs: object) -> int:
-        pid = spawn(self, argv, name=name, **kwargs)  # type: ignore[arg-type]
+    def spy_spawn(
+        self: LabContext,
+        argv: Sequence[str],
+        *,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int:
+        pid = spawn(self, argv, name=name, env=env, cwd=cwd)
         seen.append((name, pid))
         return pid
 

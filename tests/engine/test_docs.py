@@ -15,8 +15,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from engine.docs import DocsSite, build_site
-from engine.loader import load_library
+from engine.core.loader import load_library
+from engine.core.model import ManualAction, RunAction
+from engine.docs.site import DocsSite, build_site
 from tests.conftest import REPO, RUNBOOKS, CairnRunner
 
 CHROMIUM = "/usr/bin/chromium"
@@ -331,8 +332,8 @@ def test_a_runbook_page_holds_its_knowledge_and_every_step_exactly(
     for step in (*runbook.detect, *runbook.diagnose, *runbook.remediate, *runbook.verify):
         assert f". {step.title}\n\n`{step.id}` · " in page
         assert step.why in page
-        if step.run:
-            assert f"```sh\n{step.run.strip()}\n```" in page
+        if isinstance(step.action, RunAction):
+            assert f"```sh\n{step.action.command.strip()}\n```" in page
         if step.tradeoff:
             assert f"**Trade-off:** {step.tradeoff}" in page
     assert "each `{{ … }}` value is filled in and shell-quoted at run time" in page
@@ -452,10 +453,11 @@ def test_every_bundled_runbook_gets_a_page_with_its_commands(tmp_path: Path) -> 
         assert f"(runbooks/{rb.id}.md)" in index
         assert read_page(tmp_path / "site" / "html" / "runbooks" / f"{rb.id}.html").h1()
         for step in (*rb.detect, *rb.diagnose, *rb.remediate, *rb.verify):
-            if step.run:
-                assert f"\n{step.run.strip()}\n```" in page, f"{rb.id}: {step.id}"
-            if step.instructions:
-                assert step.instructions.strip().splitlines()[0] in page, f"{rb.id}: {step.id}"
+            match step.action:
+                case RunAction(command=command):
+                    assert f"\n{command.strip()}\n```" in page, f"{rb.id}: {step.id}"
+                case ManualAction(instructions=instructions):
+                    assert instructions.strip().splitlines()[0] in page, f"{rb.id}: {step.id}"
     for result in library.invalid:  # an invalid file is listed, not hidden
         assert f"`runbooks/{Path(result.path).name}`" in index
     assert broken_links(tmp_path / "site" / "html") == []

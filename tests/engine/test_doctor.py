@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import doctor
+from engine.core import doctor
 from tests.conftest import REPO, CairnRunner
 
 pytestmark = pytest.mark.cli
@@ -72,7 +72,7 @@ def test_the_setup_scripts_read_the_missing_packages_from_the_same_table(tmp_pat
     """What ./scripts/try and ./scripts/test install comes from this one list, with the system's Python."""
     path = only_these_programs(tmp_path / "bin", "bash", "python3")
     done = subprocess.run(
-        [sys.executable, "-m", "engine.doctor", "--packages", "test"],
+        [sys.executable, "-m", "engine.core.doctor", "--packages", "test"],
         cwd=REPO,
         env=os.environ | {"PATH": path},
         capture_output=True,
@@ -86,7 +86,7 @@ def test_the_setup_scripts_read_the_missing_packages_from_the_same_table(tmp_pat
     assert "bash" not in packages  # it is there
     assert len(packages) == len(set(packages))
     try_only = subprocess.run(
-        [sys.executable, "-m", "engine.doctor", "--packages", "try"],
+        [sys.executable, "-m", "engine.core.doctor", "--packages", "try"],
         cwd=REPO,
         env=os.environ | {"PATH": path},
         capture_output=True,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from engine.errors import TemplateError
-from engine.expr import check, evaluate, render_command, render_text
-from engine.inputs import Redactor
+from engine.core.errors import TemplateError
+from engine.core.expr import check, evaluate, render_command, render_text
+from engine.core.inputs import Redactor
 
 # A shell function that prints how many arguments it got, then each one in <>,
 # so a rendered command shows exactly how bash split the interpolated value.

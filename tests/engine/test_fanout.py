@@ -5,53 +5,19 @@ from __future__ import annotations
 import _thread
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from engine.approval import Approval, ApprovalRequest, AssumeYes, Decision
-from engine.errors import ExecutorError
-from engine.events import Event, EventBus, HostFinished, RunFinished, StepFinished, StepStarted
-from engine.executors import ExecutorSet, OutputCallback
-from engine.fanout import ApprovalDesk, WorkerPool, fan_out
-from engine.loader import check_text
-from engine.model import CommandResult, Host, HostOutcome, Phase, Runbook, RunReport, StepStatus
-from engine.runner import Runner, RunRequest
-
-Handler = Callable[[Host, str, threading.Event | None], CommandResult]
-
-
-@dataclass
-class Fake:
-    """An executor whose answers come from a function of (host, command, cancel)."""
-
-    handler: Handler
-    refuse: set[str] = field(default_factory=set)
-    seen: list[tuple[str, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def connect(self, host: Host) -> None:
-        if host.name in self.refuse:
-            raise ExecutorError(host.name, "connection refused by 10.0.0.9:22: is sshd running there?")
-
-    def run(
-        self,
-        host: Host,
-        command: str,
-        *,
-        timeout: float,
-        on_output: OutputCallback | None = None,
-        cancel: threading.Event | None = None,
-        artifacts: Path | None = None,
-    ) -> CommandResult:
-        with self.lock:
-            self.seen.append((host.name, command))
-        return self.handler(host, command, cancel)
-
-    def close(self) -> None:
-        pass
+from engine.core.approval import Approval, ApprovalRequest, Approver, AssumeYes, Decision
+from engine.core.events import Event, EventBus, HostFinished, RunFinished, StepFinished, StepStarted
+from engine.core.executors import ExecutorSet
+from engine.core.fanout import ApprovalDesk, WorkerPool, fan_out
+from engine.core.loader import check_text
+from engine.core.model import CommandResult, Host, HostOutcome, Phase, Runbook, RunReport, StepStatus
+from engine.core.runner import Runner
+from engine.core.spec import RunSpec
+from tests.fakes import HandlerExecutor
 
 
 def ok(stdout: str = "", rc: int = 0) -> CommandResult:
@@ -69,12 +35,12 @@ def hosts(count: int) -> tuple[Host, ...]:
 
 
 def execute(
-    runbook: Runbook, fake: Fake, count: int, *, approver: object = None, forks: int = 5
+    runbook: Runbook, fake: HandlerExecutor, count: int, *, approver: Approver | None = None, forks: int = 5
 ) -> tuple[list[Event], RunReport]:
     events: list[Event] = []
     bus = EventBus("fan-1")
     bus.subscribe(events.append)
-    request = RunRequest(runbook=runbook, hosts=hosts(count), inputs={}, started_by="test", forks=forks)
+    request = RunSpec(runbook=runbook, hosts=hosts(count), inputs={}, started_by="test", forks=forks)
     runner = Runner(
         request, bus=bus, approver=approver or AssumeYes(), executors=ExecutorSet({"local": lambda: fake})
     )
@@ -125,7 +91,7 @@ def test_hosts_run_concurrently_up_to_forks_and_never_more() -> None:
             active -= 1
         return ok("fine")
 
-    _, report = execute(load(CHECK), Fake(probe), 9, forks=forks)
+    _, report = execute(load(CHECK), HandlerExecutor(probe), 9, forks=forks)
 
     assert peak == forks
     assert [h.host for h in report.hosts] == [f"host{n}" for n in range(1, 10)]  # inventory order
@@ -153,7 +119,10 @@ def test_approvals_are_asked_one_at_a_time_on_the_thread_that_started_the_run() 
         return ok("fine" if host.name in fixed else "broken")
 
     _, report = execute(
-        load(FIXABLE.replace("serial: SERIAL", "confirm: true")), Fake(handler), 4, approver=OneAtATime()
+        load(FIXABLE.replace("serial: SERIAL", "confirm: true")),
+        HandlerExecutor(handler),
+        4,
+        approver=OneAtATime(),
     )
 
     assert sorted(asked) == [(f"host{n}", True) for n in range(1, 5)]
@@ -163,7 +132,9 @@ def test_approvals_are_asked_one_at_a_time_on_the_thread_that_started_the_run() 
 # --------------------------------------------------------------------------- rolling batches
 
 
-def rollout(serial: str, count: int, *, never_fixed: str = "") -> tuple[list[Event], RunReport, Fake]:
+def rollout(
+    serial: str, count: int, *, never_fixed: str = ""
+) -> tuple[list[Event], RunReport, HandlerExecutor]:
     fixed: set[str] = set()
     lock = threading.Lock()
 
@@ -173,7 +144,7 @@ def rollout(serial: str, count: int, *, never_fixed: str = "") -> tuple[list[Eve
                 fixed.add(host.name)
             return ok("fine" if host.name in fixed else "broken")
 
-    fake = Fake(handler)
+    fake = HandlerExecutor(handler)
     events, report = execute(load(FIXABLE.replace("SERIAL", serial)), fake, count, forks=10)
     return events, report, fake
 
@@ -240,7 +211,7 @@ def test_a_percentage_serial_is_a_share_of_the_targets() -> None:
 
 
 def test_a_host_that_cannot_be_reached_fails_alone() -> None:
-    fake = Fake(lambda host, command, cancel: ok("fine"), refuse={"host2"})
+    fake = HandlerExecutor(lambda host, command, cancel: ok("fine"), refuse={"host2"})
 
     events, report = execute(load(CHECK), fake, 3)
 
@@ -258,7 +229,7 @@ def test_a_fault_in_cairn_on_one_host_fails_that_host_only() -> None:
             raise RuntimeError("boom")
         return ok("fine")
 
-    _, report = execute(load(CHECK), Fake(handler), 3)
+    _, report = execute(load(CHECK), HandlerExecutor(handler), 3)
 
     result = outcomes(report)
     assert result["host2"] == ("failed", "internal error in Cairn: RuntimeError: boom")
@@ -278,9 +249,12 @@ def test_ctrl_c_cancels_every_running_command_and_ends_the_run_as_interrupted() 
 
     bus = EventBus("fan-2")
     bus.subscribe(events.append)
-    request = RunRequest(runbook=load(CHECK), hosts=hosts(3), inputs={}, started_by="test", forks=3)
+    request = RunSpec(runbook=load(CHECK), hosts=hosts(3), inputs={}, started_by="test", forks=3)
     runner = Runner(
-        request, bus=bus, approver=AssumeYes(), executors=ExecutorSet({"local": lambda: Fake(handler)})
+        request,
+        bus=bus,
+        approver=AssumeYes(),
+        executors=ExecutorSet({"local": lambda: HandlerExecutor(handler)}),
     )
     with pytest.raises(KeyboardInterrupt):
         runner.run()
@@ -288,7 +262,7 @@ def test_ctrl_c_cancels_every_running_command_and_ends_the_run_as_interrupted() 
     finished = [e.result for e in events if isinstance(e, StepFinished)]
     assert sorted(r.host for r in finished) == ["host1", "host2", "host3"]
     assert {(r.status, r.message) for r in finished} == {
-        (StepStatus.ERROR, "cancelled; the command was killed")
+        (StepStatus.CANCELLED, "cancelled; the command was killed")
     }
     final = events[-1]
     assert isinstance(final, RunFinished)

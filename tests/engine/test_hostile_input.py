@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import Problem
-from engine.loader import LoadResult, check_file, check_text
-from engine.yamlsource import MAX_BYTES, MAX_DEPTH
+from engine.core.errors import Problem
+from engine.core.loader import LoadResult, check_file, check_text
+from engine.core.yamlsource import MAX_BYTES, MAX_DEPTH
 from tests.conftest import FIXTURES, RUNBOOKS
 
 BRANCH_CLEANUP = (RUNBOOKS / "branch-cleanup.yaml").read_text(encoding="utf-8")

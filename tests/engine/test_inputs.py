@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InputError
-from engine.inputs import REDACTED, Redactor, convert, parse_extra_vars, resolve_inputs
-from engine.loader import check_text
-from engine.model import InputSpec, InputType, Runbook
+from engine.core.errors import InputError
+from engine.core.inputs import REDACTED, Redactor, convert, parse_extra_vars, resolve_inputs
+from engine.core.loader import check_text
+from engine.core.model import InputSpec, InputType, Runbook
 
 
 def make_runbook(inputs_yaml: str) -> Runbook:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InventoryError
-from engine.inventory import load_inventory, resolve_targets
-from engine.model import LOCALHOST
+from engine.core.errors import InventoryError
+from engine.core.inventory import load_inventory, resolve_targets
+from engine.core.model import LOCALHOST
 
 pytestmark = pytest.mark.inventory
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import JournalError
-from engine.events import (
+from engine.core.errors import JournalError
+from engine.core.events import (
     EventBus,
     HostFinished,
     RunFinished,
@@ -25,8 +25,8 @@ from engine.events import (
     StepOutput,
     StepStarted,
 )
-from engine.journal import DB_OUTPUT_LIMIT, Journal
-from engine.model import (
+from engine.core.journal import DB_OUTPUT_LIMIT, Journal
+from engine.core.model import (
     HostOutcome,
     HostReport,
     Phase,
@@ -61,17 +61,18 @@ def start_run(
     bus = EventBus(run_id)
     bus.subscribe(journal.record)
     bus.emit(
-        RunStarted,
-        runbook_id=runbook_id,
-        runbook_path=f"/srv/runbooks/{runbook_id}.yaml",
-        runbook_sha256=hashlib.sha256(RUNBOOK_TEXT.encode()).hexdigest(),
-        runbook_text=RUNBOOK_TEXT,
-        hosts=hosts,
-        inputs={"path": "/var", "token": "***"},
-        started_by="alice",
-        trigger={"kind": "cli"},
-        dry_run=False,
-        last_phase="verify",
+        RunStarted(
+            runbook_id=runbook_id,
+            runbook_path=f"/srv/runbooks/{runbook_id}.yaml",
+            runbook_sha256=hashlib.sha256(RUNBOOK_TEXT.encode()).hexdigest(),
+            runbook_text=RUNBOOK_TEXT,
+            hosts=hosts,
+            inputs={"path": "/var", "token": "***"},
+            started_by="alice",
+            trigger={"kind": "cli"},
+            dry_run=False,
+            last_phase="verify",
+        )
     )
     return bus
 
@@ -83,17 +84,14 @@ def finish_run(bus: EventBus, runbook_id: str = "disk-full", *, interrupted: boo
         hosts=(HostReport(host="web1", outcome=HostOutcome.HEALTHY, results=()),),
         interrupted=interrupted,
     )
-    bus.emit(RunFinished, report=report)
+    bus.emit(RunFinished(report=report))
 
 
 def step_started(bus: EventBus, step_id: str, command: str = "df -P /var", host: str = "web1") -> None:
     bus.emit(
-        StepStarted,
-        host=host,
-        phase=Phase.DETECT,
-        step_id=step_id,
-        title=f"Title of {step_id}",
-        command=command,
+        StepStarted(
+            host=host, phase=Phase.DETECT, step_id=step_id, title=f"Title of {step_id}", command=command
+        )
     )
 
 
@@ -104,77 +102,84 @@ def test_run_steps_and_approvals_read_back(journal: Journal, journal_path: Path)
     run_id = "20260101-120000-abcdef"
     bus = start_run(journal, run_id, hosts=("web1", "db-1.example.com"))
     step_started(bus, "disk_usage")
-    bus.emit(StepOutput, host="web1", phase=Phase.DETECT, step_id="disk_usage", stream="stdout", text="91\n")
+    bus.emit(StepOutput(host="web1", phase=Phase.DETECT, step_id="disk_usage", stream="stdout", text="91\n"))
     bus.emit(
-        StepFinished,
-        result=StepResult(
-            host="web1",
-            phase=Phase.DETECT,
-            step_id="disk_usage",
-            status=StepStatus.FINDING,
-            message="/var is 91% full",
-            command="df -P /var",
-            rc=0,
-            stdout="91\n",
-            stderr="warning: slow\n",
-            out=91,
-            started_at=1.0,
-            duration=0.25,
-        ),
+        StepFinished(
+            result=StepResult(
+                host="web1",
+                phase=Phase.DETECT,
+                step_id="disk_usage",
+                status=StepStatus.FINDING,
+                message="/var is 91% full",
+                command="df -P /var",
+                rc=0,
+                stdout="91\n",
+                stderr="warning: slow\n",
+                out=91,
+                started_at=1.0,
+                duration=0.25,
+            )
+        )
     )
     bus.emit(
-        StepApproval,
-        host="web1",
-        phase=Phase.REMEDIATE,
-        step_id="clean_logs",
-        command="journalctl --vacuum-size=500M",
-        approved=True,
-        by="tty:alice",
-        note="looks safe",
+        StepApproval(
+            host="web1",
+            phase=Phase.REMEDIATE,
+            step_id="clean_logs",
+            command="journalctl --vacuum-size=500M",
+            approved=True,
+            by="tty:alice",
+            note="looks safe",
+        )
     )
     step_started(bus, "clean_logs", command="journalctl --vacuum-size=500M")
     bus.emit(
-        StepFinished,
-        result=StepResult(
-            host="web1",
-            phase=Phase.DETECT,
+        StepFinished(
+            result=StepResult(
+                host="web1",
+                phase=Phase.DETECT,
+                step_id="clean_logs",
+                status=StepStatus.OK,
+                command="journalctl --vacuum-size=500M",
+                rc=0,
+                out={"freed": ["a", "b"]},
+                approval="tty:alice",
+            )
+        )
+    )
+    bus.emit(
+        StepApproval(
+            host="db-1.example.com",
+            phase=Phase.REMEDIATE,
             step_id="clean_logs",
-            status=StepStatus.OK,
             command="journalctl --vacuum-size=500M",
-            rc=0,
-            out={"freed": ["a", "b"]},
-            approval="tty:alice",
-        ),
+            approved=False,
+            by="no terminal",
+        )
     )
     bus.emit(
-        StepApproval,
-        host="db-1.example.com",
-        phase=Phase.REMEDIATE,
-        step_id="clean_logs",
-        command="journalctl --vacuum-size=500M",
-        approved=False,
-        by="no terminal",
+        HostFinished(
+            report=HostReport(host="web1", outcome=HostOutcome.REMEDIATED, results=(), reason="cleaned")
+        )
     )
     bus.emit(
-        HostFinished,
-        report=HostReport(host="web1", outcome=HostOutcome.REMEDIATED, results=(), reason="cleaned"),
+        HostFinished(
+            report=HostReport(
+                host="db-1.example.com", outcome=HostOutcome.PRESENT, results=(), reason="declined"
+            )
+        )
     )
     bus.emit(
-        HostFinished,
-        report=HostReport(
-            host="db-1.example.com", outcome=HostOutcome.PRESENT, results=(), reason="declined"
-        ),
-    )
-    bus.emit(
-        RunFinished,
-        report=RunReport(
-            run_id=run_id,
-            runbook_id="disk-full",
-            hosts=(
-                HostReport(host="web1", outcome=HostOutcome.REMEDIATED, results=()),
-                HostReport(host="db-1.example.com", outcome=HostOutcome.PRESENT, results=()),
-            ),
-        ),
+        RunFinished(
+            report=RunReport(
+                run_id=run_id,
+                runbook_id="disk-full",
+                hosts=(
+                    HostReport(host="web1", outcome=HostOutcome.REMEDIATED, results=()),
+                    HostReport(host="db-1.example.com", outcome=HostOutcome.PRESENT, results=()),
+                ),
+            )
+        )
     )
 
     run = journal.get_run(run_id)
@@ -329,8 +334,11 @@ def test_step_is_recorded_as_running_when_it_starts(journal: Journal, reader: Jo
     assert running.steps[0].started_at is not None
 
     bus.emit(
-        StepFinished,
-        result=StepResult(host="web1", phase=Phase.DETECT, step_id="slow_check", status=StepStatus.OK, rc=0),
+        StepFinished(
+            result=StepResult(
+                host="web1", phase=Phase.DETECT, step_id="slow_check", status=StepStatus.OK, rc=0
+            )
+        )
     )
 
     finished = reader.get_run("20260101-120000-000003")
@@ -357,19 +365,20 @@ def test_long_output_is_bounded_in_the_database_and_complete_in_artifacts(
     assert len(full) > 2 * DB_OUTPUT_LIMIT
     for chunk_start in range(0, len(lines), 700):
         text = "".join(lines[chunk_start : chunk_start + 700])
-        bus.emit(StepOutput, host="web1", phase=Phase.DETECT, step_id="big", stream="stdout", text=text)
-    bus.emit(StepOutput, host="web1", phase=Phase.DETECT, step_id="big", stream="stderr", text="err\n")
+        bus.emit(StepOutput(host="web1", phase=Phase.DETECT, step_id="big", stream="stdout", text=text))
+    bus.emit(StepOutput(host="web1", phase=Phase.DETECT, step_id="big", stream="stderr", text="err\n"))
     bus.emit(
-        StepFinished,
-        result=StepResult(
-            host="web1",
-            phase=Phase.DETECT,
-            step_id="big",
-            status=StepStatus.OK,
-            rc=0,
-            stdout=full,
-            stderr="err\n",
-        ),
+        StepFinished(
+            result=StepResult(
+                host="web1",
+                phase=Phase.DETECT,
+                step_id="big",
+                status=StepStatus.OK,
+                rc=0,
+                stdout=full,
+                stderr="err\n",
+            )
+        )
     )
 
     stored = journal.get_run(run_id).steps[0].stdout
@@ -389,8 +398,9 @@ def test_output_within_the_limit_is_stored_whole(journal: Journal) -> None:
     text = "y" * DB_OUTPUT_LIMIT
     bus = start_run(journal, "20260101-120000-000006")
     bus.emit(
-        StepFinished,
-        result=StepResult(host="web1", phase=Phase.DETECT, step_id="s", status=StepStatus.OK, stdout=text),
+        StepFinished(
+            result=StepResult(host="web1", phase=Phase.DETECT, step_id="s", status=StepStatus.OK, stdout=text)
+        )
     )
 
     assert journal.get_run("20260101-120000-000006").steps[0].stdout == text
@@ -411,24 +421,21 @@ def test_runbook_snapshot_is_written_to_the_artifacts_folder(journal: Journal, j
 HOLDER = textwrap.dedent(
     """
     import sys
-    from engine.events import EventBus, RunStarted, StepStarted
-    from engine.journal import Journal
-    from engine.model import Phase
+    from engine.core.events import EventBus, RunStarted, StepStarted
+    from engine.core.journal import Journal
+    from engine.core.model import Phase
 
     journal = Journal(sys.argv[1])
     bus = EventBus(sys.argv[2])
     bus.subscribe(journal.record)
-    bus.emit(
-        RunStarted,
-        runbook_id="disk-full",
+    bus.emit(RunStarted(runbook_id="disk-full",
         runbook_path="/srv/runbooks/disk-full.yaml",
         runbook_sha256="0" * 64,
         runbook_text="id: disk-full\\n",
         hosts=("web1",),
         inputs={},
-        started_by="holder",
-    )
-    bus.emit(StepStarted, host="web1", phase=Phase.DETECT, step_id="hang", title="Hang", command="sleep 600")
+        started_by="holder"))
+    bus.emit(StepStarted(host="web1", phase=Phase.DETECT, step_id="hang", title="Hang", command="sleep 600"))
     print("ready", flush=True)
     sys.stdin.read()  # blocks until the test closes stdin, or kills us
     """
@@ -476,7 +483,7 @@ def test_run_of_a_killed_process_is_reported_interrupted(
 
     assert run.status is RunStatus.INTERRUPTED
     assert run.exit_code == 130
-    assert [(s.step_id, s.status) for s in run.steps] == [("hang", "error")]
+    assert [(s.step_id, s.status) for s in run.steps] == [("hang", "interrupted")]
     assert run.steps[0].message.startswith("interrupted")
 
 

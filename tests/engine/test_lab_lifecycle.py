@@ -7,13 +7,14 @@ import os
 import signal
 import sys
 import types
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 
 from engine.lab import lifecycle
-from engine.lab.base import LabContext, LabError, LabResult, lab_env, reap
+from engine.lab.base import LabContext, LabError, LabKind, LabResult, lab_env, reap
 from tests.conftest import CairnRunner, alive
 
 pytestmark = [pytest.mark.lab]
@@ -35,9 +36,7 @@ def sleeper_lab(*, fail: bool = False) -> types.ModuleType:
             raise LabError("the sleeper lab failed on purpose")
         return LabResult(group="demo", hosts={"demo-host": {"color": "red"}}, inputs={"path": str(ctx.dir)})
 
-    module.up = up  # type: ignore[attr-defined]
-    module.RUNBOOK = "sleeper"  # type: ignore[attr-defined]
-    module.SUMMARY = "sleeps"  # type: ignore[attr-defined]
+    vars(module).update(up=up, RUNBOOK="sleeper", SUMMARY="sleeps")
     return module
 
 
@@ -101,8 +100,15 @@ def test_a_lab_that_fails_to_start_leaves_nothing_behind(
     spawned: list[int] = []
     original = LabContext.spawn
 
-    def spy(self: LabContext, *args: object, **kwargs: object) -> int:
-        pid = original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def spy(
+        self: LabContext,
+        argv: Sequence[str],
+        *,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int:
+        pid = original(self, argv, name=name, env=env, cwd=cwd)
         spawned.append(pid)
         return pid
 
@@ -136,7 +142,7 @@ def test_every_bundled_lab_declares_its_programs() -> None:
     for name in lifecycle.LABS:
         definition = lifecycle.bundled_lab(name)
         assert definition.programs, f"{name}: PROGRAMS is missing or empty"
-        assert definition.kind is lifecycle.LabKind.BUNDLED and definition.healthy_variant
+        assert definition.kind is LabKind.BUNDLED and definition.healthy_variant
 
 
 def test_a_missing_program_stops_a_lab_before_it_starts(
@@ -144,8 +150,7 @@ def test_a_missing_program_stops_a_lab_before_it_starts(
 ) -> None:
     called: list[str] = []
     module = fake_labs["sleeper"]
-    module.PROGRAMS = ("bash", "cairn-no-such-program")  # type: ignore[attr-defined]
-    module.up = lambda ctx: called.append(ctx.name)  # type: ignore[attr-defined]
+    vars(module).update(PROGRAMS=("bash", "cairn-no-such-program"), up=lambda ctx: called.append(ctx.name))
     labs = lifecycle.LabRoot(tmp_path / "root")
     with pytest.raises(LabError) as failure:
         labs.up("sleeper")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.loader import PARALLEL_FROM, load_library
+from engine.core.loader import PARALLEL_FROM, load_library
 from tests.conftest import FIXTURES
 
 

@@ -12,17 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import Problem, RunbookInvalid, RunbookNotFound
-from engine.inputs import resolve_inputs
-from engine.loader import LoadResult, check_file, check_text, load_library
-from engine.model import (
+from engine.core.errors import Problem, RunbookInvalid, RunbookNotFound
+from engine.core.inputs import resolve_inputs
+from engine.core.loader import LoadResult, check_file, check_text, load_library
+from engine.core.model import (
     DEFAULT_TIMEOUT,
+    AnsibleAction,
     InputType,
+    ManualAction,
     OnTimeout,
     ParseKind,
     ParseSpec,
     Phase,
     Reference,
+    RunAction,
     Runbook,
     Severity,
     StepKind,
@@ -139,7 +142,7 @@ def test_minimal_runbook_gets_the_defaults() -> None:
     assert runbook.steps(Phase.VERIFY) == runbook.detect
     (step,) = runbook.detect
     assert step.kind is StepKind.RUN
-    assert step.run == "true"
+    assert step.action == RunAction("true")
     assert step.timeout == DEFAULT_TIMEOUT
     assert step.on_timeout is OnTimeout.ERROR
     assert step.parse == ParseSpec(kind=ParseKind.TEXT)
@@ -220,7 +223,7 @@ def test_every_parse_form() -> None:
         "as_regex": ParseSpec(kind=ParseKind.REGEX, pattern=r"^(?P<major>\d+)\.(?P<minor>\d+)"),
         "as_text": ParseSpec(kind=ParseKind.TEXT),
     }
-    assert runbook.detect[0].run == """echo '{"pods": []}'"""
+    assert runbook.detect[0].action == RunAction("""echo '{"pods": []}'""")
 
 
 def test_confirm_defaults_to_true_in_remediate_only() -> None:
@@ -248,8 +251,8 @@ def test_explicit_verify_list_and_step_fields() -> None:
     shim_list, look = runbook.diagnose
     assert shim_list.when == "steps.shims.finding"
     assert look.kind is StepKind.MANUAL
-    assert look.instructions.startswith("Open `journalctl -u kubelet` on {{ target }}")
-    assert look.run == ""
+    assert isinstance(look.action, ManualAction)
+    assert look.action.instructions.startswith("Open `journalctl -u kubelet` on {{ target }}")
     restart = runbook.remediate[1]
     assert (restart.timeout, restart.tradeoff) == (120.0, "Pods on the node restart.")
     assert runbook.verify[0].expect == "out < steps.shims.out"
@@ -267,24 +270,20 @@ def test_triggers_and_ansible_steps() -> None:
     assert runbook.verify_is_detect  # `verify: detect` said explicitly
     module, key_value, playbook = runbook.remediate
     assert all(step.kind is StepKind.ANSIBLE for step in runbook.remediate)
-    assert module.ansible is not None
-    assert module.ansible.module == "ansible.builtin.cron"
-    assert module.ansible.args == {
-        "name": "nightly backup",
-        "hour": "{{ inputs.hour }}",
-        "job": "/usr/local/bin/backup.sh",
-        "weekdays": ["{{ inputs.hour }}", "3"],
-    }
-    assert module.ansible.become is True
-    assert key_value.ansible is not None
-    assert key_value.ansible.args == "path=/var/run/backup-fixed state=touch"
-    assert key_value.ansible.become is False
-    assert playbook.ansible is not None
-    assert (playbook.ansible.playbook, playbook.ansible.module, playbook.ansible.args) == (
-        "playbooks/backup.yml",
-        "",
-        None,
+    assert module.action == AnsibleAction(
+        module="ansible.builtin.cron",
+        args={
+            "name": "nightly backup",
+            "hour": "{{ inputs.hour }}",
+            "job": "/usr/local/bin/backup.sh",
+            "weekdays": ["{{ inputs.hour }}", "3"],
+        },
+        become=True,
     )
+    assert key_value.action == AnsibleAction(
+        module="ansible.builtin.file", args="path=/var/run/backup-fixed state=touch"
+    )
+    assert playbook.action == AnsibleAction(playbook="playbooks/backup.yml")
     assert all(step.confirm for step in runbook.remediate)
 
 
@@ -294,7 +293,7 @@ def test_anchors_and_aliases_expand_to_equal_values() -> None:
     (check,) = runbook.detect
     (again,) = runbook.verify
     assert check.id != again.id
-    for field in ("run", "parse", "expect", "exit_codes", "timeout"):
+    for field in ("action", "parse", "expect", "exit_codes", "timeout"):
         assert getattr(check, field) == getattr(again, field), field
     assert check.timeout == 15.0
 

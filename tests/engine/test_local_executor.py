@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ExecutorError
-from engine.executors import ExecutorSet, OutputCallback
-from engine.executors import streams as streams_module
-from engine.executors.local import LocalExecutor
-from engine.model import LOCALHOST, CommandResult, Host
+from engine.core.errors import ExecutorError
+from engine.core.executors import AnsibleTask, ExecutionOptions, ExecutorSet, OutputCallback, Shell, Task
+from engine.core.executors import streams as streams_module
+from engine.core.executors.ansible import AnsibleExecutor
+from engine.core.executors.local import LocalExecutor
+from engine.core.model import LOCALHOST, AnsibleAction, CommandResult, Host
+from tests.fakes import OutputRecorder
 
 
 def processes_with(marker: str) -> list[int]:
@@ -47,26 +49,15 @@ def marker() -> Iterator[str]:
             os.kill(pid, signal.SIGKILL)
 
 
-class Recorder:
-    """An ``on_output`` callback that keeps what it was given, in order."""
-
-    def __init__(self) -> None:
-        self.chunks: list[tuple[str, str]] = []
-
-    def __call__(self, stream: str, text: str) -> None:
-        self.chunks.append((stream, text))
-
-    def text(self, stream: str) -> str:
-        return "".join(t for s, t in self.chunks if s == stream)
-
-
 def run(
     command: str,
     timeout: float = 30,
     on_output: OutputCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> CommandResult:
-    return LocalExecutor().run(LOCALHOST, command, timeout=timeout, on_output=on_output, cancel=cancel)
+    return LocalExecutor().execute(
+        LOCALHOST, Shell(command), timeout=timeout, on_output=on_output, cancel=cancel
+    )
 
 
 # --------------------------------------------------------------------------- results
@@ -89,7 +80,7 @@ def test_command_not_found_is_rc_127_with_bash_message() -> None:
 
 
 def test_stdout_and_stderr_are_kept_apart() -> None:
-    recorder = Recorder()
+    recorder = OutputRecorder()
 
     result = run("echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 4", on_output=recorder)
 
@@ -111,7 +102,7 @@ def test_output_is_streamed_as_it_arrives(tmp_path: Path) -> None:
     # The command prints a line, then waits for a file only the callback creates after seeing it.
     # If output reached the callback only at the end, the command would hang until its timeout.
     flag = tmp_path / "seen"
-    recorder = Recorder()
+    recorder = OutputRecorder()
 
     def on_output(stream: str, text: str) -> None:
         recorder(stream, text)
@@ -133,7 +124,7 @@ def test_output_is_streamed_as_it_arrives(tmp_path: Path) -> None:
 def test_a_line_every_10_ms_reaches_the_callback_in_fewer_larger_chunks() -> None:
     # 100 lines, one every 10 ms: read per line they were 100 callbacks (and 100 events per host);
     # the executor lets output gather after a small read, so each callback takes several lines.
-    recorder = Recorder()
+    recorder = OutputRecorder()
     script = '$| = 1; for my $i (1 .. 100) { print "line $i\\n"; select(undef, undef, undef, 0.01) }'
     result = run(f"perl -e '{script}'", timeout=30, on_output=recorder)
 
@@ -145,7 +136,7 @@ def test_a_line_every_10_ms_reaches_the_callback_in_fewer_larger_chunks() -> Non
 def test_utf8_character_split_across_reads_decodes(tmp_path: Path) -> None:
     # "€" is e2 82 ac: the first byte arrives with "a", the rest only after the callback saw "a".
     flag = tmp_path / "seen"
-    recorder = Recorder()
+    recorder = OutputRecorder()
 
     def on_output(stream: str, text: str) -> None:
         recorder(stream, text)
@@ -298,7 +289,7 @@ def test_failing_output_callback_kills_the_command_and_raises(marker: str) -> No
 
 def test_output_beyond_max_capture_is_truncated_but_streamed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streams_module, "MAX_CAPTURE", 1000)
-    recorder = Recorder()
+    recorder = OutputRecorder()
     total = 300_000
 
     result = run(f"head -c {total} /dev/zero | tr '\\0' x", on_output=recorder)
@@ -353,3 +344,51 @@ def test_executor_set_refuses_a_connection_it_cannot_make_naming_the_host_and_th
     assert message.startswith("win1.example.com: ")
     assert "ansible_connection=winrm is not supported natively (supported: local, ssh)" in message
     assert "--via ansible" in message
+
+
+def test_executor_set_runs_a_shell_task_with_the_hosts_executor() -> None:
+    executors = ExecutorSet()
+
+    result = executors.execute(LOCALHOST, Shell("echo from $0"), timeout=10)
+
+    assert (result.rc, result.stdout) == (0, "from /bin/bash\n")
+    executors.close()
+
+
+def test_executor_set_gives_ansible_tasks_to_the_ansible_executor_with_its_redactor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the host's connection: ansible reaches it its own way; the redactor was given once."""
+    seen: list[tuple[object, str, Task]] = []
+
+    def execute(self: AnsibleExecutor, host: Host, task: Task, **kw: object) -> CommandResult:
+        seen.append((self._redact, host.name, task))
+        return CommandResult(0, "", "", 0.0)
+
+    monkeypatch.setattr(AnsibleExecutor, "execute", execute)
+    redact = str.upper
+    executors = ExecutorSet(redact=redact)
+    task = AnsibleTask(AnsibleAction(module="ansible.builtin.ping"), {}, Path("."))
+
+    assert executors.execute(Host("win1", "winrm"), task, timeout=5).rc == 0
+    assert seen == [(redact, "win1", task)]
+    executors.close()
+
+
+def test_via_ansible_reaches_every_host_through_the_ansible_executor() -> None:
+    executors = ExecutorSet(options=ExecutionOptions(via="ansible"))
+
+    assert isinstance(executors.for_host(Host("win1", "winrm")), AnsibleExecutor)
+    assert executors.for_host(LOCALHOST) is executors.ansible()
+    executors.close()
+
+
+def test_each_executor_kind_says_how_it_reaches_a_host() -> None:
+    native, via_ansible = ExecutorSet(), ExecutorSet(options=ExecutionOptions(via="ansible"))
+    winrm = Host("win1", "winrm")
+
+    assert native.describe(LOCALHOST) == "local: this machine"
+    assert native.describe(winrm) == "not natively (ansible_connection=winrm): use --via ansible"
+    assert via_ansible.describe(winrm) == "ansible-runner (ansible_connection=winrm)"
+    native.close()
+    via_ansible.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model import (
+from engine.core.model import (
     HostOutcome,
     HostReport,
     Phase,
@@ -32,9 +32,9 @@ def test_parse_duration(text: str | int, seconds: float) -> None:
 
 
 @pytest.mark.parametrize("text", ["10 minutes", "m5", "", "-5s", True, -3, "5x"])
-def test_parse_duration_rejects(text: object) -> None:
+def test_parse_duration_rejects(text: str | int) -> None:
     with pytest.raises(ValueError):
-        parse_duration(text)  # type: ignore[arg-type]
+        parse_duration(text)
 
 
 def test_format_duration() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model import ParseKind, ParseSpec
-from engine.parsing import ParseError, parse_output
+from engine.core.model import ParseKind, ParseSpec
+from engine.core.parsing import ParseError, parse_output
 
 
 def test_every_parse_kind_is_covered_here() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import textwrap
 
-from engine.approval import ApprovalRequest
-from engine.loader import check_text
-from engine.model import Phase
-from engine.plaintext import inline_text, markdown_to_text
-from engine.terminal import TerminalApprover, markdown_block
+from engine.cli.terminal import TerminalApprover, markdown_block
+from engine.core.approval import ApprovalRequest
+from engine.core.loader import check_text
+from engine.core.model import Phase
+from engine.core.plaintext import inline_text, markdown_to_text
 
 
 def test_marks_go_and_the_words_stay() -> None:

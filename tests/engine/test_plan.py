@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import textwrap
 
-from engine.loader import check_text
-from engine.model import Host, Phase
-from engine.plan import plan_run
+from engine.core.loader import check_text
+from engine.core.model import Host, Phase
+from engine.core.plan import plan_run
 
 RUNBOOK = textwrap.dedent(
     """

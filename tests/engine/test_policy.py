@@ -1,4 +1,4 @@
-"""engine/policy.py: who may remediate in an alert-started run, decided step by step.
+"""engine/core/policy.py: who may remediate in an alert-started run, decided step by step.
 
 The runbooks are loaded by the real loader, the guardrails live in a real
 queue database: what these tests assert is what `cairn serve` relies on.
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.alert_queue import AlertQueue
-from engine.approval import ApprovalRequest, Decision
-from engine.loader import check_text
-from engine.model import Phase, Runbook
-from engine.policy import AlertApprover, Policy
+from engine.core.alert_queue import AlertQueue
+from engine.core.approval import ApprovalRequest, Decision
+from engine.core.loader import check_text
+from engine.core.model import Phase, Runbook
+from engine.core.policy import AlertApprover, Policy
 
 RUNBOOK = """
 id: disk-full

@@ -1,4 +1,4 @@
-"""``engine.render.reflow``: runbook prose with its author's line breaks taken out, its structure kept."""
+"""``engine.core.render.reflow``: runbook prose with its author's line breaks taken out, its structure kept."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.loader import load_library
-from engine.model import PHASE_ORDER
-from engine.render import reflow
+from engine.core.loader import load_library
+from engine.core.model import PHASE_ORDER, ManualAction
+from engine.core.render import reflow
 from tests.conftest import RUNBOOKS
 
 
@@ -196,7 +196,8 @@ def test_every_bundled_runbook_text_reflows_to_a_fixed_point_and_loses_no_word()
         texts += [runbook.summary, runbook.cause]
         for phase in PHASE_ORDER:
             for step in runbook.steps(phase):
-                texts += [step.why, step.tradeoff, step.instructions]
+                instructions = step.action.instructions if isinstance(step.action, ManualAction) else ""
+                texts += [step.why, step.tradeoff, instructions]
     assert len([t for t in texts if "\n" in t.strip()]) > 20, "the bundled runbooks have multi-line prose"
     for text in texts:
         flowed = reflow(text)

@@ -2,64 +2,38 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from engine.approval import Approval, ApprovalRequest, AssumeYes, Decision, NobodyToAsk
-from engine.events import Event, EventBus, RunFinished, RunStarted, StepApproval, StepFinished, StepOutput
-from engine.executors import ExecutorSet, OutputCallback
-from engine.loader import check_text
-from engine.model import (
+from engine.core.approval import Approver, AssumeYes, Decision, NobodyToAsk
+from engine.core.events import (
+    Event,
+    EventBus,
+    RunFinished,
+    RunStarted,
+    StepApproval,
+    StepFinished,
+    StepOutput,
+)
+from engine.core.executors import ExecutorSet
+from engine.core.loader import check_text
+from engine.core.model import (
     CommandResult,
     Host,
     HostOutcome,
     Phase,
     Runbook,
+    RunReport,
     StepStatus,
 )
-from engine.pacing import Pace, PaceDecision, PaceRequest
-from engine.runner import Runner, RunRequest
+from engine.core.pacing import Pace, Pacer
+from engine.core.runner import Runner
+from engine.core.spec import RunSpec
+from tests.fakes import RecordingApprover, ScriptedExecutor, ScriptedPacer, WaitsUntilCancelled
 
 LOCAL = Host("node1", "local", {"role": "worker"})
-
-
-@dataclass
-class Scripted:
-    """An executor that answers commands from a script: (regex, result or callable)."""
-
-    script: list[tuple[str, CommandResult | Callable[[str], CommandResult]]]
-    seen: list[str] = field(default_factory=list)
-
-    def run(
-        self,
-        host: Host,
-        command: str,
-        *,
-        timeout: float,
-        on_output: OutputCallback | None = None,
-        cancel: threading.Event | None = None,
-        artifacts: Path | None = None,
-    ) -> CommandResult:
-        self.seen.append(command)
-        for pattern, answer in self.script:
-            if re.search(pattern, command):
-                result = answer(command) if callable(answer) else answer
-                if on_output and result.stdout:
-                    on_output("stdout", result.stdout)
-                return result
-        raise AssertionError(f"unscripted command: {command}")
-
-    def connect(self, host: Host) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def ok(stdout: str = "", rc: int = 0) -> CommandResult:
@@ -70,18 +44,6 @@ def hung() -> CommandResult:
     return CommandResult(rc=None, stdout="partial\n", stderr="", duration=10.0, timed_out=True)
 
 
-class Recorder:
-    """Approver that answers from a dict of step id -> Decision and remembers the requests."""
-
-    def __init__(self, answers: dict[str, Decision] | None = None) -> None:
-        self.answers = answers or {}
-        self.requests: list[ApprovalRequest] = []
-
-    def decide(self, request: ApprovalRequest) -> Approval:
-        self.requests.append(request)
-        return Approval(self.answers.get(request.step.id, Decision.APPROVED), "test")
-
-
 def load(text: str) -> Runbook:
     result = check_text(textwrap.dedent(text))
     assert result.runbook is not None, "\n".join(map(str, result.problems))
@@ -90,24 +52,32 @@ def load(text: str) -> Runbook:
 
 def execute(
     runbook: Runbook,
-    executor: Scripted,
+    executor: ScriptedExecutor,
     *,
-    approver: object = None,
+    approver: Approver | None = None,
     inputs: dict[str, object] | None = None,
-    pacer: object = None,
-    **options: object,
-) -> tuple[list[Event], object]:
+    pacer: Pacer | None = None,
+    last_phase: Phase = Phase.VERIFY,
+    dry_run: bool = False,
+) -> tuple[list[Event], RunReport]:
     events: list[Event] = []
     bus = EventBus("run-1")
     bus.subscribe(events.append)
     values = {i.name: i.default for i in runbook.inputs} | (inputs or {})
-    request = RunRequest(runbook=runbook, hosts=(LOCAL,), inputs=values, started_by="test", **options)  # type: ignore[arg-type]
+    request = RunSpec(
+        runbook=runbook,
+        hosts=(LOCAL,),
+        inputs=values,
+        started_by="test",
+        last_phase=last_phase,
+        dry_run=dry_run,
+    )
     runner = Runner(
         request,
         bus=bus,
-        approver=approver or Recorder(),  # type: ignore[arg-type]
+        approver=approver or RecordingApprover(),
         executors=ExecutorSet({"local": lambda: executor}),
-        pacer=pacer,  # type: ignore[arg-type]
+        pacer=pacer,
     )
     return events, runner.run()
 
@@ -145,7 +115,7 @@ verify: detect
 
 
 def test_healthy_target_stops_after_detect() -> None:
-    executor = Scripted([("count-zombies", ok("0\n"))])
+    executor = ScriptedExecutor([("count-zombies", ok("0\n"))])
     events, report = execute(load(ZOMBIES), executor)
     assert statuses(events) == [("detect", "count", "ok")]
     assert report.hosts[0].outcome is HostOutcome.HEALTHY
@@ -155,7 +125,7 @@ def test_healthy_target_stops_after_detect() -> None:
 
 def test_present_then_remediated_and_verified() -> None:
     counts = iter(["3\n", "0\n"])
-    executor = Scripted(
+    executor = ScriptedExecutor(
         [
             ("count-zombies", lambda _: ok(next(counts))),
             ("show-parents", ok("containerd-shim\n")),
@@ -178,7 +148,7 @@ def test_present_then_remediated_and_verified() -> None:
 
 
 def test_verify_still_finding_means_present() -> None:
-    executor = Scripted([("count-zombies", ok("2\n")), ("show-parents", ok()), ("reap", ok())])
+    executor = ScriptedExecutor([("count-zombies", ok("2\n")), ("show-parents", ok()), ("reap", ok())])
     _, report = execute(load(ZOMBIES), executor)
     assert report.hosts[0].outcome is HostOutcome.PRESENT
     assert "verify still finds it: count" in report.hosts[0].reason
@@ -186,8 +156,8 @@ def test_verify_still_finding_means_present() -> None:
 
 
 def test_declined_remediation_is_recorded_and_skips_verify() -> None:
-    executor = Scripted([("count-zombies", ok("2\n")), ("show-parents", ok())])
-    approver = Recorder({"reap": Decision.DECLINED})
+    executor = ScriptedExecutor([("count-zombies", ok("2\n")), ("show-parents", ok())])
+    approver = RecordingApprover({"reap": Decision.DECLINED})
     events, report = execute(load(ZOMBIES), executor, approver=approver)
     assert statuses(events)[-1] == ("remediate", "reap", "declined")
     assert [r.step.id for r in approver.requests] == ["reap"]
@@ -200,7 +170,7 @@ def test_declined_remediation_is_recorded_and_skips_verify() -> None:
 
 
 def test_no_terminal_is_not_asked_never_declined_and_says_how_to_approve() -> None:
-    executor = Scripted([("count-zombies", ok("2\n")), ("show-parents", ok())])
+    executor = ScriptedExecutor([("count-zombies", ok("2\n")), ("show-parents", ok())])
     events, report = execute(load(ZOMBIES), executor, approver=NobodyToAsk())
     unasked = [e.result for e in events if isinstance(e, StepFinished)][-1]
     assert unasked.status is StepStatus.NOT_ASKED  # "declined" is a human's refusal; nobody refused
@@ -227,12 +197,12 @@ def test_remediation_error_stops_the_phase_and_still_verifies() -> None:
           - {id: second, title: s, run: second-fix}
         """
     )
-    executor = Scripted([("check", ok("broken\n")), ("first-fix", ok(rc=1))])
+    executor = ScriptedExecutor([("check", ok("broken\n")), ("first-fix", ok(rc=1))])
     events, report = execute(runbook, executor, approver=AssumeYes())
     assert statuses(events) == [
         ("detect", "check", "finding"),
         ("remediate", "first", "error"),
-        ("remediate", "second", "skipped"),
+        ("remediate", "second", "not_run"),
         ("verify", "check", "finding"),
     ]
     assert "second-fix" not in executor.seen
@@ -242,7 +212,7 @@ def test_remediation_error_stops_the_phase_and_still_verifies() -> None:
 
 
 def test_detect_error_without_finding_is_a_failed_run() -> None:
-    executor = Scripted([("count-zombies", ok("not a number\n"))])
+    executor = ScriptedExecutor([("count-zombies", ok("not a number\n"))])
     events, report = execute(load(ZOMBIES), executor)
     result = next(e.result for e in events if isinstance(e, StepFinished))
     assert result.status is StepStatus.ERROR
@@ -263,7 +233,9 @@ def test_hang_as_finding_and_as_error() -> None:
           - {id: other, title: o, run: slow-thing, timeout: 10s}
         """
     )
-    events, report = execute(runbook, Scripted([("docker ps|slow-thing", hung())]), last_phase=Phase.DETECT)
+    events, report = execute(
+        runbook, ScriptedExecutor([("docker ps|slow-thing", hung())]), last_phase=Phase.DETECT
+    )
     results = [e.result for e in events if isinstance(e, StepFinished)]
     assert [r.status for r in results] == [StepStatus.FINDING, StepStatus.TIMEOUT]
     assert "no answer within 10s" in results[0].message
@@ -293,21 +265,21 @@ def test_when_false_skips_and_exit_codes_allow_nonzero() -> None:
             run: deep-check
         """
     )
-    executor = Scripted([("grep-it", ok(rc=1))])
+    executor = ScriptedExecutor([("grep-it", ok(rc=1))])
     events, report = execute(runbook, executor)
     assert statuses(events) == [("detect", "grep", "ok"), ("detect", "deep_check", "skipped")]
     assert report.exit_code == 0
-    events, _ = execute(runbook, Scripted([("grep-it", ok(rc=2))]), inputs={"deep": False})
+    events, _ = execute(runbook, ScriptedExecutor([("grep-it", ok(rc=2))]), inputs={"deep": False})
     assert statuses(events)[0] == ("detect", "grep", "error")
 
 
 def test_phase_limit_and_dry_run_never_execute_remediation() -> None:
-    executor = Scripted([("count-zombies", ok("4\n")), ("show-parents", ok())])
+    executor = ScriptedExecutor([("count-zombies", ok("4\n")), ("show-parents", ok())])
     events, report = execute(load(ZOMBIES), executor, last_phase=Phase.DETECT)
     assert statuses(events) == [("detect", "count", "finding")]
     assert report.exit_code == 1
 
-    approver = Recorder()
+    approver = RecordingApprover()
     events, report = execute(load(ZOMBIES), executor, approver=approver, dry_run=True)
     dry = [e.result for e in events if isinstance(e, StepFinished)][-1]
     assert (dry.step_id, dry.status, dry.command) == ("reap", StepStatus.SKIPPED, "reap --max 4")
@@ -331,14 +303,14 @@ def test_manual_steps_need_a_human() -> None:
             manual: Replace the exec probe of {{ target }} with an HTTP probe.
         """
     )
-    executor = Scripted([("check", ok())])
+    executor = ScriptedExecutor([("check", ok())])
     events, report = execute(runbook, executor, approver=AssumeYes())
     manual = [e.result for e in events if isinstance(e, StepFinished)][-1]
     assert manual.status is StepStatus.NOT_ASKED  # --yes never pretends a human did it
     assert "needs a human" in manual.message
     assert report.hosts[0].outcome is HostOutcome.PRESENT  # nothing was done, so nothing to verify
 
-    approver = Recorder()
+    approver = RecordingApprover()
     events, _ = execute(runbook, executor, approver=approver)
     assert approver.requests[0].text == "Replace the exec probe of node1 with an HTTP probe."
     assert statuses(events)[1:] == [("remediate", "probes", "ok"), ("verify", "check", "finding")]
@@ -355,7 +327,7 @@ def test_template_errors_become_step_errors() -> None:
           - {id: check, title: c, run: "check {{ vars.missing_var }}"}
         """
     )
-    events, report = execute(runbook, Scripted([]))
+    events, report = execute(runbook, ScriptedExecutor([]))
     result = next(e.result for e in events if isinstance(e, StepFinished))
     assert result.status is StepStatus.ERROR
     assert "missing_var" in result.message
@@ -375,7 +347,7 @@ def test_host_vars_and_target_are_visible_and_quoted() -> None:
           - {id: check, title: c, run: "check {{ target }} {{ vars.role }} {{ inputs.name }}"}
         """
     )
-    executor = Scripted([("check", ok())])
+    executor = ScriptedExecutor([("check", ok())])
     execute(runbook, executor, inputs={"name": "a; rm -rf /"})
     assert executor.seen == ["check node1 worker 'a; rm -rf /'"]
 
@@ -397,7 +369,7 @@ def test_secrets_never_reach_events() -> None:
         """
     )
     secret = "tok-3f9a8b7c"
-    executor = Scripted([("curl", ok(f"echo: {secret}\n"))])
+    executor = ScriptedExecutor([("curl", ok(f"echo: {secret}\n"))])
     events, _ = execute(runbook, executor, inputs={"token": secret})
     assert secret in executor.seen[0]  # the executor gets the real value ...
     dumped = repr(events)
@@ -409,7 +381,7 @@ def test_secrets_never_reach_events() -> None:
 
 
 def test_events_are_numbered_in_order_and_end_with_run_finished() -> None:
-    executor = Scripted([("count-zombies", ok("0\n"))])
+    executor = ScriptedExecutor([("count-zombies", ok("0\n"))])
     events, report = execute(load(ZOMBIES), executor)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert isinstance(events[0], RunStarted)
@@ -422,11 +394,11 @@ def test_unreachable_host_fails_alone() -> None:
     events: list[Event] = []
     bus = EventBus("run-2")
     bus.subscribe(events.append)
-    executor = Scripted([("count-zombies", ok("0\n"))])
+    executor = ScriptedExecutor([("count-zombies", ok("0\n"))])
     hosts = (Host("far", "ssh"), LOCAL)
-    request = RunRequest(runbook=runbook, hosts=hosts, inputs={}, started_by="test")
+    request = RunSpec(runbook=runbook, hosts=hosts, inputs={}, started_by="test")
     report = Runner(
-        request, bus=bus, approver=Recorder(), executors=ExecutorSet({"local": lambda: executor})
+        request, bus=bus, approver=RecordingApprover(), executors=ExecutorSet({"local": lambda: executor})
     ).run()
     outcomes = {h.host: (h.outcome, h.reason) for h in report.hosts}
     assert outcomes["node1"][0] is HostOutcome.HEALTHY
@@ -442,16 +414,16 @@ def test_ctrl_c_ends_the_run_as_interrupted() -> None:
     events: list[Event] = []
     bus = EventBus("run-3")
     bus.subscribe(events.append)
-    request = RunRequest(runbook=load(ZOMBIES), hosts=(LOCAL,), inputs={}, started_by="test")
+    request = RunSpec(runbook=load(ZOMBIES), hosts=(LOCAL,), inputs={}, started_by="test")
     runner = Runner(
         request,
         bus=bus,
-        approver=Recorder(),
-        executors=ExecutorSet({"local": lambda: Scripted([("count", interrupt)])}),
+        approver=RecordingApprover(),
+        executors=ExecutorSet({"local": lambda: ScriptedExecutor([("count", interrupt)])}),
     )
     with pytest.raises(KeyboardInterrupt):
         runner.run()
-    assert statuses(events) == [("detect", "count", "error")]
+    assert statuses(events) == [("detect", "count", "interrupted")]
     assert isinstance(events[-1], RunFinished)
     assert events[-1].report.interrupted
     assert events[-1].report.exit_code == 130
@@ -468,7 +440,7 @@ def test_a_declined_check_proves_nothing() -> None:
           - {id: heavy, title: heavy scan, run: heavy-scan, confirm: true}
         """
     )
-    events, report = execute(runbook, Scripted([]), approver=NobodyToAsk())
+    events, report = execute(runbook, ScriptedExecutor([]), approver=NobodyToAsk())
     assert statuses(events) == [("detect", "heavy", "not_asked")]
     assert report.hosts[0].outcome is HostOutcome.FAILED  # not "healthy": nothing was looked at
     assert report.hosts[0].reason.startswith("detect could not decide: heavy")
@@ -491,7 +463,7 @@ def test_dry_run_never_verifies_nor_fails_on_what_it_does_not_run() -> None:
           - {id: fix, title: f, run: "fix {{ target }}"}
         """
     )
-    executor = Scripted([("check", ok())])
+    executor = ScriptedExecutor([("check", ok())])
     events, report = execute(runbook, executor, approver=AssumeYes(), dry_run=True)
     assert statuses(events) == [
         ("detect", "check", "finding"),
@@ -518,9 +490,9 @@ def test_the_failed_remediation_step_is_named_and_a_dry_run_shows_it_would_fail(
           - {id: broken, title: b, run: "fix {{ vars.nowhere }}"}
         """
     )
-    _, report = execute(runbook, Scripted([("check", ok())]), approver=AssumeYes())
+    _, report = execute(runbook, ScriptedExecutor([("check", ok())]), approver=AssumeYes())
     assert report.hosts[0].reason.startswith("remediation failed: broken:")
-    _, dry = execute(runbook, Scripted([("check", ok())]), approver=AssumeYes(), dry_run=True)
+    _, dry = execute(runbook, ScriptedExecutor([("check", ok())]), approver=AssumeYes(), dry_run=True)
     assert dry.hosts[0].outcome is HostOutcome.FAILED
     assert dry.hosts[0].reason.startswith("remediation would fail: broken:")
 
@@ -528,22 +500,9 @@ def test_the_failed_remediation_step_is_named_and_a_dry_run_shows_it_would_fail(
 # --------------------------------------------------------------------------- pacing (stepping through)
 
 
-class ScriptedPacer:
-    """Answers the runner's "may this step run?" from a list of decisions, one per question."""
-
-    def __init__(self, answers: list[Pace]) -> None:
-        self.answers = answers
-        self.asked: list[tuple[str, str, str | None]] = []
-
-    def before(self, request: PaceRequest) -> PaceDecision:
-        previous = request.previous.step_id if request.previous else None
-        self.asked.append((request.phase.value, request.step.id, previous))
-        return PaceDecision(self.answers.pop(0) if self.answers else Pace.RUN, "tui:alice")
-
-
 def test_the_pacer_is_asked_before_every_step_with_the_phases_previous_result() -> None:
     counts = iter(["3\n", "0\n"])
-    executor = Scripted(
+    executor = ScriptedExecutor(
         [("count-zombies", lambda _: ok(next(counts))), ("show-parents", ok("shim\n")), ("reap", ok())]
     )
     pacer = ScriptedPacer([])
@@ -558,7 +517,7 @@ def test_the_pacer_is_asked_before_every_step_with_the_phases_previous_result() 
 
 
 def test_a_step_skipped_by_the_pacer_is_recorded_as_a_human_skip_that_did_not_look() -> None:
-    executor = Scripted([("count-zombies", ok("3\n"))])
+    executor = ScriptedExecutor([("count-zombies", ok("3\n"))])
     events, report = execute(load(ZOMBIES), executor, pacer=ScriptedPacer([Pace.RUN, Pace.SKIP, Pace.SKIP]))
     assert statuses(events) == [
         ("detect", "count", "finding"),
@@ -573,7 +532,7 @@ def test_a_step_skipped_by_the_pacer_is_recorded_as_a_human_skip_that_did_not_lo
 
 
 def test_skipping_a_detect_step_leaves_detect_undecided() -> None:
-    executor = Scripted([])
+    executor = ScriptedExecutor([])
     events, report = execute(load(ZOMBIES), executor, pacer=ScriptedPacer([Pace.SKIP]))
     assert statuses(events) == [("detect", "count", "skipped")]
     assert report.hosts[0].outcome is HostOutcome.FAILED
@@ -599,7 +558,7 @@ detect:
 
 def test_rerun_runs_the_previous_step_again_and_later_steps_see_its_new_result() -> None:
     answers = iter(["2\n", "0\n"])
-    executor = Scripted([("first-check", lambda _: ok(next(answers))), ("second-check", ok())])
+    executor = ScriptedExecutor([("first-check", lambda _: ok(next(answers))), ("second-check", ok())])
     pacer = ScriptedPacer([Pace.RUN, Pace.RERUN, Pace.RUN])
     events, report = execute(load(TWO_CHECKS), executor, pacer=pacer)
     assert pacer.asked == [
@@ -620,33 +579,28 @@ def test_rerun_runs_the_previous_step_again_and_later_steps_see_its_new_result()
 
 def test_a_cancel_from_another_thread_ends_the_run_interrupted_without_raising() -> None:
     """The TUI's cancel key sets the run's cancel event: the running command stops, the run is interrupted."""
-    started = threading.Event()
-
-    @dataclass
-    class Waits(Scripted):
-        def run(self, host: Host, command: str, **kw: object) -> CommandResult:  # type: ignore[override]
-            started.set()
-            cancel = kw["cancel"]
-            assert isinstance(cancel, threading.Event)
-            cancel.wait(30)
-            return CommandResult(rc=None, stdout="", stderr="", duration=0.1, cancelled=True)
-
+    waits = WaitsUntilCancelled()
     cancel = threading.Event()
     runbook = load(ZOMBIES)
-    request = RunRequest(runbook=runbook, hosts=(LOCAL,), inputs={}, started_by="test")
+    request = RunSpec(runbook=runbook, hosts=(LOCAL,), inputs={}, started_by="test")
     events: list[Event] = []
     bus = EventBus("run-1")
     bus.subscribe(events.append)
     runner = Runner(
         request,
         bus=bus,
-        approver=Recorder(),
-        executors=ExecutorSet({"local": lambda: Waits([])}),
+        approver=RecordingApprover(),
+        executors=ExecutorSet({"local": lambda: waits}),
         cancel=cancel,
     )
-    threading.Thread(target=lambda: started.wait(30) and cancel.set(), daemon=True).start()
+
+    def cancel_once_started() -> None:
+        if waits.started.wait(30):
+            cancel.set()
+
+    threading.Thread(target=cancel_once_started, daemon=True).start()
     report = runner.run()
     assert report.interrupted
     assert report.exit_code == 130
-    assert statuses(events) == [("detect", "count", "error")]
+    assert statuses(events) == [("detect", "count", "cancelled")]
     assert next(e for e in events if isinstance(e, RunFinished)).report.interrupted

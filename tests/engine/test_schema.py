@@ -12,9 +12,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from engine.loader import PLAYBOOKS
-from engine.model import DURATION_PATTERN, InputType, OnTimeout, ParseKind, Severity
-from engine.schema import SCHEMA_ID, SCHEMA_PATH, schema, schema_text
+from engine.core.loader import PLAYBOOKS
+from engine.core.model import DURATION_PATTERN, InputType, OnTimeout, ParseKind, Severity
+from engine.core.schema import SCHEMA_ID, SCHEMA_PATH, schema, schema_text
 from tests.conftest import FIXTURES, RUNBOOKS, CairnRunner
 
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

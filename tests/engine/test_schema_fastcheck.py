@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from engine import schema
-from engine.schema.fastcheck import compile_schema
-from engine.yamlsource import read_yaml_file
+from engine.core import schema
+from engine.core.schema.fastcheck import compile_schema
+from engine.core.yamlsource import read_yaml_file
 from tests.conftest import FIXTURES, RUNBOOKS
 
 FAST = compile_schema(schema.schema())

@@ -11,15 +11,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
-from engine.errors import ExecutorError
-from engine.executors import ExecutionOptions
-from engine.executors.ssh import SSHExecutor
-from engine.inventory import load_inventory
+from engine.core.errors import ExecutorError
+from engine.core.executors import ExecutionOptions, Shell
+from engine.core.executors.ssh import SSHExecutor
+from engine.core.inventory import load_inventory
+from engine.core.model import Host
 from engine.lab.ssh_fleet import SshFleet
-from engine.model import Host
+from tests.conftest import OwnFleet
 
 pytestmark = [pytest.mark.ssh, pytest.mark.inventory]
 
@@ -29,12 +31,25 @@ def fleet_hosts(fleet: SshFleet, tmp_path: Path, **host_vars: dict[str, object])
     return load_inventory([str(inventory)]).hosts("fleet")
 
 
+class ExecutorFor(Protocol):
+    """The ``executor_for`` fixture's value: an SSHExecutor checking ``known_hosts``, closed after the test."""
+
+    def __call__(
+        self, known_hosts: Path, *, ssh_config: Path | None = None, accept_new_host_keys: bool = False
+    ) -> SSHExecutor: ...
+
+
 @pytest.fixture
-def executor_for() -> Iterator[Callable[..., SSHExecutor]]:
+def executor_for() -> Iterator[ExecutorFor]:
     made: list[SSHExecutor] = []
 
-    def make(known_hosts: Path, **options: object) -> SSHExecutor:
-        executor = SSHExecutor(ExecutionOptions(known_hosts=known_hosts, **options))  # type: ignore[arg-type]
+    def make(
+        known_hosts: Path, *, ssh_config: Path | None = None, accept_new_host_keys: bool = False
+    ) -> SSHExecutor:
+        options = ExecutionOptions(
+            known_hosts=known_hosts, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys
+        )
+        executor = SSHExecutor(options)
         made.append(executor)
         return executor
 
@@ -70,12 +85,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def test_a_command_gives_its_exit_code_and_both_streams(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[0]
     executor = executor_for(ssh_fleet.known_hosts)
 
-    result = executor.run(host, "echo out; echo err >&2; whoami; exit 3", timeout=10)
+    result = executor.execute(host, Shell("echo out; echo err >&2; whoami; exit 3"), timeout=10)
 
     assert result.rc == 3
     assert result.stdout == f"out\n{ssh_fleet.user}\n"
@@ -84,17 +99,19 @@ def test_a_command_gives_its_exit_code_and_both_streams(
 
 
 def test_values_with_shell_characters_arrive_as_written(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[0]
     executor = executor_for(ssh_fleet.known_hosts)
 
-    result = executor.run(host, "printf '%s\\n' \"$0\" 'a b' '$HOME' \"it's\"", timeout=10)
+    result = executor.execute(host, Shell("printf '%s\\n' \"$0\" 'a b' '$HOME' \"it's\""), timeout=10)
 
     assert result.stdout.splitlines()[1:] == ["a b", "$HOME", "it's"]
 
 
-def test_output_streams_while_the_command_runs(ssh_fleet: SshFleet, tmp_path: Path, executor_for) -> None:
+def test_output_streams_while_the_command_runs(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
+) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[0]
     executor = executor_for(ssh_fleet.known_hosts)
     shared = Path(f"/tmp/cairn-test-{uuid.uuid4().hex}")  # the login user must see it: not under tmp_path
@@ -109,9 +126,9 @@ def test_output_streams_while_the_command_runs(ssh_fleet: SshFleet, tmp_path: Pa
             go.touch()  # the command can only finish after we saw its first line
 
     try:
-        result = executor.run(
+        result = executor.execute(
             host,
-            f"echo first; while [ ! -e {go} ]; do sleep 0.02; done; echo second",
+            Shell(f"echo first; while [ ! -e {go} ]; do sleep 0.02; done; echo second"),
             timeout=20,
             on_output=on_output,
         )
@@ -123,7 +140,9 @@ def test_output_streams_while_the_command_runs(ssh_fleet: SshFleet, tmp_path: Pa
     assert "".join(seen) == "first\nsecond\n"
 
 
-def test_every_step_reuses_the_one_connection_per_host(own_ssh_fleet, tmp_path: Path, executor_for) -> None:
+def test_every_step_reuses_the_one_connection_per_host(
+    own_ssh_fleet: OwnFleet, tmp_path: Path, executor_for: ExecutorFor
+) -> None:
     fleet = own_ssh_fleet(3)
     hosts = fleet_hosts(fleet, tmp_path)
     executor = executor_for(fleet.known_hosts)
@@ -131,13 +150,13 @@ def test_every_step_reuses_the_one_connection_per_host(own_ssh_fleet, tmp_path: 
     for host in hosts:
         executor.connect(host)
         for _ in range(4):
-            assert executor.run(host, "true", timeout=10).rc == 0
+            assert executor.execute(host, Shell("true"), timeout=10).rc == 0
 
     assert fleet.accepted_logins() == 3  # one SSH handshake per host, not per step
 
 
 def test_inventory_and_ssh_config_decide_where_and_as_whom(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     first = ssh_fleet.hosts[0]
     config = tmp_path / "ssh_config"
@@ -147,7 +166,7 @@ def test_inventory_and_ssh_config_decide_where_and_as_whom(
     )
     executor = executor_for(ssh_fleet.known_hosts, ssh_config=config)
 
-    result = executor.run(Host("db-primary", "ssh", {}), "echo $SSH_CONNECTION", timeout=10)
+    result = executor.execute(Host("db-primary", "ssh", {}), Shell("echo $SSH_CONNECTION"), timeout=10)
 
     assert result.rc == 0
     assert result.stdout.split()[2:] == [first.address, str(first.port)]
@@ -157,7 +176,7 @@ def test_inventory_and_ssh_config_decide_where_and_as_whom(
 
 
 def test_an_unknown_host_is_refused_with_its_fingerprint_and_how_to_trust_it(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[0]
     empty = tmp_path / "known_hosts"
@@ -176,7 +195,7 @@ def test_an_unknown_host_is_refused_with_its_fingerprint_and_how_to_trust_it(
 
 
 def test_accept_new_records_the_key_and_later_connections_check_it(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[1]
     fh = ssh_fleet.hosts[1]
@@ -185,11 +204,13 @@ def test_accept_new_records_the_key_and_later_connections_check_it(
     executor_for(recorded, accept_new_host_keys=True).connect(host)
 
     assert recorded.read_text() == f"[{fh.address}]:{fh.port} {ssh_fleet.host_public_key(fh.name)}\n"
-    assert executor_for(recorded).run(host, "true", timeout=10).rc == 0  # strict, with the recorded key
+    assert (
+        executor_for(recorded).execute(host, Shell("true"), timeout=10).rc == 0
+    )  # strict, with the recorded key
 
 
 def test_a_changed_host_key_is_refused_loudly_even_with_accept_new(
-    own_ssh_fleet, tmp_path: Path, executor_for
+    own_ssh_fleet: OwnFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     fleet = own_ssh_fleet(1)
     host = fleet_hosts(fleet, tmp_path)[0]
@@ -212,7 +233,7 @@ def test_a_changed_host_key_is_refused_loudly_even_with_accept_new(
 
 
 def test_a_key_the_host_does_not_accept_is_an_authentication_error(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     stranger = tmp_path / "stranger_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
@@ -227,21 +248,23 @@ def test_a_key_the_host_does_not_accept_is_an_authentication_error(
     assert "authorized_keys" in message
 
 
-def test_a_missing_key_file_is_named(ssh_fleet: SshFleet, tmp_path: Path, executor_for) -> None:
+def test_a_missing_key_file_is_named(ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path, host01={"ansible_ssh_private_key_file": "/nonexistent/key"})[0]
 
     with pytest.raises(ExecutorError, match="ansible_ssh_private_key_file /nonexistent/key does not exist"):
         executor_for(ssh_fleet.known_hosts).connect(host)
 
 
-def test_a_host_that_is_down_is_connection_refused(own_ssh_fleet, tmp_path: Path, executor_for) -> None:
+def test_a_host_that_is_down_is_connection_refused(
+    own_ssh_fleet: OwnFleet, tmp_path: Path, executor_for: ExecutorFor
+) -> None:
     fleet = own_ssh_fleet(1)
     host = fleet_hosts(fleet, tmp_path)[0]
     fleet.kill_host(host.name)
     fh = fleet.hosts[0]
 
     with pytest.raises(ExecutorError) as caught:
-        executor_for(fleet.known_hosts).run(host, "true", timeout=5)
+        executor_for(fleet.known_hosts).execute(host, Shell("true"), timeout=5)
 
     assert (
         str(caught.value)
@@ -249,7 +272,9 @@ def test_a_host_that_is_down_is_connection_refused(own_ssh_fleet, tmp_path: Path
     )
 
 
-def test_sshd_killed_mid_step_is_a_connection_lost_error(own_ssh_fleet, tmp_path: Path, executor_for) -> None:
+def test_sshd_killed_mid_step_is_a_connection_lost_error(
+    own_ssh_fleet: OwnFleet, tmp_path: Path, executor_for: ExecutorFor
+) -> None:
     fleet = own_ssh_fleet(1)
     host = fleet_hosts(fleet, tmp_path)[0]
     executor = executor_for(fleet.known_hosts)
@@ -259,43 +284,45 @@ def test_sshd_killed_mid_step_is_a_connection_lost_error(own_ssh_fleet, tmp_path
             fleet.kill_host(host.name)
 
     with pytest.raises(ExecutorError) as caught:
-        executor.run(host, "echo started; sleep 30", timeout=60, on_output=kill_when_started)
+        executor.execute(host, Shell("echo started; sleep 30"), timeout=60, on_output=kill_when_started)
 
     assert "connection lost during the step" in str(caught.value)
     with pytest.raises(
         ExecutorError, match="connection refused"
     ):  # the next step reconnects, and says why not
-        executor.run(host, "true", timeout=5)
+        executor.execute(host, Shell("true"), timeout=5)
 
 
 # --------------------------------------------------------------------------- timeouts and cancel
 
 
 def test_a_timeout_kills_the_whole_process_group_on_the_host(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[2]
     executor = executor_for(ssh_fleet.known_hosts)
     marker = f"600.{uuid.uuid4().int % 10**9}"
 
-    result = executor.run(host, f"echo started; sleep {marker} & sleep {marker}; echo never", timeout=1)
+    result = executor.execute(
+        host, Shell(f"echo started; sleep {marker} & sleep {marker}; echo never"), timeout=1
+    )
 
     assert result.timed_out and result.rc is None
     assert result.stdout == "started\n"  # the partial output is kept
     assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=3), live_processes(
         f"sleep {marker}"
     )
-    assert executor.run(host, "echo still usable", timeout=5).stdout == "still usable\n"
+    assert executor.execute(host, Shell("echo still usable"), timeout=5).stdout == "still usable\n"
 
 
 def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[2]
     marker = f"601.{uuid.uuid4().int % 10**9}"
 
-    result = executor_for(ssh_fleet.known_hosts).run(
-        host, f"trap '' TERM; echo started; sleep {marker}", timeout=1
+    result = executor_for(ssh_fleet.known_hosts).execute(
+        host, Shell(f"trap '' TERM; echo started; sleep {marker}"), timeout=1
     )
 
     assert result.timed_out
@@ -304,7 +331,9 @@ def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
     )
 
 
-def test_cancel_kills_the_command_on_the_host(ssh_fleet: SshFleet, tmp_path: Path, executor_for) -> None:
+def test_cancel_kills_the_command_on_the_host(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
+) -> None:
     host = fleet_hosts(ssh_fleet, tmp_path)[3]
     marker = f"602.{uuid.uuid4().int % 10**9}"
     cancel = threading.Event()
@@ -313,8 +342,8 @@ def test_cancel_kills_the_command_on_the_host(ssh_fleet: SshFleet, tmp_path: Pat
         if "started" in text:
             cancel.set()
 
-    result = executor_for(ssh_fleet.known_hosts).run(
-        host, f"echo started; sleep {marker}", timeout=60, on_output=cancel_when_started, cancel=cancel
+    result = executor_for(ssh_fleet.known_hosts).execute(
+        host, Shell(f"echo started; sleep {marker}"), timeout=60, on_output=cancel_when_started, cancel=cancel
     )
 
     assert result.cancelled and result.rc is None
@@ -323,7 +352,7 @@ def test_cancel_kills_the_command_on_the_host(ssh_fleet: SshFleet, tmp_path: Pat
 
 
 def test_keys_held_by_ssh_agent_log_in(
-    ssh_fleet: SshFleet, tmp_path: Path, executor_for, monkeypatch: pytest.MonkeyPatch
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     socket_path = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
@@ -340,7 +369,7 @@ def test_keys_held_by_ssh_agent_log_in(
             {"ansible_host": fh.address, "ansible_port": fh.port, "ansible_user": ssh_fleet.user},
         )
 
-        result = executor_for(ssh_fleet.known_hosts).run(host, "echo via agent", timeout=10)
+        result = executor_for(ssh_fleet.known_hosts).execute(host, Shell("echo via agent"), timeout=10)
     finally:
         agent.terminate()
         agent.wait()
@@ -353,9 +382,9 @@ def kill_sshd_only(fleet: SshFleet, name: str) -> None:
     master = fleet._live_pid(name)
     assert master is not None
     parents: dict[int, int] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError):
             continue
     tree, changed = {master}, True
@@ -369,7 +398,7 @@ def kill_sshd_only(fleet: SshFleet, name: str) -> None:
 
 
 def test_a_command_outlives_a_lost_connection_only_until_its_deadline(
-    own_ssh_fleet, tmp_path: Path, executor_for
+    own_ssh_fleet: OwnFleet, tmp_path: Path, executor_for: ExecutorFor
 ) -> None:
     fleet = own_ssh_fleet(1)
     host = fleet_hosts(fleet, tmp_path)[0]
@@ -381,9 +410,9 @@ def test_a_command_outlives_a_lost_connection_only_until_its_deadline(
             kill_sshd_only(fleet, host.name)
 
     with pytest.raises(ExecutorError, match="connection lost during the step"):
-        executor.run(
+        executor.execute(
             host,
-            f"echo started; sleep 2.5; echo still; sleep {marker}",
+            Shell(f"echo started; sleep 2.5; echo still; sleep {marker}"),
             timeout=6,
             on_output=drop_when_long_running,
         )

@@ -15,11 +15,10 @@ import pytest
 
 from engine.lab import ssh_fleet as lab
 from engine.lab.ssh_fleet import FleetError, FleetHost, SshFleet, make_fleet
-from tests.conftest import alive
+from tests.conftest import OwnFleet, alive
 
 pytestmark = pytest.mark.ssh
 
-OwnFleet = Callable[..., SshFleet]
 PROBE = "echo $USER $SSH_CONNECTION; hostname -I 2>/dev/null || true"
 
 
@@ -185,7 +184,7 @@ def test_paramiko_connects_with_the_fleet_known_hosts(ssh_fleet: SshFleet) -> No
 
 @pytest.mark.inventory
 def test_write_inventory_is_read_by_ansible(ssh_fleet: SshFleet, tmp_path: Path) -> None:
-    from engine.inventory import load_inventory
+    from engine.core.inventory import load_inventory
 
     path = ssh_fleet.write_inventory(
         tmp_path / "inv" / "fleet.yml",

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import io
 
-from engine.approval import ApprovalRequest, Decision
-from engine.model import Phase, Step, StepKind
-from engine.terminal import TerminalApprover
+from engine.cli.terminal import TerminalApprover
+from engine.core.approval import ApprovalRequest, Decision
+from engine.core.model import ManualAction, Phase, RunAction, Step
 
-RESTART = Step(
-    id="restart", title="Restart the shim", kind=StepKind.RUN, run="x", tradeoff="drops exec sessions"
-)
-DRAIN = Step(id="drain", title="Drain the node", kind=StepKind.RUN, run="y")
-CHECKLIST = Step(id="probes", title="Switch probes to HTTP", kind=StepKind.MANUAL, instructions="z")
+RESTART = Step(id="restart", title="Restart the shim", action=RunAction("x"), tradeoff="drops exec sessions")
+DRAIN = Step(id="drain", title="Drain the node", action=RunAction("y"))
+CHECKLIST = Step(id="probes", title="Switch probes to HTTP", action=ManualAction("z"))
 
 
 def ask(answers: str) -> tuple[TerminalApprover, io.StringIO]:

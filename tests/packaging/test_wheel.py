@@ -79,8 +79,8 @@ def test_the_installed_wheel_has_its_runbooks_labs_schema_and_styles(installed: 
     assert where.returncode == 0, where.stderr
     engine_file, tui_file = (Path(line) for line in where.stdout.split())
     assert str(engine_file).startswith(str(installed.parent)), "the wheel's engine, not the checkout's"
-    assert (tui_file.parent / "cairn.tcss").is_file() and (tui_file.parent / "run.tcss").is_file()
-    assert (engine_file.parent / "schema" / "runbook.schema.json").is_file()
+    assert (tui_file.parent / "cairn.tcss").is_file() and (tui_file.parent / "screens" / "run.tcss").is_file()
+    assert (engine_file.parent / "core" / "schema" / "runbook.schema.json").is_file()
 
     listed = use(installed, "cairn", "list", "--json", cwd=elsewhere, home=home)
     assert listed.returncode == 0, listed.stderr

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -49,6 +49,24 @@ def age(pid: int) -> int:
         ["ps", "-o", "etimes=", "-p", str(pid)], capture_output=True, text=True, check=False
     ).stdout
     return int(out.strip() or -1)
+
+
+class ShimState(TypedDict):
+    """The fields of the lab's shim state file (engine/lab/zombie_node.py writes it) these tests read."""
+
+    shim: int
+    init: int
+    id: str
+    old_sessions: list[int]
+
+
+def shim_state(lab_dir: Path) -> ShimState:
+    """``zombie_shim.lab_state``, its fields checked and typed."""
+    state = zombie_shim.lab_state(lab_dir)
+    shim, init, container, old = state["shim"], state["init"], state["id"], state["old_sessions"]
+    assert isinstance(shim, int) and isinstance(init, int) and isinstance(container, str), state
+    assert isinstance(old, list) and all(isinstance(pid, int) for pid in old), state
+    return ShimState(shim=shim, init=init, id=container, old_sessions=old)
 
 
 def wait_until(ready: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -82,7 +100,7 @@ def test_dry_run_shows_the_labs_symptoms_then_remediation_ends_only_old_sessions
 ) -> None:
     lab_ = lab(RUNBOOK)
     lab_dir = Path(lab_.info["dir"])
-    state = zombie_shim.lab_state(lab_dir)
+    state = shim_state(lab_dir)
     shim, init, old = int(state["shim"]), int(state["init"]), {int(p) for p in state["old_sessions"]}
     address = lab_.inputs["containerd_address"]
 
@@ -331,7 +349,7 @@ def test_on_a_node_without_crontab_the_remediation_does_not_start(
     """Preflight: install_session_cleanup needs crontab (Ansible's cron module), so ending the sessions
     (the step before it) would leave the node half-fixed: neither runs, and the host says why."""
     lab_ = lab(RUNBOOK)
-    state = zombie_shim.lab_state(Path(lab_.info["dir"]))
+    state = shim_state(Path(lab_.info["dir"]))
     old = [int(pid) for pid in state["old_sessions"]]
     no_cron = path_without(tmp_path / "bin", "crontab")
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Select, TabbedContent
-from textual.widgets._select import SelectOverlay
+from textual.widgets import DataTable, OptionList, Select, TabbedContent
 
-from engine.journal import Journal
-from engine.model import RunStatus
+from engine.core.journal import Journal
+from engine.core.model import RunStatus
 from tests.conftest import CairnRunner, cairn_command
 from tests.tui.conftest import screen_text, until
 from tui.app import CairnApp, make_app
@@ -178,7 +177,7 @@ async def choose(pilot: Pilot[None], select_id: str, label: str) -> None:
     select.focus()
     await pilot.press("enter")
     await until(pilot, lambda: select.expanded, f"{select_id}'s list")
-    overlay = select.query_one(SelectOverlay)
+    overlay = select.query_one(OptionList)  # the list a Select opens (an OptionList)
 
     def highlighted() -> str:
         index = overlay.highlighted

@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from engine.loader import load_library
-from engine.model import Host, Runbook
+from engine.core.loader import load_library
+from engine.core.model import Host, Runbook
+from engine.core.spec import RunSpec
 from tests.tui.conftest import screen_text, until
 from tui.app import CairnApp, make_app
 from tui.config import CairnConfig
 from tui.screens.approval import ApprovalScreen
 from tui.screens.library import LibraryScreen
-from tui.screens.run import RunLaunch, RunScreen
+from tui.screens.run import RunScreen
 from tui.screens.setup import RunSetupScreen
 
 pytestmark = pytest.mark.tui
@@ -88,10 +89,8 @@ def app_for(folder: Path) -> CairnApp:
     return make_app(CairnConfig(runbook_dirs=(folder,), user="oncall"))
 
 
-def launch(runbook: Runbook, *, practice: bool) -> RunLaunch:
-    return RunLaunch(
-        runbook, (Host("localhost", connection="local"),), {}, practice="cache-prune" if practice else None
-    )
+def launch(runbook: Runbook) -> RunSpec:
+    return RunSpec(runbook=runbook, hosts=(Host("localhost", connection="local"),), inputs={})
 
 
 async def run_waiting(pilot: Pilot[Any], screen: RunScreen, step_id: str) -> None:
@@ -136,7 +135,7 @@ async def test_the_setup_shows_an_input_description_as_a_paragraph(runbook: Runb
 async def test_the_step_detail_shows_why_as_one_line(runbook: Runbook, folder: Path) -> None:
     app = app_for(folder)
     async with app.run_test(size=(120, 40)) as pilot:
-        await run_waiting(pilot, RunScreen(launch(runbook, practice=False), app.config), "usage")
+        await run_waiting(pilot, RunScreen(launch(runbook), app.config), "usage")
         assert one_line("Why: A full disk stops every write, so the builds fail.").search(screen_text(app))
 
 
@@ -145,7 +144,7 @@ async def test_the_approval_dialog_shows_why_and_the_trade_off_as_one_line_each(
 ) -> None:
     app = app_for(folder)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = RunScreen(launch(runbook, practice=False), app.config)
+        screen = RunScreen(launch(runbook), app.config)
         await run_waiting(pilot, screen, "usage")
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), "the approval")
@@ -176,7 +175,7 @@ async def test_practice_mode_keeps_step_titles_readable_and_states_in_a_column(
 ) -> None:
     app = app_for(folder)
     async with app.run_test(size=size) as pilot:
-        screen = RunScreen(launch(runbook, practice=True), app.config)
+        screen = RunScreen(launch(runbook), app.config, practice="cache-prune")
         await run_waiting(pilot, screen, "usage")
         await until(pilot, lambda: "Writes fail once it is full." in screen_text(app), "the knowledge")
         await pilot.press("n")
@@ -197,7 +196,7 @@ async def test_at_80_columns_the_knowledge_takes_the_step_detail_place_and_k_swi
 ) -> None:
     app = app_for(folder)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = RunScreen(launch(runbook, practice=True), app.config)
+        screen = RunScreen(launch(runbook), app.config, practice="cache-prune")
         await run_waiting(pilot, screen, "usage")
         await until(pilot, lambda: "Writes fail once it is full." in screen_text(app), "the knowledge")
         assert "Why: A full disk" not in screen_text(app), "no room for both beside the steps at 80 columns"
@@ -217,7 +216,7 @@ async def test_at_120_columns_the_knowledge_sits_beside_the_step_detail(
 ) -> None:
     app = app_for(folder)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = RunScreen(launch(runbook, practice=True), app.config)
+        screen = RunScreen(launch(runbook), app.config, practice="cache-prune")
         await run_waiting(pilot, screen, "usage")
         await until(pilot, lambda: "Writes fail once" in screen_text(app), "the knowledge")
         assert "Why: A full disk stops every" in screen_text(app), "beside the knowledge, narrower"
@@ -257,7 +256,7 @@ async def test_at_80_columns_footers_keep_a_screen_s_own_keys_and_cut_none_in_ha
     app = app_for(folder)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.library is not None, "the library")
-        screen = RunScreen(launch(runbook, practice=False), app.config)
+        screen = RunScreen(launch(runbook), app.config)
         await run_waiting(pilot, screen, "usage")
         line = footer(app)
         for key in ("n Next", "p Phase", "c Continue", "s Skip", "r Re-run", "x Cancel", "k Knowledge"):

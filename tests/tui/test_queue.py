@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 
 import tui.screens.queue as queue_screen
-from engine.alert_queue import AlertQueue, Entry, EntryState
-from engine.alerts import Alert, AlertStatus, Route
+from engine.core.alert_queue import AlertQueue, Entry, EntryState
+from engine.core.alerts import Alert, AlertStatus, Route
 from tests.tui.conftest import screen_text, until
-from tui.app import CairnApp, make_app
+from tui.app import CairnApp
 from tui.config import CairnConfig
-from tui.screens.queue import ApproveScreen, DeclineScreen, QueueScreen
+from tui.screens.queue import QueueScreen
+from tui.screens.queue_dialogs import ApproveScreen, DeclineScreen
 from tui.screens.run_detail import RunDetailScreen
 
 pytestmark = pytest.mark.tui
@@ -37,7 +39,7 @@ detect:
 def routed(
     target: str = "n1", runbook: str = "node-down", *, fingerprint: str = "", summary: str = ""
 ) -> Route:
-    """A firing alert routed to ``runbook`` on ``target`` (what engine.alerts.route gives the server)."""
+    """A firing alert routed to ``runbook`` on ``target`` (what engine.core.alerts.route gives the server)."""
     alert = Alert(
         status=AlertStatus.FIRING,
         labels={"node": target, "alertname": "KubeNodeNotReady"},
@@ -74,9 +76,21 @@ def queue(journal_path: Path) -> Iterator[AlertQueue]:
     opened.close()
 
 
+class NotedApp(CairnApp):
+    """The app, keeping the text of every notification (toast) it shows, through the public ``App.notify``."""
+
+    def __init__(self, config: CairnConfig) -> None:
+        super().__init__(config)
+        self.notes: list[str] = []
+
+    def notify(self, message: str, **options: Any) -> None:
+        self.notes.append(message)  # thread-safe, as App.notify is: a list's append is atomic
+        super().notify(message, **options)
+
+
 @pytest.fixture
 def app(runbook_dir: Callable[..., Path], journal_path: Path) -> CairnApp:
-    return make_app(CairnConfig(runbook_dirs=(runbook_dir(FOUND),), journal_path=journal_path, user="oncall"))
+    return NotedApp(CairnConfig(runbook_dirs=(runbook_dir(FOUND),), journal_path=journal_path, user="oncall"))
 
 
 def screen(app: CairnApp) -> QueueScreen:
@@ -86,8 +100,9 @@ def screen(app: CairnApp) -> QueueScreen:
 
 
 def notified(app: CairnApp, phrase: str) -> bool:
-    """A notification (a toast) says ``phrase``; toasts wrap, so their text is read whole."""
-    return any(phrase in notification.message for notification in app._notifications)
+    """A notification (a toast) said ``phrase``; toasts wrap, so their text is read whole."""
+    assert isinstance(app, NotedApp)
+    return any(phrase in note for note in app.notes)
 
 
 async def open_queue(pilot: Pilot[None], count: int) -> QueueScreen:
@@ -291,27 +306,28 @@ async def test_an_empty_queue_says_how_alerts_get_here(app: CairnApp) -> None:
 
 
 async def test_enter_opens_the_entrys_run(app: CairnApp, queue: AlertQueue, journal_path: Path) -> None:
-    from engine.approval import NobodyToAsk
-    from engine.journal import Journal
-    from engine.launch import prepare_run
-    from engine.loader import check_text
-    from engine.model import LOCALHOST, Phase
+    from engine.core.approval import NobodyToAsk
+    from engine.core.journal import Journal
+    from engine.core.launch import prepare_run
+    from engine.core.loader import check_text
+    from engine.core.model import LOCALHOST, Phase
+    from engine.core.spec import RunSpec, Trigger, TriggerKind
 
     runbook = check_text(FOUND.lstrip()).runbook
     assert runbook is not None
     journal = Journal(journal_path)
     try:  # detect and diagnose, as `cairn serve` runs for an alert
-        runner = prepare_run(
-            runbook,
-            [LOCALHOST],
-            {},
-            journal=journal,
-            approver=NobodyToAsk(),
-            started_by="alertmanager",
-            trigger={"kind": "alert"},
+        spec = RunSpec(
+            runbook=runbook,
+            hosts=(LOCALHOST,),
+            inputs={},
+            trigger=Trigger(kind=TriggerKind.ALERT),
+            alert={"status": "firing", "labels": {"alertname": "Test"}},
             last_phase=Phase.DIAGNOSE,
             unattended=True,
+            started_by="alertmanager",
         )
+        runner = prepare_run(spec, journal=journal, approver=NobodyToAsk())
         runner.run()
     finally:
         journal.close()
@@ -342,6 +358,7 @@ def test_an_entry_decided_between_two_reads_is_listed_once_as_it_is_now(queue: A
     returned the entry from both reads, and the table refused the second row (a crash seen in CI)."""
     waiting = run_through(queue, routed("n2"), "20260301-091500-bbbbbb", EntryState.ESCALATED, WAITS)
     before = queue.entry(waiting)
+    assert before.run_id is not None
     queue.decline(before.run_id, "tui:oncall", "n2 is being drained")
     after = queue.entry(waiting)
     shown = queue_screen.listed([before, after])

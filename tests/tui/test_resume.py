@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.journal import Journal
-from engine.model import RunStatus
+from engine.core.journal import Journal
+from engine.core.model import RunStatus
 from tests.cli.test_cli_run import wait_for
 from tests.conftest import cairn_command
 from tests.tui.conftest import screen_text, until

@@ -22,16 +22,17 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input
 
-from engine.journal import Journal, RunRecord
-from engine.loader import load_library
-from engine.model import Host, Phase, Runbook, RunStatus
+from engine.core.journal import Journal, RunRecord
+from engine.core.loader import load_library
+from engine.core.model import Host, Phase, Runbook, RunStatus
+from engine.core.spec import RunSpec
 from tests.tui.conftest import HUNG_RUNBOOK, screen_text, until
 from tui.app import make_app
 from tui.config import CairnConfig
+from tui.models.progress import StepState
 from tui.screens.approval import ApprovalScreen
-from tui.screens.run import RunLaunch, RunScreen
+from tui.screens.run import RunScreen
 from tui.screens.setup import RunSetupScreen
-from tui.widgets.step_status import StepState
 
 pytestmark = pytest.mark.tui
 
@@ -344,7 +345,7 @@ async def test_cancel_a_hung_step_kills_it_and_ends_the_run_interrupted(
     assert run.status is RunStatus.INTERRUPTED
     assert run.exit_code == 130
     [ask] = run.steps
-    assert (ask.status, ask.message) == ("error", "cancelled; the command was killed")
+    assert (ask.status, ask.message) == ("cancelled", "cancelled; the command was killed")
 
 
 PRACTICE = """
@@ -432,10 +433,10 @@ async def test_every_host_approves_a_step_on_the_whole_fleet_at_once(
     for host in hosts:
         (short_dir / f"{host}.pid").touch()
     runbook, config = load(runbook_dir, FLEET)
-    launch = RunLaunch(
-        runbook,
-        tuple(Host(name, connection="local") for name in hosts),  # three names, all run on this machine
-        {"dir": str(short_dir)},
+    launch = RunSpec(
+        runbook=runbook,
+        hosts=tuple(Host(name, connection="local") for name in hosts),  # three names, all run on this machine
+        inputs={"dir": str(short_dir)},
         forks=3,
     )
     app = make_app(config)

@@ -1,4 +1,4 @@
-"""The TUI's run process (tui/run_process.py): a real child process, real bash, the real journal.
+"""The TUI's run process (engine/core/run_process.py): a real child process, real bash, the real journal.
 
 What the on-call engineer relies on: when the TUI goes away in the middle of a
 run, the run does not go on unattended and leaves nothing running; when the run
@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from engine.events import Event, RunStarted, StepFinished, StepStarted, new_run_id
-from engine.executors import ExecutionOptions
-from engine.journal import Journal, RunRecord
-from engine.loader import load_library
-from engine.model import LOCALHOST, RunStatus
-from engine.pacing import Pace, PaceDecision, PaceRequest
+from engine.core.events import Event, RunStarted, StepFinished, StepStarted
+from engine.core.journal import Journal, RunRecord
+from engine.core.loader import load_library
+from engine.core.model import LOCALHOST, RunStatus
+from engine.core.pacing import Pace, PaceDecision, PaceRequest
+from engine.core.run_process import CHILD_MODULE, RunHandlers, RunOrder, run_in_child, spawn_child
+from engine.core.spec import RunSpec, Trigger, TriggerKind
 from tests.tui.conftest import HUNG_RUNBOOK, wait_for
-from tui.run_process import RunHandlers, RunOrder, run_in_child, spawn_child
 
 QUICK = """
 id: quick
@@ -64,13 +64,13 @@ def order_for(runbook_dir: Callable[..., Path], text: str, journal_path: Path, *
     [result] = load_library([folder]).results
     assert result.runbook is not None
     return RunOrder(
-        run_id=new_run_id(),
-        runbook=result.runbook,
-        hosts=(LOCALHOST,),
-        inputs=dict(inputs),
-        journal_path=journal_path,
-        options=ExecutionOptions(),
-        trigger={"kind": "tui"},
+        RunSpec(
+            runbook=result.runbook,
+            hosts=(LOCALHOST,),
+            inputs=dict(inputs),
+            trigger=Trigger(kind=TriggerKind.TUI),
+        ),
+        journal_path,
     )
 
 
@@ -94,10 +94,10 @@ def test_when_the_tui_goes_away_the_run_is_cancelled_and_its_command_killed(
 
         assert child.wait(timeout=20) == 0
     assert not processes_named(marker), "the hung command was killed, not left running"
-    run = journaled(journal_path, order.run_id)
+    run = journaled(journal_path, order.spec.run_id)
     assert run.status is RunStatus.INTERRUPTED
     [ask] = run.steps
-    assert (ask.status, ask.message) == ("error", "cancelled; the command was killed")
+    assert (ask.status, ask.message) == ("cancelled", "cancelled; the command was killed")
 
 
 def test_a_run_reports_its_events_in_order_and_ends(
@@ -125,13 +125,13 @@ def test_a_run_reports_its_events_in_order_and_ends(
 
     assert crashes == []
     assert [(r.phase.value, r.step.id) for r in asked] == [("detect", "hello")]  # nothing found: no verify
-    assert isinstance(events[0], RunStarted) and events[0].run_id == order.run_id
+    assert isinstance(events[0], RunStarted) and events[0].run_id == order.spec.run_id
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), "every event, in order"
     finished = [e.result for e in events if isinstance(e, StepFinished)]
     assert [(r.phase.value, r.step_id, r.status.value, r.stdout) for r in finished] == [
         ("detect", "hello", "ok", "hello\n")
     ]
-    assert journaled(journal_path, order.run_id).status is RunStatus.FINISHED
+    assert journaled(journal_path, order.spec.run_id).status is RunStatus.FINISHED
 
 
 def test_a_run_process_that_dies_is_reported_not_waited_for(
@@ -147,7 +147,7 @@ def test_a_run_process_that_dies_is_reported_not_waited_for(
     def kill_the_run_process(events: Sequence[Event]) -> None:
         if any(isinstance(e, StepStarted) for e in events):
             wait_for(lambda: processes_named(marker), "the hung command to start")
-            ours = ["pgrep", "-P", str(os.getpid()), "-f", "tui.run_process"]  # our child, no other test's
+            ours = ["pgrep", "-P", str(os.getpid()), "-f", CHILD_MODULE]  # our child, no other test's
             for pid in subprocess.run(ours, capture_output=True, text=True, check=False).stdout.split():
                 subprocess.run(["kill", "-9", pid], check=False)
 

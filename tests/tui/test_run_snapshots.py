@@ -14,15 +14,16 @@ import pytest
 from textual.app import App
 from textual.pilot import Pilot
 
-from engine.model import Phase
+from engine.core.loader import Library
+from engine.core.model import Phase
 from tests.tui.conftest import screen_text, until
-from tui.app import make_app
+from tui.app import CairnApp, make_app
 from tui.config import CairnConfig
+from tui.models.progress import HostStep, StepState
 from tui.screens.approval import ApprovalScreen
 from tui.screens.run import RunScreen
 from tui.screens.setup import RunSetupScreen
 from tui.widgets.step_detail import StepDetail
-from tui.widgets.step_status import HostStep, StepState
 
 pytestmark = pytest.mark.tui
 
@@ -64,16 +65,24 @@ remediate:
 
 
 @pytest.fixture
-def app(runbook_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> App[Any]:
-    monkeypatch.setattr("tui.screens.run.new_run_id", lambda: "20250101-000000-abcdef")
+def app(runbook_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> CairnApp:
+    monkeypatch.setattr("engine.core.spec.new_run_id", lambda: "20250101-000000-abcdef")
     folder = runbook_dir(RUNBOOK)
     return make_app(CairnConfig(runbook_dirs=(folder,), user="oncall"))
 
 
+async def loaded_library(pilot: Pilot[Any]) -> Library:
+    """The app's library, once it has loaded."""
+    app = pilot.app
+    assert isinstance(app, CairnApp)
+    await until(pilot, lambda: app.library is not None and not app.library_loading, "the library")
+    assert app.library is not None
+    return app.library
+
+
 async def set_up(pilot: Pilot[Any]) -> None:
     """Open the setup screen for the runbook (the library's run key does the same) and wait for its plan."""
-    await until(pilot, lambda: pilot.app.library is not None and not pilot.app.library_loading, "the library")
-    runbook = pilot.app.library.get("cache-full")
+    runbook = (await loaded_library(pilot)).get("cache-full")
     pilot.app.push_screen(RunSetupScreen(runbook, inputs={"token": "s3cret"}))
     await until(pilot, plan_shown(pilot), "the plan")
 
@@ -81,7 +90,9 @@ async def set_up(pilot: Pilot[Any]) -> None:
 def plan_shown(pilot: Pilot[Any]) -> Callable[[], bool]:
     def check() -> bool:
         screen = pilot.app.screen
-        plan = screen.query("#plan") if isinstance(screen, RunSetupScreen) else None
+        if not isinstance(screen, RunSetupScreen):
+            return False
+        plan = screen.query("#plan")
         return bool(plan) and "Plan for cache-full" in str(plan.first().render())
 
     return check
@@ -148,10 +159,7 @@ def test_practice_mode_waiting_for_a_key(snap_compare: Any, app: App[Any], size:
     """The knowledge beside the steps (at 80 columns, in the step detail's place): titles and states readable."""
 
     async def ready(pilot: Pilot[Any]) -> None:
-        await until(
-            pilot, lambda: pilot.app.library is not None and not pilot.app.library_loading, "the library"
-        )
-        runbook = pilot.app.library.get("cache-full")
+        runbook = (await loaded_library(pilot)).get("cache-full")
         pilot.app.push_screen(RunSetupScreen(runbook, inputs={"token": "s3cret"}, practice="cache-full"))
         await until(pilot, plan_shown(pilot), "the plan")
         await pilot.press("ctrl+s")

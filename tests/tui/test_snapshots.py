@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from engine.alert_queue import AlertQueue, EntryState
-from engine.alerts import Alert, AlertStatus, Route
-from engine.events import (
+from engine.core.alert_queue import AlertQueue, EntryState
+from engine.core.alerts import Alert, AlertStatus, Route
+from engine.core.events import (
     HostFinished,
     RunFinished,
     RunStarted,
@@ -24,8 +24,8 @@ from engine.events import (
     StepFinished,
     StepStarted,
 )
-from engine.journal import Journal
-from engine.model import HostOutcome, HostReport, Phase, RunReport, StepResult, StepStatus
+from engine.core.journal import Journal
+from engine.core.model import HostOutcome, HostReport, Phase, RunReport, StepResult, StepStatus
 from tests.tui.conftest import until
 from tests.tui.test_library import BAD_SEVERITY, CERT, DISK, LOCKS
 from tui.app import CairnApp, make_app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -11,9 +12,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 
-from engine.approval import ApprovalRequest
-from engine.render import reflow
-from tui.bridge import ApprovalChoice
+from engine.core.approval import ApprovalChoice, ApprovalRequest
+from engine.core.knowledge import step_notes
+from engine.core.render import reflow
+from tui.widgets.notes import note_id, note_text
 
 HOSTS_LISTED = 10
 """Hosts named in the modal; the rest are counted."""
@@ -29,7 +31,7 @@ def hosts_text(hosts: list[str]) -> str:
 class ApprovalScreen(ModalScreen[ApprovalChoice]):
     """Asks to approve one step on one host; ``e`` approves the step on every host of the run."""
 
-    CSS_PATH = "../run.tcss"
+    CSS_PATH = Path(__file__).parent / "approval.tcss"  # absolute: subclasses elsewhere find it too
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "approve", "Approve"),
         Binding("d", "done", "Done"),
@@ -73,13 +75,8 @@ class ApprovalScreen(ModalScreen[ApprovalChoice]):
             # What may not fit scrolls (its own arrows and page keys); the buttons under it always show.
             with VerticalScroll(id="approval-body"):
                 # Prose as paragraphs (the author's line breaks out): the dialog wraps it at its own width.
-                if step.why:
-                    yield Static(Text.assemble(("Why: ", "bold"), reflow(step.why)), id="approval-why")
-                if step.tradeoff:
-                    yield Static(
-                        Text.assemble(("Trade-off: ", "bold yellow"), reflow(step.tradeoff)),
-                        id="approval-tradeoff",
-                    )
+                for note in step_notes(step):
+                    yield Static(note_text(note), id=f"approval-{note_id(note)}")
                 yield Label("Do this by hand:" if manual else "Exact command:", classes="approval-label")
                 text = request.text.strip()
                 shown = reflow(text) if manual else "\n".join("$ " + line for line in text.splitlines())

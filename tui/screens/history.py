@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
@@ -12,12 +13,12 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
-from engine.model import RunStatus
-from engine.render import started_by_text
+from engine.core.model import RunStatus
+from engine.core.records import started_by_text
 from tui.screens.fitted_footer import FittedFooterScreen
 
 if TYPE_CHECKING:
-    from engine.journal import RunRecord
+    from engine.core.journal import RunRecord
     from tui.app import CairnApp
 
 HISTORY_LIMIT = 1000
@@ -102,6 +103,7 @@ RUNBOOK_MIN = 10
 class HistoryScreen(FittedFooterScreen[None]):
     """Past runs, most recent first; Enter opens one, R resumes an interrupted one."""
 
+    CSS_PATH = Path(__file__).parent / "history.tcss"  # absolute: subclasses elsewhere find it too
     SUB_TITLE = "run history"
     AUTO_FOCUS = "#runs"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -150,7 +152,7 @@ class HistoryScreen(FittedFooterScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="history")
     def _read_runs(self) -> None:
-        from engine.errors import CairnError  # noqa: PLC0415
+        from engine.core.errors import CairnError  # noqa: PLC0415
 
         app = self.cairn
         try:
@@ -226,7 +228,7 @@ class HistoryScreen(FittedFooterScreen[None]):
 
     @staticmethod
     def _cells(run: RunRecord) -> list[Text]:
-        from engine.render import when  # noqa: PLC0415
+        from engine.core.render import when  # noqa: PLC0415
 
         found = outcomes(run)
         outcome = Text(

@@ -14,13 +14,14 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from tui.models.library import EntryCache
 from tui.screens.fitted_footer import FittedFooterScreen
 from tui.widgets.knowledge import KnowledgePane
-from tui.widgets.runbook_table import EntryCache, RunbookTable
+from tui.widgets.runbook_table import RunbookTable
 
 if TYPE_CHECKING:
-    from engine.loader import Library
-    from engine.model import Runbook
+    from engine.core.loader import Library
+    from engine.core.model import Runbook
     from tui.app import CairnApp
     from tui.screens.run import RunScreen
 
@@ -47,6 +48,7 @@ class LabFailed(Message):
 class LibraryScreen(FittedFooterScreen[None]):
     """Browse and filter the runbooks; Enter sets up a run, F4 practises on the runbook's lab."""
 
+    CSS_PATH = Path(__file__).parent / "library.tcss"  # absolute: subclasses elsewhere find it too
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - Textual declares it so
     AUTO_FOCUS = "#filter"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -95,7 +97,7 @@ class LibraryScreen(FittedFooterScreen[None]):
         if run is None:
             return
         # The key first: on a narrow screen the end of the line is what gets cut.
-        runbook = run.launch.runbook.id
+        runbook = run.spec.runbook.id
         if run.ended:
             banner.update(
                 f"F7: the verdict of the run of {runbook}, which has ended (the history has it too)"
@@ -103,7 +105,7 @@ class LibraryScreen(FittedFooterScreen[None]):
         elif run.waits_for_approval:
             banner.update(f"F7: back to the run of {runbook}, which waits for your approval")
         else:
-            hosts = len(run.launch.hosts)
+            hosts = len(run.spec.hosts)
             banner.update(
                 f"F7: back to the run of {runbook}, in progress on {hosts} host{'s' if hosts > 1 else ''}"
             )
@@ -240,7 +242,7 @@ class LibraryScreen(FittedFooterScreen[None]):
         running = self.cairn.run_in_progress()
         if running is not None:  # one run at a time: its keys, its approvals, its knowledge are unambiguous
             self.notify(
-                f"a run of {running.launch.runbook.id} is in progress: finish or cancel it first "
+                f"a run of {running.spec.runbook.id} is in progress: finish or cancel it first "
                 "(F7 goes back to it)",
                 severity="warning",
                 markup=False,

@@ -6,7 +6,7 @@ import gc
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -16,35 +16,32 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Markdown, OptionList
 
-from engine.approval import ApprovalRequest
-from engine.events import StepOutput, StepStarted, new_run_id
-from engine.fanout import DEFAULT_FORKS
-from engine.model import Host, Phase, ResumePoint, Runbook
-from engine.runner import phases_until
+from engine.core.approval import ApprovalChoice, ApprovalRequest, AskingApprover
+from engine.core.events import StepOutput, StepStarted
+from engine.core.runner import phases_until
+from engine.core.spec import RunSpec
+from engine.core.stepping import StepKey, StepPacer
 from tui.bridge import (
-    ApprovalChoice,
     ApprovalNeeded,
     Doorbell,
     EventForwarder,
     PacingChanged,
     PlannedCommands,
     RunEventsReady,
-    TuiApprover,
-    TuiPacer,
     planned_commands,
 )
 from tui.config import CairnConfig
+from tui.models.progress import RunProgress
 from tui.screens.approval import ApprovalScreen
 from tui.screens.fitted_footer import FittedFooterScreen
 from tui.widgets.step_detail import StepDetail
 from tui.widgets.step_list import StepList
 from tui.widgets.step_output import StepOutputLog, output_lines
-from tui.widgets.step_status import RunProgress, StepKey
 from tui.widgets.step_status_line import RunStatusLine, run_status
 from tui.widgets.step_verdict import RunVerdict
 
 if TYPE_CHECKING:
-    from engine.journal import RunRecord
+    from engine.core.journal import RunRecord
 
 REDRAW_INTERVAL = 0.1
 """Seconds between two redraws from run events: a 50-host fan-out is drawn in batches, keys stay quick."""
@@ -53,48 +50,21 @@ BESIDE_FROM = 110
 steps keep their width and the knowledge takes the detail's place while it is shown (``k`` switches)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RunLaunch:
-    """A run ready to start: what the setup screen (or a resume from the history) decided."""
-
-    runbook: Runbook
-    hosts: tuple[Host, ...]
-    inputs: Mapping[str, Any]
-    trigger: Mapping[str, Any] = field(default_factory=lambda: {"kind": "tui"})
-    """What started it and where its hosts came from (``engine.resume.run_trigger``), journaled for resume."""
-    dry_run: bool = False
-    last_phase: Phase = Phase.VERIFY
-    forks: int = DEFAULT_FORKS
-    """Hosts worked on at once (``cairn run -f``)."""
-    resume: ResumePoint | None = None
-    """An interrupted run this one goes on from."""
-    practice: str | None = None
-    """The lab's name in practice mode: the runbook's knowledge is shown beside the steps."""
-
-
-def resume_launch(record: RunRecord, given: Mapping[str, Any] | None = None) -> RunLaunch:
-    """A launch that goes on with an interrupted run, as ``cairn resume`` does (its finished steps reused).
+def resume_spec(record: RunRecord, config: CairnConfig, given: Mapping[str, Any] | None = None) -> RunSpec:
+    """The run that goes on with an interrupted one, as ``cairn resume`` does (its finished steps reused).
 
     ``given``: input values, the secret ones at least (they are never journaled). Raises the
-    engine's :class:`~engine.errors.CairnError` naming why the run cannot be resumed. Reads the
+    engine's :class:`~engine.core.errors.CairnError` naming why the run cannot be resumed. Reads the
     inventory: call it in a worker thread."""
-    from engine.resume import resume_plan  # noqa: PLC0415
+    from engine.core.resume import resume_plan  # noqa: PLC0415
 
-    plan = resume_plan(record, dict(given or {}))
-    return RunLaunch(
-        runbook=plan.runbook,
-        hosts=plan.hosts,
-        inputs=plan.inputs,
-        trigger=plan.trigger,
-        last_phase=Phase(record.last_phase),
-        resume=plan.point,
-    )
+    return resume_plan(record, dict(given or {}), options=config.options).spec
 
 
 class RunScreen(FittedFooterScreen[None]):
-    """Runs a :class:`RunLaunch` in its own process (:mod:`tui.run_process`), one step at a time unless told to go on."""
+    """Runs a :class:`~engine.core.spec.RunSpec` in its own process (:mod:`engine.core.run_process`), one step at a time unless told to go on."""
 
-    CSS_PATH = "../run.tcss"
+    CSS_PATH = Path(__file__).parent / "run.tcss"  # absolute: subclasses elsewhere find it too
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "next", "Next", tooltip="Run the next step on every host"),
         Binding("p", "phase", "Phase", tooltip="Run the rest of this phase"),
@@ -106,24 +76,24 @@ class RunScreen(FittedFooterScreen[None]):
         Binding("escape,q", "back", "Back"),
     ]
 
-    def __init__(self, launch: RunLaunch, config: CairnConfig) -> None:
+    def __init__(self, spec: RunSpec, config: CairnConfig, *, practice: str | None = None) -> None:
+        """``practice``: the lab's name in practice mode (the runbook's knowledge is shown beside the steps)."""
         super().__init__()
-        self.launch = launch
+        self.spec = spec
+        self.practice = practice
         self.config = config
         self.by = f"tui:{config.user}"
         self.cancel = threading.Event()
-        self.progress = RunProgress(
-            launch.runbook, [h.name for h in launch.hosts], phases_until(launch.last_phase)
-        )
+        self.progress = RunProgress(spec.runbook, [h.name for h in spec.hosts], phases_until(spec.last_phase))
         self.forwarder = EventForwarder(lambda: self.post_message(RunEventsReady()))
         self.pacing_bell = Doorbell(lambda: self.post_message(PacingChanged()))
-        self.pacer = TuiPacer(launch.runbook, by=self.by, notify=self.pacing_bell.ring)
-        self.approver = TuiApprover(self.by, self._ask)
+        self.pacer = StepPacer(spec.runbook, by=self.by, notify=self.pacing_bell.ring)
+        self.approver = AskingApprover(self.by, self._ask)
         self.crashed = ""
         self._followed: StepKey | None = None
         self._keys_state: tuple[bool, ...] = ()
         self._knowledge_loaded = False
-        self.knowledge_shown = launch.practice is not None
+        self.knowledge_shown = practice is not None
         """The knowledge pane is wanted (practice mode starts with it; ``k`` switches)."""
         self._waiting_approval: ApprovalNeeded | None = None
         """A question the run asked while this screen was not in front: asked when it comes back."""
@@ -148,9 +118,9 @@ class RunScreen(FittedFooterScreen[None]):
 
     def on_mount(self) -> None:
         """Show the first step, the knowledge in practice mode, and start the run."""
-        runbook = self.launch.runbook
+        runbook = self.spec.runbook
         self.title = f"Run: {runbook.title}"
-        self.sub_title = f"practice on lab {self.launch.practice}" if self.launch.practice else runbook.id
+        self.sub_title = f"practice on lab {self.practice}" if self.practice else runbook.id
         self.query_one("#knowledge").border_title = "Knowledge"
         self._arrange_panes()
         self.query_one(StepList).focus()
@@ -182,11 +152,11 @@ class RunScreen(FittedFooterScreen[None]):
 
     def _load_knowledge(self) -> None:
         """Render the knowledge once; hiding and showing it again keeps it."""
-        from engine.render import knowledge_markdown  # noqa: PLC0415
+        from engine.core.knowledge import knowledge_markdown  # noqa: PLC0415
 
         self._knowledge_loaded = True
         # Markdown joins a paragraph's lines by itself: the runbook's prose is reflowed to the pane's width.
-        self.query_one("#knowledge-text", Markdown).update(knowledge_markdown(self.launch.runbook))
+        self.query_one("#knowledge-text", Markdown).update(knowledge_markdown(self.spec.runbook))
 
     def on_resize(self) -> None:
         """Beside or instead of the step's detail, depending on the width."""
@@ -216,27 +186,13 @@ class RunScreen(FittedFooterScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def _run(self) -> None:
-        """The run, in its own process (see :mod:`tui.run_process`); this thread answers its questions."""
-        from tui.run_process import RunHandlers, RunOrder, run_in_child  # noqa: PLC0415
+        """The run, in its own process (see :mod:`engine.core.run_process`); this thread answers its questions."""
+        from engine.core.run_process import RunHandlers, RunOrder, run_in_child  # noqa: PLC0415
 
-        launch = self.launch
-        planned = planned_commands(launch.runbook, list(launch.hosts), launch.inputs, launch.last_phase)
+        spec = self.spec
+        planned = planned_commands(spec.runbook, list(spec.hosts), spec.inputs, spec.last_phase)
         self.post_message(PlannedCommands(planned))
-        order = RunOrder(
-            run_id=new_run_id(),
-            runbook=launch.runbook,
-            hosts=tuple(launch.hosts),
-            inputs=dict(launch.inputs),
-            journal_path=self.config.journal_path,
-            options=replace(
-                self.config.options, inventory_sources=tuple(launch.trigger.get("inventory") or ())
-            ),
-            trigger=dict(launch.trigger),
-            dry_run=launch.dry_run,
-            last_phase=launch.last_phase,
-            forks=launch.forks,
-            resume=launch.resume,
-        )
+        order = RunOrder(spec, self.config.journal_path)
         run_in_child(
             order,
             RunHandlers(
@@ -286,7 +242,7 @@ class RunScreen(FittedFooterScreen[None]):
         changed: set[StepKey] = set()
         selected = self.query_one(StepList).selected_step
         output: list[str] = []
-        many = len(self.launch.hosts) > 1
+        many = len(self.spec.hosts) > 1
         started: StepKey | None = None
         for event in events:
             key = self.progress.apply(event)
@@ -331,7 +287,7 @@ class RunScreen(FittedFooterScreen[None]):
         if not self.is_current:
             self._waiting_approval = message
             self.app.notify(
-                f"the run of {self.launch.runbook.id} waits for your approval: "
+                f"the run of {self.spec.runbook.id} waits for your approval: "
                 f"{message.request.phase.value} · {message.request.step.title} (F7 goes back to it)",
                 severity="warning",
                 timeout=15,
@@ -345,7 +301,7 @@ class RunScreen(FittedFooterScreen[None]):
             self._drain_timer.stop()
         self._drain_events()
         self._follow((message.request.phase, message.request.step.id))
-        modal = ApprovalScreen(message.request, [h.name for h in self.launch.hosts])
+        modal = ApprovalScreen(message.request, [h.name for h in self.spec.hosts])
 
         def answered(choice: ApprovalChoice | None) -> None:
             message.answer(choice or ApprovalChoice.DECLINE)
@@ -474,7 +430,7 @@ class RunScreen(FittedFooterScreen[None]):
                 self.pacer,
                 crashed=self.crashed,
                 cancelling=self.cancel.is_set(),
-                dry_run=self.launch.dry_run,
+                dry_run=self.spec.dry_run,
             )
         )
         keys = (

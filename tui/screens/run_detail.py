@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
@@ -13,12 +14,12 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
-from engine.model import RunStatus
+from engine.core.model import RunStatus
 from tui.screens.fitted_footer import FittedFooterScreen
 from tui.screens.history import OUTCOME_STYLE, request_resume, started_by, status_text
 
 if TYPE_CHECKING:
-    from engine.journal import RunRecord, StepRecord
+    from engine.core.journal import RunRecord, StepRecord
     from tui.app import CairnApp
 
 STEP_STYLE = {
@@ -29,6 +30,9 @@ STEP_STYLE = {
     "skipped": "dim",
     "declined": "magenta",
     "not_asked": "yellow",
+    "not_run": "dim",
+    "cancelled": "bold yellow",
+    "interrupted": "bold yellow",
     "running": "bold cyan",
 }
 
@@ -43,7 +47,7 @@ class RunRead(Message):
 
 def run_summary(run: RunRecord) -> Text:
     """The lines above the steps: status and exit code, who and when, targets, inputs, each host's outcome."""
-    from engine.render import when  # noqa: PLC0415
+    from engine.core.render import when  # noqa: PLC0415
 
     text = Text.assemble(("run ", "dim"), (run.id, "bold"), " · ", (run.runbook_id, "bold"), " · ")
     text.append_text(status_text(run))
@@ -68,7 +72,7 @@ def run_summary(run: RunRecord) -> Text:
 
 def step_text(step: StepRecord, approvals: list[str]) -> Text:
     """Everything the journal has about one step on one host."""
-    from engine.model import format_duration  # noqa: PLC0415
+    from engine.core.model import format_duration  # noqa: PLC0415
 
     text = Text.assemble(
         (f"{step.phase} · {step.title or step.step_id}", "bold"), (f"  ({step.step_id})", "dim")
@@ -99,6 +103,7 @@ def step_text(step: StepRecord, approvals: list[str]) -> Text:
 class RunDetailScreen(FittedFooterScreen[None]):
     """A journaled run, read-only; R resumes it when it was interrupted."""
 
+    CSS_PATH = Path(__file__).parent / "run_detail.tcss"  # absolute: subclasses elsewhere find it too
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("R", "resume", "Resume", tooltip="Go on with this interrupted run from where it stopped"),
@@ -142,7 +147,7 @@ class RunDetailScreen(FittedFooterScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
     def _read(self) -> None:
-        from engine.errors import CairnError  # noqa: PLC0415
+        from engine.core.errors import CairnError  # noqa: PLC0415
 
         app = self.cairn
         try:
@@ -169,7 +174,7 @@ class RunDetailScreen(FittedFooterScreen[None]):
         self.refresh_bindings()
 
     def _fill_steps(self, run: RunRecord) -> None:
-        from engine.model import format_duration  # noqa: PLC0415
+        from engine.core.model import format_duration  # noqa: PLC0415
 
         table = self.query_one("#run-steps", DataTable)
         keep = table.cursor_row
@@ -189,7 +194,7 @@ class RunDetailScreen(FittedFooterScreen[None]):
         self._show_step()
 
     def _fill_approvals(self, run: RunRecord) -> None:
-        from engine.render import when  # noqa: PLC0415
+        from engine.core.render import when  # noqa: PLC0415
 
         table = self.query_one("#run-approvals", DataTable)
         table.clear()
@@ -211,7 +216,7 @@ class RunDetailScreen(FittedFooterScreen[None]):
 
     @on(DataTable.RowHighlighted, "#run-steps")
     def _show_step(self) -> None:
-        from engine.render import when  # noqa: PLC0415
+        from engine.core.render import when  # noqa: PLC0415
 
         detail = self.query_one("#run-step-detail", Static)
         run = self.run

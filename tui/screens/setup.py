@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -14,19 +15,16 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
-from engine.errors import CairnError
-from engine.fanout import DEFAULT_FORKS
-from engine.model import PHASE_ORDER, Host, InputSpec, InputType, Phase, Runbook
+from engine.core.errors import CairnError
+from engine.core.inputs import input_text, starting_value
+from engine.core.model import PHASE_ORDER, Host, InputSpec, Phase, Runbook
+from engine.core.spec import DEFAULT_FORKS, MAX_FORKS
 from tui.config import CairnConfig
 from tui.screens.fitted_footer import FittedFooterScreen
 from tui.widgets.plan_view import PlanView
 
-MAX_FORKS = 500
-"""The most hosts at once, as ``cairn run -f`` allows."""
 RESOLVE_DELAY = 0.3
 """Seconds of quiet typing before the targets are resolved again."""
-_ANSIBLE = threading.Lock()
-"""ansible-core's inventory code is not thread-safe: one resolution at a time."""
 
 
 def app_config(app: App[Any]) -> CairnConfig:
@@ -37,22 +35,9 @@ def app_config(app: App[Any]) -> CairnConfig:
     return config
 
 
-def input_text(spec: InputSpec, value: Any) -> str:
-    """A value as it is typed: ``1h30m`` for durations, ``true`` for booleans."""
-    from engine.render import duration_text  # noqa: PLC0415
-
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if spec.type is InputType.DURATION and isinstance(value, int | float):
-        return duration_text(value)
-    return str(value)
-
-
 def input_help(spec: InputSpec) -> str:
     """The line under an input's label: description, default, choices, secret."""
-    from engine.render import reflow  # noqa: PLC0415
+    from engine.core.render import reflow  # noqa: PLC0415
 
     parts = [reflow(spec.description)] if spec.description else []
     if spec.has_default:
@@ -85,7 +70,7 @@ class PlanReady(Message):
 class RunSetupScreen(FittedFooterScreen[None]):
     """Choose inventory, targets and inputs for a runbook, see the plan, then start the run."""
 
-    CSS_PATH = "../run.tcss"
+    CSS_PATH = Path(__file__).parent / "setup.tcss"  # absolute: subclasses elsewhere find it too
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - Textual declares it so
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "start", "Start run", priority=True),
@@ -142,9 +127,8 @@ class RunSetupScreen(FittedFooterScreen[None]):
                 for spec in runbook.inputs:
                     yield Label(f"{spec.name} ({spec.type.value})", classes="field-label")
                     yield Static(input_help(spec), classes="field-help", markup=False)
-                    given = self.given_inputs.get(spec.name, spec.default if spec.has_default else None)
                     yield Input(
-                        input_text(spec, given),
+                        input_text(spec, starting_value(spec, self.given_inputs)),
                         placeholder=input_text(spec, spec.default) if spec.has_default else "required",
                         password=spec.secret,
                         id=f"input-{spec.name}",
@@ -162,8 +146,16 @@ class RunSetupScreen(FittedFooterScreen[None]):
                         compact=True,
                     )
                 yield Label("Hosts at once", classes="field-label")
-                yield Static("How many hosts are worked on in parallel (1-500)", classes="field-help")
-                yield Input(str(DEFAULT_FORKS), id="forks", compact=True, restrict=r"[0-9]*", max_length=3)
+                yield Static(
+                    f"How many hosts are worked on in parallel (1-{MAX_FORKS})", classes="field-help"
+                )
+                yield Input(
+                    str(DEFAULT_FORKS),
+                    id="forks",
+                    compact=True,
+                    restrict=r"[0-9]*",
+                    max_length=len(str(MAX_FORKS)),
+                )
                 yield Static("", id="error-forks", classes="field-error", markup=False)
                 yield Button("Start run (ctrl+s)", variant="primary", id="start", compact=True)
             with VerticalScroll(id="plan-pane"):
@@ -203,11 +195,10 @@ class RunSetupScreen(FittedFooterScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="resolve")
     def _resolve_worker(self, generation: int, sources: tuple[str, ...], limit: str | None) -> None:
-        from engine.inventory import resolve_targets  # noqa: PLC0415
+        from engine.core.inventory import resolve_targets  # noqa: PLC0415
 
-        try:
-            with _ANSIBLE:
-                hosts = resolve_targets(sources, self.runbook.targets, limit)
+        try:  # one resolution at a time: the engine's own lock around ansible-core's inventory code
+            hosts = resolve_targets(sources, self.runbook.targets, limit)
         except CairnError as exc:
             self.post_message(HostsResolved(generation, [], str(exc)))
             return
@@ -245,20 +236,16 @@ class RunSetupScreen(FittedFooterScreen[None]):
 
     def _convert(self, spec: InputSpec, text: str) -> tuple[Any, str]:
         """The typed value of ``text`` for ``spec`` and the error ("" if none), by the engine's rules."""
-        from engine.inputs import convert  # noqa: PLC0415
+        from engine.core.inputs import entered_value  # noqa: PLC0415
 
-        if text == "":  # an empty field takes the default, as an input not given on the command line
-            if spec.has_default:
-                return spec.default, ""
-            return None, f"{spec.name} is required ({spec.description or spec.type.value})"
         try:
-            return convert(spec, text), ""
+            return entered_value(spec, text), ""
         except CairnError as exc:
             return None, str(exc)
 
     @property
     def forks(self) -> int | None:
-        """Hosts at once, or ``None`` when the field is not a number from 1 to 500."""
+        """Hosts at once, or ``None`` when the field is not a number from 1 to ``MAX_FORKS``."""
         text = self.query_one("#forks", Input).value
         return int(text) if text.isdigit() and 1 <= int(text) <= MAX_FORKS else None
 
@@ -317,8 +304,8 @@ class RunSetupScreen(FittedFooterScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
     def _plan_worker(self, generation: int, hosts: list[Host], values: dict[str, Any], last: Phase) -> None:
-        from engine.plan import plan_run  # noqa: PLC0415
-        from engine.render import plan_text  # noqa: PLC0415
+        from engine.core.plan import plan_run  # noqa: PLC0415
+        from engine.core.reports import plan_text  # noqa: PLC0415
 
         try:
             text = plan_text(self.runbook, plan_run(self.runbook, hosts, values, last_phase=last))
@@ -339,8 +326,8 @@ class RunSetupScreen(FittedFooterScreen[None]):
 
     def action_start(self) -> None:
         """Start the run (stepping) if the targets and inputs are good."""
-        from engine.resume import run_trigger  # noqa: PLC0415
-        from tui.screens.run import RunLaunch, RunScreen  # noqa: PLC0415
+        from engine.core.spec import RunSpec, Trigger, TriggerKind  # noqa: PLC0415
+        from tui.screens.run import RunScreen  # noqa: PLC0415
 
         if self.hosts_error:
             self.notify(f"No targets yet: {self.hosts_error}", severity="error")
@@ -350,17 +337,18 @@ class RunSetupScreen(FittedFooterScreen[None]):
             self.notify("Fix the inputs first: " + "; ".join(errors.values()), severity="error")
             return
         sources, limit = self._target_query()
-        launch = RunLaunch(
+        config = app_config(self.app)
+        spec = RunSpec(
             runbook=self.runbook,
             hosts=tuple(self.hosts),
             inputs=self.input_values(),
-            trigger=run_trigger(sources, limit, kind="tui"),
-            dry_run=self.query_one("#dry-run", Checkbox).value,
+            trigger=Trigger(kind=TriggerKind.TUI, limit=limit),
+            options=replace(config.options, inventory_sources=tuple(sources)),
             last_phase=self.last_phase,
             forks=self.forks or DEFAULT_FORKS,
-            practice=self.practice,
+            dry_run=self.query_one("#dry-run", Checkbox).value,
         )
-        self.app.switch_screen(RunScreen(launch, app_config(self.app)))
+        self.app.switch_screen(RunScreen(spec, config, practice=self.practice))
 
     def action_back(self) -> None:
         """Back to where the run was chosen."""

@@ -18,8 +18,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 if TYPE_CHECKING:
-    from engine.loader import LoadResult
-    from engine.model import Runbook
+    from engine.core.loader import LoadResult
+    from engine.core.model import Runbook
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
 
@@ -63,7 +63,7 @@ class KnowledgePane(VerticalScroll):
 
     def show_runbook(self, runbook: Runbook) -> None:
         """The runbook's knowledge: summary, symptoms, cause, steps with their trade-offs, references."""
-        from engine.render import knowledge_markdown  # noqa: PLC0415
+        from engine.core.knowledge import knowledge_markdown  # noqa: PLC0415
 
         self._show(runbook.id, knowledge_markdown(runbook))
 

@@ -9,19 +9,17 @@ from rich.console import RenderableType
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.model import Step, StepKind, format_duration
-from engine.render import reflow
-from tui.widgets.step_status import STATE_STYLE, RunProgress, StepKey
+from engine.core.knowledge import step_notes
+from engine.core.model import AnsibleAction, ManualAction, RunAction, StepKind, format_duration
+from engine.core.render import reflow
+from engine.core.stepping import StepKey
+from tui.models.progress import STATE_STYLE, RunProgress, find_step
+from tui.widgets.notes import note_text
 
 HOSTS_SHOWN = 12
 """Hosts listed one by one in the detail pane; the rest are counted."""
 OUT_LINES = 8
 """Lines of a parsed result shown per host."""
-
-
-def find_step(progress: RunProgress, key: StepKey) -> Step:
-    """The runbook's step for ``key``."""
-    return next(s for s in progress.runbook.steps(key[0]) if s.id == key[1])
 
 
 def shown_out(out: Any) -> str:
@@ -75,15 +73,17 @@ class StepDetail(Static):
         elif step.confirm:
             parts.append(Text("Asks for approval before it runs.", style="italic"))
         # Prose as paragraphs (the author's line breaks out): the pane wraps it at its own width.
-        if step.why:
-            parts.append(Text.assemble(("Why: ", "bold"), reflow(step.why)))
-        if step.tradeoff:
-            parts.append(Text.assemble(("Trade-off: ", "bold yellow"), reflow(step.tradeoff)))
+        parts += [note_text(note) for note in step_notes(step)]
         cells = self.progress.steps.get(key, {})
         commands = {c.command for c in cells.values() if c.command}
         command = next(iter(commands)) if len(commands) == 1 else ""
         manual = step.kind is StepKind.MANUAL
-        shown = command or (step.instructions if manual else step.run).strip()
+        match step.action:
+            case RunAction(command=text) | ManualAction(instructions=text):
+                template = text
+            case AnsibleAction():
+                template = ""  # its arguments are YAML, not a command: shown once rendered
+        shown = command or template.strip()
         if shown:
             label = "" if command else " (template; differs per host)" if commands else " (template)"
             parts.append(Text(f"{'Instructions' if manual else 'Command'}{label}:", style="bold"))

@@ -6,8 +6,9 @@ from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from engine.model import PHASE_ORDER, Phase
-from tui.widgets.step_status import RunProgress, StepKey
+from engine.core.model import PHASE_ORDER, Phase
+from engine.core.stepping import StepKey
+from tui.models.progress import RunProgress
 
 DEFAULT_WIDTH = 36
 """Row width before the list knows its size."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import Log
 
-from tui.widgets.step_status import HostStep
+from tui.models.progress import HostStep
 
 OUTPUT_SHOWN = 2000
 """Lines the pane keeps (the journal keeps every line)."""

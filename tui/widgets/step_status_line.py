@@ -5,14 +5,13 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.bridge import TuiPacer
-from tui.widgets.step_detail import find_step
-from tui.widgets.step_status import RunProgress, StepState
+from engine.core.stepping import StepPacer
+from tui.models.progress import RunProgress, StepState, find_step
 
 
 def run_status(
     progress: RunProgress,
-    pacer: TuiPacer,
+    pacer: StepPacer,
     *,
     crashed: str = "",
     cancelling: bool = False,
@@ -27,7 +26,7 @@ def run_status(
     return text
 
 
-def _doing(progress: RunProgress, pacer: TuiPacer, crashed: str, cancelling: bool) -> Text:
+def _doing(progress: RunProgress, pacer: StepPacer, crashed: str, cancelling: bool) -> Text:
     if crashed:
         return Text(f"The run could not go on: {crashed}", style="bold red")
     if progress.report is not None:

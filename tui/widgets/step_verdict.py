@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.model import HostOutcome, RunReport
+from engine.core.model import HostOutcome, RunReport
 
 OUTCOME_STYLE = {
     HostOutcome.HEALTHY: "bold green",

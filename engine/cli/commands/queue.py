@@ -1,0 +1,106 @@
+"""``cairn queue``, ``cairn approve``, ``cairn decline``: the alert-started work ``cairn serve`` keeps."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.cli.common import EXIT_OK, emit_json
+from engine.cli.options import Commands
+
+
+def register(commands: Commands) -> None:
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("run_id", metavar="RUN_ID", help="the run waiting for a human (see `cairn queue`)")
+    waiting.add_argument("--by", metavar="NAME", help="who decides (default: user@host)")
+    commands.add(
+        "approve",
+        cmd_approve,
+        "approve the remediation an alert-started run waits for; cairn serve checks again, then remediates",
+        [waiting, commands.journal, commands.as_json],
+    )
+    decline = commands.add(
+        "decline",
+        cmd_decline,
+        "decline the remediation an alert-started run waits for; nothing is changed",
+        [waiting, commands.journal, commands.as_json],
+    )
+    decline.add_argument("--reason", metavar="TEXT", help="why (journaled with the decision)")
+    queue = commands.add(
+        "queue",
+        cmd_queue,
+        "alert-started work: what waits for a human (cairn approve / decline), what is queued or running",
+        [commands.journal, commands.as_json],
+    )
+    queue.add_argument(
+        "--all", action="store_true", help="also what ended: done, declined, cancelled, failed"
+    )
+    queue.add_argument("--limit", type=int, default=50, help="with --all: how many entries (default 50)")
+
+
+def _queue(args: argparse.Namespace) -> Any:
+    from engine.core.alert_queue import AlertQueue  # noqa: PLC0415
+    from engine.core.journal import default_journal_path  # noqa: PLC0415
+
+    return AlertQueue(Path(args.journal) if args.journal else default_journal_path())
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from engine.core.alert_queue import EntryState  # noqa: PLC0415
+    from engine.core.records import queue_text  # noqa: PLC0415
+
+    queue = _queue(args)
+    try:
+        if args.all:
+            shown = queue.recent(*EntryState, limit=args.limit)[::-1]
+        else:
+            shown = queue.entries(EntryState.ESCALATED, EntryState.QUEUED, EntryState.RUNNING)
+    finally:
+        queue.close()
+    if args.json:
+        emit_json([_entry_data(e) for e in shown])
+    else:
+        print(queue_text(shown, waiting_only=not args.all))
+    return EXIT_OK
+
+
+def _entry_data(entry: Any) -> dict[str, Any]:
+    from engine.core.render import as_data  # noqa: PLC0415
+
+    data: dict[str, Any] = as_data(entry)
+    return data
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(
+        args,
+        lambda queue, by: queue.approve(args.run_id, by),
+        "approved: {runbook} on {target} (queue entry {id}). cairn serve runs it again: detect first, "
+        "then the remediation if the pitfall is still there; `cairn queue --all` shows how it went",
+    )
+
+
+def cmd_decline(args: argparse.Namespace) -> int:
+    return _decide(
+        args,
+        lambda queue, by: queue.decline(args.run_id, by, args.reason or ""),
+        "declined: {runbook} on {target} (queue entry {id}); nothing was changed",
+    )
+
+
+def _decide(args: argparse.Namespace, decide: Callable[[Any, str], Any], said: str) -> int:
+    """``cairn approve`` / ``decline``: one decision on an escalated entry, then what it became."""
+    from engine.core.spec import who  # noqa: PLC0415
+
+    queue = _queue(args)
+    try:
+        entry = decide(queue, args.by or who())
+    finally:
+        queue.close()
+    if args.json:
+        emit_json(_entry_data(entry))
+    else:
+        print(said.format(runbook=entry.runbook_id, target=entry.target, id=entry.id))
+    return EXIT_OK

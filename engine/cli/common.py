@@ -1,0 +1,87 @@
+"""What the commands share: exit codes, where the runbooks are, the library, JSON out, usage errors.
+
+Cheap to import (``cairn --help`` imports every command module, and so this one): heavy
+modules are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FOUND, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+"""0 success / healthy / remediated; 1 problems found (``validate``) or the pitfall is present
+(``run``); 2 usage or input errors, and runs that failed; 130 interrupted."""
+
+_ENGINE = Path(__file__).resolve().parent.parent
+BUNDLED_RUNBOOKS = _ENGINE / "runbooks" if (_ENGINE / "runbooks").is_dir() else _ENGINE.parent / "runbooks"
+"""The knowledge base shipped with Cairn: inside the package when installed from a wheel (pyproject's
+force-include puts the repository's runbooks/ there), the repository's runbooks/ in a checkout."""
+
+
+def default_runbook_dirs() -> list[Path]:
+    """``$CAIRN_RUNBOOKS`` (os.pathsep-separated), else ``./runbooks``, else the bundled runbooks."""
+    explicit = os.environ.get("CAIRN_RUNBOOKS")
+    if explicit:
+        return [Path(p) for p in explicit.split(os.pathsep) if p]
+    local = Path("runbooks")
+    return [local] if local.is_dir() else [BUNDLED_RUNBOOKS]
+
+
+def runbook_dirs(args: argparse.Namespace) -> list[Path]:
+    """The folders ``--runbooks`` names, else :func:`default_runbook_dirs`."""
+    return [Path(p) for p in args.runbooks] if args.runbooks else default_runbook_dirs()
+
+
+def missing_runbook_dirs(dirs: list[Path]) -> str:
+    """The usage error for runbook folders that do not exist ("" when all do)."""
+    missing = [str(d) for d in dirs if not d.exists()]
+    if not missing:
+        return ""
+    return f"runbook folder {', '.join(missing)} does not exist; point --runbooks at one"
+
+
+def library(args: argparse.Namespace) -> Any:
+    """The runbooks of ``--runbooks`` (or the default folders), loaded and checked."""
+    from engine.core.errors import CairnError  # noqa: PLC0415
+    from engine.core.loader import load_library  # noqa: PLC0415
+
+    dirs = runbook_dirs(args)
+    missing = missing_runbook_dirs(dirs)
+    if missing:
+        raise CairnError(missing)
+    return load_library(dirs, jobs=jobs())
+
+
+def execution_options(args: argparse.Namespace) -> Any:
+    """How runs reach hosts, from the ``--via``, ``--known-hosts`` … options (and ``-i``)."""
+    from engine.core.executors import ExecutionOptions  # noqa: PLC0415
+
+    return ExecutionOptions(
+        via=args.via,
+        inventory_sources=tuple(getattr(args, "inventory", None) or ()),
+        known_hosts=Path(args.known_hosts).expanduser() if args.known_hosts else None,
+        accept_new_host_keys=args.accept_new_host_keys,
+        connect_timeout=args.connect_timeout,
+    )
+
+
+def emit_json(data: Any) -> None:
+    """``--json``: ``data`` on stdout, indented."""
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def jobs() -> int:
+    """Processes for checking many runbooks: one per CPU (the CLI is single-threaded here)."""
+    return min(os.cpu_count() or 1, 8)
+
+
+def usage(message: str) -> int:
+    """Say a usage error on stderr; its exit code."""
+    print(f"cairn: error: {message}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,108 @@
+"""Plan: the exact commands each target would run, rendered, without running anything.
+
+Steps whose command or condition reads an earlier step's result can only be
+rendered at run time; the plan says so and shows the template instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.core import expr
+from engine.core.errors import TemplateError
+from engine.core.inputs import Redactor
+from engine.core.model import Action, AnsibleAction, Host, ManualAction, Phase, RunAction, Runbook, Step
+from engine.core.runner import phases_until
+from engine.core.verdict import render_step
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """One step on one host as it would run."""
+
+    phase: Phase
+    step: Step
+    text: str
+    """Rendered command or instructions; the raw template when ``deferred``."""
+    deferred: str = ""
+    """Why it can only be rendered at run time (it reads ``steps.<id>``)."""
+    condition: str = ""
+    """``""`` (always runs), ``skip`` (its ``when`` is false now) or ``run time`` (decided later)."""
+    error: str = ""
+    """A template that fails to render for this host."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPlan:
+    """Every planned step on one host."""
+
+    host: Host
+    steps: tuple[PlannedStep, ...]
+
+
+def plan_run(
+    runbook: Runbook,
+    hosts: list[Host],
+    inputs: Mapping[str, Any],
+    *,
+    last_phase: Phase = Phase.VERIFY,
+    alert: Mapping[str, Any] | None = None,
+) -> list[HostPlan]:
+    """Render every step of the phases a run would go through, for every host."""
+    redact = Redactor.for_inputs(runbook, inputs)
+    plans = []
+    for host in hosts:
+        context: dict[str, Any] = {
+            "target": host.name,
+            "vars": host.vars,
+            "inputs": dict(inputs),
+            "steps": {},
+            "alert": alert,
+        }
+        steps = [
+            _plan_step(
+                phase,
+                step,
+                context | {"run": {"id": "(plan)", "phase": phase.value, "dry_run": True}},
+                redact,
+            )
+            for phase in phases_until(last_phase)
+            if runbook.remediate or phase in (Phase.DETECT, Phase.DIAGNOSE)  # verify follows remediation
+            for step in runbook.steps(phase)
+        ]
+        plans.append(HostPlan(host, tuple(steps)))
+    return plans
+
+
+def _written(action: Action) -> str:
+    """The action as written: what the plan shows when it cannot render it (yet)."""
+    match action:
+        case RunAction(command=text) | ManualAction(instructions=text):
+            return text
+        case AnsibleAction(module=module, args=args, playbook=playbook):
+            return repr(args) if module else playbook
+
+
+def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redactor) -> PlannedStep:
+    source = _written(step.action)
+    condition = ""
+    if step.when:
+        if expr.check(step.when, expression=True).step_refs:
+            condition = "run time"
+        else:
+            try:
+                went = expr.evaluate(step.when, context, step_id=step.id, field="when", redact=redact)
+                condition = "" if went else "skip"
+            except TemplateError as exc:
+                return PlannedStep(phase, step, source, error=str(exc))
+    refs = expr.check(source).step_refs
+    if refs:
+        reads = ", ".join(f"steps.{r}" for r in sorted(refs))
+        return PlannedStep(phase, step, source, deferred=f"reads {reads}", condition=condition)
+    try:
+        text = render_step(step, context, redact)
+    except TemplateError as exc:
+        return PlannedStep(phase, step, source, condition=condition, error=str(exc))
+    return PlannedStep(phase, step, redact(text), condition=condition)

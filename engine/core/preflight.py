@@ -1,0 +1,243 @@
+"""Preflight: are the programs a runbook's steps need on each target, before anything runs there?
+
+A runbook (``requires:``) and each step (``requires:``) name the programs they
+need on their targets. Before a host's first step, the runner asks the host
+once — one small bash script, through the host's own executor, so over SSH it
+is the remote PATH that counts — which of them it can find (``command -v``).
+Then:
+
+* a detect, diagnose or verify step whose program is missing is an **error**
+  ("not run: needs kubectl, …"): a check that cannot look never says "healthy";
+* a remediation that would need a missing program **does not start** on that
+  host: no step of it runs, so nothing is half-changed, and the host's outcome
+  says which step needs what and where it comes from (``engine.core.doctor``'s
+  package hints).
+
+``cairn plan`` runs the same probe and shows what is missing per host.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.core import expr
+from engine.core.doctor import package_hint
+from engine.core.errors import ExecutorError, TemplateError
+from engine.core.executors import ExecutionOptions, Executor, Shell
+from engine.core.model import PHASE_ORDER, Host, Phase, Runbook, Step, StepKind
+
+PROBE_TIMEOUT = 30.0
+"""Seconds the probe may take on a host (it only runs ``command -v``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One program as a step declares it, rendered for one host."""
+
+    declared: str
+    """As written in the runbook (``{{ inputs.crictl }}``)."""
+    program: str
+    """Rendered for the host (``/opt/lab/bin/crictl``); ``""`` when it could not be rendered."""
+    error: str = ""
+    """Why it could not be rendered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """What one host has of the programs its steps need."""
+
+    host: str
+    found: Mapping[str, str] = field(default_factory=dict)
+    """Program → where the host found it."""
+    missing: tuple[str, ...] = ()
+    """Programs the host does not have (or that are not executable there)."""
+    needs: Mapping[str, tuple[Requirement, ...]] = field(default_factory=dict)
+    """Step id → what it needs, rendered."""
+    error: str = ""
+    """Why the probe itself failed ("" when it ran): then every program counts as unknown."""
+
+    def lacking(self, step: Step) -> list[str]:
+        """Why ``step`` cannot run here: one phrase per missing or unrenderable program ([] when it can)."""
+        reasons = []
+        for need in self.needs.get(step.id, ()):
+            if need.error:
+                reasons.append(f"its requirement {need.declared!r} could not be rendered: {need.error}")
+            elif self.error:
+                reasons.append(f"{need.program} could not be looked for ({self.error})")
+            elif need.program in self.missing:
+                reasons.append(missing_text(need.program, self.host))
+        return reasons
+
+    @property
+    def ok(self) -> bool:
+        """True when every program was found."""
+        rendered = all(not n.error for needs in self.needs.values() for n in needs)
+        return not self.missing and not self.error and rendered
+
+    def summary(self, runbook: Runbook) -> str:
+        """One line: ``all 3 programs found``, or what is missing and which steps it stops."""
+        programs = {n.program for needs in self.needs.values() for n in needs if n.program}
+        if self.error:
+            return f"could not look for {', '.join(sorted(programs))}: {self.error}"
+        if self.ok:
+            return f"all {len(programs)} program{'s' if len(programs) != 1 else ''} found"
+        parts = []
+        for program in self.missing:
+            users = [
+                s for s in _steps(runbook) if any(n.program == program for n in self.needs.get(s.id, ()))
+            ]
+            hint = package_hint(program)
+            parts.append(
+                f"{program} not found{f' ({hint})' if hint else ''}: "
+                f"{', '.join(f'{_phase_of(runbook, s)} {s.id}' for s in users)} cannot run"
+            )
+        broken = [n for needs in self.needs.values() for n in needs if n.error]
+        parts.extend(f"{n.declared!r} could not be rendered: {n.error}" for n in broken)
+        return "; ".join(parts)
+
+
+def missing_text(program: str, host: str) -> str:
+    """``crontab is not installed on node1 (Debian package cron)``."""
+    hint = package_hint(program)
+    return f"{program} is not installed on {host}" + (f" ({hint})" if hint else "")
+
+
+def requirements(runbook: Runbook, context: Mapping[str, Any]) -> dict[str, tuple[Requirement, ...]]:
+    """Every step's programs rendered with ``context`` (target, vars, inputs, alert, run)."""
+    rendered: dict[str, Requirement] = {}
+    needs: dict[str, tuple[Requirement, ...]] = {}
+    for step in _steps(runbook):
+        reqs = []
+        for declared in runbook.programs(step):
+            if declared not in rendered:
+                rendered[declared] = _render(declared, context, step.id)
+            reqs.append(rendered[declared])
+        if reqs:
+            needs[step.id] = tuple(reqs)
+    return needs
+
+
+def _render(declared: str, context: Mapping[str, Any], step_id: str) -> Requirement:
+    if "{" not in declared:
+        return Requirement(declared, declared)
+    try:
+        program = expr.render_text(declared, context, step_id=step_id, field="requires").strip()
+    except TemplateError as exc:
+        return Requirement(declared, "", str(exc))
+    if not program or any(c.isspace() for c in program):
+        return Requirement(declared, "", f"it rendered to {program!r}, not a program name or path")
+    return Requirement(declared, program)
+
+
+def probe_command(programs: list[str]) -> str:
+    """A bash script printing ``PROGRAM<TAB>PATH`` per program (PATH empty when not found)."""
+    words = " ".join(shlex.quote(p) for p in programs)
+    return f'for p in {words}; do printf \'%s\\t%s\\n\' "$p" "$(command -v -- "$p")"; done'
+
+
+def parse_probe(stdout: str, programs: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(found: program → path, missing) from the probe's output; a program it did not print is missing."""
+    found: dict[str, str] = {}
+    for line in stdout.splitlines():
+        name, _, path = line.partition("\t")
+        if name in programs and path.strip():
+            found[name] = path.strip()
+    return found, tuple(p for p in programs if p not in found)
+
+
+def check_host(
+    executor: Executor[Shell], host: Host, runbook: Runbook, context: Mapping[str, Any]
+) -> Preflight:
+    """Ask ``host`` which programs its steps need it has: one command through its executor."""
+    needs = requirements(runbook, context)
+    programs = sorted({n.program for reqs in needs.values() for n in reqs if n.program})
+    if not programs:
+        return Preflight(host.name, needs=needs)
+    try:
+        result = executor.execute(host, Shell(probe_command(programs)), timeout=PROBE_TIMEOUT)
+    except ExecutorError as exc:
+        return Preflight(host.name, needs=needs, error=str(exc))
+    if result.rc != 0 or result.timed_out or result.cancelled:
+        detail = (result.stderr.strip().splitlines() or [f"exit code {result.rc}"])[-1][:200]
+        return Preflight(host.name, needs=needs, error=f"the probe failed: {detail}")
+    found, missing = parse_probe(result.stdout, programs)
+    return Preflight(host.name, found, missing, needs)
+
+
+def check_hosts(
+    runbook: Runbook,
+    hosts: list[Host],
+    inputs: Mapping[str, Any],
+    options: ExecutionOptions | None = None,
+    *,
+    forks: int = 5,
+) -> dict[str, Preflight]:
+    """Preflight of every host, ``forks`` at a time (``cairn plan``): a host that cannot be reached says so."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from engine.core.executors import ExecutorSet  # noqa: PLC0415
+
+    executors = ExecutorSet(options=options) if options is not None else ExecutorSet()
+
+    def one(host: Host) -> Preflight:
+        context = {"target": host.name, "vars": host.vars, "inputs": dict(inputs), "steps": {}, "alert": None}
+        context["run"] = {"id": "(plan)", "phase": Phase.DETECT.value, "dry_run": True}
+        try:
+            executor = executors.for_host(host)
+            executor.connect(host)
+        except ExecutorError as exc:
+            return Preflight(host.name, needs=requirements(runbook, context), error=f"cannot reach it: {exc}")
+        return check_host(executor, host, runbook, context)
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
+            return {p.host: p for p in pool.map(one, hosts)}
+    finally:
+        executors.close()
+
+
+def blocked_remediation(preflight: Preflight, runbook: Runbook, state_context: Mapping[str, Any]) -> str:
+    """Why the remediation cannot start on this host ("" when it can).
+
+    A remediation step is counted when it could run: its ``when`` is true now, or
+    cannot be decided yet (it reads a remediation step's result). Manual steps need no
+    program.
+    """
+    reasons = []
+    for step in runbook.remediate:
+        if step.kind is StepKind.MANUAL:
+            continue
+        lacking = preflight.lacking(step)
+        if not lacking or not _may_run(step, state_context):
+            continue
+        reasons.append(f"{step.id}: {'; '.join(lacking)}")
+    if not reasons:
+        return ""
+    return f"remediation cannot run on {preflight.host} ({'; '.join(reasons)}); nothing was changed"
+
+
+def _may_run(step: Step, context: Mapping[str, Any]) -> bool:
+    if not step.when:
+        return True
+    try:
+        return bool(expr.evaluate(step.when, context, step_id=step.id, field="when"))
+    except TemplateError:
+        return True  # it reads what only a remediation step will tell: assume it runs
+
+
+def _steps(runbook: Runbook) -> list[Step]:
+    seen: dict[str, Step] = {}
+    for phase in PHASE_ORDER:
+        for step in runbook.steps(phase):
+            seen.setdefault(step.id, step)
+    return list(seen.values())
+
+
+def _phase_of(runbook: Runbook, step: Step) -> str:
+    for phase in PHASE_ORDER:
+        if any(s is step for s in runbook.steps(phase)):
+            return str(phase.value)
+    return ""

@@ -1,0 +1,173 @@
+"""What is on record, as text: the journal's runs, the alert queue's entries, the inventory's hosts.
+
+Pure functions returning strings; ``cairn history``, ``cairn show-run``, ``cairn queue``,
+``cairn inventory`` and the TUI use them. No I/O here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.core.model import format_duration
+from engine.core.render import STATUS_MARK, indent, step_id_width, table, when
+
+if TYPE_CHECKING:
+    from engine.core.alert_queue import Entry
+    from engine.core.journal import RunRecord
+
+
+def inventory_text(rows: list[dict[str, Any]]) -> str:
+    """``cairn inventory`` as a table: host, how it is reached, its groups."""
+    return (
+        table(
+            [[r["host"], r["reached_by"], ", ".join(r["groups"]) or "-"] for r in rows],
+            ["HOST", "REACHED BY", "GROUPS"],
+        )
+        + f"\n{len(rows)} host{'s' if len(rows) != 1 else ''}"
+    )
+
+
+def history_text(runs: list[RunRecord]) -> str:
+    """``cairn history`` as text."""
+    if not runs:
+        return "no runs yet; start one with `cairn run ID`"
+    rows = []
+    for run in runs:
+        outcomes = ", ".join(sorted({o["outcome"] for o in run.outcomes.values()})) or "-"
+        status = run.status.value + (" (dry run)" if run.dry_run else "")
+        rows.append(
+            [
+                run.id,
+                when(run.started_at),
+                run.runbook_id,
+                _hosts(run.hosts),
+                status,
+                outcomes,
+                started_by_text(run),
+            ]
+        )
+    return table(rows, ["RUN", "STARTED", "RUNBOOK", "TARGETS", "STATUS", "OUTCOME", "STARTED BY"])
+
+
+def _hosts(hosts: tuple[str, ...]) -> str:
+    return ", ".join(hosts) if len(hosts) <= 3 else f"{', '.join(hosts[:2])} +{len(hosts) - 2}"
+
+
+def started_by_text(run: RunRecord) -> str:
+    """Who or what started a run: ``alice@host``, ``tui: tui:alice``, ``alert KubeNodeNotReady node=n1``."""
+    kind = run.trigger.get("kind", "cli")
+    alert = run.trigger.get("alert")
+    if kind == "alert" and isinstance(alert, dict) and alert.get("labels"):
+        return f"alert {alert_summary(alert)}"
+    return run.started_by if kind == "cli" else f"{kind}: {run.started_by}"
+
+
+def alert_summary(alert: dict[str, Any]) -> str:
+    """An alert in one line: its name, then its other labels (``KubeNodeNotReady node=n1``)."""
+    labels = dict(alert.get("labels") or {})
+    name = str(labels.pop("alertname", "")) or "(no alertname)"
+    rest = " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return f"{name} {rest}".strip()
+
+
+def queue_text(entries: list[Entry], *, waiting_only: bool) -> str:
+    """``cairn queue`` as text: what waits for a human first, with why."""
+    if not entries:
+        return (
+            "nothing waits for a human, nothing is queued or running"
+            if waiting_only
+            else "the alert queue is empty: `cairn serve` fills it from Alertmanager webhooks"
+        )
+    order = {"escalated": 0, "queued": 1, "running": 2}
+    rows = [
+        [
+            e.run_id or "-",
+            e.state.value.upper() if e.state.value == "escalated" else e.state.value,
+            when(e.received_at),
+            e.runbook_id,
+            e.target,
+            alert_summary(e.alert),
+        ]
+        for e in sorted(entries, key=lambda e: (order.get(e.state.value, 3), e.id))
+    ]
+    text = table(rows, ["RUN", "STATE", "RECEIVED", "RUNBOOK", "TARGET", "ALERT"])
+    notes = [f"  {e.run_id or f'entry {e.id}'}: {e.note}" for e in entries if e.note]
+    waiting = [e for e in entries if e.state.value == "escalated"]
+    hint = (
+        [
+            "",
+            f"{len(waiting)} waiting for a human: `cairn show-run RUN` to see what the run found, "
+            "then `cairn approve RUN` or `cairn decline RUN --reason …`",
+        ]
+        if waiting
+        else []
+    )
+    return "\n".join([text, *(["", "why:", *notes] if notes else []), *hint])
+
+
+def run_text(run: RunRecord, *, full_output: bool = False) -> str:
+    """``cairn show-run`` as text."""
+    out = [
+        f"run {run.id}: {run.runbook_id} — {run.status.value}"
+        + (f", exit {run.exit_code}" if run.exit_code is not None else ""),
+        f"  started   {when(run.started_at)} by {started_by_text(run)}",
+        f"  finished  {when(run.finished_at)}",
+        f"  targets   {', '.join(run.hosts)}",
+        f"  inputs    {', '.join(f'{k}={v}' for k, v in run.inputs.items()) or '-'}",
+        f"  runbook   {run.runbook_path} (sha256 {run.runbook_sha256[:12]})",
+        f"  artifacts {run.artifacts}",
+    ]
+    alert = run.trigger.get("alert") if run.trigger.get("kind") == "alert" else None
+    if alert:
+        out.append(
+            f"  alert     {alert.get('status', '?')} since {alert.get('startsAt') or '-'} "
+            f"(fingerprint {alert.get('fingerprint') or '-'})"
+        )
+        for key, value in sorted((alert.get("annotations") or {}).items()):
+            out.append(f"            {key}: {value}")
+        for key in ("approved_by", "resumes"):
+            if run.trigger.get(key):
+                out.append(f"  {key.replace('_', ' '):<9} {run.trigger[key]}")
+    if run.dry_run:
+        out.append("  dry run: remediation was not executed")
+    for name, outcome in run.outcomes.items():
+        out.append(f"  {name}: {outcome['outcome']} — {outcome['reason']}")
+    host: str | None = None
+    phase: str | None = None
+    width = step_id_width(s.step_id for s in run.steps)
+    for step in run.steps:
+        if step.host != host:
+            host, phase = step.host, None
+            out.append(f"\n{host}")
+        if step.phase != phase:
+            phase = step.phase
+            out.append(f"  {phase}")
+        mark = STATUS_MARK.get(step.status, step.status)
+        took = format_duration(step.duration) if step.duration else ""
+        rc = f" rc={step.rc}" if step.rc is not None else ""
+        out.append(f"    {step.step_id:<{width}} {mark:<9} {took:>6}{rc}  {step.message}".rstrip())
+        if step.command:
+            out.append(indent(step.command.strip(), "      $ "))
+        if step.approval:
+            out.append(f"      approval: {step.approval}")
+        for name, text in (("stdout", step.stdout), ("stderr", step.stderr)):
+            if text.strip():
+                shown = text if full_output else _tail(text, 10)
+                out.append(f"      {name}:")
+                out.append(indent(shown.rstrip(), "        "))
+    if run.approvals:
+        out.append("\napprovals")
+        for a in run.approvals:
+            verdict = "approved" if a.approved else "declined"
+            note = f" — {a.note}" if a.note else ""
+            out.append(f"  {when(a.at)} {a.host} {a.phase}/{a.step_id}: {verdict} by {a.decided_by}{note}")
+    return "\n".join(out)
+
+
+def _tail(text: str, lines: int) -> str:
+    all_lines = text.rstrip().splitlines()
+    if len(all_lines) <= lines:
+        return text
+    return f"[… {len(all_lines) - lines} earlier lines; --output shows all …]\n" + "\n".join(
+        all_lines[-lines:]
+    )

@@ -1,0 +1,180 @@
+"""``cairn serve``'s HTTP side (aiohttp): the Alertmanager webhook, ``/healthz`` and ``/metrics``.
+
+``POST /alertmanager`` (payload version 4): a bearer token compared in constant time (401
+without it, before the body is read); a body over the size limit is a 413, one that is not
+a webhook a 400 naming what is wrong; wrong paths and methods 404/405. Never a 500 for bad
+input. Firing alerts are routed to the runbooks whose triggers match and queued in the
+journal's database **before** the 200 is sent (group commit on the intake's own thread and
+connection); resolved ones cancel queued work that has not started and work that waits for
+a human.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from engine.core.alert_queue import AlertQueue, EntryState, Intake
+from engine.core.alerts import AlertStatus, Route, WebhookError, parse_webhook, route
+from engine.core.errors import JournalError
+
+if TYPE_CHECKING:
+    from engine.serve.catalog import Catalog
+    from engine.serve.metrics import Metrics
+    from engine.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+class WebhookIntake:
+    """The HTTP handlers around the alert queue: alerts in, queued entries out."""
+
+    def __init__(
+        self,
+        config: ServeSettings,
+        catalog: Catalog,
+        metrics: Metrics,
+        *,
+        queue: AlertQueue,
+        intake_queue: AlertQueue,
+        wake: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.metrics = metrics
+        self.queue = queue
+        """The workers' queue connection: ``/healthz`` and ``/metrics`` read its depth."""
+        self._intake_queue = intake_queue
+        """The intake's own connection: a webhook never waits behind a worker's transaction in Python,
+        only in SQLite (a worker stuck on a locked database cannot hold up the 503)."""
+        self._wake = wake
+        """Tells the workers new entries are queued."""
+        self._pending: list[tuple[list[Route], asyncio.Future[Intake]]] = []
+        """Webhooks waiting for the next intake commit (touched on the event loop only)."""
+        self._committing = False
+        self._commit_task: asyncio.Task[None] | None = None
+        self._intake = ThreadPoolExecutor(1, thread_name_prefix="cairn-intake")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body)
+        app.router.add_post("/alertmanager", self.alertmanager)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics_page)
+        return app
+
+    async def alertmanager(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._answer(
+                401,
+                {"error": "missing or wrong bearer token"},
+                headers={"WWW-Authenticate": 'Bearer realm="cairn"'},
+            )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._answer(413, {"error": f"the body is larger than {self.config.max_body} bytes"})
+        try:
+            hook = parse_webhook(body)
+        except WebhookError as exc:
+            return self._answer(400, {"error": str(exc)})
+        routes: list[Route] = []
+        unmatched = 0
+        runbooks = self.catalog.runbooks
+        for alert in hook.alerts:
+            self.metrics.alerts.labels(alert.status.value).inc()
+            found = route(runbooks, alert)
+            unmatched += not found
+            routes += found
+        problems = [
+            {"runbook": r.runbook_id, "fingerprint": r.alert.fingerprint, "problem": r.problem}
+            for r in routes
+            if r.problem
+        ]
+        try:
+            intake = await self._commit(routes)
+        except JournalError as exc:  # the disk, not the request: Alertmanager retries a 5xx
+            log.error("could not queue a webhook: %s", exc)
+            return self._answer(503, {"error": f"could not persist the alerts: {exc}"})
+        self.metrics.queued.inc(len(intake.queued))
+        self.metrics.duplicates.inc(len(intake.duplicates))
+        self.metrics.cancelled.inc(len(intake.cancelled))
+        if intake.queued:
+            self._wake()
+        return self._answer(
+            200,
+            {
+                "queued": intake.queued,
+                "duplicates": [{"runbook": r, "target": t, "why": w} for r, t, w in intake.duplicates],
+                "cancelled": intake.cancelled,
+                "unmatched": unmatched,
+                "problems": problems,
+                "resolved": sum(a.status is AlertStatus.RESOLVED for a in hook.alerts),
+            },
+        )
+
+    async def _commit(self, routes: list[Route]) -> Intake:
+        """Persist one webhook's routes: group commit with the webhooks that arrive meanwhile.
+
+        The first webhook starts a commit on the intake thread; webhooks that arrive while it
+        runs wait together and go in the next transaction. Each is answered only after the
+        transaction holding it committed.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Intake] = loop.create_future()
+        self._pending.append((routes, done))
+        if not self._committing:
+            self._committing = True
+            self._commit_task = loop.create_task(self._commit_pending())
+        return await done
+
+    async def _commit_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    intakes = await loop.run_in_executor(
+                        self._intake, self._intake_queue.accept_many, [routes for routes, _ in batch]
+                    )
+                except JournalError as exc:
+                    for _, done in batch:
+                        done.set_exception(exc)
+                    continue
+                for (_, done), intake in zip(batch, intakes, strict=True):
+                    done.set_result(intake)
+        finally:
+            self._committing = False
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.config.token
+        if not token:
+            return True
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    def _answer(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+        self.metrics.webhooks.labels(str(code)).inc()
+        return web.json_response(body, status=code, headers=headers)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "queued": self.queue.depth()})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        self.metrics.depth.set(self.queue.depth())
+        self.metrics.escalated.set(self.queue.count(EntryState.ESCALATED))
+        return web.Response(
+            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    def close(self) -> None:
+        """After the workers stopped: the intake thread (its queue connection is the server's to close)."""
+        self._intake.shutdown(wait=True)

@@ -1,0 +1,302 @@
+"""``cairn serve``'s settings, read in one place.
+
+A setting comes from the option given on the command line, else from ``--config FILE``,
+else from :data:`SERVE_DEFAULTS`. :func:`load_settings` reads the file (every problem at
+once, with file:line), combines the three, checks what can be checked before serving
+(listen address, token, runbook folders, ``--inputs``) and returns one frozen
+:class:`ServeSettings`: the server is built from it and nothing else.
+
+Cheap to import: jsonschema and YAML are loaded only when a config file is read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from engine.core.errors import CairnError
+from engine.core.policy import DEFAULT_BREAKER, DEFAULT_BUDGET, Policy
+
+if TYPE_CHECKING:
+    from engine.core.executors import ExecutionOptions
+
+MAX_BODY = 1 << 20
+"""Bytes a webhook may have (Alertmanager's groups are far smaller): more is a 413."""
+
+SERVE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "listen": "127.0.0.1:9095",
+        "cooldown": 300.0,
+        "workers": 8,
+        "grace": 20.0,
+        "breaker": DEFAULT_BREAKER,
+        "budget": DEFAULT_BUDGET,
+        "automate": (),
+        "allow_no_token": False,
+    }
+)
+"""``cairn serve``'s defaults: an option given wins, then ``--config``, then these."""
+
+SETTINGS = (
+    "listen",
+    "token_file",
+    "allow_no_token",
+    "inventory",
+    "runbooks",
+    "journal",
+    "known_hosts",
+    "workers",
+    "cooldown",
+    "grace",
+    "automate",
+    "breaker",
+    "budget",
+)
+"""The settings both an option and the config file can give, by option name (``inputs`` aside:
+the file's and the options' are merged, runbook by runbook, the options' values winning)."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``cairn serve`` runs with: the options, the config file and the defaults, combined."""
+
+    listen: str
+    """``HOST:PORT`` as given (the start-up message shows it)."""
+    host: str
+    port: int
+    token: str | None
+    """The bearer token Alertmanager must send; ``None`` only when told to run without one on loopback."""
+    journal_path: Path
+    runbook_dirs: tuple[Path, ...]
+    """Where the runbooks are: read at start, and again at SIGHUP."""
+    inventory_sources: tuple[str, ...]
+    options: ExecutionOptions
+    """How runs reach their hosts (``--via``, ``--known-hosts`` …; its ``inventory_sources`` as above)."""
+    cooldown: float
+    workers: int
+    policy: Policy
+    grace: float
+    """Seconds running runs get to finish at SIGTERM before they are cancelled and checkpointed."""
+    inputs: dict[str, dict[str, Any]]
+    """Each runbook's input values for alert-started runs (``--inputs ID:@FILE``); defaults fill the rest."""
+    max_body: int = MAX_BODY
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    *,
+    config: Path | None = None,
+    reach: ExecutionOptions | None = None,
+    default_runbooks: Sequence[Path] = (),
+    environ: Mapping[str, str] | None = None,
+) -> ServeSettings:
+    """The settings of ``cairn serve``: the options given (``flags``), else ``config``'s, else the defaults.
+
+    ``flags`` holds the options by name (:data:`SETTINGS`, ``inputs``; others are ignored),
+    ``None`` (or an empty list) for an option not given. ``reach`` is how runs reach hosts as
+    the command line said; the file's ``known_hosts`` and ``inventory`` fill what it did not.
+    ``default_runbooks``: the runbook folders when neither names any. A :class:`CairnError`
+    says the first thing wrong; a config file's problems are said all at once.
+    """
+    from engine.core.executors import ExecutionOptions  # noqa: PLC0415
+    from engine.core.journal import default_journal_path  # noqa: PLC0415
+
+    from_file = read_config(config) if config is not None else {}
+    merged = combine(flags, from_file)
+    host, port = parse_listen(merged["listen"])
+    token = read_token(merged["token_file"], os.environ if environ is None else environ)
+    check_listen(host, token, merged["allow_no_token"])
+    runbook_dirs = tuple(Path(p) for p in merged["runbooks"] or ()) or tuple(default_runbooks)
+    missing = [str(d) for d in runbook_dirs if not d.exists()]
+    if missing:
+        raise CairnError(f"runbook folder {', '.join(missing)} does not exist; point --runbooks at one")
+    inventory = tuple(merged["inventory"] or ())
+    known_hosts = merged["known_hosts"]
+    options = replace(
+        reach if reach is not None else ExecutionOptions(),
+        inventory_sources=inventory,
+        known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
+    )
+    return ServeSettings(
+        listen=merged["listen"],
+        host=host,
+        port=port,
+        token=token,
+        journal_path=Path(merged["journal"]) if merged["journal"] else default_journal_path(),
+        runbook_dirs=runbook_dirs,
+        inventory_sources=inventory,
+        options=options,
+        cooldown=merged["cooldown"],
+        workers=merged["workers"],
+        policy=Policy(automate=tuple(merged["automate"]), breaker=merged["breaker"], budget=merged["budget"]),
+        grace=merged["grace"],
+        inputs=runbook_inputs(flags.get("inputs") or [], from_file.get("inputs", {})),
+    )
+
+
+def combine(flags: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str, Any]:
+    """Each of :data:`SETTINGS`: the option given, else the file's, else the default (else ``None``).
+
+    An option counts as given unless it is ``None`` or an empty list (what argparse leaves
+    for an option not on the command line).
+    """
+    merged: dict[str, Any] = {}
+    for key in SETTINGS:
+        given = flags.get(key)
+        if given is not None and given != []:
+            merged[key] = given
+        elif key in from_file:
+            merged[key] = from_file[key]
+        else:
+            merged[key] = SERVE_DEFAULTS.get(key)
+    return merged
+
+
+def check_listen(host: str, token: str | None, allow_no_token: bool) -> None:
+    """Refuse to serve without a token, except on loopback when told to; :class:`CairnError` says why."""
+    if token:
+        return
+    if not allow_no_token:
+        raise CairnError(
+            "no webhook token: give one with --token-file PATH or $CAIRN_WEBHOOK_TOKEN "
+            "(Alertmanager sends it with http_config.authorization); --allow-no-token works on loopback only"
+        )
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise CairnError(f"--allow-no-token is for loopback addresses only, not {host!r}: give a token")
+
+
+def read_token(path: str | None, environ: Mapping[str, str]) -> str | None:
+    """The token from ``--token-file`` (first line) or ``$CAIRN_WEBHOOK_TOKEN``; ``None`` if neither."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CairnError(f"cannot read the token file {path}: {exc.strerror}") from exc
+        if not text:
+            raise CairnError(f"the token file {path} is empty")
+        return text
+    return environ.get("CAIRN_WEBHOOK_TOKEN") or None
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` → (host, port); :class:`CairnError` if malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CairnError(f"--listen {text!r}: write HOST:PORT, e.g. 127.0.0.1:9095")
+    return host.strip("[]"), int(port)
+
+
+# --------------------------------------------------------------------------- the config file
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "listen": {"type": "string", "description": "HOST:PORT"},
+        "token_file": {"type": "string"},
+        "allow_no_token": {"type": "boolean"},
+        "inventory": {"type": ["string", "array"], "items": {"type": "string"}},
+        "runbooks": {"type": ["string", "array"], "items": {"type": "string"}},
+        "journal": {"type": "string"},
+        "known_hosts": {"type": "string"},
+        "workers": {"type": "integer", "minimum": 1, "maximum": 500},
+        "cooldown": {"type": ["number", "string"]},
+        "grace": {"type": ["number", "string"]},
+        "inputs": {
+            "type": "object",
+            "description": "runbook id -> its input values (a mapping) or a YAML/JSON file of them",
+            "additionalProperties": {"type": ["object", "string"]},
+        },
+        "policy": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "automate": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "breaker": {"type": "integer", "minimum": 1},
+                "budget": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+}
+"""What ``cairn serve --config FILE`` may say: the same settings as its options."""
+
+_PATH_KEYS = ("token_file", "inventory", "runbooks", "journal", "known_hosts")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """``cairn serve --config FILE``: its settings by option name (``automate``, ``breaker`` … flattened).
+
+    Relative paths are relative to the file's folder. Every problem is reported at once,
+    with file:line, as a :class:`CairnError`.
+    """
+    from jsonschema import Draft202012Validator  # noqa: PLC0415
+
+    from engine.core.model import parse_duration  # noqa: PLC0415
+    from engine.core.yamlsource import pointer, read_yaml_file  # noqa: PLC0415
+
+    doc = read_yaml_file(path)
+    if not doc.problems and not isinstance(doc.data, dict):
+        doc.add("", "a cairn serve config is a mapping of settings, e.g. 'listen: 127.0.0.1:9095'")
+    if not doc.problems:
+        for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(doc.data):
+            where = pointer(tuple(error.absolute_path))
+            if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+                known = sorted(error.schema.get("properties", {}))
+                for key in (k for k in error.instance if k not in known):  # at the unknown key's own line
+                    doc.add(
+                        pointer((*error.absolute_path, key)),
+                        f"unknown setting {key!r}; the settings are: {', '.join(known)}",
+                    )
+            else:
+                doc.add(where, error.message)
+    settings: dict[str, Any] = {}
+    if isinstance(doc.data, dict):
+        for key in ("cooldown", "grace"):
+            if isinstance(doc.data.get(key), int | float | str) and not isinstance(doc.data[key], bool):
+                try:
+                    settings[key] = parse_duration(doc.data[key])
+                except ValueError as exc:
+                    doc.add(f"/{key}", str(exc))
+    if not doc.problems:
+        data = dict(doc.data)
+        policy = data.pop("policy", {}) or {}
+        settings = data | policy | settings
+        for key in _PATH_KEYS:
+            value = settings.get(key)
+            if isinstance(value, str) and key in ("inventory", "runbooks"):
+                value = settings[key] = [value]
+            if isinstance(value, list):
+                settings[key] = [str(path.parent / Path(v).expanduser()) for v in value]
+            elif isinstance(value, str):
+                settings[key] = str(path.parent / Path(value).expanduser())
+        for runbook_id, given in dict(settings.get("inputs") or {}).items():
+            if isinstance(given, str):
+                settings["inputs"][runbook_id] = str(path.parent / Path(given.lstrip("@")).expanduser())
+    if doc.problems:
+        raise CairnError("the config file has problems:\n" + "\n".join(f"  {p}" for p in doc.problems))
+    return settings
+
+
+def runbook_inputs(items: list[str], from_config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``--inputs ID:@FILE`` / ``--inputs ID:KEY=VALUE`` (and the config's ``inputs``) by runbook id."""
+    from engine.core.inputs import parse_extra_vars  # noqa: PLC0415
+
+    found: dict[str, dict[str, Any]] = {}
+    for runbook_id, given in (from_config or {}).items():
+        values = given if isinstance(given, dict) else parse_extra_vars([f"@{given}"])
+        found.setdefault(runbook_id, {}).update(values)
+    for item in items:
+        runbook_id, sep, rest = item.partition(":")
+        if not sep or not runbook_id or not rest:
+            raise CairnError(f"--inputs {item!r}: write RUNBOOK:@FILE or RUNBOOK:KEY=VALUE")
+        found.setdefault(runbook_id, {}).update(parse_extra_vars([rest]))
+    return found

@@ -1,0 +1,61 @@
+"""`cairn serve`'s settings, read in one place: an option given wins, then the --config file, then the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.core.errors import CairnError
+from engine.serve.settings import SERVE_DEFAULTS, SETTINGS, load_settings
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The flags as argparse leaves them: None for every option not on the command line."""
+    flags: dict[str, Any] = dict.fromkeys(SETTINGS)
+    flags.update(options)
+    return flags
+
+
+@pytest.fixture
+def token(tmp_path: Path) -> str:
+    path = tmp_path / "token"
+    path.write_text("t0ken\n")
+    return str(path)
+
+
+def test_the_defaults_fill_what_neither_the_options_nor_a_file_say(tmp_path: Path, token: str) -> None:
+    settings = load_settings(given(token_file=token), default_runbooks=(tmp_path,), environ={})
+    assert (settings.listen, settings.cooldown, settings.workers, settings.grace) == (
+        SERVE_DEFAULTS["listen"],
+        SERVE_DEFAULTS["cooldown"],
+        SERVE_DEFAULTS["workers"],
+        SERVE_DEFAULTS["grace"],
+    )
+    assert settings.token == "t0ken"
+    assert settings.runbook_dirs == (tmp_path,)
+
+
+def test_the_file_beats_the_defaults_and_an_option_given_beats_the_file(tmp_path: Path, token: str) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("cooldown: 2m\nworkers: 3\ngrace: 5s\npolicy:\n  breaker: 4\n")
+    settings = load_settings(
+        given(token_file=token, workers=6, grace=0.0),
+        config=config,
+        default_runbooks=(tmp_path,),
+        environ={},
+    )
+    assert settings.cooldown == 120.0, "from the file"
+    assert settings.policy.breaker == 4, "from the file"
+    assert settings.workers == 6, "the option given wins over the file"
+    assert settings.grace == 0.0, "a 0 given on the command line is given, not 'unset'"
+
+
+def test_a_config_file_s_problems_come_with_file_and_line(tmp_path: Path, token: str) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("listen: 127.0.0.1:9095\nworkerz: 3\n")
+    with pytest.raises(CairnError) as raised:
+        load_settings(given(token_file=token), config=config, default_runbooks=(tmp_path,), environ={})
+    assert f"{config}:2" in str(raised.value)
+    assert "unknown setting 'workerz'" in str(raised.value)
