@@ -310,7 +310,7 @@ def test_via_ansible_runs_plain_steps_through_ansible_with_the_same_results(
         timeout=300,
     )  # fmt: skip
 
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr + done.stdout
     data = json.loads(done.stdout)
     assert {(row["outcome"], tuple(row["steps"].items())) for row in data["summary"]} == {
         ("healthy", (("ok", 3),))

@@ -194,6 +194,20 @@ class _Outcome:
     duration: float
 
 
+def _import_ansible_runner() -> None:
+    """Import the ``ansible_runner`` package whole before any of its modules is used.
+
+    Its ``__init__`` imports ``ansible_runner.runner`` (which imports the ``ansible_runner.plugins``
+    subpackage, binding that name to the module) and only then sets ``ansible_runner.plugins`` to
+    the dict of plugins that ``Runner.run`` iterates. A second host's thread importing
+    ``ansible_runner.interface`` in between got the finished submodule without waiting for the
+    package and failed with "'module' object is not iterable" (seen 1 in 3 runs of
+    tests/cli/test_cli_fleet.py: two hosts via ansible in a fresh process). Importing the package
+    itself waits for its ``__init__`` to finish.
+    """
+    import ansible_runner  # noqa: F401, PLC0415
+
+
 class AnsibleExecutor:
     """Runs Ansible modules, playbooks and (with --via ansible) plain commands through ansible-runner.
 
@@ -339,6 +353,7 @@ class AnsibleExecutor:
     ) -> _Outcome:
         """Run a one-task play (``play`` is its task) or a shipped playbook (a path) on ``host``."""
         self.connect(host)
+        _import_ansible_runner()
         from ansible_runner.interface import init_runner  # noqa: PLC0415 - heavy: loaded when first used
 
         data_dir = Path(artifacts) if artifacts else Path(tempfile.mkdtemp(prefix="cairn-ansible-"))
