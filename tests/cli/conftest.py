@@ -47,6 +47,14 @@ class Served:
     def get(self, path: str) -> tuple[int, Any]:
         return _send(urllib.request.Request(self.url + path))
 
+    def diagnosis(self) -> str:
+        """What the server logged and where its queue and runs are: for a failure message."""
+        lines = [
+            f"entry {e.id} {e.runbook_id}@{e.target}: {e.state.value} {e.note}" for e in entries(self.journal)
+        ]
+        lines += [f"run {r.id} {r.hosts}: {r.status.value}" for r in runs(self.journal)]
+        return "\n".join(["cairn serve's log:", self.stderr.read_text()[-4000:], *lines])
+
 
 def _send(request: urllib.request.Request) -> tuple[int, Any]:
     try:
