@@ -16,7 +16,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def forks(text: str) -> int:
     """An argparse type: a whole number of hosts, workers … from 1 to the engine's ``MAX_FORKS``."""
-    from engine.core.spec import MAX_FORKS  # noqa: PLC0415 - only when -f is given
+    from engine.core.defaults import MAX_FORKS  # noqa: PLC0415
 
     try:
         value = int(text)
@@ -31,9 +31,8 @@ class Commands:
     """The ``cairn`` sub-commands being built, and the option groups they share (as parent parsers)."""
 
     def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-        # The engine's single sources of the choices; cheap (no jinja2, yaml, jsonschema …).
-        from engine.core.executors import DEFAULT_VIA, VIA  # noqa: PLC0415
-        from engine.core.model import Phase  # noqa: PLC0415
+        # The engine's single source of the choices: standard library only, so --help stays cheap.
+        from engine.core.defaults import DEFAULT_VIA, PHASE_NAMES, VIA  # noqa: PLC0415
 
         self._subparsers = subparsers
 
@@ -83,8 +82,8 @@ class Commands:
         )
         self.targets.add_argument(
             "--phase",
-            choices=tuple(phase.value for phase in Phase),
-            default=Phase.VERIFY.value,
+            choices=PHASE_NAMES,
+            default=PHASE_NAMES[-1],
             help="stop after this phase (remediate always continues into verify); default: all",
         )
 

@@ -22,15 +22,11 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from engine.core.approval import Approval, ApprovalRequest, Decision
+from engine.core.defaults import DEFAULT_BREAKER, DEFAULT_BUDGET
 from engine.core.model import Phase, Runbook
 
 if TYPE_CHECKING:
     from engine.core.alert_queue import AlertQueue, Guard
-
-DEFAULT_BREAKER = 3
-"""Automatic remediations per host per hour."""
-DEFAULT_BUDGET = 2
-"""Hosts being remediated at once across the fleet."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from engine.core.defaults import DEFAULT_FORKS
 from engine.core.errors import CairnError
 from engine.core.executors import ExecutionOptions
 from engine.core.journal import RunRecord, StepRecord
@@ -28,7 +29,7 @@ from engine.core.model import (
     StepResult,
     StepStatus,
 )
-from engine.core.spec import DEFAULT_FORKS, RunSpec, Trigger, TriggerKind
+from engine.core.spec import RunSpec, Trigger, TriggerKind
 
 
 @dataclass(frozen=True, slots=True)

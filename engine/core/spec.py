@@ -17,14 +17,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from engine.core.defaults import DEFAULT_FORKS, MAX_FORKS
 from engine.core.events import new_run_id
 from engine.core.executors import ExecutionOptions
 from engine.core.model import Host, Phase, ResumePoint, Runbook
-
-DEFAULT_FORKS = 5
-"""Hosts worked on at once unless the front end says otherwise (``cairn run -f``; Ansible's default too)."""
-MAX_FORKS = 500
-"""The most hosts worked on at once that a front end accepts (``cairn run -f``, the TUI's setup)."""
 
 
 def who() -> str:

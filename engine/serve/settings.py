@@ -16,31 +16,17 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import CairnError
-from engine.core.policy import DEFAULT_BREAKER, DEFAULT_BUDGET, Policy
+from engine.serve.defaults import SERVE_DEFAULTS
 
 if TYPE_CHECKING:
     from engine.core.executors import ExecutionOptions
+    from engine.core.policy import Policy
 
 MAX_BODY = 1 << 20
 """Bytes a webhook may have (Alertmanager's groups are far smaller): more is a 413."""
-
-SERVE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {
-        "listen": "127.0.0.1:9095",
-        "cooldown": 300.0,
-        "workers": 8,
-        "grace": 20.0,
-        "breaker": DEFAULT_BREAKER,
-        "budget": DEFAULT_BUDGET,
-        "automate": (),
-        "allow_no_token": False,
-    }
-)
-"""``cairn serve``'s defaults: an option given wins, then ``--config``, then these."""
 
 SETTINGS = (
     "listen",
@@ -105,6 +91,7 @@ def load_settings(
     """
     from engine.core.executors import ExecutionOptions  # noqa: PLC0415
     from engine.core.journal import default_journal_path  # noqa: PLC0415
+    from engine.core.policy import Policy  # noqa: PLC0415 - the parser reads this module's defaults: cheap
 
     from_file = read_config(config) if config is not None else {}
     merged = combine(flags, from_file)

@@ -55,3 +55,12 @@ def test_the_worst_host_decides_the_exit_code() -> None:
 
 def test_phase_order_is_detect_diagnose_remediate_verify() -> None:
     assert [p.value for p in Phase] == ["detect", "diagnose", "remediate", "verify"]
+
+
+def test_the_command_line_s_phase_names_are_the_model_s_phases_in_order() -> None:
+    """engine/core/defaults.py states them without importing the model (for a cheap --help)."""
+    from engine.core.defaults import PHASE_NAMES
+    from engine.core.model import PHASE_ORDER, Phase
+
+    assert tuple(p.value for p in Phase) == PHASE_NAMES
+    assert tuple(p.value for p in PHASE_ORDER) == PHASE_NAMES

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from engine.core.errors import CairnError
-from engine.serve.settings import SERVE_DEFAULTS, SETTINGS, load_settings
+from engine.serve.defaults import SERVE_DEFAULTS
+from engine.serve.settings import SETTINGS, load_settings
 
 
 def given(**options: Any) -> dict[str, Any]:

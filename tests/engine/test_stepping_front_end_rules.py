@@ -12,11 +12,12 @@ import pytest
 
 from engine.cli.options import forks
 from engine.core import inventory
+from engine.core.defaults import DEFAULT_FORKS, MAX_FORKS
 from engine.core.errors import InputError
 from engine.core.inputs import convert, entered_value, input_text, starting_value
 from engine.core.loader import load_library, load_library_batches
 from engine.core.model import LOCALHOST, InputSpec, InputType
-from engine.core.spec import DEFAULT_FORKS, MAX_FORKS, RunSpec
+from engine.core.spec import RunSpec
 from tests.conftest import RunbookDir
 
 RUNBOOK = """

@@ -15,10 +15,10 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
+from engine.core.defaults import DEFAULT_FORKS, MAX_FORKS
 from engine.core.errors import CairnError
 from engine.core.inputs import input_text, starting_value
 from engine.core.model import PHASE_ORDER, Host, InputSpec, Phase, Runbook
-from engine.core.spec import DEFAULT_FORKS, MAX_FORKS
 from tui.config import CairnConfig
 from tui.screens.fitted_footer import FittedFooterScreen
 from tui.widgets.plan_view import PlanView

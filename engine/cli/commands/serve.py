@@ -14,7 +14,7 @@ from engine.cli.options import Commands, forks
 
 
 def register(commands: Commands) -> None:
-    from engine.serve.settings import SERVE_DEFAULTS as DEFAULT  # noqa: PLC0415 - cheap: no yaml, no aiohttp
+    from engine.serve.defaults import SERVE_DEFAULTS as DEFAULT  # noqa: PLC0415 - cheap: stdlib only
 
     serve = commands.add(
         "serve",

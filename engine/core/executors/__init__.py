@@ -19,8 +19,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from engine.core.defaults import DEFAULT_VIA, Via
 from engine.core.errors import ExecutorError
 from engine.core.model import AnsibleAction, CommandResult, Host
 
@@ -32,12 +33,6 @@ OutputCallback = Callable[[str, str], None]
 
 Redact = Callable[[str], str]
 """The run's redactor: secrets out of a text."""
-
-Via = Literal["native", "ansible"]
-"""How ``run`` steps reach hosts: natively (local/paramiko) or through ansible-runner."""
-VIA: tuple[Via, ...] = get_args(Via)
-"""The ``--via`` choices."""
-DEFAULT_VIA: Via = "native"
 
 
 @dataclass(frozen=True, slots=True)

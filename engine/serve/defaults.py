@@ -1,0 +1,25 @@
+"""``cairn serve``'s defaults: an option given wins, then ``--config``, then these.
+
+Apart from :mod:`engine.serve.settings` so that the parser, which shows them in ``--help``, imports
+nothing else (``python -m bench cold_start``).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+from engine.core.defaults import DEFAULT_BREAKER, DEFAULT_BUDGET
+
+SERVE_DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
+    {
+        "listen": "127.0.0.1:9095",
+        "cooldown": 300.0,
+        "workers": 8,
+        "grace": 20.0,
+        "breaker": DEFAULT_BREAKER,
+        "budget": DEFAULT_BUDGET,
+        "automate": (),
+        "allow_no_token": False,
+    }
+)
