@@ -4,8 +4,9 @@ Every front end builds a :class:`RunSpec` — ``cairn run`` and ``cairn resume``
 their arguments, the TUI from its setup screen (and sends it, pickled, to the run's
 own process), ``cairn serve`` from a queued alert — and hands it to
 :func:`engine.core.launch.prepare_run`. Nothing copies its fields into another
-type on the way, so a setting cannot be lost between a front end and the runner,
-and each default is stated here once.
+type on the way, so a setting cannot be lost between a front end and the runner;
+each default is stated once, here or (for what ``--help`` shows) in
+:mod:`engine.core.defaults`.
 """
 
 from __future__ import annotations
