@@ -92,15 +92,20 @@ def run_id_on(screen: str) -> str:
 # ---------------------------------------------------------------------------- a real terminal
 
 
+def start_stepper(terminal: Terminal, runbook_dir: RunbookDir, journal_path: Path, marker_dir: Path) -> None:
+    """`cairn run stepper --step` in the tmux terminal."""
+    folder = runbook_dir(STEPPER)
+    command = [*cairn_command(), "run", "stepper", "--runbooks", str(folder), "-e", f"dir={marker_dir}"]
+    command += ["--journal", str(journal_path), "--step"]
+    terminal.start(command, {"TERM": "xterm-256color"}, after=TTY_MODE, **WIDE)
+
+
 @pytest.mark.cli
 @pytest.mark.tmux
 def test_step_through_a_run_in_a_real_terminal(
     terminal: Terminal, runbook_dir: RunbookDir, journal_path: Path, marker_dir: Path
 ) -> None:
-    folder = runbook_dir(STEPPER)
-    command = [*cairn_command(), "run", "stepper", "--runbooks", str(folder), "-e", f"dir={marker_dir}"]
-    command += ["--journal", str(journal_path), "--step"]
-    terminal.start(command, {"TERM": "xterm-256color"}, after=TTY_MODE, **WIDE)
+    start_stepper(terminal, runbook_dir, journal_path, marker_dir)
 
     def shows(text: str) -> Callable[[str], bool]:
         return lambda screen: text in screen
@@ -165,10 +170,7 @@ def test_step_through_a_run_in_a_real_terminal(
 def test_x_cancels_a_stepped_run_while_it_waits(
     terminal: Terminal, runbook_dir: RunbookDir, journal_path: Path, marker_dir: Path
 ) -> None:
-    folder = runbook_dir(STEPPER)
-    command = [*cairn_command(), "run", "stepper", "--runbooks", str(folder), "-e", f"dir={marker_dir}"]
-    command += ["--journal", str(journal_path), "--step"]
-    terminal.start(command, {"TERM": "xterm-256color"}, after=TTY_MODE, **WIDE)
+    start_stepper(terminal, runbook_dir, journal_path, marker_dir)
     terminal.wait_for(lambda s: "waiting before detect · look" in s, "the first step to wait")
 
     terminal.keys("x")
