@@ -29,6 +29,7 @@ from engine.core.events import (
 from engine.core.executors import ExecutorSet, OutputCallback
 from engine.core.fanout import ApprovalDesk
 from engine.core.inputs import Redactor
+from engine.core.lines import LineSplitter
 from engine.core.model import (
     CommandResult,
     Host,
@@ -46,27 +47,6 @@ from engine.core.verdict import judge, render_step, render_task
 if TYPE_CHECKING:
     from engine.core.preflight import Preflight
     from engine.core.spec import RunSpec
-
-
-class _Lines:
-    """Turns output chunks into complete lines, so a secret is never split across events."""
-
-    def __init__(self, emit: Callable[[str, str], None]) -> None:
-        self._emit = emit
-        self._pending: dict[str, str] = {}
-
-    def feed(self, stream: str, text: str) -> None:
-        data = self._pending.get(stream, "") + text
-        head, sep, tail = data.rpartition("\n")
-        self._pending[stream] = tail
-        if sep:
-            self._emit(stream, head + sep)
-
-    def flush(self) -> None:
-        for stream, text in self._pending.items():
-            if text:
-                self._emit(stream, text)
-        self._pending.clear()
 
 
 class StepRunner:
@@ -199,7 +179,7 @@ class StepRunner:
                 )
             )
 
-        lines = _Lines(emit_lines)
+        lines = LineSplitter(emit_lines)
         try:
             outcome = call(lines.feed)
         except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -40,6 +40,9 @@ class Shell:
     """A ``run`` step rendered for a host: the bash command to run there."""
 
     command: str
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Variables set for this command's process only (never on a command line, never in a repr):
+    the run's secret inputs, which the command refers to as ``"$CAIRN_SECRET_<NAME>"``."""
 
 
 @dataclass(frozen=True, slots=True)
