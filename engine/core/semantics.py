@@ -16,7 +16,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from engine.core import expr
+from engine.core import confine, expr
 from engine.core.alerts import Matcher
 from engine.core.model import InputType, parse_duration
 from engine.core.yamlsource import Document, pointer, yaml_repr
@@ -188,12 +188,8 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
     if isinstance(ansible, dict):
         _check_data_templates(doc, f"{ptr}/ansible/args", ansible.get("args"), scope)
         playbook = ansible.get("playbook")
-        folder = Path(doc.file).parent
-        if isinstance(playbook, str) and folder.is_dir() and not (folder / playbook).is_file():
-            doc.add(
-                f"{ptr}/ansible/playbook",
-                f"playbook {playbook!r} not found next to the runbook ({folder / playbook})",
-            )
+        if isinstance(playbook, str):
+            _check_playbook(doc, f"{ptr}/ansible/playbook", playbook)
     if isinstance(step.get("when"), str):
         _check_template(doc, f"{ptr}/when", step["when"], scope, names=expr.TEMPLATE_NAMES, expression=True)
     if isinstance(step.get("expect"), str):
@@ -270,6 +266,20 @@ def _check_data_templates(doc: Document, ptr: str, value: Any, scope: _Scope) ->
 
 def _split(ptr: str) -> tuple[str, ...]:
     return tuple(p.replace("~1", "/").replace("~0", "~") for p in ptr.split("/")[1:])
+
+
+def _check_playbook(doc: Document, ptr: str, playbook: str) -> None:
+    """A playbook must be a file inside the runbook's folder (symlinks followed): see engine.core.confine."""
+    folder = Path(doc.file).parent
+    if not folder.is_dir():
+        return  # a runbook given as text (no folder): nothing to look at
+    try:
+        path = confine.inside(folder, playbook)
+    except confine.OutsideFolder as exc:
+        doc.add(ptr, f"playbook {exc}")
+        return
+    if not path.is_file():
+        doc.add(ptr, f"playbook {playbook!r} not found next to the runbook ({folder / playbook})")
 
 
 def _check_template(

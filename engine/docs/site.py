@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from engine.core import confine
 from engine.core.errors import CairnError
 from engine.core.knowledge import (
     VERIFY_IS_DETECT,
@@ -415,9 +416,11 @@ def step_markdown(runbook: Runbook, phase: Phase, number: int, step: Step) -> li
 def _ansible_markdown(runbook: Runbook, action: AnsibleAction) -> list[str]:
     become = " It runs with privilege escalation (`become`)." if action.become else ""
     if action.playbook:
-        path = Path(runbook.source_path).parent / action.playbook
-        try:
+        try:  # never a file outside the runbook's folder (a symlink to /etc/shadow): confine.inside
+            path = confine.inside(Path(runbook.source_path).parent, action.playbook)
             body = fenced(path.read_text(encoding="utf-8", errors="replace"), "yaml")
+        except confine.OutsideFolder as exc:
+            body = [f"*The playbook is not shown: {escape(str(exc))}.*"]
         except OSError as exc:
             body = [f"*The playbook could not be read: {escape(str(exc.strerror or exc))}.*"]
         return [
