@@ -29,7 +29,7 @@ from tui.screens.library import LibraryScreen
 if TYPE_CHECKING:
     from textual.command import Provider
 
-    from engine.core.journal import Journal
+    from engine.core.journal_read import JournalReader
     from engine.core.loader import Library
     from engine.core.model import Runbook
 
@@ -144,11 +144,12 @@ class CairnApp(Navigation):
 
     # ------------------------------------------------------------ shared with the screens
 
-    def open_journal(self) -> Journal:
-        """The journal the CLI would use (``--journal``, ``$CAIRN_JOURNAL`` or the default); close it after use."""
-        from engine.core.journal import Journal  # noqa: PLC0415
+    def open_journal(self) -> JournalReader:
+        """The journal the CLI would use (``--journal``, ``$CAIRN_JOURNAL`` or the default), opened to read
+        (it never writes: history on a full disk still works); close it after use."""
+        from engine.core.journal_read import JournalReader  # noqa: PLC0415
 
-        return Journal(self.config.journal_path)
+        return JournalReader(self.config.journal_path)
 
     def reload_library(self) -> None:
         """Read the runbook folders again (in a thread; the screens follow ``library``)."""

@@ -1,9 +1,20 @@
 """The alert queue: routed alerts, persisted before the webhook is answered, and the remediation ledger.
 
 ``cairn serve`` answers Alertmanager only after :meth:`AlertQueue.accept` has
-committed, so an accepted alert survives a crash of the server (``kill -9``):
-SQLite in WAL mode, in the journal's database file, so a queued alert and the
-run it starts sit side by side.
+committed, and that commit is synced to disk (``synchronous=FULL``,
+:mod:`engine.core.journal_store`), so an accepted alert survives a crash of the
+server (``kill -9``) and a power loss: SQLite in WAL mode, in the journal's
+database file, so a queued alert and the run it starts sit side by side. So are
+a human's decision (:meth:`AlertQueue.approve`, :meth:`AlertQueue.decline`) and
+a remediation taken in the ledger (the breaker must count it). The workers' own
+transitions (claim, started, finish, requeue) survive a crash at once and a
+power loss once a later synced commit takes them along; one lost to a power loss
+leaves its entry running, which the next start's :meth:`AlertQueue.recover`
+queues again, and the journal (synced at each step's end) says what its run did. A write
+the disk refuses (full, read-only, failing) is one error,
+:class:`~engine.core.errors.JournalUnwritable`, with nothing half written; the
+same connection writes again once the disk takes it (:meth:`AlertQueue.probe`
+asks). Reading is :class:`~engine.core.queue_read.QueueReader`'s.
 
 One row per (alert, runbook, target) that was queued. What ``accept`` decides:
 
@@ -36,16 +47,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from engine.core.alerts import AlertStatus, Route
 from engine.core.errors import JournalError
-from engine.core.journal import like_prefix
+from engine.core.journal_read import like_prefix
+from engine.core.journal_store import WriteTransaction, journal_fault, open_writer
+from engine.core.queue_read import ACTIVE, COLUMNS, COOLING, Entry, EntryState, QueueReader, entry_of
+
+__all__ = ["ACTIVE", "COOLING", "WAITS_FOR_A_HUMAN", "AlertQueue", "Entry", "EntryState", "Guard", "Intake"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_queue (
@@ -77,53 +90,17 @@ CREATE INDEX IF NOT EXISTS alert_queue_key ON alert_queue (runbook_id, target, s
 CREATE INDEX IF NOT EXISTS alert_queue_fingerprint ON alert_queue (fingerprint, state);
 CREATE INDEX IF NOT EXISTS alert_queue_run ON alert_queue (run_id);
 """
+_CLAIM = (
+    "UPDATE alert_queue SET state = ?, updated_at = ? WHERE id ="  # noqa: S608 (only constants)
+    f" (SELECT id FROM alert_queue WHERE state = ? ORDER BY id LIMIT 1) RETURNING {COLUMNS}"
+)
+"""The oldest queued entry becomes running (one statement: two servers never take the same one)."""
+_PROBE = "CREATE TABLE IF NOT EXISTS journal_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)"
+"""Made at the first probe (never at open: a server must start on a full disk, to say so)."""
 
-
-class EntryState(Enum):
-    """Where a queued alert is."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    """Its run ended (whatever the run found: the run says)."""
-    CANCELLED = "cancelled"
-    """Resolved before it started (or while it waited for a human)."""
-    ESCALATED = "escalated"
-    """The pitfall is present and remediating it needs a human: ``cairn approve`` or ``cairn decline``."""
-    DECLINED = "declined"
-    """A human declined the remediation."""
-    FAILED = "failed"
-    """Could not be run at all (unknown target, runbook not loaded): the note says why."""
-
-
-ACTIVE = (EntryState.QUEUED.value, EntryState.RUNNING.value, EntryState.ESCALATED.value)
-"""States in which a firing alert for the same runbook and target is a duplicate."""
-COOLING = (EntryState.DONE.value, EntryState.DECLINED.value)
-"""States after which the cooldown applies: a run ended, or a human said no. A cancelled entry
-never ran. A failed one (its target or runbook is unknown) cools down only until the server reads
-its inventory and runbooks again (see :attr:`AlertQueue.failed_forgotten_before`)."""
 HOUR = 3600.0
 WAITS_FOR_A_HUMAN = "remediation waits for a human: "
 """How an escalated entry's note starts (then why: the policy, a guardrail, a failed fix)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One queued alert."""
-
-    id: int
-    received_at: float
-    fingerprint: str
-    runbook_id: str
-    target: str
-    alert: dict[str, object]
-    state: EntryState
-    run_id: str | None
-    """The run working on it, or the last one that did."""
-    note: str
-    updated_at: float = 0.0
-    approved_by: str | None = None
-    """Who approved its remediation (``cairn approve``); its next run remediates."""
 
 
 @dataclass(frozen=True)
@@ -150,34 +127,37 @@ class Intake:
     """Ids of entries a resolved alert cancelled."""
 
 
-class AlertQueue:
-    """The queue in the journal's SQLite database; safe to share between threads."""
+class AlertQueue(QueueReader):
+    """The queue in the journal's SQLite database, to write; safe to share between threads."""
 
     def __init__(self, path: Path | str, *, cooldown: float = 0.0) -> None:
-        self.path = Path(path)
         self.cooldown = cooldown
         """Seconds after a run on a (runbook, target) during which the same firing alert is a duplicate."""
         self.failed_forgotten_before = 0.0
         """Failed entries that ended before this time start no cooldown: the server has read its
         inventory and runbooks since (at start, at SIGHUP), so the alert's next firing may run."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "PRAGMA synchronous=NORMAL"
-            )  # in WAL: a committed row survives a crash of the process
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(alert_queue)")}
-            if "approved_by" not in columns:  # a queue written before approvals existed
-                self._db.execute("ALTER TABLE alert_queue ADD COLUMN approved_by TEXT")
-        except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"cannot open the alert queue at {self.path}: {exc}") from exc
-        self._lock = threading.Lock()
+        super().__init__(path)
 
-    def close(self) -> None:
-        self._db.close()
+    def _connect(self) -> sqlite3.Connection:
+        db = open_writer(self.path, _SCHEMA, what="the alert queue")
+        try:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(alert_queue)")}
+            if "approved_by" not in columns:  # a queue written before approvals existed
+                db.execute("ALTER TABLE alert_queue ADD COLUMN approved_by TEXT")
+        except sqlite3.Error as exc:
+            db.close()
+            raise journal_fault(exc, self.path, "open the alert queue") from exc
+        return db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None  # a writer always has its file
+        return self._db
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on this connection (never, between calls)."""
+        return self.db.in_transaction
 
     def accept(self, routes: Iterable[Route], now: float | None = None) -> Intake:
         """Queue the firing routes that are new, cancel what resolved ones end; one transaction."""
@@ -187,7 +167,7 @@ class AlertQueue:
         """:meth:`accept` for several webhooks, in order, in **one** transaction (group commit:
         the server gathers the webhooks that arrive while the previous commit runs)."""
         at = time.time() if now is None else now
-        with self._lock, self._transaction():
+        with self._lock, self._transaction(synced=True):
             return [self._accept(routes, at) for routes in webhooks]
 
     def _accept(self, routes: Iterable[Route], at: float) -> Intake:
@@ -202,7 +182,7 @@ class AlertQueue:
             if why:
                 intake.duplicates.append((route.runbook_id, route.target, why))
                 continue
-            cursor = self._db.execute(
+            cursor = self.db.execute(
                 "INSERT INTO alert_queue (received_at, fingerprint, runbook_id, target, alert, state, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -220,14 +200,14 @@ class AlertQueue:
         return intake
 
     def _duplicate(self, route: Route, at: float) -> str:
-        row = self._db.execute(
+        row = self.db.execute(
             "SELECT id, state FROM alert_queue WHERE runbook_id = ? AND target = ? AND state IN (?, ?, ?) LIMIT 1",
             (route.runbook_id, route.target, *ACTIVE),
         ).fetchone()
         if row:
             return f"entry {row[0]} is {row[1]} for the same runbook and target"
         if self.cooldown > 0:
-            row = self._db.execute(
+            row = self.db.execute(
                 "SELECT id, updated_at, state FROM alert_queue WHERE runbook_id = ? AND target = ?"
                 " AND (state IN (?, ?) OR (state = ? AND updated_at > ?)) AND updated_at > ?"
                 " ORDER BY updated_at DESC LIMIT 1",
@@ -248,7 +228,7 @@ class AlertQueue:
         return ""
 
     def _cancel(self, route: Route, at: float) -> list[int]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT id, state FROM alert_queue WHERE fingerprint = ? AND runbook_id = ? AND target = ?"
             " AND state IN (?, ?)",
             (
@@ -265,7 +245,7 @@ class AlertQueue:
                 if state == EntryState.ESCALATED.value
                 else "the alert resolved before its run started"
             )
-            self._db.execute(
+            self.db.execute(
                 "UPDATE alert_queue SET state = ?, note = ?, updated_at = ? WHERE id = ?",
                 (EntryState.CANCELLED.value, note, at, entry_id),
             )
@@ -275,12 +255,11 @@ class AlertQueue:
         """Take the oldest queued entry (it becomes running), or ``None``."""
         at = time.time() if now is None else now
         with self._lock, self._transaction():
-            row = self._db.execute(
-                "UPDATE alert_queue SET state = ?, updated_at = ? WHERE id ="
-                " (SELECT id FROM alert_queue WHERE state = ? ORDER BY id LIMIT 1) RETURNING *",
+            row = self.db.execute(
+                _CLAIM,
                 (EntryState.RUNNING.value, at, EntryState.QUEUED.value),
             ).fetchone()
-        return _entry(row) if row else None
+        return entry_of(row) if row else None
 
     def finish(
         self,
@@ -294,7 +273,7 @@ class AlertQueue:
         """Record how an entry ended (or that it was escalated), with its run."""
         at = time.time() if now is None else now
         with self._lock, self._transaction():
-            self._db.execute(
+            self.db.execute(
                 "UPDATE alert_queue SET state = ?, run_id = COALESCE(?, run_id), note = ?, updated_at = ? WHERE id = ?",
                 (state.value, run_id, note, at, entry_id),
             )
@@ -303,7 +282,7 @@ class AlertQueue:
         """Record the run working on a claimed entry (before it runs: a crash then knows what to resume)."""
         at = time.time() if now is None else now
         with self._lock, self._transaction():
-            self._db.execute(
+            self.db.execute(
                 "UPDATE alert_queue SET run_id = ?, updated_at = ? WHERE id = ?", (run_id, at, entry_id)
             )
 
@@ -311,7 +290,7 @@ class AlertQueue:
         """Put a running entry back in the queue (its run was checkpointed at shutdown)."""
         at = time.time() if now is None else now
         with self._lock, self._transaction():
-            self._db.execute(
+            self.db.execute(
                 "UPDATE alert_queue SET state = ?, note = ?, updated_at = ? WHERE id = ? AND state = ?",
                 (EntryState.QUEUED.value, note, at, entry_id, EntryState.RUNNING.value),
             )
@@ -325,12 +304,12 @@ class AlertQueue:
         with self._lock, self._transaction():
             ids = [
                 row[0]
-                for row in self._db.execute(
+                for row in self.db.execute(
                     "SELECT id FROM alert_queue WHERE state = ? ORDER BY id", (EntryState.RUNNING.value,)
                 )
             ]
             for entry_id in ids:
-                self._db.execute(
+                self.db.execute(
                     "UPDATE alert_queue SET state = ?, note = ?, updated_at = ? WHERE id = ?",
                     (
                         EntryState.QUEUED.value,
@@ -339,7 +318,7 @@ class AlertQueue:
                         entry_id,
                     ),
                 )
-            self._db.execute("UPDATE remediations SET ended_at = ? WHERE ended_at IS NULL", (at,))
+            self.db.execute("UPDATE remediations SET ended_at = ? WHERE ended_at IS NULL", (at,))
         return ids
 
     # ------------------------------------------------------------------ humans
@@ -348,9 +327,9 @@ class AlertQueue:
         """Queue an escalated entry again, its remediation approved by ``by``; :class:`JournalError` if
         ``run_id`` (or a unique prefix of it) is not waiting for a human."""
         at = time.time() if now is None else now
-        with self._lock, self._transaction():
+        with self._lock, self._transaction(synced=True):
             entry = self._waiting(run_id)
-            self._db.execute(
+            self.db.execute(
                 "UPDATE alert_queue SET state = ?, approved_by = ?, note = ?, updated_at = ? WHERE id = ?",
                 (
                     EntryState.QUEUED.value,
@@ -365,10 +344,10 @@ class AlertQueue:
     def decline(self, run_id: str, by: str, reason: str = "", now: float | None = None) -> Entry:
         """End an escalated entry without remediating; :class:`JournalError` as for :meth:`approve`."""
         at = time.time() if now is None else now
-        with self._lock, self._transaction():
+        with self._lock, self._transaction(synced=True):
             entry = self._waiting(run_id)
             note = f"declined by {by}" + (f": {reason}" if reason else "")
-            self._db.execute(
+            self.db.execute(
                 "UPDATE alert_queue SET state = ?, note = ?, updated_at = ? WHERE id = ?",
                 (EntryState.DECLINED.value, note, at, entry.id),
             )
@@ -380,9 +359,9 @@ class AlertQueue:
                 "give the run id (or its start) of the run waiting for a human: see `cairn queue`"
             )
         rows = [
-            _entry(row)
-            for row in self._db.execute(
-                "SELECT * FROM alert_queue WHERE run_id LIKE ? ESCAPE '\\' ORDER BY id DESC",
+            entry_of(row)
+            for row in self.db.execute(
+                f"SELECT {COLUMNS} FROM alert_queue WHERE run_id LIKE ? ESCAPE '\\' ORDER BY id DESC",  # noqa: S608
                 (like_prefix(run_id),),
             )
         ]
@@ -423,9 +402,9 @@ class AlertQueue:
         refused (the human is who guardrails escalate to) but counts toward the budget.
         """
         at = time.time() if now is None else now
-        with self._lock, self._transaction():
+        with self._lock, self._transaction(synced=True):
             if automatic:
-                recent = self._db.execute(
+                recent = self.db.execute(
                     "SELECT count(*), min(started_at) FROM remediations"
                     " WHERE host = ? AND automatic = 1 AND started_at > ?",
                     (host, at - HOUR),
@@ -440,7 +419,7 @@ class AlertQueue:
                     )
                 busy = [
                     row[0]
-                    for row in self._db.execute(
+                    for row in self.db.execute(
                         "SELECT DISTINCT host FROM remediations WHERE ended_at IS NULL AND host != ? ORDER BY host",
                         (host,),
                     )
@@ -452,7 +431,7 @@ class AlertQueue:
                         f"fleet budget: {len(busy)} hosts are being remediated now (at most {budget}): "
                         + ", ".join(busy[:5]),
                     )
-            cursor = self._db.execute(
+            cursor = self.db.execute(
                 "INSERT INTO remediations (host, runbook_id, run_id, automatic, started_at) VALUES (?, ?, ?, ?, ?)",
                 (host, runbook_id, run_id, int(automatic), at),
             )
@@ -463,95 +442,19 @@ class AlertQueue:
         """The remediation is over (its host no longer counts toward the budget)."""
         at = time.time() if now is None else now
         with self._lock, self._transaction():
-            self._db.execute("UPDATE remediations SET ended_at = ? WHERE id = ?", (at, ledger_id))
+            self.db.execute("UPDATE remediations SET ended_at = ? WHERE id = ?", (at, ledger_id))
 
-    # ------------------------------------------------------------------ reading
+    # ------------------------------------------------------------------ the disk
 
-    def entry(self, entry_id: int) -> Entry:
-        """One entry by id."""
-        row = self._db.execute("SELECT * FROM alert_queue WHERE id = ?", (entry_id,)).fetchone()
-        if row is None:
-            raise JournalError(f"no queue entry {entry_id} in {self.path}")
-        return _entry(row)
+    def probe(self, now: float | None = None) -> None:
+        """Write one small row: :class:`~engine.core.errors.JournalUnwritable` while the disk refuses it.
 
-    def entries(self, *states: EntryState) -> list[Entry]:
-        """Every entry (or those in ``states``), oldest first."""
-        if not states:
-            rows = self._db.execute("SELECT * FROM alert_queue ORDER BY id")
-        else:
-            marks = ", ".join("?" * len(states))
-            rows = self._db.execute(
-                f"SELECT * FROM alert_queue WHERE state IN ({marks}) ORDER BY id",  # noqa: S608 (only ?s)
-                tuple(s.value for s in states),
-            )
-        return [_entry(row) for row in rows]
+        ``cairn serve`` asks while its journal cannot be written, to see when it can again."""
+        at = time.time() if now is None else now
+        with self._lock, self._transaction():
+            self.db.execute(_PROBE)
+            self.db.execute("INSERT OR REPLACE INTO journal_probe (id, at) VALUES (1, ?)", (at,))
 
-    def recent(self, *states: EntryState, limit: int) -> list[Entry]:
-        """The ``limit`` entries in ``states`` updated last, the latest first (the rest are not read)."""
-        marks = ", ".join("?" * len(states))
-        rows = self._db.execute(
-            f"SELECT * FROM alert_queue WHERE state IN ({marks})"  # noqa: S608 (only ?s)
-            " ORDER BY updated_at DESC, id DESC LIMIT ?",
-            (*(s.value for s in states), limit),
-        )
-        return [_entry(row) for row in rows]
-
-    def count(self, *states: EntryState) -> int:
-        """How many entries are in ``states``."""
-        marks = ", ".join("?" * len(states))
-        row = self._db.execute(
-            f"SELECT count(*) FROM alert_queue WHERE state IN ({marks})",  # noqa: S608 (only ?s)
-            tuple(s.value for s in states),
-        )
-        return int(row.fetchone()[0])
-
-    def depth(self) -> int:
-        """Entries waiting to start."""
-        row = self._db.execute("SELECT count(*) FROM alert_queue WHERE state = ?", (EntryState.QUEUED.value,))
-        return int(row.fetchone()[0])
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self.path)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an error), errors said as :class:`JournalError`."""
-
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self.db = db
-        self.path = path
-
-    def __enter__(self) -> None:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot write the alert queue at {self.path}: {exc}") from exc
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        if kind is None:
-            try:
-                self.db.execute("COMMIT")
-                return
-            except sqlite3.Error as error:
-                self.db.execute("ROLLBACK")
-                raise JournalError(f"cannot write the alert queue at {self.path}: {error}") from error
-        self.db.execute("ROLLBACK")
-
-
-def _entry(row: tuple[object, ...]) -> Entry:
-    entry_id, received_at, fingerprint, runbook_id, target, alert, state, run_id, note, updated, approved = (
-        row
-    )
-    return Entry(
-        id=int(str(entry_id)),
-        received_at=float(str(received_at)),
-        fingerprint=str(fingerprint),
-        runbook_id=str(runbook_id),
-        target=str(target),
-        alert=json.loads(str(alert)),
-        state=EntryState(state),
-        run_id=str(run_id) if run_id is not None else None,
-        note=str(note),
-        updated_at=float(str(updated)),
-        approved_by=str(approved) if approved is not None else None,
-    )
+    def _transaction(self, *, synced: bool = False) -> WriteTransaction:
+        """``synced``: the commit survives a power loss (see the module's docstring for which are)."""
+        return WriteTransaction(self.db, self.path, "write the alert queue", synced=synced)

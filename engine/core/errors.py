@@ -12,6 +12,7 @@ can run: a bad runbook, inventory, input value, template or journal.
      ├── InventoryError        the inventory is malformed or a pattern matches nothing
      ├── ExecutorError         a host cannot be reached the way it asks to be
      └── JournalError          the run journal cannot be opened or has no such run
+          └── JournalUnwritable  its file system refuses writes: full, read-only or failing
 
 Every error's ``str()`` names the thing and says what to do about it.
 """
@@ -104,3 +105,28 @@ class ExecutorError(CairnError):
 
 class JournalError(CairnError):
     """The journal cannot be opened or written, or a run id is unknown."""
+
+
+class JournalUnwritable(JournalError):
+    """The journal's file system refuses a write: it is full, read-only, or failing (I/O errors).
+
+    Every write of the journal and of the alert queue in its file says these faults as this one
+    error: ``problem`` is what a human reads first (``the journal's disk is full``), ``detail``
+    what the system said, ``context`` what it means for the work in hand (which run, what was
+    recorded), added by whoever knows it (:meth:`about`).
+    """
+
+    def __init__(
+        self, problem: str, path: str, detail: str, *, context: str = "", recorded: bool = True
+    ) -> None:
+        self.problem = problem
+        self.path = path
+        self.detail = detail
+        self.context = context
+        self.recorded = recorded
+        """False when nothing of the run in hand reached the journal (it did not start)."""
+        super().__init__(f"{problem} ({path}: {detail})" + (f"; {context}" if context else ""))
+
+    def about(self, context: str, *, recorded: bool = True) -> JournalUnwritable:
+        """The same fault, saying what it means for the work in hand."""
+        return JournalUnwritable(self.problem, self.path, self.detail, context=context, recorded=recorded)

@@ -1,25 +1,37 @@
-"""The run journal: every run, step, output and approval, in SQLite (WAL).
+"""The run journal: every run, step, output and approval, in SQLite (WAL), written as events arrive.
 
-The journal is an event subscriber: it writes each event as it arrives and
-commits before the runner moves on, so a crash loses at most the step in
-flight. Output is bounded in the database and complete in a per-run artifacts
-folder. A running run holds a lock file; a run whose lock nobody holds any
-more (the process was killed) is shown as interrupted.
+The journal is an event subscriber: it writes each event as it arrives and commits before the
+runner moves on, so a crash of the process loses at most the step in flight. What changes hosts
+is also synced to disk before the runner moves on (``synchronous=FULL``,
+:mod:`engine.core.journal_store`): a remediation step's start and end, and every approval —
+and each such sync takes every commit before it along. So after a power loss the journal still
+says which remediation steps began and which finished (a resumed run never repeats one it
+recorded finished); what it may lose is the tail of the phases that only look (detect,
+diagnose, verify: what ``--dry-run`` runs), which a resumed run looks at again. Output is
+bounded in the database and complete in a per-run artifacts folder (written as it comes, never
+synced: a power loss can cut the folder's copy short, not the database's). A running run
+holds a lock file; a run whose lock nobody holds any more (the process was killed) is read as
+interrupted (:mod:`engine.core.journal_read`) and recorded so by :meth:`Journal.reconcile`.
+
+**When the disk refuses a write** (full, read-only, failing) the run's record stops there: the
+event is not recorded, :class:`~engine.core.errors.JournalUnwritable` says what the journal
+holds of the run, and every later event of that run raises it again — so no step starts that
+the journal could not record. Output is the exception: a command already running is never
+stopped half-way by its journal; its output is dropped and the step's end raises instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
-import os
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from engine.core.errors import JournalError
+from engine.core.errors import JournalError, JournalUnwritable
 from engine.core.events import (
     Event,
     HostFinished,
@@ -30,16 +42,40 @@ from engine.core.events import (
     StepOutput,
     StepStarted,
 )
-from engine.core.model import RunStatus, host_folder
+from engine.core.journal_read import (
+    INTERRUPTED_EXIT,
+    INTERRUPTED_STEP,
+    LAST,
+    SCHEMA_VERSION,
+    STATES_FROM_WORDS,
+    ApprovalRecord,
+    JournalReader,
+    RunRecord,
+    StepRecord,
+    default_journal_path,
+    like_prefix,
+    lock_held,
+)
+from engine.core.journal_store import WriteTransaction, journal_fault, open_writer
+from engine.core.journal_store import synced as synced_commits
+from engine.core.model import Phase, RunStatus, host_folder
+
+__all__ = [
+    "DB_OUTPUT_LIMIT",
+    "LAST",
+    "ApprovalRecord",
+    "Journal",
+    "RunRecord",
+    "StepRecord",
+    "artifacts_folder",
+    "default_journal_path",
+    "like_prefix",
+]
 
 log = logging.getLogger(__name__)
 
-LAST = "last"
-"""Stands for the newest run wherever a run id is asked for (``cairn show-run last``)."""
 DB_OUTPUT_LIMIT = 64 * 1024
 """Characters of each output stream kept in the database; artifacts keep everything."""
-_SCHEMA_VERSION = 2
-"""1: the first release; 2: unfinished steps have their own statuses (not_run, cancelled, interrupted)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -95,13 +131,9 @@ CREATE TABLE IF NOT EXISTS approvals (
 """
 
 
-def default_journal_path() -> Path:
-    """``$CAIRN_JOURNAL``, else ``$XDG_STATE_HOME/cairn/journal.db`` (``~/.local/state/cairn``)."""
-    explicit = os.environ.get("CAIRN_JOURNAL")
-    if explicit:
-        return Path(explicit).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "cairn" / "journal.db"
+def artifacts_folder(journal_path: Path) -> Path:
+    """Where the runs' artifacts folders are: ``runs/`` beside the journal's file."""
+    return journal_path.parent / "runs"
 
 
 def _bounded(text: str, limit: int = DB_OUTPUT_LIMIT) -> str:
@@ -112,142 +144,140 @@ def _bounded(text: str, limit: int = DB_OUTPUT_LIMIT) -> str:
     return f"{text[:head]}\n[… {omitted:,} characters omitted here; the artifacts folder has all of it …]\n{text[-tail:]}"
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    """A step as the journal holds it."""
-
-    seq: int
-    host: str
-    phase: str
-    step_id: str
-    title: str
-    status: str
-    message: str
-    command: str
-    rc: int | None
-    stdout: str
-    stderr: str
-    out: Any
-    started_at: float | None
-    duration: float | None
-    approval: str
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalRecord:
-    """A decision on a step."""
-
-    host: str
-    phase: str
-    step_id: str
-    command: str
-    approved: bool
-    decided_by: str
-    note: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """A run as the journal holds it; ``steps``/``approvals`` are filled by :meth:`Journal.get_run`."""
-
-    id: str
-    runbook_id: str
-    runbook_path: str
-    runbook_sha256: str
-    runbook_text: str
-    hosts: tuple[str, ...]
-    inputs: dict[str, Any]
-    started_by: str
-    trigger: dict[str, Any]
-    dry_run: bool
-    last_phase: str
-    status: RunStatus
-    exit_code: int | None
-    outcomes: dict[str, dict[str, str]]
-    started_at: float
-    finished_at: float | None
-    artifacts: str
-    steps: tuple[StepRecord, ...] = ()
-    approvals: tuple[ApprovalRecord, ...] = ()
-
-
-_STATES_FROM_WORDS = (
-    ("interrupted", "error", "interrupted:%"),
-    ("cancelled", "error", "cancelled%"),
-    ("not_run", "error", "not run:%"),
-    ("not_run", "skipped", "not run:%"),
-    ("not_run", "not_asked", "not run:%"),
-)
-"""Version 1 told unfinished steps by their message's first words; version 2 records it as the status."""
-
-
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring a journal written by an earlier version up to this one (once: ``user_version`` says)."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version >= _SCHEMA_VERSION:
+    if version >= SCHEMA_VERSION:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
         if version < 2:
-            for new, old, words in _STATES_FROM_WORDS:
+            for new, old, words in STATES_FROM_WORDS:
                 db.execute(
-                    "UPDATE steps SET status = ? WHERE status = ? AND message LIKE ?", (new, old, words)
+                    "UPDATE steps SET status = ? WHERE status = ? AND message LIKE ?", (new, old, words + "%")
                 )
-        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # a full disk rolls it back already
+            db.execute("ROLLBACK")
         raise
 
 
-class Journal:
-    """SQLite run store; subscribe :meth:`record` to a run's event bus."""
+@dataclass
+class _Held:
+    """What the journal holds of one run: for the message when it can hold no more."""
+
+    started: bool = False
+    steps: int = 0
+    last: str = ""
+
+    def said(self, run_id: str) -> str:
+        if not self.started:
+            return f"run {run_id} did not start: nothing of it was recorded and nothing ran"
+        if not self.steps:
+            held = "its start and no finished step"
+        else:
+            held = f"it up to {self.last} ({self.steps} step{'s' if self.steps != 1 else ''} recorded)"
+        return (
+            f"run {run_id} stopped: the journal holds {held}; "
+            "commands already started on hosts may have finished"
+        )
+
+
+class Journal(JournalReader):
+    """The journal, to write: subscribe :meth:`record` to a run's event bus (reads as :class:`JournalReader`).
+
+    Opening it creates the file if needed and upgrades an earlier schema; to only read, open a
+    :class:`JournalReader`, which writes nothing.
+    """
 
     def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path else default_journal_path()
-        self.artifacts_root = self.path.parent / "runs"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            _upgrade(self._db)
-        except (OSError, sqlite3.Error) as exc:
-            raise JournalError(
-                f"cannot open the journal at {self.path}: {exc}; "
-                "choose another place with --journal PATH or CAIRN_JOURNAL"
-            ) from exc
-        self._lock = threading.Lock()
         self._run_locks: dict[str, IO[bytes]] = {}
         self._outputs: dict[tuple[str, str, str, str, str], IO[str]] = {}
+        self._held: dict[str, _Held] = {}
+        self._stopped: dict[str, JournalUnwritable] = {}
+        """Runs whose record stopped: the disk refused one of their writes."""
+        super().__init__(path)
+        self.artifacts_root = artifacts_folder(self.path)
+        with contextlib.suppress(JournalError):  # best effort: readers show such runs interrupted anyway
+            self.reconcile()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = open_writer(
+            self.path,
+            _SCHEMA,
+            what="the journal",
+            hint="choose another place with --journal PATH or CAIRN_JOURNAL",
+        )
+        try:
+            _upgrade(db)
+        except (OSError, sqlite3.Error) as exc:
+            db.close()
+            raise journal_fault(exc, self.path, "upgrade the journal") from exc
+        return db
 
     def close(self) -> None:
-        """Close the database and any open artifact files."""
+        """Close the database and any open artifact files (a full disk cannot make this fail)."""
         for output in self._outputs.values():
-            output.close()
+            with contextlib.suppress(OSError):  # what it still buffers cannot be written: it is lost
+                output.close()
         for lock in self._run_locks.values():
             lock.close()
-        self._db.close()
+        super().close()
 
     # ----------------------------------------------------------------- writing
 
     def record(self, event: Event) -> None:
-        """Persist one event (an :class:`~engine.core.events.EventBus` subscriber)."""
+        """Persist one event (an :class:`~engine.core.events.EventBus` subscriber).
+
+        :class:`JournalUnwritable` when the disk refuses it, and for every later event of the
+        same run but its output (see the module's docstring)."""
         with self._lock:
+            stopped = self._stopped.get(event.run_id)
+            if stopped is not None:
+                if isinstance(event, StepOutput):
+                    return
+                raise stopped.about(stopped.context, recorded=stopped.recorded)
             try:
                 self._record(event)
-            except sqlite3.Error as exc:
-                raise JournalError(f"cannot write to the journal at {self.path}: {exc}") from exc
+            except (OSError, sqlite3.Error) as exc:
+                fault = journal_fault(exc, self.path, "write to the journal")
+                if not isinstance(fault, JournalUnwritable):
+                    raise fault from exc
+                self._stop(event, fault)
+                if isinstance(event, StepOutput):
+                    return  # the command runs on; its step's end says the journal stopped
+                raise self._stopped[event.run_id] from exc
+            self._note(event)
+
+    def _stop(self, event: Event, fault: JournalUnwritable) -> None:
+        """The run's record ends here: its open files are let go, later events refused."""
+        held = self._held.get(event.run_id, _Held())
+        self._stopped[event.run_id] = fault.about(held.said(event.run_id), recorded=held.started)
+        for key in [k for k in self._outputs if k[0] == event.run_id]:
+            with contextlib.suppress(OSError):
+                self._outputs.pop(key).close()
+        self._release(event.run_id)  # its process is here, but its record is over: read as interrupted
+        log.error("journal stopped recording run %s: %s", event.run_id, self._stopped[event.run_id])
+
+    def _note(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self._held[event.run_id] = _Held(started=True)
+            case StepFinished(result=r):
+                held = self._held.setdefault(event.run_id, _Held(started=True))
+                held.steps += 1
+                held.last = f"{r.phase.value}/{r.step_id} on {r.host}"
+            case RunFinished():
+                self._held.pop(event.run_id, None)
 
     def _record(self, event: Event) -> None:
         match event:
             case RunStarted():
                 self._run_started(event)
             case StepStarted():
-                self._db.execute(
+                self._db_write(
                     "INSERT OR REPLACE INTO steps (run_id, seq, host, phase, step_id, title, status, command, started_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                     (
@@ -260,21 +290,14 @@ class Journal:
                         event.command,
                         event.at,
                     ),
+                    synced=event.phase is Phase.REMEDIATE,
                 )
             case StepOutput():
-                key = (event.run_id, event.host, event.phase.value, event.step_id, event.stream)
-                handle = self._outputs.get(key)
-                if handle is None:
-                    folder = self.artifacts_root / event.run_id / host_folder(event.host)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    name = f"{event.phase.value}.{event.step_id}.{event.stream}"
-                    handle = self._outputs[key] = (folder / name).open("a", encoding="utf-8")
-                handle.write(event.text)
-                handle.flush()
+                self._output(event)
             case StepApproval(asked=False):
                 pass  # nobody decided: the step's own row says "not asked" and why
             case StepApproval():
-                self._db.execute(
+                self._db_write(
                     "INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         event.run_id,
@@ -288,12 +311,13 @@ class Journal:
                         event.note,
                         event.at,
                     ),
+                    synced=True,
                 )
             case StepFinished():
                 self._step_finished(event)
             case HostFinished():
                 report = event.report
-                self._db.execute(
+                self._db_write(
                     "UPDATE runs SET outcomes = json_set(outcomes, '$.' || json_quote(?), json(?)) WHERE id = ?",
                     (
                         report.host,
@@ -304,11 +328,31 @@ class Journal:
             case RunFinished():
                 final = event.report
                 status = RunStatus.INTERRUPTED if final.interrupted else RunStatus.FINISHED
-                self._db.execute(
+                self._db_write(
                     "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? WHERE id = ?",
                     (status.value, final.exit_code, event.at, event.run_id),
                 )
                 self._release(event.run_id)
+
+    def _db_write(self, statement: str, params: tuple[object, ...], *, synced: bool = False) -> None:
+        """One statement, one commit; ``synced``: on disk before it returns (see the module's docstring)."""
+        assert self._db is not None
+        if not synced:
+            self._db.execute(statement, params)
+            return
+        with synced_commits(self._db):
+            self._db.execute(statement, params)
+
+    def _output(self, event: StepOutput) -> None:
+        key = (event.run_id, event.host, event.phase.value, event.step_id, event.stream)
+        handle = self._outputs.get(key)
+        if handle is None:
+            folder = self.artifacts_root / event.run_id / host_folder(event.host)
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"{event.phase.value}.{event.step_id}.{event.stream}"
+            handle = self._outputs[key] = (folder / name).open("a", encoding="utf-8")
+        handle.write(event.text)
+        handle.flush()
 
     def _run_started(self, event: RunStarted) -> None:
         folder = self.artifacts_root / event.run_id
@@ -317,7 +361,7 @@ class Journal:
         lock = (folder / ".lock").open("wb")
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._run_locks[event.run_id] = lock
-        self._db.execute(
+        self._db_write(
             "INSERT INTO runs (id, runbook_id, runbook_path, runbook_sha256, runbook_text, hosts, inputs,"
             " started_by, trigger, dry_run, last_phase, status, started_at, artifacts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -348,7 +392,7 @@ class Journal:
         out = json.dumps(r.out, default=str) if r.out is not None else None
         if out is not None and len(out) > DB_OUTPUT_LIMIT:
             out = json.dumps("[parsed output too large for the journal; see the artifacts folder]")
-        self._db.execute(
+        self._db_write(
             "INSERT INTO steps (run_id, seq, host, phase, step_id, status, message, command, rc, stdout, stderr,"
             " out, started_at, duration, approval) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_id, host, phase, step_id) DO UPDATE SET status = excluded.status,"
@@ -372,6 +416,7 @@ class Journal:
                 r.duration,
                 r.approval,
             ),
+            synced=r.phase is Phase.REMEDIATE,
         )
 
     def _release(self, run_id: str) -> None:
@@ -379,147 +424,28 @@ class Journal:
         if lock:
             lock.close()
 
-    # ----------------------------------------------------------------- reading
+    def _alive(self, run_id: str, artifacts: str) -> bool:
+        return run_id in self._run_locks or lock_held(Path(artifacts) / ".lock")
 
     def reconcile(self) -> list[str]:
-        """Mark runs whose process is gone as interrupted; returns their ids."""
-        stale: list[str] = []
+        """Record runs whose process is gone as interrupted (readers already show them so); their ids."""
+        assert self._db is not None
         with self._lock:
-            rows = self._db.execute(
+            running = self._db.execute(
                 "SELECT id, artifacts FROM runs WHERE status = ?", (RunStatus.RUNNING.value,)
-            )
-            for run_id, artifacts in rows.fetchall():
-                if run_id in self._run_locks or _lock_held(Path(artifacts) / ".lock"):
-                    continue
-                stale.append(run_id)
+            ).fetchall()
+        stale = [run_id for run_id, artifacts in running if not self._alive(run_id, artifacts)]
+        if not stale:
+            return []  # nothing to write: no write lock taken (a server opens a journal per alert)
+        with self._lock, WriteTransaction(self._db, self.path, "write to the journal"):
+            for run_id in stale:
                 self._db.execute(
-                    "UPDATE runs SET status = ?, exit_code = 130 WHERE id = ?",
-                    (RunStatus.INTERRUPTED.value, run_id),
+                    "UPDATE runs SET status = ?, exit_code = ? WHERE id = ? AND status = ?",
+                    (RunStatus.INTERRUPTED.value, INTERRUPTED_EXIT, run_id, RunStatus.RUNNING.value),
                 )
                 self._db.execute(
-                    "UPDATE steps SET status = 'interrupted', message = 'interrupted: the run stopped before"
-                    " this step finished' WHERE run_id = ? AND status = 'running'",
-                    (run_id,),
+                    "UPDATE steps SET status = 'interrupted', message = ? WHERE run_id = ? AND status = 'running'",
+                    (INTERRUPTED_STEP, run_id),
                 )
-        if stale:
-            log.info("marked %d run(s) interrupted: %s", len(stale), ", ".join(stale))
+        log.info("marked %d run(s) interrupted: %s", len(stale), ", ".join(stale))
         return stale
-
-    def list_runs(
-        self, *, limit: int = 20, runbook_id: str | None = None, trigger_kind: str | None = None
-    ) -> list[RunRecord]:
-        """Most recent runs first; ``trigger_kind="alert"``: only those an alert started."""
-        self.reconcile()
-        where: list[str] = []
-        params: list[Any] = []
-        if runbook_id:
-            where.append("runbook_id = ?")
-            params.append(runbook_id)
-        if trigger_kind:
-            where.append("json_extract(trigger, '$.kind') = ?")
-            params.append(trigger_kind)
-        query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 (only ?s)
-        query += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        params.append(limit)
-        return [self._run(row) for row in self._rows(query, params)]
-
-    def get_run(self, run_id: str) -> RunRecord:
-        """The run whose id is ``run_id`` or starts with it (``last``: the newest run), with its steps and approvals."""
-        self.reconcile()
-        if run_id == LAST:
-            rows = self._rows("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 1", [])
-            if not rows:
-                raise JournalError(f"no run yet in {self.path}; start one with `cairn run ID`")
-            run_id = rows[0]["id"]
-        rows = self._rows("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", [like_prefix(run_id)])
-        if not rows:
-            raise JournalError(f"no run {run_id!r} in {self.path}; `cairn history` lists the runs")
-        exact = [r for r in rows if r["id"] == run_id]
-        if len(rows) > 1 and not exact:
-            listed = ", ".join(r["id"] for r in rows[:5])
-            raise JournalError(f"run id {run_id!r} is ambiguous: {listed}; give more of it")
-        row = exact[0] if exact else rows[0]
-        steps = tuple(
-            StepRecord(
-                seq=s["seq"],
-                host=s["host"],
-                phase=s["phase"],
-                step_id=s["step_id"],
-                title=s["title"],
-                status=s["status"],
-                message=s["message"],
-                command=s["command"],
-                rc=s["rc"],
-                stdout=s["stdout"],
-                stderr=s["stderr"],
-                out=json.loads(s["out"]) if s["out"] else None,
-                started_at=s["started_at"],
-                duration=s["duration"],
-                approval=s["approval"],
-            )
-            for s in self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", [row["id"]])
-        )
-        approvals = tuple(
-            ApprovalRecord(
-                host=a["host"],
-                phase=a["phase"],
-                step_id=a["step_id"],
-                command=a["command"],
-                approved=bool(a["approved"]),
-                decided_by=a["decided_by"],
-                note=a["note"],
-                at=a["at"],
-            )
-            for a in self._rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY seq", [row["id"]])
-        )
-        return self._run(row, steps, approvals)
-
-    def _rows(self, query: str, params: list[Any]) -> list[sqlite3.Row]:
-        with self._lock:
-            cursor = self._db.execute(query, params)
-            cursor.row_factory = sqlite3.Row
-            return cursor.fetchall()
-
-    @staticmethod
-    def _run(
-        row: sqlite3.Row, steps: tuple[StepRecord, ...] = (), approvals: tuple[ApprovalRecord, ...] = ()
-    ) -> RunRecord:
-        return RunRecord(
-            id=row["id"],
-            runbook_id=row["runbook_id"],
-            runbook_path=row["runbook_path"],
-            runbook_sha256=row["runbook_sha256"],
-            runbook_text=row["runbook_text"],
-            hosts=tuple(json.loads(row["hosts"])),
-            inputs=json.loads(row["inputs"]),
-            started_by=row["started_by"],
-            trigger=json.loads(row["trigger"]),
-            dry_run=bool(row["dry_run"]),
-            last_phase=row["last_phase"],
-            status=RunStatus(row["status"]),
-            exit_code=row["exit_code"],
-            outcomes=json.loads(row["outcomes"]),
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            artifacts=row["artifacts"],
-            steps=steps,
-            approvals=approvals,
-        )
-
-
-def like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _lock_held(path: Path) -> bool:
-    """True when another open file description holds ``path``'s lock (its run is alive)."""
-    try:
-        with path.open("ab") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
-    except OSError:
-        return False

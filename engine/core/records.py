@@ -12,8 +12,8 @@ from engine.core.model import format_duration
 from engine.core.render import STATUS_MARK, indent, step_id_width, table, when
 
 if TYPE_CHECKING:
-    from engine.core.alert_queue import Entry
-    from engine.core.journal import RunRecord
+    from engine.core.journal_read import RunRecord
+    from engine.core.queue_read import Entry
 
 
 def inventory_text(rows: list[dict[str, Any]]) -> str:

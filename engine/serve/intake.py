@@ -5,13 +5,19 @@ without it, before the body is read); a body over the size limit is a 413, one t
 a webhook a 400 naming what is wrong; wrong paths and methods 404/405. Never a 500 for bad
 input. Firing alerts are routed to the runbooks whose triggers match and queued in the
 journal's database **before** the 200 is sent (group commit on the intake's own thread and
-connection); resolved ones cancel queued work that has not started and work that waits for
-a human.
+connection, each commit synced to disk); resolved ones cancel queued work that has not started
+and work that waits for a human. A journal that cannot take the commit — locked past the busy
+timeout, or a disk that refuses it (full, read-only, failing) — is a 503: Alertmanager sends
+the webhook again. Every webhook is answered, whatever the commit did.
+
+``GET /healthz`` is 200 with ``"ok": true`` while the journal takes writes and every worker
+thread is alive, else 503 with what is wrong (:class:`~engine.serve.metrics.ServeHealth`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Callable
@@ -24,7 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from engine.core.alert_queue import AlertQueue, EntryState, Intake
 from engine.core.alerts import AlertStatus, Route, WebhookError, parse_webhook, route
-from engine.core.errors import JournalError
+from engine.core.errors import JournalError, JournalUnwritable
 
 if TYPE_CHECKING:
     from engine.serve.catalog import Catalog
@@ -137,6 +143,7 @@ class WebhookIntake:
 
     async def _commit_pending(self) -> None:
         loop = asyncio.get_running_loop()
+        batch: list[tuple[list[Route], asyncio.Future[Intake]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
@@ -144,14 +151,19 @@ class WebhookIntake:
                     intakes = await loop.run_in_executor(
                         self._intake, self._intake_queue.accept_many, [routes for routes, _ in batch]
                     )
-                except JournalError as exc:
-                    for _, done in batch:
-                        done.set_exception(exc)
+                except Exception as exc:  # whatever failed, each webhook of the batch is answered
+                    if isinstance(exc, JournalUnwritable):
+                        self.metrics.health.journal_refused(exc)
+                    _fail(batch, exc)
                     continue
                 for (_, done), intake in zip(batch, intakes, strict=True):
                     done.set_result(intake)
-        finally:
+        finally:  # normally nothing is left; cancelled (the server stops), nobody is left waiting
             self._committing = False
+            stopped = JournalError("the server is stopping: the alerts were not committed")
+            _fail(batch, stopped)
+            _fail(self._pending, stopped)
+            self._pending = []
 
     def _authorized(self, request: web.Request) -> bool:
         token = self.config.token
@@ -159,18 +171,27 @@ class WebhookIntake:
             return True
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode("utf-8", "surrogateescape"), token.encode()
+        )
 
     def _answer(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
         self.metrics.webhooks.labels(str(code)).inc()
         return web.json_response(body, status=code, headers=headers)
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "queued": self.queue.depth()})
+        """200 ``{"ok": true, …}`` while the server can work, else 503 saying what is wrong."""
+        report = self.metrics.health.report()
+        try:
+            report["queued"] = self.queue.depth()
+        except JournalError as exc:  # a check that cannot look is not "ok"
+            report["ok"], report["queue"] = False, str(exc)
+        return web.json_response(report, status=200 if report["ok"] else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        self.metrics.depth.set(self.queue.depth())
-        self.metrics.escalated.set(self.queue.count(EntryState.ESCALATED))
+        with contextlib.suppress(JournalError):  # the other metrics still say what they know
+            self.metrics.depth.set(self.queue.depth())
+            self.metrics.escalated.set(self.queue.count(EntryState.ESCALATED))
         return web.Response(
             body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -178,3 +199,10 @@ class WebhookIntake:
     def close(self) -> None:
         """After the workers stopped: the intake thread (its queue connection is the server's to close)."""
         self._intake.shutdown(wait=True)
+
+
+def _fail(batch: list[tuple[list[Route], asyncio.Future[Intake]]], exc: BaseException) -> None:
+    """Answer every webhook of ``batch`` not answered yet with ``exc``."""
+    for _, done in batch:
+        if not done.done():
+            done.set_exception(exc)

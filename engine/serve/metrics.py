@@ -1,16 +1,82 @@
-"""``cairn serve``'s Prometheus metrics (``GET /metrics``), in the server's own registry."""
+"""``cairn serve``'s Prometheus metrics (``GET /metrics``), in the server's own registry, and the health
+that ``GET /healthz`` and two of those metrics report (:class:`ServeHealth`)."""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from engine.core.errors import JournalUnwritable
 from engine.core.events import Event, StepFinished
 
 
+def _say_on_stderr(line: str) -> None:
+    print(f"cairn serve: {line}", file=sys.stderr, flush=True)
+
+
+class ServeHealth:
+    """Whether the server can do its work: the journal takes writes, every worker thread is alive.
+
+    The intake and the workers report a journal the disk refuses (:meth:`journal_refused`); only
+    the workers' probe, a real write that went through, says it is writable again
+    (:meth:`journal_writable`). Each change is said once on stderr.
+    """
+
+    def __init__(self, say: Callable[[str], None] = _say_on_stderr) -> None:
+        self.say = say
+        self._lock = threading.Lock()
+        self._fault: JournalUnwritable | None = None
+        self._since = 0.0
+        self._workers: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    @property
+    def journal_fault(self) -> JournalUnwritable | None:
+        """Why the journal cannot be written now (``None``: it can)."""
+        return self._fault
+
+    def journal_refused(self, fault: JournalUnwritable) -> None:
+        """A write was refused by the disk: unhealthy until a probe writes again."""
+        with self._lock:
+            first, self._fault = self._fault is None, fault.about("")
+            if first:
+                self._since = time.time()
+        if first:
+            self.say(
+                f"{self._fault}; webhooks are answered 503 and runs wait until the journal can be written"
+            )
+
+    def journal_writable(self) -> None:
+        """A probe wrote to the journal's database and its folder: healthy again."""
+        with self._lock:
+            was, self._fault = self._fault, None
+        if was is not None:
+            self.say(f"the journal can be written again (it could not for {time.time() - self._since:.0f} s)")
+
+    def count_workers(self, workers: Callable[[], tuple[int, int]]) -> None:
+        """How to count the worker threads: (alive, started)."""
+        self._workers = workers
+
+    def report(self) -> dict[str, Any]:
+        """``/healthz``'s body: ``ok`` and, when not, what is wrong."""
+        fault = self._fault
+        alive, of = self._workers()
+        return {
+            "ok": fault is None and alive == of,
+            "journal": str(fault) if fault is not None else "writable",
+            "workers": {"alive": alive, "of": of},
+        }
+
+
 class Metrics:
-    """The server's Prometheus metrics (its own registry)."""
+    """The server's Prometheus metrics (its own registry) and its :class:`ServeHealth`."""
 
     def __init__(self) -> None:
+        self.health = ServeHealth()
         self.registry = CollectorRegistry()
         self.alerts = Counter(
             "cairn_alerts_received",
@@ -32,7 +98,8 @@ class Metrics:
         )
         self.runs = Counter(
             "cairn_runs",
-            "Alert-started runs, by result (healthy, remediated, escalated, present, failed, interrupted)",
+            "Alert-started runs, by result (healthy, remediated, escalated, present, failed, interrupted, "
+            "journal: stopped because the journal could not be written, error)",
             ["result"],
             registry=self.registry,
         )
@@ -56,6 +123,14 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
+        writable = Gauge(
+            "cairn_journal_writable",
+            "1 when the journal takes writes; 0 while its disk refuses them (full, read-only, failing)",
+            registry=self.registry,
+        )
+        writable.set_function(lambda: 0.0 if self.health.journal_fault else 1.0)
+        alive = Gauge("cairn_workers_alive", "Worker threads alive (of --workers)", registry=self.registry)
+        alive.set_function(lambda: float(self.health.report()["workers"]["alive"]))
 
     def step_finished(self, event: Event) -> None:
         """An event-bus subscriber: step durations by phase (steps reused from a resumed run do not count)."""

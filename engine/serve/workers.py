@@ -8,19 +8,26 @@ automates the runbook, the circuit breaker and fleet budget) or a human approved
 (``cairn approve RUN_ID``); otherwise the entry is escalated and waits. Runs are journaled
 with the alert as their trigger. At shutdown, running runs get ``grace`` seconds, then are
 cancelled (checkpointed): their entries go back to the queue and the next server resumes them.
+
+**A journal that cannot be written** never stops a worker and never leaves an entry running
+without a run. What an entry came to is a :class:`Conclusion`, written to the queue when the
+run is over; while the disk refuses it the worker keeps it and writes it again every second
+(the entry says ``running`` meanwhile, and only then). A run stopped by its journal (the disk
+refused one of its events: no step starts after that) goes back to the queue and resumes from
+what its journal holds. While the journal cannot be written, a watcher writes a small probe
+every second; ``/healthz`` is healthy again once one goes through.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.core.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState
-from engine.core.errors import JournalError
+from engine.core.errors import JournalError, JournalUnwritable
 from engine.core.model import Host, HostOutcome, Phase, ResumePoint, Runbook, RunReport, RunStatus, StepStatus
 from engine.core.policy import AlertApprover, Policy
 
@@ -33,7 +40,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 1.0
-"""Seconds a worker waits for new work before it looks at the queue again."""
+"""Seconds a worker waits for new work before it looks at the queue again; also how often a
+conclusion the journal refused is written again, and the journal probed while it refuses."""
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """What a claimed entry came to: written to the queue, again and again while the journal refuses it."""
+
+    state: EntryState
+    """``QUEUED``: back in the queue (checkpointed, or stopped by its journal); else how it ended."""
+    note: str
+    run_id: str | None = None
+    result: str = ""
+    """Its label in the ``cairn_runs`` metric ("" counts nothing)."""
+    ledger_id: int | None = None
+    """A remediation ledger row still to end (the journal refused it when the run ended)."""
 
 
 class Workers:
@@ -44,20 +66,23 @@ class Workers:
         self.catalog = catalog
         self.queue = queue
         self.metrics = metrics
+        self.health = metrics.health
         self._work = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._watcher: threading.Thread | None = None
         self._running: dict[int, threading.Event] = {}
         """Each running entry's cancel event (set at shutdown, after the grace period)."""
         self._running_lock = threading.Lock()
         self._cancelling = False
+        self.health.count_workers(lambda: (sum(t.is_alive() for t in self._threads), len(self._threads)))
 
     def wake(self) -> None:
         """New entries are queued: an idle worker looks at the queue now."""
         self._work.set()
 
     def start(self) -> None:
-        """Re-queue what a previous server left running, then start the workers."""
+        """Re-queue what a previous server left running, then start the workers and the journal's watcher."""
         again = self.queue.recover()
         if again:
             log.warning("queued again after a restart (their runs resume): entries %s", again)
@@ -66,6 +91,8 @@ class Workers:
             thread = threading.Thread(target=self._serve_queue, name=f"cairn-serve-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._watcher = threading.Thread(target=self._watch_journal, name="cairn-serve-journal", daemon=True)
+        self._watcher.start()
 
     def stop(self, grace: float | None = None, cancelled_wait: float = 30.0) -> None:
         """Take no new entries; give running runs ``grace`` seconds, then cancel (checkpoint) them.
@@ -82,65 +109,144 @@ class Workers:
         for cancel in running:
             cancel.set()
         self._join(cancelled_wait)
+        if self._watcher is not None:
+            self._watcher.join(IDLE_WAIT * 2)
 
     def _join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    # ------------------------------------------------------------------ a worker
+
     def _serve_queue(self) -> None:
         while not self._stop.is_set():
             try:
-                entry = self.queue.claim()
-            except JournalError as exc:  # locked or failing for now: the worker waits, never dies
-                log.error("cannot read the alert queue: %s", exc)
+                self._turn()
+            except Exception as exc:  # a fault of Cairn's: said, and the worker goes on
+                log.exception("a worker's turn failed")
+                self.health.say(f"a worker's turn failed, it goes on: {type(exc).__name__}: {exc}")
                 self._stop.wait(IDLE_WAIT)
+
+    def _turn(self) -> None:
+        """Claim the oldest queued entry, run it, write what it came to."""
+        try:
+            entry = self.queue.claim()
+        except JournalError as exc:  # locked or refused for now: the worker waits, never dies
+            self._journal_refused(exc)
+            self._stop.wait(IDLE_WAIT)
+            return
+        if entry is None:
+            self._work.wait(IDLE_WAIT)
+            self._work.clear()
+            return
+        self._settle(entry, self._run_entry(entry))
+
+    def _run_entry(self, entry: Entry) -> Conclusion:
+        """Run one claimed entry; what it came to, whatever happened (nothing is raised)."""
+        try:
+            return self.execute(entry)
+        except JournalError as exc:  # before its run, or while it wrote the entry's run id
+            self._journal_refused(exc)
+            return self._stopped_by_journal(exc, None)
+        except Exception as exc:  # a fault of Cairn's: the entry says so, the worker goes on
+            log.exception("entry %s failed", entry.id)
+            return Conclusion(EntryState.FAILED, f"{type(exc).__name__}: {exc}", result="error")
+
+    def _settle(self, entry: Entry, conclusion: Conclusion) -> None:
+        """Write ``conclusion``; while the journal refuses it, keep it and write it again every second.
+
+        The entry stays ``running`` meanwhile (its run is over, its conclusion not written yet). At
+        shutdown the worker lets go: the next server's ``recover()`` queues the entry again."""
+        waiting = False
+        while True:
+            try:
+                conclusion = self._write(entry.id, conclusion)
+            except JournalError as exc:
+                self._journal_refused(exc)
+                if not waiting:
+                    waiting = True
+                    self.health.say(
+                        f"entry {entry.id} ({entry.runbook_id} on {entry.target}) waits for the journal: "
+                        f"it becomes {conclusion.state.value} once the journal can be written"
+                    )
+                if self._stop.wait(IDLE_WAIT):
+                    return
                 continue
-            if entry is None:
-                self._work.wait(IDLE_WAIT)
-                self._work.clear()
+            break
+        if waiting:
+            self.health.say(f"entry {entry.id} is {conclusion.state.value} now")
+        if conclusion.result:
+            self.metrics.runs.labels(conclusion.result).inc()
+        if conclusion.state is EntryState.QUEUED:
+            self._work.set()
+
+    def _write(self, entry_id: int, conclusion: Conclusion) -> Conclusion:
+        """Write one conclusion (the ledger first); the conclusion as it stands after each write."""
+        if conclusion.ledger_id is not None:
+            self.queue.end_remediation(conclusion.ledger_id)
+            conclusion = replace(conclusion, ledger_id=None)
+        if conclusion.state is EntryState.QUEUED:
+            self.queue.requeue(entry_id, conclusion.note)
+        else:
+            self.queue.finish(entry_id, conclusion.state, run_id=conclusion.run_id, note=conclusion.note)
+        return conclusion
+
+    def _journal_refused(self, exc: JournalError) -> None:
+        if isinstance(exc, JournalUnwritable):
+            self.health.journal_refused(exc)
+        else:
+            log.error("the journal refused a write: %s", exc)
+
+    def _watch_journal(self) -> None:
+        """While the journal cannot be written, write a probe every second: healthy again once one goes through."""
+        from engine.core.journal import artifacts_folder  # noqa: PLC0415
+        from engine.core.journal_store import probe_folder  # noqa: PLC0415
+
+        while not self._stop.wait(IDLE_WAIT):
+            if self.health.journal_fault is None:
                 continue
             try:
-                self.execute(entry)
-            except Exception as exc:  # a fault of Cairn's: the entry says so, the worker goes on
-                log.exception("entry %s failed", entry.id)
-                with contextlib.suppress(JournalError):  # else recover() re-queues it at the next start
-                    self.queue.finish(entry.id, EntryState.FAILED, note=f"{type(exc).__name__}: {exc}")
-                self.metrics.runs.labels("error").inc()
+                self.queue.probe()
+                probe_folder(artifacts_folder(self.config.journal_path))
+            except JournalError as exc:
+                self._journal_refused(exc)
+            else:
+                self.health.journal_writable()
 
-    def execute(self, entry: Entry) -> None:
-        """Run one entry on its target; the entry records the run and what it came to, or why there is none."""
+    # ------------------------------------------------------------------ a run
+
+    def execute(self, entry: Entry) -> Conclusion:
+        """Run one entry on its target: what it came to (its run, or why there is none)."""
         from engine.core.errors import InputError, InventoryError  # noqa: PLC0415
         from engine.core.inputs import resolve_inputs  # noqa: PLC0415
         from engine.core.journal import Journal  # noqa: PLC0415
 
         runbook = self.catalog.runbook(entry.runbook_id)
         if runbook is None:
-            self.queue.finish(entry.id, EntryState.FAILED, note=f"runbook {entry.runbook_id!r} is not loaded")
-            self.metrics.runs.labels("failed").inc()
-            return
+            return Conclusion(
+                EntryState.FAILED, f"runbook {entry.runbook_id!r} is not loaded", result="failed"
+            )
         try:
             host = self.catalog.target_host(runbook, entry.target)
             inputs = resolve_inputs(runbook, self.config.inputs.get(runbook.id, {}))
         except (InventoryError, InputError) as exc:
-            self.queue.finish(entry.id, EntryState.FAILED, note=str(exc))
-            self.metrics.runs.labels("failed").inc()
-            return
+            return Conclusion(EntryState.FAILED, str(exc), result="failed")
         journal = Journal(self.config.journal_path)
         try:
-            self._execute(entry, runbook, host, inputs, journal)
+            return self._execute(entry, runbook, host, inputs, journal)
         finally:
             journal.close()
 
     def _execute(
         self, entry: Entry, runbook: Runbook, host: Host, inputs: dict[str, Any], journal: Journal
-    ) -> None:
+    ) -> Conclusion:
         from engine.core.launch import prepare_run  # noqa: PLC0415
         from engine.core.spec import RunSpec, Trigger, TriggerKind  # noqa: PLC0415
 
         resume = self._resume_point(entry, runbook, journal)
-        if resume is None:
-            return  # concluded from its earlier run, which had ended
+        if isinstance(resume, Conclusion):
+            return resume  # concluded from its earlier run, which had ended
         policy = self.config.policy
         automatic = entry.approved_by is None and not policy.why_not(runbook) and bool(runbook.remediate)
         remediates = entry.approved_by is not None or automatic
@@ -177,33 +283,60 @@ class Workers:
             self._running[entry.id] = runner.cancel
             if self._cancelling:
                 runner.cancel.set()
+        stopped: JournalError | None = None
         try:
             with self.metrics.run_seconds.time():
                 report = runner.run()
+        except JournalError as exc:  # the run stopped where its journal did
+            stopped = exc
         finally:
-            approver.close()
+            unended = self._close(approver)
             with self._running_lock:
                 self._running.pop(entry.id, None)
+        if stopped is not None:
+            self._journal_refused(stopped)
+            return self._stopped_by_journal(stopped, runner.run_id, unended)
         if report.interrupted:
-            self.queue.requeue(
-                entry.id,
+            return Conclusion(
+                EntryState.QUEUED,
                 f"checkpointed at shutdown: run {runner.run_id} was interrupted; "
                 "the next cairn serve resumes it without repeating finished steps",
+                result="interrupted",
+                ledger_id=unended,
             )
-            self.metrics.runs.labels("interrupted").inc()
-            return
         state, note, result = conclude(report, runbook, policy, approver)
-        self.queue.finish(entry.id, state, run_id=runner.run_id, note=note)
-        self.metrics.runs.labels(result).inc()
+        return Conclusion(state, note, run_id=runner.run_id, result=result, ledger_id=unended)
 
-    def _resume_point(self, entry: Entry, runbook: Runbook, journal: Journal) -> ResumePoint | None:
+    def _close(self, approver: AlertApprover) -> int | None:
+        """End the run's ledger row; its id when the journal refused that (it is ended with the conclusion)."""
+        try:
+            approver.close()
+        except JournalError as exc:
+            self._journal_refused(exc)
+            return approver.guard.ledger_id if approver.guard is not None else None
+        return None
+
+    @staticmethod
+    def _stopped_by_journal(
+        exc: JournalError, run_id: str | None, ledger_id: int | None = None
+    ) -> Conclusion:
+        """Back to the queue: once the journal can be written, the run goes on from what it holds."""
+        why = exc.problem if isinstance(exc, JournalUnwritable) else f"the journal refused a write ({exc})"
+        run = f"run {run_id} stopped where its journal does" if run_id else "its run could not start"
+        return Conclusion(
+            EntryState.QUEUED,
+            f"queued again: {why}, so {run}; it goes on once the journal can be written",
+            result="journal",
+            ledger_id=ledger_id,
+        )
+
+    def _resume_point(self, entry: Entry, runbook: Runbook, journal: Journal) -> ResumePoint | Conclusion:
         """What to reuse from the entry's earlier run, if a server stopped while it went on.
 
         An interrupted run of the same runbook text is resumed (its finished steps reused); an
-        earlier run that had ended concludes the entry at once (``None`` with the entry
-        finished). An approved entry's earlier run is the one the human approved: a new run.
+        earlier run that had ended concludes the entry at once (a :class:`Conclusion`). An
+        approved entry's earlier run is the one the human approved: a new run.
         """
-        from engine.core.errors import JournalError  # noqa: PLC0415
         from engine.core.resume import resume_point  # noqa: PLC0415
 
         if not entry.run_id:
@@ -219,13 +352,11 @@ class Workers:
         if entry.approved_by or record.status is RunStatus.RUNNING:
             return ResumePoint("", {})
         present = record.exit_code == 1 and bool(runbook.remediate)
-        self.queue.finish(
-            entry.id,
+        return Conclusion(
             EntryState.ESCALATED if present else EntryState.DONE,
-            note=f"run {record.id} had ended (exit code {record.exit_code}) when the server stopped"
+            f"run {record.id} had ended (exit code {record.exit_code}) when the server stopped"
             + ("; remediation waits for a human" if present else ""),
         )
-        return None
 
 
 def conclude(

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypedDict
 
@@ -18,6 +18,7 @@ import pytest
 from engine.core.alert_queue import AlertQueue, EntryState
 from engine.core.alerts import Alert, AlertStatus, Route
 from engine.core.errors import JournalError
+from engine.core.queue_read import QueueReader
 from tests.conftest import REPO
 
 
@@ -185,6 +186,36 @@ def test_accepted_alerts_survive_kill_9(tmp_path: Path) -> None:
     queue.close()
 
 
+def test_an_accepted_alert_is_synced_to_disk_so_it_survives_a_power_loss(queue: AlertQueue) -> None:
+    """`cairn serve` answers 200 after ``accept`` committed. That commit runs with ``synchronous=FULL``
+    (WAL mode: synced to disk before it returns), so the alert survives a power loss, not only a
+    ``kill -9`` (the test above); so do a human's decision and a remediation taken in the ledger. A
+    power loss cannot be made here: this checks the setting each of those commits runs with."""
+    said: list[str] = []
+    queue.db.set_trace_callback(said.append)
+
+    def synced_commit(write: Callable[[], object]) -> bool:
+        said.clear()
+        write()
+        begin, commit = said.index("BEGIN IMMEDIATE"), said.index("COMMIT")
+        return said[begin - 1 : begin] == ["PRAGMA synchronous=FULL"] and said[commit + 1 : commit + 2] == [
+            "PRAGMA synchronous=NORMAL"
+        ]
+
+    assert queue.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert synced_commit(lambda: queue.accept([routed()]))
+    assert not synced_commit(queue.claim), "a claim lost to a power loss is queued again at start"
+    assert synced_commit(
+        lambda: queue.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=5)
+    )
+    escalate(queue, target="n7", run_id="20261129-101500-aaaaaa")
+    assert synced_commit(lambda: queue.decline("20261129-101500-aaaaaa", "alice"))
+    escalate(queue, target="n8", run_id="20261129-101500-bbbbbb")
+    assert synced_commit(lambda: queue.approve("20261129-101500-bbbbbb", "alice"))
+    queue.db.set_trace_callback(None)
+    assert queue.db.execute("PRAGMA synchronous").fetchone() == (1,), "NORMAL again between synced commits"
+
+
 # --------------------------------------------------------------------------- waiting for a human
 
 
@@ -347,6 +378,14 @@ def test_a_queue_written_before_approvals_existed_opens_and_gains_the_column(tmp
         db.execute(
             "INSERT INTO alert_queue VALUES (1, 1.0, 'f1', 'node-down', 'n1', '{}', 'queued', NULL, '', 1.0)"
         )
+    before = path.read_bytes()
+    listed = QueueReader(path)  # `cairn queue`: reads it as it is, upgrades nothing
+    try:
+        [entry] = listed.entries()
+    finally:
+        listed.close()
+    assert (entry.target, entry.state, entry.approved_by) == ("n1", EntryState.QUEUED, None)
+    assert path.read_bytes() == before
     queue = AlertQueue(path)
     [entry] = queue.entries()
     assert (entry.target, entry.state, entry.approved_by) == ("n1", EntryState.QUEUED, None)

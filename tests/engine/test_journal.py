@@ -26,6 +26,7 @@ from engine.core.events import (
     StepStarted,
 )
 from engine.core.journal import DB_OUTPUT_LIMIT, Journal
+from engine.core.journal_read import JournalReader
 from engine.core.model import (
     HostOutcome,
     HostReport,
@@ -559,3 +560,113 @@ def test_journal_defaults_to_cairn_journal_env(journal_path: Path) -> None:
     finally:
         journal.close()
     assert journal_path.exists()
+
+
+# --------------------------------------------------------------------------- reading writes nothing; durability
+
+
+def test_a_killed_run_is_read_as_interrupted_and_only_a_writer_records_it(
+    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+) -> None:
+    proc, run_id = holder
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    reader = JournalReader(journal_path)
+    try:
+        shown = reader.get_run(run_id)
+    finally:
+        reader.close()
+    with sqlite3.connect(journal_path) as raw:
+        on_file = raw.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    raw.close()
+    assert (shown.status, shown.exit_code, shown.steps[0].status) == (
+        RunStatus.INTERRUPTED,
+        130,
+        "interrupted",
+    )
+    assert on_file == ("running",), "reading wrote nothing"
+
+    Journal(journal_path).close()  # a writer opening the journal records what readers show
+    with sqlite3.connect(journal_path) as raw:
+        on_file = raw.execute("SELECT status, exit_code FROM runs WHERE id = ?", (run_id,)).fetchone()
+    raw.close()
+    assert on_file == ("interrupted", 130)
+
+
+def test_a_reader_reads_a_first_release_journal_as_this_version_and_leaves_the_upgrade_to_a_writer(
+    journal_path: Path,
+) -> None:
+    journal = Journal(journal_path)
+    bus = start_run(journal, "20260101-120000-000009")
+    for step_id, status, message in (
+        ("killed", StepStatus.ERROR, "interrupted: the run stopped before this step finished"),
+        ("later", StepStatus.SKIPPED, "not run: the run was interrupted"),
+        ("fine", StepStatus.ERROR, "exit code 3"),
+    ):
+        bus.emit(
+            StepFinished(
+                result=StepResult(
+                    host="web1", phase=Phase.DETECT, step_id=step_id, status=status, message=message
+                )
+            )
+        )
+    finish_run(bus, interrupted=True)
+    journal.close()
+    with sqlite3.connect(journal_path) as raw:  # as the first release wrote it
+        raw.execute("PRAGMA user_version=1")
+        raw.execute("UPDATE steps SET status = 'error' WHERE step_id = 'killed'")
+        raw.execute("UPDATE steps SET status = 'skipped' WHERE step_id = 'later'")
+    raw.close()
+    before = journal_path.read_bytes()
+
+    reader = JournalReader(journal_path)
+    try:
+        states = {s.step_id: s.status for s in reader.get_run("last").steps}
+    finally:
+        reader.close()
+
+    assert states == {"killed": "interrupted", "later": "not_run", "fine": "error"}
+    assert journal_path.read_bytes() == before, "the reader did not upgrade the file"
+    assert not journal_path.with_name("journal.db-wal").exists()
+
+
+def test_what_changes_hosts_is_synced_to_disk_before_the_run_goes_on(journal: Journal) -> None:
+    """A remediation step's start and end, and an approval, commit with ``synchronous=FULL``: synced
+    to disk, with every commit before them, before the runner takes its next step. After a power loss
+    the journal still says which remediation steps began and which finished, so a resume never
+    repeats one it recorded finished. Steps that only look (detect, diagnose, verify) are not synced on
+    their own: a power loss may take back their tail, which a resumed run looks at again. A power
+    loss cannot be made here; this checks the setting each commit runs with."""
+    assert journal._db is not None
+    said: list[str] = []
+    journal._db.set_trace_callback(said.append)
+    bus = start_run(journal, "20260101-120000-00000a")
+    for phase, step_id in ((Phase.DETECT, "look"), (Phase.REMEDIATE, "fix")):
+        bus.emit(StepStarted(host="web1", phase=phase, step_id=step_id, title=step_id, command="true"))
+        if phase is Phase.REMEDIATE:
+            bus.emit(
+                StepApproval(
+                    host="web1", phase=phase, step_id=step_id, command="true", approved=True, by="alice"
+                )
+            )
+        bus.emit(
+            StepFinished(
+                result=StepResult(host="web1", phase=phase, step_id=step_id, status=StepStatus.OK, message="")
+            )
+        )
+    finish_run(bus)
+    journal._db.set_trace_callback(None)
+
+    synced = [said[i + 1] for i, line in enumerate(said) if line == "PRAGMA synchronous=FULL"]
+    assert [" ".join(s.split()[:3]) for s in synced] == [
+        "INSERT OR REPLACE",
+        "INSERT INTO approvals",
+        "INSERT INTO steps",
+    ], said
+    assert all("'fix'" in s for s in synced), "only the remediation step's commits are synced"
+    assert said[-1].startswith("UPDATE runs SET status = 'finished'"), (
+        "the run's end is not synced on its own"
+    )
+    assert journal._db.execute("PRAGMA synchronous").fetchone() == (1,)
+    assert journal._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -21,6 +21,7 @@ from textual.worker import get_current_worker
 from engine.core.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState
 from engine.core.errors import CairnError
 from engine.core.journal import default_journal_path
+from engine.core.queue_read import QueueReader
 from engine.core.records import alert_summary
 from engine.core.render import when
 from tui.screens.fitted_footer import FittedFooterScreen
@@ -243,7 +244,7 @@ class QueueScreen(FittedFooterScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="queue-read")
     def _read_entries(self) -> None:
         try:
-            queue = AlertQueue(self.queue_path)
+            queue = QueueReader(self.queue_path)  # reads only: never writes the journal's database
             try:
                 entries = queue.entries(*WAITING, *PENDING) + queue.recent(*ENDED, limit=ENDED_SHOWN)
                 ended = queue.count(*ENDED)

@@ -1,4 +1,4 @@
-"""``cairn history`` and ``cairn show-run``: past runs, from the journal."""
+"""``cairn history`` and ``cairn show-run``: past runs, from the journal (read-only: nothing is written)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ def register(commands: Commands) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from engine.core.journal import Journal  # noqa: PLC0415
+    from engine.core.journal_read import JournalReader  # noqa: PLC0415
     from engine.core.records import history_text  # noqa: PLC0415
     from engine.core.render import as_data  # noqa: PLC0415
 
-    journal = Journal(args.journal)
+    journal = JournalReader(args.journal)
     try:
         runs = journal.list_runs(
             limit=args.limit, runbook_id=args.runbook, trigger_kind="alert" if args.alerts else None
@@ -49,11 +49,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_show_run(args: argparse.Namespace) -> int:
-    from engine.core.journal import Journal  # noqa: PLC0415
+    from engine.core.journal_read import JournalReader  # noqa: PLC0415
     from engine.core.records import run_text  # noqa: PLC0415
     from engine.core.render import as_data  # noqa: PLC0415
 
-    journal = Journal(args.journal)
+    journal = JournalReader(args.journal)
     try:
         run = journal.get_run(args.run_id)
     finally:

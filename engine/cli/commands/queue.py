@@ -40,18 +40,24 @@ def register(commands: Commands) -> None:
     queue.add_argument("--limit", type=int, default=50, help="with --all: how many entries (default 50)")
 
 
-def _queue(args: argparse.Namespace) -> Any:
-    from engine.core.alert_queue import AlertQueue  # noqa: PLC0415
-    from engine.core.journal import default_journal_path  # noqa: PLC0415
+def _path(args: argparse.Namespace) -> Path:
+    from engine.core.journal_read import default_journal_path  # noqa: PLC0415
 
-    return AlertQueue(Path(args.journal) if args.journal else default_journal_path())
+    return Path(args.journal) if args.journal else default_journal_path()
+
+
+def _queue(args: argparse.Namespace) -> Any:
+    """The queue to write (``approve``, ``decline``)."""
+    from engine.core.alert_queue import AlertQueue  # noqa: PLC0415
+
+    return AlertQueue(_path(args))
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from engine.core.alert_queue import EntryState  # noqa: PLC0415
+    from engine.core.queue_read import EntryState, QueueReader  # noqa: PLC0415
     from engine.core.records import queue_text  # noqa: PLC0415
 
-    queue = _queue(args)
+    queue = QueueReader(_path(args))  # read-only: listing writes nothing
     try:
         if args.all:
             shown = queue.recent(*EntryState, limit=args.limit)[::-1]
