@@ -21,7 +21,9 @@ every command that uses the target shell-quotes it (:func:`engine.core.expr.rend
 from __future__ import annotations
 
 import json
+import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -163,28 +165,129 @@ class WebhookError(ValueError):
     """The request body is not an Alertmanager webhook Cairn can read; the message says why."""
 
 
+MAX_DEPTH = 32
+"""How deep a webhook's JSON may nest: Alertmanager's nests 3 levels (``{alerts: [{labels: {}}]}``).
+Deeper is refused before the body is parsed, so a 50,000-level body costs one scan."""
+
+MAX_DIGITS = 64
+"""Digits a number in a webhook may have (Alertmanager's only number is ``truncatedAlerts``)."""
+
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.S)  # possessive: no backtracking on a hostile body
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel = 2
+
+
 def parse_webhook(body: bytes | str) -> Webhook:
-    """Read an Alertmanager webhook (payload version 4) or raise :class:`WebhookError`."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookError(f"the body is not JSON: {exc}") from exc
+    """Read an Alertmanager webhook (payload version 4) or raise :class:`WebhookError`.
+
+    Whatever the body is, the outcome is a :class:`Webhook` or a :class:`WebhookError` that says
+    what is wrong: not UTF-8, not JSON, nested too deep, a number too long, NaN, a key twice in
+    one object, a field of the wrong type, text that is not text (a lone surrogate, a NUL).
+    """
+    data = _json(body)
     if not isinstance(data, dict):
         raise WebhookError("the body is not a JSON object (an Alertmanager webhook is one)")
     version = data.get("version")
     if version != WEBHOOK_VERSION:
-        raise WebhookError(f'expected an Alertmanager webhook with "version": "4", got {version!r}')
+        raise WebhookError(f'expected an Alertmanager webhook with "version": "4", got {_short(version)}')
     raw_alerts = data.get("alerts")
     if not isinstance(raw_alerts, list):
         raise WebhookError('"alerts" must be a list')
     alerts = tuple(_alert(i, raw) for i, raw in enumerate(raw_alerts))
     truncated = data.get("truncatedAlerts", 0)
+    if not isinstance(truncated, int) or isinstance(truncated, bool) or truncated < 0:
+        raise WebhookError(f'"truncatedAlerts" must be a whole number of alerts, got {_short(truncated)}')
     return Webhook(
         receiver=_text(data, "receiver", "the webhook"),
         group_key=_text(data, "groupKey", "the webhook"),
         alerts=alerts,
-        truncated=truncated if isinstance(truncated, int) and not isinstance(truncated, bool) else 0,
+        truncated=truncated,
     )
+
+
+def _json(body: bytes | str) -> Any:
+    """The body's JSON value; :class:`WebhookError` for anything a webhook's JSON cannot be."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8-sig")  # a byte-order mark is ignored, as RFC 8259 allows
+        except UnicodeDecodeError as exc:
+            raise WebhookError(
+                f"the body is not JSON in UTF-8: byte {exc.start} (0x{body[exc.start]:02x}) is not UTF-8"
+            ) from None
+    if _too_deep(body):
+        raise WebhookError(
+            f"the body is nested deeper than {MAX_DEPTH} levels; an Alertmanager webhook nests 3"
+        )
+    try:
+        return json.loads(
+            body,
+            object_pairs_hook=_object,
+            parse_constant=_constant,
+            parse_int=_integer,
+            parse_float=_float,
+        )
+    except json.JSONDecodeError as exc:
+        raise WebhookError(f"the body is not JSON: {exc}") from None
+    except RecursionError:  # cannot happen under MAX_DEPTH; never a 500 if it did
+        raise WebhookError(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` nests its arrays and objects deeper than :data:`MAX_DEPTH`, without parsing it.
+
+    Strings are dropped (brackets in them are text), then each pass removes the innermost empty
+    pairs: the depth is the number of passes that make progress. Each pass is one ``str.replace``.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    brackets = _STRING.sub("", text).encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH + 1):
+        if not brackets:
+            return False
+        inner = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if inner == brackets:
+            return False  # brackets that do not pair: not JSON, which the parser says
+        brackets = inner
+    return True
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise WebhookError(f"the key {_short(twice)} appears twice in one object")
+    return found
+
+
+def _constant(name: str) -> Any:
+    raise WebhookError(f"the body is not JSON: {name} is not a JSON number")
+
+
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_DIGITS:
+        raise WebhookError(f"a number in the body has {len(digits)} digits (at most {MAX_DIGITS})")
+    return int(digits)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or len(text) > 4 * MAX_DIGITS:
+        raise WebhookError(f"a number in the body is too large: {_short(text)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    """``value`` for a message: its repr, cut to about 60 characters (and 2 levels deep)."""
+    return _SHORT.repr(value)
+
+
+def _name(key: str) -> str:
+    """A label's name for a message: as it is if it is short and printable, else its cut repr."""
+    return key if len(key) <= 60 and key.isprintable() else _short(key)
 
 
 def _alert(index: int, raw: Any) -> Alert:
@@ -193,7 +296,7 @@ def _alert(index: int, raw: Any) -> Alert:
         raise WebhookError(f"{where} is not an object")
     status = raw.get("status")
     if status not in ("firing", "resolved"):
-        raise WebhookError(f'{where}.status must be "firing" or "resolved", got {status!r}')
+        raise WebhookError(f'{where}.status must be "firing" or "resolved", got {_short(status)}')
     fingerprint = raw.get("fingerprint")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise WebhookError(f"{where}.fingerprint must be a non-empty string")
@@ -201,7 +304,7 @@ def _alert(index: int, raw: Any) -> Alert:
         status=AlertStatus(status),
         labels=_string_map(raw.get("labels"), f"{where}.labels", required=True),
         annotations=_string_map(raw.get("annotations", {}), f"{where}.annotations", required=False),
-        fingerprint=fingerprint,
+        fingerprint=_clean(fingerprint, f"{where}.fingerprint"),
         starts_at=_text(raw, "startsAt", where),
         ends_at=_text(raw, "endsAt", where),
         generator_url=_text(raw, "generatorURL", where),
@@ -213,9 +316,11 @@ def _string_map(value: Any, where: str, *, required: bool) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise WebhookError(f"{where} must be an object of strings")
-    bad = [key for key, item in value.items() if not isinstance(item, str)]
-    if bad:
-        raise WebhookError(f"{where}.{bad[0]} must be a string")
+    for key, item in value.items():
+        _clean(key, f"a key of {where}")
+        if not isinstance(item, str):
+            raise WebhookError(f"{where}.{_name(key)} must be a string, got {_short(item)}")
+        _clean(item, f"{where}.{_name(key)}")
     return dict(value)
 
 
@@ -223,7 +328,16 @@ def _text(data: Mapping[str, Any], key: str, where: str) -> str:
     value = data.get(key, "")
     if not isinstance(value, str):
         raise WebhookError(f"{where}.{key} must be a string")
-    return value
+    return _clean(value, f"{where}.{key}")
+
+
+def _clean(value: str, where: str) -> str:
+    """``value``, if it is text a journal, a template and a command line can hold; else :class:`WebhookError`."""
+    found = _NOT_TEXT.search(value)
+    if found is None:
+        return value
+    what = "a NUL character" if found.group() == "\x00" else f"a lone surrogate (\\u{ord(found.group()):04x})"
+    raise WebhookError(f"{where} holds {what}, which is not text")
 
 
 # ---------------------------------------------------------------------------- routing

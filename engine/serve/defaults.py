@@ -21,5 +21,11 @@ SERVE_DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "budget": DEFAULT_BUDGET,
         "automate": (),
         "allow_no_token": False,
+        # The HTTP side's limits (engine/serve/connections.py): a flood of idle or slow clients
+        # cannot use up the process's file descriptors and keep a real alert out.
+        "max_connections": 256,
+        "header_timeout": 10.0,
+        "body_timeout": 30.0,
+        "idle_timeout": 60.0,
     }
 )

@@ -9,7 +9,11 @@ The server, put together from its parts:
   :mod:`engine.core.alert_queue`, before the 200), ``GET /healthz``, ``GET /metrics``;
 * :mod:`engine.serve.workers` — the bounded pool that runs each queued entry on its target,
   remediating only where :mod:`engine.core.policy` or a human allows it;
-* :mod:`engine.serve.metrics` — the Prometheus metrics.
+* :mod:`engine.serve.metrics` — the Prometheus metrics;
+* :mod:`engine.serve.connections` — the HTTP side's limits: a cap on connections, timeouts for
+  idle connections and for request heads and bodies that do not arrive;
+* :mod:`engine.serve.client_faults` — a client's mistakes answered 4xx (never 5xx), and said
+  in the log at most once a minute.
 
 SIGTERM: stop accepting, give running runs ``grace`` seconds, then cancel them (commands
 killed where they run); their entries go back to the queue and the next ``cairn serve``
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +36,8 @@ from aiohttp import web
 from engine.core.alert_queue import AlertQueue
 from engine.core.model import Runbook
 from engine.serve.catalog import Catalog, load_runbooks
+from engine.serve.client_faults import Throttle, http_logger, refuse_client_faults
+from engine.serve.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from engine.serve.intake import WebhookIntake
 from engine.serve.metrics import Metrics
 from engine.serve.settings import ServeSettings
@@ -91,15 +98,12 @@ async def serve(
 ) -> None:
     """Serve until cancelled (:func:`run` runs this in its event loop)."""
     server = Server(config, runbooks)
-    await asyncio.get_running_loop().run_in_executor(None, server.warm)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, server.warm)
     server.start_workers()
-    runner = web.AppRunner(server.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
+    runner, guard = await _listen(server, config)
     if on_ready is not None:  # listening: the inventory was read, the queue recovered
         on_ready()
-    loop = asyncio.get_running_loop()
 
     def reload() -> None:
         loop.run_in_executor(None, server.reload).add_done_callback(_say)
@@ -109,9 +113,34 @@ async def serve(
     try:
         await asyncio.Event().wait()
     finally:
+        guard.stop()
         await runner.cleanup()
         await asyncio.get_running_loop().run_in_executor(None, server.stop_workers)
         server.close()
+
+
+async def _listen(server: Server, config: ServeSettings) -> tuple[web.AppRunner, ConnectionGuard]:
+    """The HTTP side, listening: aiohttp behind the connection guard and the answers to client faults."""
+    say = Throttle(lambda line: print(f"cairn serve: {line}", file=sys.stderr, flush=True))
+    limits = ConnectionLimits(
+        config.max_connections, config.header_timeout, config.body_timeout, config.idle_timeout
+    )
+    guard = ConnectionGuard(limits, say)
+    asyncio.get_running_loop().set_exception_handler(guard.on_loop_exception)  # a failed accept, said once
+    runner = web.AppRunner(
+        server.app(), access_log=None, keepalive_timeout=config.idle_timeout, logger=http_logger(say)
+    )
+    await runner.setup()
+    assert runner.server is not None
+    runner.server.request_handler = guard.guard_handler(refuse_client_faults(runner.server.request_handler))
+    await GuardedSite(runner, config.host, config.port, guard).start()
+    if guard.cap < config.max_connections:
+        print(
+            f"cairn serve: at most {guard.cap} connections at once, not {config.max_connections} "
+            f"(--max-connections): half the open-file limit ({resource.getrlimit(resource.RLIMIT_NOFILE)[0]})",
+            file=sys.stderr,
+        )
+    return runner, guard
 
 
 def _say(done: asyncio.Future[list[str]]) -> None:

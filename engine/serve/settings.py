@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 MAX_BODY = 1 << 20
 """Bytes a webhook may have (Alertmanager's groups are far smaller): more is a 413."""
 
+_TIMEOUTS = ("header_timeout", "body_timeout", "idle_timeout")
+
 SETTINGS = (
     "listen",
     "token_file",
@@ -42,6 +44,10 @@ SETTINGS = (
     "automate",
     "breaker",
     "budget",
+    "max_connections",
+    "header_timeout",
+    "body_timeout",
+    "idle_timeout",
 )
 """The settings both an option and the config file can give, by option name (``inputs`` aside:
 the file's and the options' are merged, runbook by runbook, the options' values winning)."""
@@ -71,6 +77,14 @@ class ServeSettings:
     inputs: dict[str, dict[str, Any]]
     """Each runbook's input values for alert-started runs (``--inputs ID:@FILE``); defaults fill the rest."""
     max_body: int = MAX_BODY
+    max_connections: int = SERVE_DEFAULTS["max_connections"]
+    """HTTP connections open at once; past it the oldest idle (else the slowest) one is closed."""
+    header_timeout: float = SERVE_DEFAULTS["header_timeout"]
+    """Seconds a request head may take to arrive, from its first byte."""
+    body_timeout: float = SERVE_DEFAULTS["body_timeout"]
+    """Seconds a request body may take to arrive, from the end of its head."""
+    idle_timeout: float = SERVE_DEFAULTS["idle_timeout"]
+    """Seconds a connection may sit between requests (keep-alive) before it is closed."""
 
 
 def load_settings(
@@ -123,7 +137,23 @@ def load_settings(
         policy=Policy(automate=tuple(merged["automate"]), breaker=merged["breaker"], budget=merged["budget"]),
         grace=merged["grace"],
         inputs=runbook_inputs(flags.get("inputs") or [], from_file.get("inputs", {})),
+        **http_limits(merged),
     )
+
+
+def http_limits(merged: Mapping[str, Any]) -> dict[str, Any]:
+    """The HTTP side's limits from the combined settings; :class:`CairnError` for one that is not positive."""
+    limits = {key: merged[key] for key in ("max_connections", *_TIMEOUTS)}
+    if limits["max_connections"] < 1:
+        raise CairnError(
+            f"--max-connections (max_connections) is {limits['max_connections']}: give 1 or more"
+        )
+    for key in _TIMEOUTS:
+        if not limits[key] > 0:
+            raise CairnError(
+                f"--{key.replace('_', '-')} ({key}) is {limits[key]:g}: give a number of seconds above 0"
+            )
+    return limits
 
 
 def combine(flags: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,6 +228,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "workers": {"type": "integer", "minimum": 1, "maximum": 500},
         "cooldown": {"type": ["number", "string"]},
         "grace": {"type": ["number", "string"]},
+        "max_connections": {"type": "integer", "minimum": 1, "maximum": 100_000},
+        "header_timeout": {"type": ["number", "string"], "description": "a duration: 10, 10s, 500ms"},
+        "body_timeout": {"type": ["number", "string"]},
+        "idle_timeout": {"type": ["number", "string"]},
         "inputs": {
             "type": "object",
             "description": "runbook id -> its input values (a mapping) or a YAML/JSON file of them",
@@ -216,6 +250,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }
 """What ``cairn serve --config FILE`` may say: the same settings as its options."""
 
+_DURATIONS = ("cooldown", "grace", *_TIMEOUTS)
 _PATH_KEYS = ("token_file", "inventory", "runbooks", "journal", "known_hosts")
 
 
@@ -247,7 +282,7 @@ def read_config(path: Path) -> dict[str, Any]:
                 doc.add(where, error.message)
     settings: dict[str, Any] = {}
     if isinstance(doc.data, dict):
-        for key in ("cooldown", "grace"):
+        for key in _DURATIONS:
             if isinstance(doc.data.get(key), int | float | str) and not isinstance(doc.data[key], bool):
                 try:
                     settings[key] = parse_duration(doc.data[key])

@@ -105,6 +105,73 @@ def test_bytes_that_are_not_utf8_are_refused() -> None:
         parse_webhook(b"\xff\xfe{}")
 
 
+def _firing_with(**fields: str) -> str:
+    """The real firing webhook's text with each ``"FIELD": VALUE`` of its first alert's labels set to raw JSON."""
+    text = (PAYLOADS / "firing.json").read_text(encoding="utf-8")
+    body = json.loads(text)
+    body["alerts"][0]["labels"] = {key: f"@@{key}@@" for key in fields}
+    text = json.dumps(body)
+    for key, raw in fields.items():
+        text = text.replace(f'"@@{key}@@"', raw)
+    return text
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[" * 50_000 + "]" * 50_000, "the body is nested deeper than 32 levels"),
+        (
+            '{"version": "4", "alerts": [], "x": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}",
+            "nested deeper",
+        ),
+        ("[" * 5_000 + "}" * 5_000, "nested deeper"),  # brackets that do not pair: the parser's own limit
+        ("1" * 5_000, "a number in the body has 5000 digits (at most 64)"),
+        ('{"version": "4", "alerts": [], "x": 1e999}', "a number in the body is too large: '1e999'"),
+        ('{"version": "4", "alerts": [], "x": NaN}', "the body is not JSON: NaN is not a JSON number"),
+        ('{"version": "4", "alerts": [], "x": -Infinity}', "-Infinity is not a JSON number"),
+        ('{"version": "4", "version": "4", "alerts": []}', "the key 'version' appears twice in one object"),
+        (
+            _firing_with(node='"\\ud800"'),
+            "alerts[0].labels.node holds a lone surrogate (\\ud800), which is not text",
+        ),
+        (_firing_with(node='"web\\u0000-1"'), "alerts[0].labels.node holds a NUL character"),
+        (
+            '{"version": "4", "alerts": [{"status": "firing", "fingerprint": "f", "labels": {"\\udfff": "x"}}]}',
+            "a key of alerts[0].labels holds a lone surrogate",
+        ),
+        (
+            _firing_with(node="[1, [2, [3, [4]]]]"),
+            "alerts[0].labels.node must be a string, got [1, [2, [...]]]",
+        ),
+        (_firing_with(node="{}"), "alerts[0].labels.node must be a string, got {}"),
+        (_broken(lambda b: b.update(truncatedAlerts="3")), '"truncatedAlerts" must be a whole number'),
+        (_broken(lambda b: b.update(truncatedAlerts=-1)), '"truncatedAlerts" must be a whole number'),
+        (_broken(lambda b: b.update(version="4" * 100_000)), "got '4444"),
+        (b'{"version": "4", "alerts": [], "receiver": "caf\xe9"}', "byte 47 (0xe9) is not UTF-8"),
+    ],
+    ids=lambda value: str(value)[:30],
+)
+def test_a_hostile_body_is_refused_with_a_clear_reason(body: str | bytes, message: str) -> None:
+    with pytest.raises(WebhookError) as caught:
+        parse_webhook(body)
+    assert message in str(caught.value)
+    assert len(str(caught.value)) < 300, "the message never echoes the body"
+
+
+def test_what_alertmanager_sends_is_still_read_brackets_in_text_and_emoji_included() -> None:
+    body = payload("firing.json")
+    body["alerts"][0]["labels"]["summary"] = "[[[[{{{{" * 20
+    body["alerts"][0]["annotations"]["description"] = "disk full \N{FACE SCREAMING IN FEAR}"
+    hook = parse_webhook(json.dumps(body))  # ensure_ascii: the emoji as a surrogate pair escape
+    assert hook.alerts[0].labels["summary"] == "[[[[{{{{" * 20
+    assert hook.alerts[0].annotations["description"].endswith("\N{FACE SCREAMING IN FEAR}")
+    assert parse_webhook(b"\xef\xbb\xbf" + json.dumps(body).encode()).alerts == hook.alerts, (
+        "a BOM is ignored"
+    )
+    nested = {"version": "4", "alerts": [], "x": json.loads("[" * 32 + "]" * 32)}
+    assert parse_webhook(json.dumps(nested)).alerts == ()
+
+
 # ---------------------------------------------------------------------------- matchers
 
 

@@ -60,3 +60,51 @@ def test_a_config_file_s_problems_come_with_file_and_line(tmp_path: Path, token:
         load_settings(given(token_file=token), config=config, default_runbooks=(tmp_path,), environ={})
     assert f"{config}:2" in str(raised.value)
     assert "unknown setting 'workerz'" in str(raised.value)
+
+
+def test_the_http_limits_come_from_the_defaults_the_file_and_the_options(tmp_path: Path, token: str) -> None:
+    settings = load_settings(given(token_file=token), default_runbooks=(tmp_path,), environ={})
+    assert (
+        settings.max_connections,
+        settings.header_timeout,
+        settings.body_timeout,
+        settings.idle_timeout,
+    ) == (
+        SERVE_DEFAULTS["max_connections"],
+        SERVE_DEFAULTS["header_timeout"],
+        SERVE_DEFAULTS["body_timeout"],
+        SERVE_DEFAULTS["idle_timeout"],
+    )
+    config = tmp_path / "serve.yaml"
+    config.write_text("max_connections: 64\nheader_timeout: 500ms\nbody_timeout: 1m\nidle_timeout: 15\n")
+    settings = load_settings(
+        given(token_file=token, idle_timeout=5.0), config=config, default_runbooks=(tmp_path,), environ={}
+    )
+    assert (settings.max_connections, settings.header_timeout, settings.body_timeout) == (64, 0.5, 60.0)
+    assert settings.idle_timeout == 5.0, "the option given wins over the file"
+
+
+@pytest.mark.parametrize(
+    ("options", "text", "message"),
+    [
+        (
+            {"header_timeout": 0.0},
+            "",
+            "--header-timeout (header_timeout) is 0: give a number of seconds above 0",
+        ),
+        ({"body_timeout": -1.0}, "", "--body-timeout (body_timeout) is -1: give a number of seconds above 0"),
+        ({"max_connections": 0}, "", "--max-connections (max_connections) is 0: give 1 or more"),
+        ({}, "idle_timeout: soon\n", "'soon' is not a duration"),
+        ({}, "max_connections: lots\n", "'lots' is not of type 'integer'"),
+    ],
+)
+def test_an_http_limit_that_cannot_work_is_refused_before_serving(
+    tmp_path: Path, token: str, options: dict[str, Any], text: str, message: str
+) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text(text or "{}\n")
+    with pytest.raises(CairnError) as raised:
+        load_settings(
+            given(token_file=token, **options), config=config, default_runbooks=(tmp_path,), environ={}
+        )
+    assert message in str(raised.value)

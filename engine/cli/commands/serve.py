@@ -28,8 +28,8 @@ def register(commands: Commands) -> None:
         "--config",
         metavar="FILE",
         help="YAML file with the same settings (listen, token_file, inventory, runbooks, journal, workers, "
-        "cooldown, grace, inputs: {RUNBOOK: FILE or mapping}, policy: {automate, breaker, budget}); "
-        "options given here win",
+        "cooldown, grace, max_connections, header_timeout, body_timeout, idle_timeout, "
+        "inputs: {RUNBOOK: FILE or mapping}, policy: {automate, breaker, budget}); options given here win",
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help=f"default {DEFAULT['listen']}")
     serve.add_argument(
@@ -85,6 +85,36 @@ def register(commands: Commands) -> None:
         help="at SIGTERM, running runs get this long to finish; then they are cancelled and resume "
         f"at the next start (default {DEFAULT['grace']:g})",
     )
+    limits = serve.add_argument_group(
+        "HTTP limits",
+        "idle, slow and stalled clients cannot use up the file descriptors a real alert needs",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=_connections,
+        metavar="N",
+        help=f"HTTP connections open at once (default {DEFAULT['max_connections']}, and at most half the "
+        "open-file limit, `ulimit -n`); past it the longest idle, else the slowest, is closed",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a request's head must all arrive within this long of its first byte, else 408 and closed "
+        f"(default {DEFAULT['header_timeout']:g})",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"a request's body must all arrive within this long of its head (default {DEFAULT['body_timeout']:g})",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"a connection idle this long between requests is closed (default {DEFAULT['idle_timeout']:g})",
+    )
     serve.add_argument(
         "--inputs",
         action="append",
@@ -92,6 +122,17 @@ def register(commands: Commands) -> None:
         help="input values for a runbook's alert-started runs: RUNBOOK:@FILE (YAML/JSON) or "
         "RUNBOOK:KEY=VALUE (repeatable); the runbook's defaults fill the rest",
     )
+
+
+def _connections(text: str) -> int:
+    """An argparse type: a whole number of connections, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("give 1 or more")
+    return value
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
