@@ -1,4 +1,10 @@
-"""The CLI's live side: progress as events arrive, and approvals asked on the terminal."""
+"""The CLI's live side: progress as events arrive, and approvals asked on the terminal.
+
+What comes from hosts and values (commands, output, messages, reasons) is shown through
+:mod:`engine.core.visible`: control characters are written as escapes, never obeyed,
+and only a command's first line is a ``$`` line (the rest are ``>`` continuations), so
+nothing a host prints or a value holds can forge a line or rewrite the terminal.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TextIO
 
 from engine.core.approval import Approval, ApprovalRequest, Decision
@@ -25,9 +32,10 @@ from engine.core.events import (
     StepStarted,
 )
 from engine.core.knowledge import step_notes
-from engine.core.model import InputSpec, StepStatus, format_duration
+from engine.core.model import HostReport, InputSpec, RunReport, StepResult, StepStatus, format_duration
 from engine.core.render import STEP_ID_WIDTH, indent
 from engine.core.reports import step_line, summary_text
+from engine.core.visible import command_lines, continuation, visible, visible_lines
 
 
 class TerminalApprover:
@@ -96,14 +104,14 @@ def print_request(request: ApprovalRequest, out: TextIO) -> None:
 
     Written at once, so that no other thread's line lands inside it."""
     step = request.step
-    lines = [f"\n  ┌ {request.phase.value} step {step.id!r} on {request.host}: {step.title}"]
+    lines = ["\n" + visible(f"  ┌ {request.phase.value} step {step.id!r} on {request.host}: {step.title}")]
     notes = step_notes(step)
     lines += [markdown_block(note.text, "  │ ", out) for note in notes if note.lead]
     if request.manual:
         lines.append("  │ Do this by hand:")
         lines.append(markdown_block(request.text, "  │   ", out))
     else:
-        lines.append(indent(request.text.strip(), "  │ $ "))
+        lines.append(command_lines(request.text.strip(), "  │ $ ", "  │ > "))
     lines += [
         markdown_block(f"*{note.label.lower()}:* {note.text}", "  │ ", out) for note in notes if not note.lead
     ]
@@ -115,7 +123,9 @@ def markdown_block(markdown: str, prefix: str, stream: TextIO) -> str:
 
     On a terminal it is rendered with rich (inline code and emphasis styled, paragraphs
     reflowed to the terminal's width); elsewhere it is plain text without Markdown's marks.
+    Control characters in it are shown as escapes (its lines are kept).
     """
+    markdown = "\n".join(visible_lines(markdown))
     width = max(40, shutil.get_terminal_size((100, 24)).columns - len(prefix) - 1)
     if stream.isatty():
         import io  # noqa: PLC0415
@@ -133,6 +143,25 @@ def markdown_block(markdown: str, prefix: str, stream: TextIO) -> str:
 
         text = markdown_to_text(markdown, width=width).rstrip("\n")
     return indent(text, prefix)
+
+
+def one_line(result: StepResult) -> StepResult:
+    """``result`` fit for a one-line summary: id and the first line of its message, control characters shown."""
+    return replace(
+        result,
+        host=visible(result.host),
+        step_id=visible(result.step_id),
+        message=visible(result.message.split("\n", 1)[0]),
+    )
+
+
+def shown_report(report: RunReport) -> RunReport:
+    """``report`` fit for the summary table: each host's name and reason on one line, control characters shown."""
+    return replace(report, hosts=tuple(_shown_host(h) for h in report.hosts))
+
+
+def _shown_host(host: HostReport) -> HostReport:
+    return replace(host, host=visible(host.host), reason=visible(host.reason))
 
 
 def ask_input(spec: InputSpec, stream: TextIO | None = None) -> str | None:
@@ -165,16 +194,16 @@ class ProgressPrinter:
             case RunStarted():
                 hosts = ", ".join(event.hosts)
                 mode = " (dry run: remediation is shown, not run)" if event.dry_run else ""
-                self._print(f"{event.runbook_id} on {hosts} — run {event.run_id}{mode}")
+                self._print(visible(f"{event.runbook_id} on {hosts} — run {event.run_id}{mode}"))
             case PreflightChecked():
                 mark = "" if event.ok else "PROBLEM: "
-                self._print(f"── {event.host} · preflight\n   {mark}{event.summary}")
+                self._print(f"── {visible(event.host)} · preflight\n   {mark}{visible(event.summary)}")
             case StepStarted():
                 self._heading(event.host, event.phase.value)
                 if self.verbose:
-                    self._print(indent(event.command, "     $ "))
+                    self._print(command_lines(event.command, "     $ ", "     > "))
             case StepOutput() if self.verbose:
-                self.out.write(indent(event.text.rstrip("\n"), "     | ") + "\n")
+                self.out.write("".join(f"     | {line}\n" for line in visible_lines(event.text)))
             case ApprovalRequested():
                 self._heading(event.host, event.phase.value)
             case StepApproval():
@@ -182,13 +211,13 @@ class ProgressPrinter:
             case StepFinished():
                 result = event.result
                 self._heading(result.host, result.phase.value)
-                self._print("   " + step_line(result, self.id_width))
+                self._print("   " + step_line(one_line(result), self.id_width))
                 finding = result.status is StepStatus.FINDING
                 quiet = finding and bool(result.message) and not result.message.startswith("expect")
                 if (finding or result.status.failed) and not self.verbose and not quiet:
                     detail = (result.stderr if not finding else "") or result.stdout
-                    lines = [ln for ln in detail.strip().splitlines() if ln.strip()]
-                    if lines and lines[-1].strip() not in result.message:
+                    lines = [ln for ln in visible_lines(detail.strip()) if ln.strip()]
+                    if lines and lines[-1].strip() not in visible(result.message):
                         shown = lines[:6] + ([f"… {len(lines) - 6} more lines"] if len(lines) > 6 else [])
                         self._print(indent("\n".join(shown), "       | "))
                 if (
@@ -199,18 +228,20 @@ class ProgressPrinter:
                     if "human" in result.message:  # a manual step: its instructions, as Markdown
                         self._print(markdown_block(result.command, "       would ask > ", self.out))
                     else:
-                        self._print(indent(result.command, "       would run $ "))
+                        self._print(
+                            command_lines(result.command, "       would run $ ", "       would run > ")
+                        )
             case HostFinished():
                 pass
             case RunFinished():
-                self._print("\n" + summary_text(event.report))
+                self._print("\n" + summary_text(shown_report(event.report)))
             case _:
                 pass
 
     def _heading(self, host: str, phase: str) -> None:
         if self._where != (host, phase):
             self._where = (host, phase)
-            self._print(f"── {host} · {phase}")
+            self._print(f"── {visible(host)} · {phase}")
 
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -254,17 +285,20 @@ class FanOutPrinter:
         match event:
             case RunStarted():
                 self._total = len(event.hosts)
-                self._width = min(max((len(h) for h in event.hosts), default=8), 32)
+                self._width = min(max((len(visible(h)) for h in event.hosts), default=8), 32)
                 mode = " (dry run: remediation is shown, not run)" if event.dry_run else ""
-                self._line(f"{event.runbook_id} on {self._total} hosts — run {event.run_id}{mode}")
+                self._line(visible(f"{event.runbook_id} on {self._total} hosts — run {event.run_id}{mode}"))
             case PreflightChecked(ok=False):  # hosts that have everything stay quiet: 500 of them would
-                self._line(f"{event.host:<{self._width}}  preflight {event.summary}")
+                self._line(f"{self._host(event.host)}  preflight {visible(event.summary)}")
             case StepStarted():
-                self._running[event.host] = (f"{event.phase.value} {event.step_id}", time.monotonic())
+                step = visible(f"{event.phase.value} {event.step_id}")
+                self._running[visible(event.host)] = (step, time.monotonic())
                 if self.verbose:
-                    self._line(indent(event.command, f"{event.host:<{self._width}}  $ "))
+                    prefix = f"{self._host(event.host)}  $ "
+                    self._line(command_lines(event.command, prefix, continuation(prefix)))
             case StepOutput() if self.verbose:
-                self._line(indent(event.text.rstrip("\n"), f"{event.host:<{self._width}}  | "))
+                prefix = f"{self._host(event.host)}  | "
+                self._line("\n".join(prefix + line for line in visible_lines(event.text)))
             case ApprovalRequested():
                 self._asking = True
             case StepApproval():
@@ -274,22 +308,26 @@ class FanOutPrinter:
                     self._line(line)
             case StepFinished():
                 result = event.result
-                self._running.pop(result.host, None)
+                self._running.pop(visible(result.host), None)
                 self._line(
-                    f"{result.host:<{self._width}}  {result.phase.value:<9} {step_line(result, self.id_width)}"
+                    f"{self._host(result.host)}  {result.phase.value:<9} {step_line(one_line(result), self.id_width)}"
                 )
             case HostFinished():
                 self._done += 1
                 report = event.report
                 self._line(
-                    f"{report.host:<{self._width}}  == {report.outcome.value}: {report.reason}"
+                    f"{self._host(report.host)}  == {report.outcome.value}: {visible(report.reason)}"
                     f"  [{self._done}/{self._total} hosts done]"
                 )
             case RunFinished():
                 self._running.clear()
-                self._line("\n" + summary_text(event.report))
+                self._line("\n" + summary_text(shown_report(event.report)))
             case _:
                 pass
+
+    def _host(self, host: str) -> str:
+        """The host column: the name with its control characters shown, padded."""
+        return f"{visible(host):<{self._width}}"
 
     def tick(self) -> None:
         """Say who is still busy, if nothing was printed for ``quiet_after`` seconds."""

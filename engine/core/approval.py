@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from engine.core.model import Phase, Step, StepKind
+
+if TYPE_CHECKING:
+    from engine.core.redaction import Redactor
 
 
 class Decision(Enum):
@@ -100,6 +103,23 @@ class NobodyToAsk:
     def decide(self, request: ApprovalRequest) -> Approval:
         """Nobody was asked; the note says how to approve."""
         return Approval(Decision.NOT_ASKED, "no-terminal", NO_TERMINAL)
+
+
+class RedactedRequests:
+    """Hands ``approver`` every request with the run's secrets taken out of what it shows.
+
+    Questions go to an approver without passing the event bus (a terminal, the TUI's dialog, serve's
+    policy), so the runner asks through this: an approver never sees a secret, whatever built the text.
+    """
+
+    def __init__(self, approver: Approver, redact: Redactor) -> None:
+        self.approver = approver
+        self.redact = redact
+
+    def decide(self, request: ApprovalRequest) -> Approval:
+        """``approver``'s decision on ``request``, shown without secrets."""
+        shown = self.redact(request.text)
+        return self.approver.decide(request if shown == request.text else replace(request, text=shown))
 
 
 class ApprovalChoice(Enum):

@@ -6,8 +6,14 @@ field at every emit site; the :class:`EventBus` stamps it with the run id, a
 per-run counter and a timestamp and delivers it synchronously, in order, to
 every subscriber, so a subscriber that writes (the journal) has committed an
 event before the runner takes its next step. Subscribers match on the class
-(``match event: case StepFinished(result=r): …``). Secrets are redacted by the
-runner before an event is built; subscribers never see them.
+(``match event: case StepFinished(result=r): …``).
+
+Secrets: the bus holds the run's :class:`~engine.core.redaction.Redactor` and
+:meth:`EventBus.emit` redacts every string inside every event (nested results,
+reports, mappings, keys) before it stamps and delivers it. That is the one point
+no event passes by, so no subscriber (the journal, a printer, ``--json``, the TUI,
+serve) sees a secret, whatever the emitter built. Only :data:`NAMES` are kept as
+they are: what a run's parts are called and what a resume rebuilds the run from.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from engine.core.model import HostReport, Phase, RunReport, StepResult
+from engine.core.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -139,29 +146,60 @@ class RunFinished(Event):
     report: RunReport
 
 
+NAMES: Mapping[type, frozenset[str]] = {
+    RunStarted: frozenset(
+        {"runbook_id", "runbook_path", "runbook_sha256", "runbook_text", "hosts", "inputs", "trigger"}
+    ),
+    PreflightChecked: frozenset({"host"}),
+    StepStarted: frozenset({"host", "step_id"}),
+    StepOutput: frozenset({"host", "step_id", "stream"}),
+    ApprovalRequested: frozenset({"host", "step_id"}),
+    StepApproval: frozenset({"host", "step_id"}),
+    StepResult: frozenset({"host", "step_id"}),
+    HostReport: frozenset({"host"}),
+    RunReport: frozenset({"run_id", "runbook_id"}),
+}
+"""The fields the bus does not redact: names from the runbook file, the inventory and the journal (hosts,
+step ids, the runbook as run, where the hosts came from) that the journal keys a run by and ``cairn
+resume`` rebuilds it from, and the inputs as given, in which the runner has already put ``***`` for each
+secret (``resume`` asks for those again and runs with the others). None of them holds a value that
+comes from a run; a short secret (``t``) redacted in them would rename steps and hosts and send a
+resumed run to other paths."""
+
 Subscriber = Callable[[Event], None]
 E = TypeVar("E", bound=Event)
 
 
 class EventBus:
-    """Numbers events and hands each to every subscriber, in subscription order."""
+    """Redacts, numbers and hands each event to every subscriber, in subscription order."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, redact: Redactor | None = None) -> None:
         self.run_id = run_id
+        self.redact = redact or Redactor([])
+        """The run's secrets: taken out of every event before any subscriber sees it."""
         self._subscribers: list[Subscriber] = []
         self._seq = 0
         self._lock = threading.Lock()
+        self._redacted: dict[int, tuple[Any, Any]] = {}
+        """Step results and host reports already redacted, by identity: they come again in later events."""
+
+    def protect(self, redact: Redactor) -> None:
+        """Redact the secrets of ``redact`` too, from the next event on (the runner gives its own)."""
+        with self._lock:
+            self.redact = self.redact.joined(redact)
+            self._redacted = {}
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Deliver every later event to ``subscriber``."""
         self._subscribers.append(subscriber)
 
     def emit(self, event: E) -> E:
-        """Stamp ``event`` with this run's id, the next number and the time, and deliver it; returns
-        the stamped event."""
+        """Redact ``event``, stamp it with this run's id, the next number and the time, and deliver it;
+        returns the event as the subscribers got it."""
+        clean: E = self.redact.data(event, NAMES, self._redacted)
         with self._lock:
             self._seq += 1
-            stamped = replace(event, run_id=self.run_id, seq=self._seq, at=time.time())
+            stamped = replace(clean, run_id=self.run_id, seq=self._seq, at=time.time())
             for subscriber in self._subscribers:
                 subscriber(stamped)
         return stamped

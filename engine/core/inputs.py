@@ -1,22 +1,32 @@
-"""Runbook inputs: ``-e key=value`` text (or a form's fields) -> typed values, and secret redaction.
+"""Runbook inputs: ``-e key=value`` text (or a form's fields) -> typed values.
 
 The rules are stated once, here, for every front end: a value not given takes the
 input's default, an input without a default is required, text is typed by
-:func:`convert` (and shown back by :func:`input_text`), choices are checked.
+:func:`convert` (and shown back by :func:`input_text`), choices are checked. An
+error about a secret input never shows the value. The :class:`Redactor` (secrets out
+of everything shown or kept) lives in :mod:`engine.core.redaction`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from engine.core.errors import InputError
 from engine.core.model import InputSpec, InputType, Runbook, duration_value
+from engine.core.redaction import REDACTED, Redactor
 from engine.core.yamlsource import yaml_repr
 
-REDACTED = "***"
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "convert",
+    "entered_value",
+    "input_text",
+    "parse_extra_vars",
+    "resolve_inputs",
+]
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -60,7 +70,7 @@ def convert(spec: InputSpec, value: Any) -> Any:
     if value is None:
         raise InputError(f"input {spec.name!r} is empty; give it a value")
     if isinstance(value, bool) and spec.type in (InputType.INTEGER, InputType.NUMBER, InputType.DURATION):
-        raise InputError(f"input {spec.name!r}: expected a number, got {str(value).lower()}")
+        raise InputError(f"input {spec.name!r}: expected a number{_got(spec, str(value).lower())}")
     text = str(value).strip() if not isinstance(value, bool) else value
     try:
         match spec.type:
@@ -91,11 +101,17 @@ def convert(spec: InputSpec, value: Any) -> Any:
             InputType.DURATION: "a duration like 30m or 90s",
             InputType.STRING: "text",
         }[spec.type]
-        raise InputError(f"input {spec.name!r}: expected {shown}, got {yaml_repr(value)}") from None
+        raise InputError(f"input {spec.name!r}: expected {shown}{_got(spec, yaml_repr(value))}") from None
     if spec.choices and converted not in spec.choices:
         allowed = ", ".join(str(c) for c in spec.choices)
-        raise InputError(f"input {spec.name!r}: {yaml_repr(converted)} is not one of {allowed}")
+        given = "the value given (secret: not shown)" if spec.secret else yaml_repr(converted)
+        raise InputError(f"input {spec.name!r}: {given} is not one of {allowed}")
     return converted
+
+
+def _got(spec: InputSpec, shown: str) -> str:
+    """What an error says was given: the value, unless the input is secret (errors are printed and logged)."""
+    return " (the value given is secret: not shown)" if spec.secret else f", got {shown}"
 
 
 def input_text(spec: InputSpec, value: Any) -> str:
@@ -158,41 +174,3 @@ def resolve_inputs(
                 )
             values[spec.name] = convert(spec, answer)
     return values
-
-
-class Redactor:
-    """Replaces secret input values with ``***`` in any text before it is stored or shown."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        import shlex  # noqa: PLC0415
-
-        forms = {form for s in secrets if s for form in (s, shlex.quote(s), json.dumps(s)[1:-1])}
-        # Longest first, so a quoted form is replaced whole before its inner text.
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    @classmethod
-    def for_inputs(cls, runbook: Runbook, values: Mapping[str, Any]) -> Redactor:
-        """A redactor for the secret inputs of ``runbook``."""
-        return cls(
-            [str(values[i.name]) for i in runbook.inputs if i.secret and values.get(i.name) is not None]
-        )
-
-    def __call__(self, text: str) -> str:
-        for form in self._forms:
-            text = text.replace(form, REDACTED)
-        return text
-
-    def inputs(self, runbook: Runbook, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Input values fit for the journal: secrets replaced."""
-        secret = {i.name for i in runbook.inputs if i.secret}
-        return {k: (REDACTED if k in secret else v) for k, v in values.items()}
-
-    def data(self, value: Any) -> Any:
-        """Redact every string inside parsed output."""
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, dict):
-            return {k: self.data(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.data(v) for v in value]
-        return value

@@ -48,6 +48,7 @@ from typing import IO, Any
 from engine.core.approval import Approval, ApprovalRequest, Decision
 from engine.core.events import Event
 from engine.core.pacing import Pace, PaceDecision, PaceRequest
+from engine.core.redaction import Redactor
 from engine.core.spec import RunSpec
 
 EVENT_BATCH_S = 0.03
@@ -340,7 +341,8 @@ def child_main(fd: int) -> int:
         with contextlib.suppress(KeyboardInterrupt):  # interrupted: RunFinished has said so
             runner.run()
     except Exception as exc:  # a fault of Cairn's: shown by the front end, never a silent exit
-        link.send(("crashed", f"{type(exc).__name__}: {exc}"))
+        redact = Redactor.for_inputs(order.spec.runbook, order.spec.inputs)
+        link.send(("crashed", redact(f"{type(exc).__name__}: {exc}")))
     finally:
         journal.close()
         link.stop()

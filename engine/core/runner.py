@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.core.approval import Approver
+from engine.core.approval import Approver, RedactedRequests
 from engine.core.errors import ExecutorError
 from engine.core.events import (
     EventBus,
@@ -70,6 +71,7 @@ class Runner:
         self.cancel = cancel or threading.Event()
         """Set to stop the run: running commands are killed where they run, later steps skipped."""
         self.redact = Redactor.for_inputs(spec.runbook, spec.inputs)
+        bus.protect(self.redact)  # every event is redacted by the bus itself, whoever built the bus
         self.executors = executors or ExecutorSet(options=spec.options, redact=self.redact)
         self.artifacts = artifacts
         """This run's artifacts folder; executors keep per-step files under it (ansible-runner's)."""
@@ -77,7 +79,7 @@ class Runner:
         self._interrupted = False
         self._rollout_failed: set[str] = set()
         """Hosts of a rolling remediation whose batch failed (remediation failed, or verify unclean)."""
-        self._desk = ApprovalDesk(self.approver)
+        self._desk = ApprovalDesk(RedactedRequests(self.approver, self.bus.redact))
         self._steps = StepRunner(spec, bus, self._desk, self.executors, self.redact, self.cancel, artifacts)
 
     @property
@@ -127,10 +129,10 @@ class Runner:
         # A cancel from another thread (the TUI's cancel key) interrupts the run as Ctrl-C does.
         interrupted = self._interrupted or self.cancel.is_set()
         final = RunReport(self.run_id, req.runbook.id, done, interrupted=interrupted)
-        self.bus.emit(RunFinished(report=final))
+        finished = self.bus.emit(RunFinished(report=final))
         if self._interrupted:
             raise KeyboardInterrupt
-        return final
+        return finished.report  # as the subscribers saw it: redacted
 
     def _orchestrate(self, pool: WorkerPool) -> None:
         """Every host through every phase; remediation rolls in batches when a step asks for ``serial``."""
@@ -177,7 +179,9 @@ class Runner:
             self._interrupt()
             report = HostReport(host.name, HostOutcome.FAILED, (), reason="interrupted")
         except Exception as exc:
-            log.exception("internal error on %s", host.name)
+            # The traceback is logged redacted: an exception's text can hold a rendered command.
+            trace = "".join(traceback.format_exception(exc))
+            log.error("internal error on %s\n%s", host.name, self.bus.redact(trace))
             report = HostReport(
                 host.name,
                 HostOutcome.FAILED,

@@ -61,7 +61,7 @@ class RunSpec:
     runbook: Runbook
     hosts: tuple[Host, ...]
     inputs: Mapping[str, Any]
-    """Typed input values (secrets included: the runner redacts them everywhere it reports)."""
+    """Typed input values, secrets included: the run's event bus takes them out of every event."""
     trigger: Trigger = field(default_factory=Trigger)
     alert: Mapping[str, Any] | None = None
     """The alert that started the run (``status``, ``labels``, ``annotations``, ``fingerprint``,

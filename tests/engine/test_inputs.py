@@ -416,3 +416,24 @@ def test_redactor_data_redacts_nested_output() -> None:
         "rows": [{"line": f"key={REDACTED}"}, 5],
         "n": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("declared", "said"),
+    [
+        ("{type: integer, secret: true}", "expected a whole number (the value given is secret: not shown)"),
+        ("{type: boolean, secret: true}", "expected true or false (the value given is secret: not shown)"),
+        (
+            "{type: string, secret: true, choices: [a, b]}",
+            "the value given (secret: not shown) is not one of a, b",
+        ),
+    ],
+    ids=["integer", "boolean", "choices"],
+)
+def test_an_input_error_never_shows_a_secret_value(declared: str, said: str) -> None:
+    runbook = make_runbook(f"pin: {declared}")
+
+    with pytest.raises(InputError) as caught:
+        resolve_inputs(runbook, {"pin": "hunter2-pin"})
+
+    assert str(caught.value) == f"input 'pin': {said}"

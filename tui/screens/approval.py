@@ -15,6 +15,7 @@ from textual.widgets import Button, Footer, Label, Static
 from engine.core.approval import ApprovalChoice, ApprovalRequest
 from engine.core.knowledge import step_notes
 from engine.core.render import reflow
+from engine.core.visible import command_lines, visible_lines
 from tui.widgets.notes import note_id, note_text
 
 HOSTS_LISTED = 10
@@ -79,7 +80,7 @@ class ApprovalScreen(ModalScreen[ApprovalChoice]):
                     yield Static(note_text(note), id=f"approval-{note_id(note)}")
                 yield Label("Do this by hand:" if manual else "Exact command:", classes="approval-label")
                 text = request.text.strip()
-                shown = reflow(text) if manual else "\n".join("$ " + line for line in text.splitlines())
+                shown = reflow("\n".join(visible_lines(text))) if manual else command_lines(text, "$ ", "> ")
                 yield Static(Text(shown, style="cyan"), id="approval-command")
             with Horizontal(id="approval-buttons"):
                 if manual:

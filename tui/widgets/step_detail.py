@@ -13,6 +13,7 @@ from engine.core.knowledge import step_notes
 from engine.core.model import AnsibleAction, ManualAction, RunAction, StepKind, format_duration
 from engine.core.render import reflow
 from engine.core.stepping import StepKey
+from engine.core.visible import command_lines, visible_lines
 from tui.models.progress import STATE_STYLE, RunProgress, find_step
 from tui.widgets.notes import note_text
 
@@ -88,7 +89,7 @@ class StepDetail(Static):
             label = "" if command else " (template; differs per host)" if commands else " (template)"
             parts.append(Text(f"{'Instructions' if manual else 'Command'}{label}:", style="bold"))
             # A command line by line, as it runs; instructions are prose, wrapped as paragraphs.
-            lines = reflow(shown) if manual else "\n".join("$ " + line for line in shown.splitlines())
+            lines = reflow("\n".join(visible_lines(shown))) if manual else command_lines(shown, "$ ", "> ")
             parts.append(Text(lines, style="cyan"))
         many = len(cells) > 1
         for number, (host, cell) in enumerate(cells.items()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import Log
 
+from engine.core.visible import visible_lines
 from tui.models.progress import HostStep
 
 OUTPUT_SHOWN = 2000
@@ -19,7 +20,8 @@ def output_lines(host: str, stream: str, text: str, *, many_hosts: bool) -> list
     prefix = f"[{host}] " if many_hosts else ""
     if stream == "stderr":
         prefix += "! "
-    return [prefix + line for line in text.rstrip("\n").split("\n")]
+    # Control characters shown, never obeyed (an ESC sequence, a \r, a bidi override): visible_lines.
+    return [prefix + line for line in visible_lines(text)] or [prefix]
 
 
 class StepOutputLog(Log):

@@ -126,8 +126,18 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any], list[Any]]:
     given = parse_extra_vars(args.extra_vars)
     interactive = sys.stdin.isatty() and not getattr(args, "json", False)
     inputs = resolve_inputs(runbook, given, ask=ask_input if interactive else None)
+    _hide_secrets(runbook, inputs)
     hosts = resolve_targets(args.inventory, runbook.targets, args.limit)
     return runbook, inputs, hosts
+
+
+def _hide_secrets(runbook: Any, inputs: Any) -> None:
+    """From here on, whatever this process prints or logs shows no secret input (one place for the CLI,
+    as :meth:`EventBus.emit` is for events)."""
+    from engine.cli.redacting import redact_output  # noqa: PLC0415
+    from engine.core.redaction import Redactor  # noqa: PLC0415
+
+    redact_output(Redactor.for_inputs(runbook, inputs))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -150,7 +160,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.core.journal import Journal  # noqa: PLC0415
     from engine.core.launch import prepare_run  # noqa: PLC0415
     from engine.core.model import Phase  # noqa: PLC0415
     from engine.core.spec import RunSpec, Trigger  # noqa: PLC0415
@@ -169,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         forks=args.forks,
         dry_run=args.dry_run,
     )
-    journal = Journal(args.journal)
+    journal = _journal_to_write(args)
     console = _console(args, spec)
     if console is not None:
         runner = prepare_run(
@@ -183,14 +192,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from engine.cli.terminal import ask_input  # noqa: PLC0415
     from engine.core.inputs import parse_extra_vars  # noqa: PLC0415
-    from engine.core.journal import Journal  # noqa: PLC0415
     from engine.core.launch import prepare_run  # noqa: PLC0415
     from engine.core.resume import resume_plan  # noqa: PLC0415
 
     refused = _step_refused(args)
     if refused:
         return usage(refused)
-    journal = Journal(args.journal)
+    journal = _journal_to_write(args)
     try:
         record = journal.get_run(args.run_id)
         interactive = sys.stdin.isatty() and not args.json
@@ -204,6 +212,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     except BaseException:
         journal.close()
         raise
+    _hide_secrets(plan.spec.runbook, plan.spec.inputs)
     if not args.json:
         print(f"resuming run {record.id}: {plan.reused} finished step(s) are reused, not run again")
     console = _console(args, plan.spec)
@@ -214,6 +223,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     else:
         runner = prepare_run(plan.spec, journal=journal, approver=_approver(args))
     return _execute(args, runner, journal, console)
+
+
+def _journal_to_write(args: argparse.Namespace) -> Journal:
+    """The journal a run writes; a disk that refuses it is said before anything runs."""
+    from engine.core.errors import JournalUnwritable  # noqa: PLC0415
+    from engine.core.journal import Journal  # noqa: PLC0415
+
+    try:
+        return Journal(args.journal)
+    except JournalUnwritable as exc:
+        raise exc.about(
+            "the run did not start: nothing of it was recorded and nothing ran", recorded=False
+        ) from None
 
 
 def _console(args: argparse.Namespace, spec: Any) -> StepConsole | None:
@@ -246,6 +268,7 @@ def _execute(
     import signal  # noqa: PLC0415
 
     from engine.cli.terminal import FanOutPrinter, ProgressPrinter  # noqa: PLC0415
+    from engine.core.errors import JournalUnwritable  # noqa: PLC0415
     from engine.core.render import as_data, runbook_step_width  # noqa: PLC0415
     from engine.core.reports import summary_rows  # noqa: PLC0415
 
@@ -279,6 +302,9 @@ def _execute(
             report = runner.run()
     except KeyboardInterrupt:
         return interrupted()
+    except JournalUnwritable as exc:  # the run stopped where its journal did: say what it holds, in one line
+        then = f"cairn resume {runner.run_id}" if exc.recorded else "run it again"
+        return usage(f"{exc}; once the disk takes writes again: {then}")
     finally:
         signal.signal(signal.SIGTERM, previous)
         journal.close()
