@@ -108,7 +108,7 @@ def open_writer(path: Path, schema: str, *, what: str, hint: str = "") -> sqlite
     ``what`` names the store in errors (``the journal``); ``hint`` ends the message of an error
     that is not the disk's (where else to put it)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
         raise _open_failed(exc, path, what, hint) from exc
@@ -121,6 +121,18 @@ def open_writer(path: Path, schema: str, *, what: str, hint: str = "") -> sqlite
         db.close()
         raise _open_failed(exc, path, what, hint) from exc
     return db
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path``'s folder (``0700``) and an empty ``path`` (``0600``) if missing.
+
+    A journal holds every command, output and decision: readable by its owner only, unless the
+    owner opens it up (a shared team folder made by hand keeps its own modes). SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's mode; the artifacts live in the same folder."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _open_failed(exc: BaseException, path: Path, what: str, hint: str) -> JournalError:
