@@ -17,7 +17,8 @@ import pytest
 
 from engine.core.errors import ExecutorError
 from engine.core.executors import AnsibleTask, ExecutionOptions, OutputCallback, Shell
-from engine.core.executors.ansible import PLAY_FILE, AnsibleExecutor, describe_unreachable
+from engine.core.executors.ansible import PLAY_FILE, AnsibleExecutor
+from engine.core.executors.ansible_events import describe_unreachable
 from engine.core.model import AnsibleAction, CommandResult, Host
 from engine.lab.ssh_fleet import SshFleet
 from tests.conftest import OwnFleet
@@ -371,3 +372,111 @@ def test_cancelled_command_is_killed_on_the_ssh_host(
         started.unlink(missing_ok=True)
     assert (result.rc, result.cancelled) == (None, True)
     wait_for(lambda: not processes_with(f"sleep {sleeper}"), 10, f"sleep {sleeper} is gone from the host")
+
+
+# --------------------------------------------------------------------------- secrets, confinement
+
+SECRET_VALUE = 'p@ss w\'rd $(touch /tmp/cairn-owned) "quoted" {{ 6 * 7 }}'
+"""One line: ansible's result repeats stdout as ``stdout_lines``, which a whole-value redaction misses."""
+
+
+def cmdlines_with(value: str) -> list[str]:
+    """Every command line on this machine (the fleet's hosts too) containing ``value`` or its first line."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if value.encode() in cmdline or value.split("\n", maxsplit=1)[0].encode() in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def secret_step(
+    executor: AnsibleExecutor, host: Host, artifacts: Path
+) -> tuple[CommandResult, list[list[str]]]:
+    """Run a step that prints its secret variable and sleeps; scan every command line while it sleeps."""
+    sleeper = f"3.{uuid.uuid4().int % 10**9:09d}"
+    seen: list[list[str]] = []
+
+    def scan_when_running() -> None:
+        wait_for(lambda: bool(processes_with(f"sleep {sleeper}")), 60, "the command runs")
+        seen.append(cmdlines_with(SECRET_VALUE))
+
+    scanner = threading.Thread(target=scan_when_running)
+    scanner.start()
+    task = Shell(
+        f'printf "%s" "$CAIRN_SECRET_TOKEN"; sleep {sleeper}', env={"CAIRN_SECRET_TOKEN": SECRET_VALUE}
+    )
+    result = executor.execute(host, task, timeout=60, artifacts=artifacts)
+    scanner.join()
+    return result, seen
+
+
+def test_a_secret_reaches_a_command_via_ansible_as_a_variable_and_no_command_line(tmp_path: Path) -> None:
+    # ansible's `environment:` keyword would put `CAIRN_SECRET_TOKEN=<value>` on the module's
+    # `/bin/sh -c` command line; Cairn hands the values to the command on its stdin instead.
+    artifacts = tmp_path / "artifacts"
+    executor = AnsibleExecutor(ExecutionOptions(), redact=lambda text: text.replace(SECRET_VALUE, "***"))
+
+    result, seen = secret_step(executor, LOCAL, artifacts)
+
+    assert result.rc == 0, result.stderr
+    assert result.stdout == "***"  # printed by the command, redacted in the result like any output
+    assert seen == [[]]
+    assert not Path("/tmp/cairn-owned").exists()
+    kept = [
+        p
+        for p in artifacts.rglob("*")
+        if p.is_file() and SECRET_VALUE.split("\n", maxsplit=1)[0].encode() in p.read_bytes()
+    ]
+    assert kept == []
+
+
+@pytest.mark.ssh
+def test_a_secret_reaches_a_command_on_an_ssh_host_via_ansible_and_no_command_line(
+    ssh_fleet: SshFleet, tmp_path: Path
+) -> None:
+    result, seen = secret_step(
+        fleet_executor(ssh_fleet, tmp_path), Host(ssh_fleet.hosts[12].name, "ssh"), tmp_path / "a"
+    )
+
+    assert result.rc == 0, result.stderr
+    assert result.stdout == SECRET_VALUE
+    assert seen == [[]]
+
+
+def test_a_playbook_that_leads_outside_the_runbook_folder_is_refused_before_it_runs(tmp_path: Path) -> None:
+    # The loader refuses such a runbook; a symlink swapped after loading must not get past the executor.
+    folder, outside = tmp_path / "runbooks", tmp_path / "elsewhere.yml"
+    folder.mkdir()
+    ran = tmp_path / "ran"
+    outside.write_text(
+        f"- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.file: {{path: {ran}, state: touch}}\n"
+    )
+    (folder / "play.yml").symlink_to(outside)
+    executor = AnsibleExecutor(ExecutionOptions())
+
+    for name in ("play.yml", "../elsewhere.yml", str(outside)):
+        with pytest.raises(ExecutorError, match=r"outside the runbook.s folder|absolute path") as caught:
+            executor.execute(LOCAL, AnsibleTask(AnsibleAction(playbook=name), None, folder), timeout=60)
+        assert caught.value.host == "localhost"
+    assert not ran.exists()
+
+
+def test_a_command_flooding_its_output_is_cut_at_the_limit_in_the_result_and_the_artifacts(
+    tmp_path: Path,
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    executor = AnsibleExecutor(ExecutionOptions(output_limit=1000))
+
+    result = executor.execute(
+        LOCAL, Shell("head -c 300000 /dev/zero | tr '\\0' x"), timeout=60, artifacts=artifacts
+    )
+
+    assert result.rc == 0
+    assert result.stdout.startswith("x" * 1000 + "\n[… stdout truncated: 1,000 bytes kept of 293 KiB")
+    assert "stdout_lines" not in result.data
+    events = list(artifacts.glob("artifacts/*/job_events/*.json"))
+    assert events and max(p.stat().st_size for p in events) < 20_000  # the event held all 300 kB

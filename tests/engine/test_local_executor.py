@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,9 @@ import pytest
 
 from engine.core.errors import ExecutorError
 from engine.core.executors import AnsibleTask, ExecutionOptions, ExecutorSet, OutputCallback, Shell, Task
-from engine.core.executors import streams as streams_module
 from engine.core.executors.ansible import AnsibleExecutor
 from engine.core.executors.local import LocalExecutor
+from engine.core.inputs import Redactor
 from engine.core.model import LOCALHOST, AnsibleAction, CommandResult, Host
 from tests.fakes import OutputRecorder
 
@@ -284,39 +285,60 @@ def test_failing_output_callback_kills_the_command_and_raises(marker: str) -> No
     assert processes_with(marker) == []
 
 
-# --------------------------------------------------------------------------- capture limit
+# --------------------------------------------------------------------------- output limit
 
 
-def test_output_beyond_max_capture_is_truncated_but_streamed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streams_module, "MAX_CAPTURE", 1000)
+def limited(limit: int) -> LocalExecutor:
+    return LocalExecutor(ExecutionOptions(output_limit=limit))
+
+
+def test_output_beyond_the_limit_is_dropped_and_the_cut_is_marked_in_stream_and_result() -> None:
+    # The journal's artifacts file is what the stream carries: it was unbounded (200 MB in, 200 MB on disk).
     recorder = OutputRecorder()
     total = 300_000
 
-    result = run(f"head -c {total} /dev/zero | tr '\\0' x", on_output=recorder)
+    result = limited(1000).execute(
+        LOCALHOST, Shell(f"head -c {total} /dev/zero | tr '\\0' x"), timeout=30, on_output=recorder
+    )
 
     assert result.rc == 0
     assert result.truncated
-    assert len(result.stdout) < total
-    assert set(result.stdout) == {"x"}
-    assert len(recorder.text("stdout")) == total
+    marker = "\n[… stdout truncated: 1,000 bytes kept of 293 KiB; the rest was read and dropped"
+    assert result.stdout.startswith("x" * 1000 + marker)
+    assert recorder.text("stdout") == result.stdout  # the stream (so the artifacts) carries the same
+    assert result.stdout.endswith(" …]\n")
 
 
-def test_output_below_max_capture_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streams_module, "MAX_CAPTURE", 1000)
-
-    result = run("printf '%s' \"$(head -c 500 /dev/zero | tr '\\0' y)\"")
+def test_output_below_the_limit_is_complete() -> None:
+    result = limited(1000).execute(
+        LOCALHOST, Shell("printf '%s' \"$(head -c 500 /dev/zero | tr '\\0' y)\""), timeout=30
+    )
 
     assert not result.truncated
     assert result.stdout == "y" * 500
 
 
-def test_stderr_beyond_max_capture_sets_truncated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streams_module, "MAX_CAPTURE", 1000)
-
-    result = run("head -c 300000 /dev/zero | tr '\\0' e >&2; echo fine")
+def test_stderr_beyond_the_limit_is_marked_apart_from_stdout() -> None:
+    result = limited(1000).execute(
+        LOCALHOST, Shell("head -c 300000 /dev/zero | tr '\\0' e >&2; echo fine"), timeout=30
+    )
 
     assert result.truncated
     assert result.stdout == "fine\n"
+    assert "[… stderr truncated: 1,000 bytes kept of 293 KiB" in result.stderr
+
+
+def test_the_limit_never_cuts_a_secret_in_half() -> None:
+    # Cut at exactly the limit, the first half of a secret printed there was kept, and no redaction
+    # can recognise half a secret.
+    secret = "s3cr3t-value-0123456789"
+    result = LocalExecutor(ExecutionOptions(output_limit=1000), redact=Redactor([secret])).execute(
+        LOCALHOST, Shell(f"printf '%s' \"$(head -c 990 /dev/zero | tr '\\0' x)\" '{secret}' tail"), timeout=30
+    )
+
+    assert result.truncated
+    assert result.stdout.startswith("x" * 990 + "\n[… stdout truncated")
+    assert secret[:5] not in result.stdout
 
 
 # --------------------------------------------------------------------------- ExecutorSet
@@ -392,3 +414,67 @@ def test_each_executor_kind_says_how_it_reaches_a_host() -> None:
     assert via_ansible.describe(winrm) == "ansible-runner (ansible_connection=winrm)"
     native.close()
     via_ansible.close()
+
+
+# --------------------------------------------------------------------------- secrets in the environment
+
+SECRET_VALUE = 'p@ss w\'rd $(touch /tmp/cairn-owned) "quoted"\nsecond line'
+
+
+def cmdlines_with(value: str) -> list[str]:
+    """Every process's command line on this machine that contains ``value``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if value.encode() in cmdline or value.split("\n", maxsplit=1)[0].encode() in cmdline:
+                found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+class CmdlineWatch:
+    """Once a process with ``marker`` on its command line runs, scan every command line for ``value``."""
+
+    def __init__(self, marker: str, value: str) -> None:
+        self.seen: list[str] | None = None
+        self._thread = threading.Thread(target=self._watch, args=(marker, value), daemon=True)
+        self._thread.start()
+
+    def _watch(self, marker: str, value: str) -> None:
+        deadline = time.monotonic() + 30
+        while not processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if processes_with(marker):
+            self.seen = cmdlines_with(value)
+
+    def result(self) -> list[str]:
+        self._thread.join()
+        assert self.seen is not None, "the command never ran"
+        return self.seen
+
+
+def test_a_secret_reaches_the_command_as_a_variable_and_no_command_line() -> None:
+    sleeper = f"2.{uuid.uuid4().int % 10**9:09d}"
+    watch = CmdlineWatch(sleeper, SECRET_VALUE)
+
+    result = LocalExecutor().execute(
+        LOCALHOST,
+        Shell(
+            f'printf "%s" "$CAIRN_SECRET_TOKEN"; sleep {sleeper}', env={"CAIRN_SECRET_TOKEN": SECRET_VALUE}
+        ),
+        timeout=30,
+    )
+
+    assert result.rc == 0, result.stderr
+    assert result.stdout == SECRET_VALUE
+    assert watch.result() == []
+    assert not Path("/tmp/cairn-owned").exists()
+
+
+def test_a_variable_name_that_is_not_a_name_is_refused() -> None:
+    with pytest.raises(ExecutorError, match="not a valid environment variable name"):
+        run_with_env({"BAD NAME": "x"})
+
+
+def run_with_env(env: dict[str, str]) -> CommandResult:
+    return LocalExecutor().execute(LOCALHOST, Shell("true", env=env), timeout=10)

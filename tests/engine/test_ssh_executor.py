@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+import paramiko
 import pytest
 
 from engine.core.errors import ExecutorError
@@ -20,6 +21,7 @@ from engine.core.executors import ExecutionOptions, Shell
 from engine.core.executors.ssh import SSHExecutor
 from engine.core.inventory import load_inventory
 from engine.core.model import Host
+from engine.lab.not_sshd import Behaviour, NotSshd
 from engine.lab.ssh_fleet import SshFleet
 from tests.conftest import OwnFleet
 
@@ -419,3 +421,112 @@ def test_a_command_outlives_a_lost_connection_only_until_its_deadline(
 
     assert live_processes(f"sleep {marker}")  # sshd is gone; the command runs on, for now
     assert wait_until(lambda: not live_processes(f"sleep {marker}"), timeout=15)  # the guard ended it
+
+
+# --------------------------------------------------------------------------- hosts that do not speak SSH
+
+
+def not_ssh_host(server: NotSshd) -> Host:
+    return Host(
+        "odd", "ssh", {"ansible_host": server.address, "ansible_port": server.port, "ansible_user": "x"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        (Behaviour.SILENT, "odd: no SSH banner from 127.0.0.1:{port} within 2s: something accepts connections there but does not answer as an SSH server"),
+        (Behaviour.CLOSE, "odd: 127.0.0.1:{port} closed the connection before the SSH banner: sshd refused it (MaxStartups, tcpwrappers, a firewall) or it is not sshd"),
+        (Behaviour.GARBAGE, "odd: 127.0.0.1:{port} is not an SSH server: it answered 'HTTP/1.1 400 Bad Request' instead of an SSH banner"),
+    ],
+)  # fmt: skip
+def test_a_host_that_does_not_speak_ssh_fails_with_one_clear_line_and_nothing_on_stderr(
+    behaviour: Behaviour, expected: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    executor = SSHExecutor(ExecutionOptions(known_hosts=tmp_path / "known_hosts", connect_timeout=2))
+    with NotSshd(behaviour) as server:
+        with pytest.raises(ExecutorError) as caught:
+            executor.connect(not_ssh_host(server))
+        executor.close()
+
+    assert str(caught.value) == expected.format(port=server.port)
+    # paramiko's reader thread may log after connect() gave up: wait for it to end first
+    assert wait_until(lambda: not [t for t in threading.enumerate() if isinstance(t, paramiko.Transport)])
+    captured = capfd.readouterr()
+    assert captured.err == ""  # paramiko logged tracebacks here (logging's last-resort handler)
+
+
+# --------------------------------------------------------------------------- secrets and stdin
+
+SECRET_VALUE = 'p@ss w\'rd $(touch /tmp/cairn-owned) "quoted"\nsecond line'
+
+
+def cmdlines_with(value: str) -> list[str]:
+    """Every command line on this machine (the hosts are this machine) containing ``value`` or its first line."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if value.encode() in cmdline or value.split("\n", maxsplit=1)[0].encode() in cmdline:
+                found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+@pytest.mark.parametrize("steps_before", [0, 1])  # the first step runs `exec bash -c`, later ones not
+def test_a_secret_reaches_the_command_as_a_variable_and_no_command_line(
+    steps_before: int, ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
+) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[11]
+    executor = executor_for(ssh_fleet.known_hosts)
+    for _ in range(steps_before):
+        executor.execute(host, Shell("true"), timeout=10)
+    sleeper = f"2.{uuid.uuid4().int % 10**9:09d}"
+    seen: list[list[str]] = []
+
+    def scan_when_running() -> None:
+        assert wait_until(lambda: bool(live_processes(f"sleep {sleeper}")), timeout=20)
+        seen.append(cmdlines_with(SECRET_VALUE))
+
+    scanner = threading.Thread(target=scan_when_running)
+    scanner.start()
+    result = executor.execute(
+        host,
+        Shell(
+            f'printf "%s" "$CAIRN_SECRET_TOKEN"; sleep {sleeper}', env={"CAIRN_SECRET_TOKEN": SECRET_VALUE}
+        ),
+        timeout=30,
+    )
+    scanner.join()
+
+    assert result.rc == 0, result.stderr
+    assert result.stdout == SECRET_VALUE
+    assert seen == [[]]
+    assert not Path("/tmp/cairn-owned").exists()
+
+
+def test_stdin_is_at_end_of_file_as_locally(
+    ssh_fleet: SshFleet, tmp_path: Path, executor_for: ExecutorFor
+) -> None:
+    # A command that reads stdin must not wait for input that never comes (it hung until its timeout).
+    host = fleet_hosts(ssh_fleet, tmp_path)[11]
+    executor = executor_for(ssh_fleet.known_hosts)
+
+    for env in ({}, {"CAIRN_SECRET_TOKEN": "x"}):
+        result = executor.execute(
+            host, Shell("if read -r line; then echo got; else echo eof; fi", env=env), timeout=10
+        )
+        assert (result.rc, result.stdout, result.timed_out) == (0, "eof\n", False)
+
+
+def test_output_beyond_the_limit_is_cut_with_a_marker(ssh_fleet: SshFleet, tmp_path: Path) -> None:
+    host = fleet_hosts(ssh_fleet, tmp_path)[11]
+    executor = SSHExecutor(ExecutionOptions(known_hosts=ssh_fleet.known_hosts, output_limit=1000))
+    try:
+        result = executor.execute(
+            host, Shell("head -c 300000 /dev/zero | tr '\\0' x; echo done >&2"), timeout=30
+        )
+    finally:
+        executor.close()
+
+    assert (result.rc, result.stderr, result.truncated) == (0, "done\n", True)
+    assert result.stdout.startswith("x" * 1000 + "\n[… stdout truncated: 1,000 bytes kept of 293 KiB")

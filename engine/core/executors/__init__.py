@@ -34,6 +34,9 @@ OutputCallback = Callable[[str, str], None]
 Redact = Callable[[str], str]
 """The run's redactor: secrets out of a text."""
 
+OUTPUT_LIMIT = 8 * 1024 * 1024
+"""Bytes of each output stream of a step that are streamed (to the journal's artifacts) and kept."""
+
 
 @dataclass(frozen=True, slots=True)
 class Shell:
@@ -117,6 +120,9 @@ class ExecutionOptions:
     """OpenSSH client config to honour; ``None``: ``~/.ssh/config`` when it exists."""
     connect_timeout: float = 10.0
     """Seconds to wait for a host to accept the connection and finish the handshake."""
+    output_limit: int = OUTPUT_LIMIT
+    """Bytes of each output stream (stdout, stderr) of a step that are streamed and kept; the rest is
+    read and dropped, and a marker line says how much was kept of how much."""
 
 
 class ExecutorSet:
@@ -124,8 +130,9 @@ class ExecutorSet:
 
     ``factories`` make the shell executors by ``ansible_connection`` (default: ``local`` and
     ``ssh``); ansible tasks, and every shell command with ``via="ansible"``, go to the one
-    ansible-runner executor. ``redact`` is handed to the executors it creates (the ansible
-    executor applies it to what it keeps on disk).
+    ansible-runner executor. ``redact`` is handed to the executors it creates: the ansible
+    executor applies it to what it keeps on disk, and every executor keeps a secret whole where
+    it cuts output at the limit.
     """
 
     def __init__(
@@ -137,7 +144,9 @@ class ExecutorSet:
     ) -> None:
         self.options = options or ExecutionOptions()
         self._redact = redact
-        self._factories = dict(factories) if factories is not None else _native_factories(self.options)
+        self._factories = (
+            dict(factories) if factories is not None else _native_factories(self.options, redact)
+        )
         self._live: dict[str, Executor[Shell]] = {}
         self._ansible: AnsibleExecutor | None = None
         self._lock = threading.Lock()
@@ -212,18 +221,20 @@ class ExecutorSet:
             executor.close()
 
 
-def _native_factories(options: ExecutionOptions) -> dict[str, Callable[[], Executor[Shell]]]:
+def _native_factories(
+    options: ExecutionOptions, redact: Redact | None
+) -> dict[str, Callable[[], Executor[Shell]]]:
     """The executors ``via="native"`` reaches hosts with, by ``ansible_connection`` (imported when used)."""
 
     def local() -> Executor[Shell]:
         from engine.core.executors.local import LocalExecutor  # noqa: PLC0415
 
-        return LocalExecutor()
+        return LocalExecutor(options, redact=redact)
 
     def ssh() -> Executor[Shell]:
         from engine.core.executors.ssh import SSHExecutor  # noqa: PLC0415
 
-        return SSHExecutor(options)
+        return SSHExecutor(options, redact=redact)
 
     return {"local": local, "ssh": ssh}
 

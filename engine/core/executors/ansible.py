@@ -17,16 +17,28 @@ nothing.
   ``setsid()`` and would finish the task: every process of the job carries an environment
   marker, and those left are killed too. Processes on an SSH host are beyond that, so a
   plain command runs under GNU ``timeout`` *there* (it dies at its deadline and its partial
-  output comes back), with a marked ``argv[0]`` by which a second task kills it on cancel.
-- **Secrets.** ``task_args`` and ``invocation`` are dropped from events, and ``redact`` applied,
-  as they arrive (so the result is redacted too); afterwards every text file in the data dir
-  goes through ``redact``, the generated playbook is deleted and the inherited environment is
+  output comes back), marked as the step's (``CAIRN_STEP``): after the deadline the wrapper
+  ends what left the group (:func:`~engine.core.executors.process_trees.kill_script`), and on
+  cancel a second task does.
+- **Secrets.** A plain command's variables (:attr:`Shell.env`) go on its stdin (the shell
+  module's ``stdin``), read by the wrapper before the command runs: ansible's ``environment:``
+  would put them on the module's ``/bin/sh -c`` command line. ``task_args`` and ``invocation``
+  are dropped from events, and ``redact`` applied, as they arrive (so the result is redacted
+  too); afterwards every text file in the data dir goes through ``redact``, the generated
+  playbook (which held the arguments, 0600) is deleted and the inherited environment is
   dropped from ansible-runner's ``command`` record.
+- **Bounded output.** A module's stdout and stderr, each event's text and the lines kept are cut
+  at the run's ``output_limit``, with a marker (ansible itself still holds a module's whole
+  result while it runs).
+- **Events** are read by :mod:`engine.core.executors.ansible_events` as they arrive.
+- **A shipped playbook stays inside the runbook's folder** (:func:`engine.core.confine.inside`):
+  one that leads out (``..``, an absolute path, a symlink swapped after loading) is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -41,15 +53,24 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from engine.core.confine import OutsideFolder, inside
 from engine.core.errors import ExecutorError
 from engine.core.executors import AnsibleTask, ExecutionOptions, OutputCallback, Redact, Shell, Task
+from engine.core.executors.ansible_events import (
+    Job,
+    Outcome,
+    map_strings,
+    playbook_result,
+    seconds_of,
+    task_result,
+)
+from engine.core.executors.process_trees import kill_script
+from engine.core.executors.step_env import ENV_READER, STEP_ENV, checked_env, env_payload, mark, new_token
 from engine.core.model import CommandResult, Host
 
 log = logging.getLogger(__name__)
@@ -67,19 +88,8 @@ KILL_TASK_TIMEOUT = 20.0
 PLAY_FILE = "project/cairn-step.yml"
 """The generated playbook in the data dir; deleted after the run, as it holds the arguments."""
 _JOB_ENV = "CAIRN_ANSIBLE_JOB"
-_MARK = "cairn-step-"
 _TEMPLATE = re.compile(r"\{[{%#]")
-_RESULTS = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped"}
 _STALE = ("env/envvars", "env/settings", "env/extravars", "env/cmdline", PLAY_FILE)
-_CAUSES = (  # (words in ssh's message, what they mean), first match wins
-    (("identification has changed",), "the host key has CHANGED since known_hosts recorded it "
-     "(reinstalled host, or someone in the middle)"),
-    (("host key verification failed",), "host key verification failed, the host key is not known "
-     "(add it to known_hosts, e.g. with ssh-keyscan, or use --accept-new-host-keys)"),
-    (("permission denied",), "authentication failed (permission denied)"),
-    (("connection refused",), "connection refused"),
-    (("timed out",), "connection timed out"),
-)  # fmt: skip
 
 
 class _Unsafe(str):
@@ -95,103 +105,10 @@ class _PlaybookDumper(yaml.SafeDumper):
 _PlaybookDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
 
 
-def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
-    """``value`` with ``change`` applied to every string in it, dict keys included."""
-    if isinstance(value, str):
-        return change(value)
-    if isinstance(value, dict):
-        return {_map_strings(k, change): _map_strings(v, change) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_map_strings(v, change) for v in value]
-    return value
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _literal(text: str) -> str:
     # Only template-like strings: Ansible types an !unsafe scalar as if unquoted ("0644" -> 644),
     # and a string holding "{{", "{%" or "{#" can only be a string.
     return _Unsafe(text) if _TEMPLATE.search(text) else text
-
-
-@dataclass
-class _TaskResult:
-    task: str
-    status: str
-    """ok, changed, failed or skipped."""
-    res: dict[str, Any]
-    text: str
-    """Ansible's line for it, e.g. ``changed: [node1]``."""
-    ignored: bool = False
-
-
-@dataclass
-class _Job:
-    """One ansible-runner call: what its events said about our host (fed from its thread)."""
-
-    host: str
-    on_output: OutputCallback | None
-    redact: Redact | None
-    stream_events: bool
-    """Forward every event's text; otherwise only the command's output, when the result arrives."""
-    results: list[_TaskResult] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
-    unreachable: str | None = None
-    failure: BaseException | None = None
-    abort: threading.Event = field(default_factory=threading.Event)
-
-    def handle(self, event: dict[str, Any]) -> bool:
-        """ansible-runner's ``event_handler``; True: the (scrubbed) event is still written to artifacts."""
-        try:
-            self._handle(event)
-        except Exception as exc:  # a failing subscriber: stop the job, re-raise in the caller's thread
-            self.failure = self.failure or exc
-            self.abort.set()
-        return True
-
-    def _handle(self, event: dict[str, Any]) -> None:
-        data = _dict(event.get("event_data"))
-        data.pop("task_args", None)
-        res = _dict(data.get("res"))
-        for part in [res, *(r for r in res.get("results") or () if isinstance(r, dict))]:
-            part.pop("invocation", None)
-        if self.redact is not None:  # the handler's event is the one written to job_events
-            for key in list(event):
-                event[key] = _map_strings(event[key], self.redact)
-            data = _dict(event.get("event_data"))
-            res = _dict(data.get("res"))
-        text = str(event.get("stdout") or "").replace("\r\n", "\n").strip("\n")
-        if text:
-            self.lines.append(text)
-            if self.stream_events and self.on_output is not None:
-                self.on_output("stdout", text + "\n")
-        kind = event.get("event")
-        if kind == "playbook_on_stats":
-            self.stats = data
-        elif data.get("host") != self.host:
-            return
-        elif kind == "runner_on_unreachable":
-            self.unreachable = str(res.get("msg") or text)
-        elif kind in _RESULTS:
-            status = "changed" if kind == "runner_on_ok" and res.get("changed") else _RESULTS[kind]
-            task = str(data.get("task", ""))
-            self.results.append(_TaskResult(task, status, res, text, bool(data.get("ignore_errors"))))
-            if self.stream_events or self.on_output is None:
-                return
-            for stream in ("stdout", "stderr"):
-                if res.get(stream):
-                    self.on_output(stream, str(res[stream]))
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    status: str
-    """ansible-runner's: successful, failed, timeout or canceled."""
-    rc: int | None
-    duration: float
 
 
 def _import_ansible_runner() -> None:
@@ -271,38 +188,40 @@ class AnsibleExecutor:
     ) -> CommandResult:
         """Run a shell command (``--via ansible``) or an ``ansible`` step's module or playbook on ``host``."""
         match task:
-            case Shell(command):
-                return self._shell(host, command, timeout, on_output, cancel, artifacts)
+            case Shell():
+                return self._shell(host, task, timeout, on_output, cancel, artifacts)
             case AnsibleTask():
                 return self._action(host, task, timeout, on_output, cancel, artifacts)
 
     def _shell(
         self,
         host: Host,
-        command: str,
+        shell_task: Shell,
         timeout: float,
         on_output: OutputCallback | None,
         cancel: threading.Event | None,
         artifacts: Path | None,
     ) -> CommandResult:
-        """Run ``command`` with ``ansible.builtin.shell`` (bash) on ``host``, under ``timeout`` there too."""
-        marker = f"{_MARK}{uuid.uuid4().hex}"
-        # GNU timeout runs the command in a process group of its own and kills all of it at the
-        # deadline; exec -a makes the marker its argv[0], which a cancel kills it by.
-        wrapped = (
-            f"exec -a {marker} timeout -k {KILL_AFTER} {timeout:.3f}s /bin/bash -c {shlex.quote(command)}"
-        )
-        shell = {"cmd": _Unsafe(wrapped), "executable": "/bin/bash", "strip_empty_ends": False}
-        task = {"ansible.builtin.shell": shell}  # strip_empty_ends: output exactly as printed
-        job = _Job(host.name, on_output, self._redact, stream_events=False)
+        """Run a command with ``ansible.builtin.shell`` (bash) on ``host``, under ``timeout`` there too."""
+        command, env = shell_task.command, checked_env(host.name, shell_task.env)
+        token = new_token()
+        shell: dict[str, Any] = {"cmd": _Unsafe(_wrap(command, token, timeout, bool(env)))}
+        shell |= {"executable": "/bin/bash", "strip_empty_ends": False}  # output exactly as printed
+        if env:  # in the module's arguments, which travel on ssh's stdin (pipelining), not argv
+            shell["stdin"] = _Unsafe(env_payload(env).decode())
+        task = {"ansible.builtin.shell": shell}
+        job = Job(host.name, on_output, self._redact, stream_events=False, limit=self.options.output_limit)
         outcome = self._execute(host, job, task, False, timeout + REMOTE_GRACE, cancel, artifacts)
+        left = ""
         if outcome.status == "canceled" and host.connection != "local":  # local ones died with the job
-            self._kill_marked(host, marker)
-        result = self._task_result(host, job, outcome, msg_in_stderr=False)
+            left = self._kill_marked(host, token)
+        result = task_result(host, job, outcome, msg_in_stderr=False)
+        if left:
+            result = dataclasses.replace(result, stderr=f"{result.stderr}{left}")
         if not isinstance(result.data, dict):
             return result
         result.data["cmd"] = command  # what the runbook ran, not the wrapper
-        if result.rc in (124, 137) and _seconds(result.data.get("delta")) >= timeout - 0.05:
+        if result.rc in (124, 137) and seconds_of(result.data.get("delta")) >= timeout - 0.05:
             # GNU timeout's exit status after the deadline (SIGTERM sufficed / SIGKILL was needed)
             return CommandResult(None, result.stdout, result.stderr, result.duration, True, data=result.data)
         return result
@@ -318,23 +237,26 @@ class AnsibleExecutor:
     ) -> CommandResult:
         """Run an ``ansible`` step: its module with the rendered arguments, or its playbook."""
         action, args = task.action, task.args
-        job = _Job(host.name, on_output, self._redact, stream_events=True)
+        job = Job(host.name, on_output, self._redact, stream_events=True, limit=self.options.output_limit)
         if action.playbook:
-            path = Path(task.base_dir, action.playbook).absolute()
+            try:  # checked again here: a symlink may have been swapped since the runbook loaded
+                path = inside(task.base_dir, action.playbook)
+            except OutsideFolder as exc:
+                raise ExecutorError(host.name, f"playbook refused: {exc}") from None
             if not path.is_file():
                 raise ExecutorError(
                     host.name,
                     f"playbook {action.playbook!r} not found in {task.base_dir}: ship it beside the runbook",
                 )
             outcome = self._execute(host, job, path, action.become, timeout, cancel, artifacts)
-            return self._playbook_result(host, job, outcome)
+            return playbook_result(host, job, outcome)
         if not action.module:
             raise ValueError("an ansible step needs a module or a playbook")
-        play: dict[str, Any] = {action.module: _map_strings({} if args is None else args, _literal)}
+        play: dict[str, Any] = {action.module: map_strings({} if args is None else args, _literal)}
         if action.become:
             play["become"] = True
         outcome = self._execute(host, job, play, False, timeout, cancel, artifacts)
-        return self._task_result(host, job, outcome, msg_in_stderr=True)
+        return task_result(host, job, outcome, msg_in_stderr=True)
 
     def close(self) -> None:
         """Nothing to release: every call is an ansible-playbook process of its own."""
@@ -344,13 +266,13 @@ class AnsibleExecutor:
     def _execute(
         self,
         host: Host,
-        job: _Job,
+        job: Job,
         play: dict[str, Any] | Path,
         become: bool,
         timeout: float,
         cancel: threading.Event | None,
         artifacts: Path | None,
-    ) -> _Outcome:
+    ) -> Outcome:
         """Run a one-task play (``play`` is its task) or a shipped playbook (a path) on ``host``."""
         self.connect(host)
         _import_ansible_runner()
@@ -406,7 +328,7 @@ class AnsibleExecutor:
             if crashed:
                 raise ExecutorError(host.name, f"ansible-runner failed: {crashed[0]}") from crashed[0]
             log.debug("%s: ansible-playbook %s, rc %s", host.name, runner.status, runner.rc)
-            return _Outcome(str(runner.status), runner.rc, time.monotonic() - started)
+            return Outcome(str(runner.status), runner.rc, time.monotonic() - started)
         finally:
             _seal(data_dir, job.redact, self._envvars, None if isinstance(play, Path) else playbook)
             if artifacts is None:
@@ -422,92 +344,33 @@ class AnsibleExecutor:
         local = {"ansible_connection": "local", "ansible_python_interpreter": python}
         return {"all": {"hosts": {host.name: local}}}
 
-    def _kill_marked(self, host: Host, marker: str) -> None:
-        """Kill a cancelled command on ``host``: GNU timeout passes SIGTERM on to its process group."""
-        argv = ["pkill", "-TERM", "-f", f"^{marker} "]
-        task = {"ansible.builtin.command": {"argv": argv}, "failed_when": False}
-        job = _Job(host.name, None, None, stream_events=False)
+    def _kill_marked(self, host: Host, token: str) -> str:
+        """Kill a cancelled command on ``host``, and all it started: every process with its mark.
+        Returns what the host said could not be killed."""
+        task = {"ansible.builtin.command": {"argv": ["/bin/sh", "-c", kill_script(token, None)]}}
+        job = Job(host.name, None, None, stream_events=False)
         try:
-            self._execute(host, job, task, False, KILL_TASK_TIMEOUT, None, None)
+            self._execute(host, job, task | {"failed_when": False}, False, KILL_TASK_TIMEOUT, None, None)
         except ExecutorError as exc:
             log.warning("%s: cancelled command not killed (it ends at its deadline): %s", host.name, exc)
-
-    # ------------------------------------------------------------------ events -> CommandResult
-
-    def _task_result(self, host: Host, job: _Job, outcome: _Outcome, *, msg_in_stderr: bool) -> CommandResult:
-        _raise_for_host(host, job, outcome)
-        ended = {"timed_out": outcome.status == "timeout", "cancelled": outcome.status == "canceled"}
-        if not job.results:  # killed before the result, or ansible's own error (unknown module …)
-            rc = None if any(ended.values()) else (outcome.rc or 0)
-            return CommandResult(rc, "", "\n".join(job.lines) if rc else "", outcome.duration, **ended)
-        result = job.results[-1]
-        res = result.res
-        has_rc = isinstance(res.get("rc"), int)
-        stderr, msg = str(res.get("stderr") or ""), str(res.get("msg") or "")
-        if result.status == "failed" and msg and (msg_in_stderr or not has_rc):
-            stderr = f"{stderr.rstrip()}\n{msg}".lstrip("\n")
-        data = {k: v for k, v in res.items() if not k.startswith("_ansible") and k != "invocation"}
-        data["changed"] = bool(res.get("changed", False))
-        rc = res["rc"] if has_rc else (2 if result.status == "failed" else 0)
-        stdout = str(res["stdout"]) if "stdout" in res else result.text
-        rc = None if any(ended.values()) else rc
-        return CommandResult(rc, stdout, stderr, outcome.duration, data=data, **ended)
-
-    def _playbook_result(self, host: Host, job: _Job, outcome: _Outcome) -> CommandResult:
-        _raise_for_host(host, job, outcome)
-        tasks: list[dict[str, Any]] = []
-        failed: list[str] = []
-        counts = {"ok": 0, "changed": 0, "failures": 0, "skipped": 0}
-        for r in job.results:
-            msg = str(r.res.get("msg", ""))
-            tasks.append(
-                {"task": r.task, "status": r.status, "msg": msg} | ({"ignored": True} if r.ignored else {})
+            return (
+                f"cairn: could not reach {host.name} to kill the step's processes; they end at the deadline\n"
             )
-            failed += [f"{r.task}: {msg}"] if r.status == "failed" and not r.ignored else []
-            for key, counted in (
-                ("ok", r.status in ("ok", "changed") or r.ignored),  # as ansible's recap counts
-                ("changed", r.status == "changed"),
-                ("failures", r.status == "failed" and not r.ignored),
-                ("skipped", r.status == "skipped"),
-            ):
-                counts[key] += counted
-        if job.stats:  # ansible's own recap, when it got that far (its ok counts changed and ignored too)
-            counts = {key: int(_dict(job.stats.get(key)).get(host.name, 0)) for key in counts}
-        stdout = "\n".join(job.lines)
-        rc: int | None = 2 if counts["failures"] else 0
-        if outcome.status in ("timeout", "canceled"):
-            rc = None
-        elif not job.results and outcome.rc:  # ansible-playbook stopped before any task (syntax …)
-            rc, failed = outcome.rc, [stdout]
-        return CommandResult(
-            rc,
-            stdout,
-            "\n".join(failed),
-            outcome.duration,
-            timed_out=outcome.status == "timeout",
-            cancelled=outcome.status == "canceled",
-            data={**counts, "tasks": tasks},
-        )
+        said = str(job.results[-1].res.get("stdout") or "") if job.results else ""
+        return f"{said}\n" if said else ""
 
 
-def _raise_for_host(host: Host, job: _Job, outcome: _Outcome) -> None:
-    """A host Ansible could not reach, or an ansible-playbook that did not start, is not a step result."""
-    if job.unreachable is not None:
-        raise ExecutorError(
-            host.name, f"unreachable through Ansible: {describe_unreachable(job.unreachable)}"
-        )
-    if not job.results and outcome.status == "failed" and outcome.rc == 127:
-        raise ExecutorError(host.name, f"ansible-playbook could not be started: {' '.join(job.lines)[-500:]}")
-
-
-def describe_unreachable(message: str) -> str:
-    """ssh's reason for an unreachable host (kept whole), led by what it means."""
-    # ansible's wrapping ("Task failed: Data could not be sent to remote host …: ") adds nothing
-    text = re.sub(r"^(?:Task failed: )?(?:.*?(?:via|over) ssh: )?", "", message, count=1, flags=re.S)
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip() and "@@@" not in line)
-    lower = text.lower()
-    cause = next((meaning for words, meaning in _CAUSES if any(w in lower for w in words)), "")
-    return f"{cause}; ssh said: {text[:800]}" if cause else text[:800]
+def _wrap(command: str, token: str, timeout: float, with_env: bool) -> str:
+    """The module's bash: read the step's variables (if any) from stdin, mark the step, run the
+    command under GNU timeout (which ends its process group at the deadline), then end what left
+    the group if the deadline came (``SECONDS``: a command that exits 124 itself keeps its daemons)."""
+    run = f"timeout -k {KILL_AFTER} {timeout:.3f}s /bin/bash -c {shlex.quote(command)}"
+    after = (
+        f'if {{ [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; }} && [ $((SECONDS - started)) -ge {int(timeout)} ]; '
+        f"then unset {STEP_ENV}; ( {kill_script(token, None)}\n) >&2; fi"
+    )
+    reader = ENV_READER if with_env else ""
+    return f'{reader}{mark(token)}started=$SECONDS; {run}; rc=$?\n{after}\nexit "$rc"'
 
 
 def _kill_leftovers(job_id: str) -> None:
@@ -527,12 +390,6 @@ def _kill_leftovers(job_id: str) -> None:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.02)
     log.warning("processes of ansible job %s survived SIGKILL", job_id)
-
-
-def _seconds(delta: Any) -> float:
-    """The command module's ``delta`` (``0:00:02.004``) in seconds; 0 when absent."""
-    match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", str(delta or ""))
-    return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3]) if match else 0.0
 
 
 def _seal(data_dir: Path, redact: Redact | None, envvars: dict[str, str], generated: Path | None) -> None:
@@ -559,7 +416,7 @@ def _seal(data_dir: Path, redact: Redact | None, envvars: dict[str, str], genera
             parsed = None
         new = redact(text)
         if isinstance(parsed, dict | list):  # JSON escapes could hide a secret from a plain replace
-            redacted = _map_strings(parsed, redact)
+            redacted = map_strings(parsed, redact)
             new = json.dumps(redacted, ensure_ascii=False) if redacted != parsed else new
         if new != text:
             path.write_text(new, encoding="utf-8")

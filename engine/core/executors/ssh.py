@@ -14,27 +14,32 @@
   ``~/.ssh/known_hosts``; ``/etc/ssh/ssh_known_hosts`` is read as well). An
   unknown host is refused with the fingerprint and how to trust it; with the
   ``accept-new`` opt-in its key is recorded; a changed key is always refused.
-* **A timeout ends the command on the host.** The command runs in the login
-  shell's process group (sshd starts every session with ``setsid``), whose id
-  the wrapper reports on stderr before anything else. On timeout or cancel a
-  second channel kills that whole group (TERM, then KILL); the output read so
-  far is kept. For a lost connection, a *guard* session per host (one bash
-  loop, started the first time a command runs longer than ``GUARD_AFTER``)
-  knows every long command's group and deadline: when the connection goes, it
-  ends them at their deadlines. Quick commands, most of them, never need it.
-* A host that cannot be reached, refuses the key or drops the connection
-  mid-step raises :class:`ExecutorError` naming the host and the cause; the
-  runner turns it into that host's error while the others go on.
+* **Secrets stay off command lines.** The step's variables (:attr:`Shell.env`) are sent on
+  the channel's stdin and read by bash before the command runs; then stdin ends, so a
+  command reading it sees end-of-file (:mod:`engine.core.executors.step_env`).
+* **A timeout ends the command on the host, and all it started.** The command runs in the
+  login shell's process group (sshd starts every session with ``setsid``), whose id the
+  wrapper reports on stderr before anything else, and with the step's mark
+  (``CAIRN_STEP``) in its environment. On timeout or cancel a second channel ends that
+  group and every process carrying the mark (TERM, then KILL:
+  :func:`~engine.core.executors.process_trees.kill_script`); what it could not end is named
+  in the step's stderr, and the output read so far is kept. For a lost connection, a
+  *guard* session per host (one bash loop, started the first time a command runs longer
+  than ``GUARD_AFTER``) knows every long command's group, mark and deadline: when the
+  connection goes, it ends them at their deadlines. Quick commands, most of them, never
+  need it.
+* A host that cannot be reached, does not speak SSH (no banner, closes at once, answers
+  something else), refuses the key or drops the connection mid-step raises
+  :class:`ExecutorError` naming the host and the cause in one line; the runner turns it
+  into that host's error while the others go on. paramiko's own logging (tracebacks from
+  its transport thread) never reaches stderr unless the CLI's -vv asked for debug logs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import getpass
 import logging
 import math
-import os
 import secrets
 import select
 import shlex
@@ -42,39 +47,37 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import paramiko
 
 from engine.core.errors import ExecutorError
-from engine.core.executors import ExecutionOptions, OutputCallback, Shell
+from engine.core.executors import ExecutionOptions, OutputCallback, Redact, Shell
+from engine.core.executors.process_trees import KILL_GRACE, kill_script
+from engine.core.executors.ssh_hosts import (
+    AcceptNew,
+    Endpoint,
+    HostKeyRefused,
+    RefuseUnknown,
+    abandon,
+    changed_key_message,
+    fast_transport,
+    first_bytes,
+    first_line,
+)
+from engine.core.executors.ssh_remote import GUARD_SCRIPT, Guard, MarkedStderr
+from engine.core.executors.step_env import ENV_READER, checked_env, env_payload, mark, new_token
 from engine.core.executors.streams import OutputStream
+from engine.core.lines import redacted_forms
 from engine.core.model import CommandResult, Host
 
 log = logging.getLogger(__name__)
+# paramiko logs a failed handshake with a traceback (ERROR, from its transport thread). With no
+# handler anywhere, logging's last resort printed those on stderr between Cairn's own lines; a
+# handler here keeps them out, and the CLI's -vv (a root handler) still shows them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-KILL_GRACE = 2.0
-"""Seconds between SIGTERM and SIGKILL for a timed-out remote process group."""
-GUARD_SCRIPT = r"""
-declare -A deadline
-while read -r verb pgid seconds; do
-  case $verb in
-    watch) printf -v now '%(%s)T' -1; deadline[$pgid]=$((now + seconds));;
-    done) unset "deadline[$pgid]";;
-  esac
-done
-for pgid in "${!deadline[@]}"; do
-  ( printf -v now '%(%s)T' -1; left=$(( ${deadline[$pgid]} - now ))
-    if [ "$left" -gt 0 ]; then sleep "$left"; fi
-    kill -TERM -- "-$pgid" 2>/dev/null && sleep 2 && kill -KILL -- "-$pgid" 2>/dev/null ) &
-done
-wait
-"""
-"""Runs on each host for the life of its connection. Cairn tells it each command's process group
-and timeout; when its stdin closes while a command still runs (the connection was lost), it ends
-that command's group at the command's deadline, as Cairn would have."""
 GUARD_AFTER = 1.0
 """Seconds a command runs before the host's guard is told about it (and started, the first time)."""
 _EXIT_DRAIN = 1.0
@@ -84,39 +87,14 @@ DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where and how one host is reached, after inventory and ssh_config are combined."""
-
-    host: str
-    """The inventory name."""
-    address: str
-    port: int
-    user: str
-    key_files: tuple[str, ...]
-    key_from_inventory: bool
-    password: str | None
-    proxy_command: str | None
-    connect_timeout: float
-    known_hosts: Path
-    accept_new: bool
-
-    @property
-    def known_hosts_name(self) -> str:
-        """The name known_hosts files use: ``address``, or ``[address]:port`` off port 22."""
-        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.address}:{self.port}"
-
-
 class SSHExecutor:
     """Runs shell commands on SSH hosts over one paramiko connection each (an ``Executor[Shell]``)."""
 
-    def __init__(self, options: ExecutionOptions | None = None) -> None:
+    def __init__(self, options: ExecutionOptions | None = None, *, redact: Redact | None = None) -> None:
         self.options = options or ExecutionOptions()
+        self._forms = redacted_forms(redact)
         self._clients: dict[str, paramiko.SSHClient] = {}
-        self._guards: dict[str, _Guard | None] = {}
+        self._guards: dict[str, Guard | None] = {}
         self._bash_login: dict[str, bool] = {}
         self._parsed: dict[Path, paramiko.HostKeys] = {}
         self._host_locks: dict[str, threading.Lock] = {}
@@ -215,7 +193,7 @@ class SSHExecutor:
             self._clients[host.name] = client
             return client
 
-    def _guard(self, host: Host, client: paramiko.SSHClient) -> _Guard | None:
+    def _guard(self, host: Host, client: paramiko.SSHClient) -> Guard | None:
         """The host's guard session, started the first time it is needed (``None``: it cannot run)."""
         with self._lock:
             if host.name in self._guards:
@@ -224,7 +202,7 @@ class SSHExecutor:
         with self._lock:
             return self._guards.setdefault(host.name, guard)
 
-    def _start_guard(self, host: Host, client: paramiko.SSHClient) -> _Guard | None:
+    def _start_guard(self, host: Host, client: paramiko.SSHClient) -> Guard | None:
         try:
             transport = client.get_transport()
             assert transport is not None
@@ -235,7 +213,7 @@ class SSHExecutor:
                 "%s: no guard session (%s); a lost connection leaves its command running", host.name, exc
             )
             return None
-        return _Guard(channel)
+        return Guard(channel)
 
     def _open(self, ep: Endpoint) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
@@ -243,12 +221,11 @@ class SSHExecutor:
             entries: Any = self._known_hosts(ep, path).lookup(ep.known_hosts_name) or {}
             for keytype, key in entries.items():  # only this host's: parsing the file per host is O(N²)
                 client.get_host_keys().add(ep.known_hosts_name, keytype, key)
-        policy = (
-            _AcceptNew(ep, self._known_hosts(ep, ep.known_hosts)) if ep.accept_new else _RefuseUnknown(ep)
-        )
+        policy = AcceptNew(ep, self._known_hosts(ep, ep.known_hosts)) if ep.accept_new else RefuseUnknown(ep)
         client.set_missing_host_key_policy(policy)
         keys = self._keys_for(ep)
         sock = self._socket(ep)
+        greeting = first_bytes(ep, sock) if isinstance(sock, socket.socket) else b"SSH-"
         try:
             client.connect(
                 ep.address,
@@ -265,16 +242,16 @@ class SSHExecutor:
                 auth_timeout=ep.connect_timeout,
                 allow_agent=True,
                 look_for_keys=not ep.key_files,
-                transport_factory=_fast_transport,
+                transport_factory=fast_transport,
             )
-        except _HostKeyRefused as exc:
-            _abandon(client, sock)
+        except HostKeyRefused as exc:
+            abandon(client, sock)
             raise ExecutorError(ep.host, str(exc)) from None
         except paramiko.BadHostKeyException as exc:
-            _abandon(client, sock)
-            raise ExecutorError(ep.host, _changed_key_message(ep, exc.key, exc.expected_key)) from None
+            abandon(client, sock)
+            raise ExecutorError(ep.host, changed_key_message(ep, exc.key, exc.expected_key)) from None
         except paramiko.AuthenticationException as exc:
-            _abandon(client, sock)
+            abandon(client, sock)
             what = f"key {', '.join(ep.key_files)}" if ep.key_files else "ssh-agent and default keys"
             raise ExecutorError(
                 ep.host,
@@ -282,7 +259,13 @@ class SSHExecutor:
                 "ansible_ssh_private_key_file, and that the key is in the host's authorized_keys",
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            _abandon(client, sock)
+            abandon(client, sock)
+            if not greeting.startswith(b"SSH-"):  # what it sent first was not an SSH banner
+                raise ExecutorError(
+                    ep.host,
+                    f"{ep.address}:{ep.port} is not an SSH server: it answered "
+                    f"'{first_line(greeting)}' instead of an SSH banner",
+                ) from None
             raise ExecutorError(
                 ep.host, f"SSH handshake with {ep} failed: {exc or type(exc).__name__}"
             ) from None
@@ -370,35 +353,42 @@ class SSHExecutor:
         artifacts: Path | None = None,
     ) -> CommandResult:
         """Run the task's command with bash on ``host``; see the module docstring for timeout semantics."""
-        command = task.command
+        env = checked_env(host.name, task.env)
         started = time.monotonic()
         client = self._client(host)
         transport = client.get_transport()
+        token = new_token()
         try:
             assert transport is not None
             channel = transport.open_session(timeout=self.options.connect_timeout)
-            channel.exec_command(self._wrap(command, bash_login=self._bash_login.get(host.name, False)))
+            bash_login = self._bash_login.get(host.name, False)
+            channel.exec_command(self._wrap(task.command, token, bool(env), bash_login=bash_login))
+            if env:  # on stdin, never in the exec request: that is a command line on the host
+                channel.sendall(env_payload(env))
+            channel.shutdown_write()  # the command's stdin ends here, as a local command's does
         except Exception as exc:  # the connection died between steps
             self._forget(host)
             raise ExecutorError(host.name, f"cannot start the command: connection lost ({exc})") from None
-        out = OutputStream("stdout", on_output)
-        err = _MarkedStderr(self._marker, OutputStream("stderr", on_output))
-        guarded: list[_Guard] = []
+        limit = self.options.output_limit
+        out = OutputStream("stdout", on_output, limit=limit, forms=self._forms)
+        err = MarkedStderr(self._marker, OutputStream("stderr", on_output, limit=limit, forms=self._forms))
+        guarded: list[Guard] = []
 
         def guard_it() -> None:  # the command runs long: make sure a lost connection cannot orphan it
             guard = self._guard(host, client) if err.pgid is not None else None
             if guard is not None:
-                guard.send(f"watch {err.pgid} {math.ceil(started + timeout - time.monotonic())}")
+                guard.send(f"watch {err.pgid} {math.ceil(started + timeout - time.monotonic())} {token}")
                 guarded.append(guard)
 
+        left = ""
         try:
             timed_out, cancelled = self._pump(channel, out, err, started + timeout, cancel, guard_it)
         except BaseException:
-            self._kill(host, client, err.pgid)  # Ctrl-C: never leave the command running behind us
+            self._kill(host, client, err.pgid, token)  # Ctrl-C: never leave the command running behind us
             channel.close()
             raise
         if timed_out or cancelled:
-            self._kill(host, client, err.pgid)
+            left = self._kill(host, client, err.pgid, token)
             self._drain(channel, out, err)
             rc = None
         elif channel.exit_status_ready() and (channel.exit_status != -1 or _transport_alive(channel)):
@@ -418,6 +408,8 @@ class SSHExecutor:
         channel.close()
         out.feed(b"", final=True)
         err.finish()
+        if left:
+            err.stream.note(left, own_line=True)
         return CommandResult(
             rc=rc,
             stdout=out.text,
@@ -428,19 +420,21 @@ class SSHExecutor:
             truncated=out.truncated or err.stream.truncated,
         )
 
-    def _wrap(self, command: str, *, bash_login: bool) -> str:
-        """The login shell reports its process group, then runs the command with bash.
+    def _wrap(self, command: str, token: str, with_env: bool, *, bash_login: bool) -> str:
+        """The login shell reports its process group and marks the step, bash reads the step's
+        variables from stdin (when it has any), then runs the command.
 
         When the login shell is bash already, the command runs in it: one process fewer per step.
         """
-        report = f'echo {self._marker} $$ "${{BASH_VERSION:-}}" >&2; '
-        return report + (command if bash_login else f"exec bash -c {shlex.quote(command)}")
+        report = f'echo {self._marker} $$ "${{BASH_VERSION:-}}" >&2; {mark(token)}'
+        body = (ENV_READER if with_env else "") + command
+        return report + (body if bash_login else f"exec bash -c {shlex.quote(body)}")
 
     def _pump(
         self,
         channel: paramiko.Channel,
         out: OutputStream,
-        err: _MarkedStderr,
+        err: MarkedStderr,
         deadline: float,
         cancel: threading.Event | None,
         long_running: Callable[[], None],
@@ -476,14 +470,14 @@ class SSHExecutor:
                     return False, False
 
     @staticmethod
-    def _read_ready(channel: paramiko.Channel, out: OutputStream, err: _MarkedStderr) -> None:
+    def _read_ready(channel: paramiko.Channel, out: OutputStream, err: MarkedStderr) -> None:
         # stderr first: the process-group line is written there before the command starts.
         while channel.recv_stderr_ready():
             err.feed(channel.recv_stderr(65536))
         while channel.recv_ready():
             out.feed(channel.recv(65536))
 
-    def _drain(self, channel: paramiko.Channel, out: OutputStream, err: _MarkedStderr) -> None:
+    def _drain(self, channel: paramiko.Channel, out: OutputStream, err: MarkedStderr) -> None:
         """After a kill: collect what the command wrote before it died (bounded)."""
         deadline = time.monotonic() + KILL_GRACE
         while time.monotonic() < deadline and not (channel.eof_received or channel.closed):
@@ -491,33 +485,26 @@ class SSHExecutor:
             self._read_ready(channel, out, err)
         self._read_ready(channel, out, err)
 
-    def _kill(self, host: Host, client: paramiko.SSHClient, pgid: int | None) -> None:
-        """End the command's whole process group on the host: TERM, then KILL after a grace period."""
+    def _kill(self, host: Host, client: paramiko.SSHClient, pgid: int | None, token: str) -> str:
+        """End every process of the step on the host — its group and whatever carries its mark:
+        TERM, then KILL after a grace period. Returns what the host said could not be ended."""
         if pgid is None:
-            log.warning("%s: the command never reported its process group; closing its channel", host.name)
-            return
-        steps = int(KILL_GRACE / 0.1)
-        # Zombies whose parent is gone count for `kill -0`; only a live process is worth waiting for.
-        alive = (
-            "alive() { if command -v ps >/dev/null 2>&1; then "
-            f"ps -A -o pgid=,stat= | awk -v g={pgid} '$1==g && $2 !~ /^Z/ {{f=1}} END {{exit !f}}'; "
-            f"else kill -0 -- -{pgid} 2>/dev/null; fi; }}; "
-        )
-        script = (
-            f"{alive}kill -TERM -- -{pgid} 2>/dev/null || exit 0; "
-            f"for i in $(seq {steps}); do alive || exit 0; sleep 0.1; done; "
-            f"kill -KILL -- -{pgid} 2>/dev/null; exit 0"
-        )
+            log.warning(
+                "%s: the command never reported its process group; ending its marked processes", host.name
+            )
         try:
             transport = client.get_transport()
             assert transport is not None
             channel = transport.open_session(timeout=self.options.connect_timeout)
-            channel.settimeout(KILL_GRACE + 5)
-            channel.exec_command(script)
+            channel.settimeout(2 * KILL_GRACE + 10)
+            channel.exec_command(kill_script(token, pgid))  # a session of its own: not marked
+            said = channel.makefile("rb").read().decode(errors="replace")
             channel.recv_exit_status()
             channel.close()
         except Exception as exc:  # a dead connection: the host's guard ends it at its deadline
-            log.warning("%s: could not kill process group %s: %s", host.name, pgid, exc)
+            log.warning("%s: could not kill the step's processes (group %s): %s", host.name, pgid, exc)
+            return f"cairn: could not reach {host.name} to kill the step's processes ({exc})\n"
+        return said
 
     def _forget(self, host: Host) -> None:
         with self._lock:
@@ -539,147 +526,6 @@ class SSHExecutor:
             client.close()
 
 
-AEAD_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-"""Preferred ciphers: with AES-GCM no HMAC is computed and compared byte by byte in Python, which
-with the default aes-ctr + hmac-sha2 was the largest client CPU cost of a fan-out here (profiled)."""
-
-
-def _fast_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
-    transport = paramiko.Transport(sock, **kwargs)
-    options = transport.get_security_options()
-    offered = tuple(options.ciphers)
-    options.ciphers = tuple(c for c in AEAD_FIRST if c in offered) + tuple(
-        c for c in offered if c not in AEAD_FIRST
-    )
-    return transport
-
-
-def _abandon(client: paramiko.SSHClient, sock: Any) -> None:
-    client.close()
-    with contextlib.suppress(OSError):
-        sock.close()
-
-
 def _transport_alive(channel: paramiko.Channel) -> bool:
     transport = channel.get_transport()
     return transport is not None and transport.is_active()
-
-
-class _Guard:
-    """The host's guard session (see :data:`GUARD_SCRIPT`): told about each long command."""
-
-    def __init__(self, channel: paramiko.Channel) -> None:
-        self.channel = channel
-        self._lock = threading.Lock()
-
-    def send(self, line: str) -> None:
-        """Tell the guard ``watch PGID SECONDS`` or ``done PGID``; a dead guard is not an error."""
-        try:
-            with self._lock:
-                self.channel.sendall(f"{line}\n".encode())
-        except Exception as exc:  # the connection is going: the step itself will say so
-            log.debug("guard: %s", exc)
-
-    def close(self) -> None:
-        """Close the guard's input, so that it exits."""
-        with contextlib.suppress(Exception):
-            self.channel.shutdown_write()
-            self.channel.close()
-
-
-class _MarkedStderr:
-    """stderr with the wrapper's process-group line taken out (it comes before any command output)."""
-
-    def __init__(self, marker: str, stream: OutputStream) -> None:
-        self.marker = marker.encode()
-        self.stream = stream
-        self.pgid: int | None = None
-        self.bash_login: bool | None = None
-        """Whether the login shell is bash (it printed ``$BASH_VERSION`` on the marker line)."""
-        self._head = b""
-
-    def feed(self, data: bytes) -> None:
-        if self.pgid is not None or (not data and not self._head):
-            self.stream.feed(data)
-            return
-        self._head += data
-        while b"\n" in self._head and self.pgid is None:
-            line, self._head = self._head.split(b"\n", 1)
-            if line.startswith(self.marker):
-                words = line.split()
-                with contextlib.suppress(ValueError, IndexError):
-                    self.pgid = int(words[1])
-                self.bash_login = len(words) > 2
-            else:  # a login script wrote to stderr before the wrapper ran
-                self.stream.feed(line + b"\n")
-        if self.pgid is not None and self._head:
-            head, self._head = self._head, b""
-            self.stream.feed(head)
-
-    def finish(self) -> None:
-        if self._head:
-            self.stream.feed(self._head)
-            self._head = b""
-        self.stream.feed(b"", final=True)
-
-
-# ------------------------------------------------------------ host keys
-
-
-class _HostKeyRefused(Exception):
-    """An unknown host key under the strict policy (raised out of paramiko's connect)."""
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.fingerprint}"
-
-
-class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
-    """Strict checking: an unknown host is refused, with its fingerprint and how to trust it."""
-
-    def __init__(self, ep: Endpoint) -> None:
-        self.ep = ep
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        ep = self.ep
-        scan = f"ssh-keyscan -p {ep.port} {ep.address}" if ep.port != 22 else f"ssh-keyscan {ep.address}"
-        raise _HostKeyRefused(
-            f"host key of {hostname} is not in {ep.known_hosts} (it offers {_fingerprint(key)}). "
-            f"Check that fingerprint with the host's owner, then trust it: `{scan} >> {ep.known_hosts}`, "
-            "or rerun with --accept-new-host-keys to record keys of hosts not seen before"
-        )
-
-
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
-    """OpenSSH's ``accept-new``: record a key for a host never seen; a changed key still fails."""
-
-    _file_lock = threading.Lock()
-
-    def __init__(self, ep: Endpoint, parsed: paramiko.HostKeys | None = None) -> None:
-        self.ep = ep
-        self.parsed = parsed
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        path = self.ep.known_hosts
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        with self._file_lock:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="ascii") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)  # other Cairn processes may append too
-                handle.write(line)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        if self.parsed is not None:
-            self.parsed.add(hostname, key.get_name(), key)
-        log.warning("recorded new host key for %s in %s: %s", hostname, path, _fingerprint(key))
-
-
-def _changed_key_message(ep: Endpoint, got: paramiko.PKey, expected: paramiko.PKey | None) -> str:
-    was = _fingerprint(expected) if expected is not None else "another key"
-    name = ep.known_hosts_name
-    return (
-        f"HOST KEY CHANGED for {name}: known_hosts ({ep.known_hosts}) has {was}, the host offers "
-        f"{_fingerprint(got)}. Someone may be intercepting the connection, or the host was "
-        "reinstalled. Cairn will not connect. If the change is expected, remove the old key with "
-        f"`ssh-keygen -R '{name}' -f {ep.known_hosts}` and trust the new one"
-    )
