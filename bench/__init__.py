@@ -6,5 +6,5 @@ together with the machine it ran on. Timings are reported against the goals,
 never asserted.
 """
 
-BENCHMARKS = ("validate_1000", "cold_start", "fanout", "tui", "serve")
+BENCHMARKS = ("validate_1000", "cold_start", "fanout", "tui", "serve", "output")
 """Benchmark module names, in the order ``python -m bench`` runs them."""

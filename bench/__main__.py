@@ -8,12 +8,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bench import BENCHMARKS as LISTED
+from bench import BENCHMARKS
 from bench.machine import machine_info
 from bench.report import write_result
-
-BENCHMARKS = (*LISTED, *(name for name in ("output",) if name not in LISTED))
-"""Every benchmark: bench/__init__.py's list, and ``output`` (bench/output.py) until that list names it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,6 +67,7 @@ def execution_options(args: argparse.Namespace) -> Any:
         known_hosts=Path(args.known_hosts).expanduser() if args.known_hosts else None,
         accept_new_host_keys=args.accept_new_host_keys,
         connect_timeout=args.connect_timeout,
+        output_limit=getattr(args, "output_limit", ExecutionOptions.output_limit),
     )
 
 

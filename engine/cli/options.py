@@ -27,12 +27,29 @@ def forks(text: str) -> int:
     return value
 
 
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def size(text: str) -> int:
+    """An argparse type: a number of bytes, ``65536``, ``512K``, ``8M`` or ``1G`` (at least 1 KiB)."""
+    number, unit = text.strip().upper().removesuffix("IB").removesuffix("B"), ""
+    if number[-1:] in _UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = int(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 65536, 512K or 8M)") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than 1K")
+    return value
+
+
 class Commands:
     """The ``cairn`` sub-commands being built, and the option groups they share (as parent parsers)."""
 
     def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         # The engine's single source of the choices: standard library only, so --help stays cheap.
-        from engine.core.defaults import DEFAULT_VIA, PHASE_NAMES, VIA  # noqa: PLC0415
+        from engine.core.defaults import DEFAULT_VIA, OUTPUT_LIMIT, PHASE_NAMES, VIA  # noqa: PLC0415
 
         self._subparsers = subparsers
 
@@ -112,6 +129,14 @@ class Commands:
             default=10.0,
             metavar="SECONDS",
             help="how long to wait for a host to answer and finish the SSH handshake (default 10)",
+        )
+        self.reach.add_argument(
+            "--output-limit",
+            type=size,
+            default=OUTPUT_LIMIT,
+            metavar="SIZE",
+            help=f"output kept per step and stream, in the journal too (default {OUTPUT_LIMIT // 1024**2}M); "
+            "the rest is read and dropped, and a marker says how much there was",
         )
 
     def add(

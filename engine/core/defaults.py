@@ -27,3 +27,7 @@ DEFAULT_BREAKER = 3
 """``cairn serve``: automatic remediations per host per hour."""
 DEFAULT_BUDGET = 2
 """``cairn serve``: hosts being remediated at once across the fleet."""
+
+OUTPUT_LIMIT = 8 * 1024 * 1024
+"""Bytes of each output stream of a step that are streamed (to the journal's artifacts) and kept;
+the rest is read and dropped, and a marker says so (``cairn run --output-limit``)."""

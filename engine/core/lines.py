@@ -30,9 +30,7 @@ def redacted_forms(redact: Callable[[str], str] | None) -> tuple[str, ...]:
 
     ``()`` for ``None`` or a callable that does not say (then nothing is known to keep whole).
     """
-    forms: Any = getattr(redact, "forms", None)
-    if forms is None:
-        forms = getattr(redact, "_forms", ())
+    forms: Any = getattr(redact, "forms", ())
     return tuple(f for f in forms if isinstance(f, str) and len(f) > 1)
 
 

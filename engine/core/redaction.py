@@ -61,7 +61,8 @@ class Redactor:
         # Longest first, so a quoted form is replaced whole before the text inside it. str.replace per
         # form measured faster than one compiled alternation (bench in the Secrets section of
         # docs/architecture.md): it searches in C, and most texts hold none of them.
-        self._forms = sorted(forms, key=lambda f: (-len(f), f))
+        self.forms: tuple[str, ...] = tuple(sorted(forms, key=lambda f: (-len(f), f)))
+        """Every literal text replaced, longest first (the line splitter never cuts inside one)."""
 
     @classmethod
     def for_inputs(cls, runbook: Runbook, values: Mapping[str, Any]) -> Redactor:
@@ -73,7 +74,7 @@ class Redactor:
     @property
     def active(self) -> bool:
         """True when there is something to redact."""
-        return bool(self._forms)
+        return bool(self.forms)
 
     def joined(self, other: Redactor) -> Redactor:
         """A redactor for the secrets of both."""
@@ -82,7 +83,7 @@ class Redactor:
         return Redactor([*self.secrets, *other.secrets])
 
     def __call__(self, text: str) -> str:
-        for form in self._forms:
+        for form in self.forms:
             text = text.replace(form, REDACTED)  # the same object back when the form is not there
         return text
 
@@ -106,7 +107,7 @@ class Redactor:
         each dataclass redacted, by identity, for the next call (a step's result comes again in
         its host's report and in the run's).
         """
-        if not self._forms:
+        if not self.forms:
             return value
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             # The value itself is not remembered (an event is seen once); what it holds may come again.

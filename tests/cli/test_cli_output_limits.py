@@ -58,3 +58,24 @@ def test_a_50_mb_line_is_cut_at_the_output_limit_with_a_marker_and_bounded_memor
     # A bare `cairn run` here is ~60 MiB; holding the line whole took 150+ MiB (456 MiB for 200 MB).
     assert peak_mib < 120, f"cairn run peaked at {peak_mib:.0f} MiB"
     assert run_id
+
+
+def test_the_output_limit_is_the_users_to_choose(
+    runbook_dir: RunbookDir, journal_path: Path, tmp_path: Path
+) -> None:
+    folder = runbook_dir(FLOOD.replace("head -c 50000000", "head -c 300000"))
+    done = subprocess.run(
+        [*cairn_command(), "run", "flood", "--runbooks", str(folder), "--output-limit", "64K"],
+        cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(journal_path) as db:
+        (stdout,) = db.execute("SELECT stdout FROM steps WHERE step_id = 'flood'").fetchone()
+    assert "[… stdout truncated: 64 KiB kept of 293 KiB; the rest was read and dropped" in stdout
+
+    wrong = subprocess.run(
+        [*cairn_command(), "run", "flood", "--runbooks", str(folder), "--output-limit", "lots"],
+        cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert wrong.returncode == 2
+    assert "--output-limit: 'lots' is not a size (like 65536, 512K or 8M)" in wrong.stderr

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from engine.core.defaults import DEFAULT_VIA, Via
+from engine.core.defaults import DEFAULT_VIA, OUTPUT_LIMIT, Via
 from engine.core.errors import ExecutorError
 from engine.core.model import AnsibleAction, CommandResult, Host
 
@@ -34,8 +34,6 @@ OutputCallback = Callable[[str, str], None]
 Redact = Callable[[str], str]
 """The run's redactor: secrets out of a text."""
 
-OUTPUT_LIMIT = 8 * 1024 * 1024
-"""Bytes of each output stream of a step that are streamed (to the journal's artifacts) and kept."""
 
 
 @dataclass(frozen=True, slots=True)
