@@ -1,152 +1,130 @@
-"""Templates and expressions: Jinja2 in an immutable sandbox, with shell-quoting.
+"""Templates and expressions: Jinja2 in a bounded, immutable sandbox, with shell-quoting.
 
 Three uses, one language (the one Ansible users already write):
 
 * **commands** (``run:``): every ``{{ value }}`` is shell-quoted, so an alert
   label such as ``node1; rm -rf /`` stays one argument. Lists become several
-  quoted arguments. ``{{ value | unquoted }}`` opts out, explicitly.
-* **text** (``manual:`` instructions, trigger targets): rendered as is.
+  quoted arguments. ``{{ value | unquoted }}`` opts out, explicitly — for text an
+  outsider set (an alert's, or an input of an alert-started run) only when the
+  step says why (``allow_unquoted``); such text that starts with ``-`` may not
+  begin a word (it would be read as an option). A secret input renders as
+  ``"$CAIRN_SECRET_<NAME>"``, a variable of the command's own environment
+  (:mod:`engine.core.template_values`), never as its value.
+* **text** (``manual:`` instructions, reports, trigger targets, ansible arguments): rendered as is.
 * **expressions** (``when:``, ``expect:``): evaluated to a Python value.
 
-Undefined names are errors, never silently empty: an empty string in a shell
-command is how ``rm -rf /{{ dir }}`` goes wrong. Errors at run time say which
-value had which type and the filter that converts it (parsed output is text);
-values in them are redacted with the run's Redactor, then cut to 40 characters.
-:func:`check` inspects a template without running it, for ``cairn validate``.
+Every render is bounded (:mod:`engine.core.template_bounds`): its time (never past the step's
+timeout; a cancel stops it), its output and all it builds, checked at every operation by the
+sandbox (:mod:`engine.core.template_sandbox`). Undefined names are errors, never silently empty:
+an empty string in a shell command is how ``rm -rf /{{ dir }}`` goes wrong. Errors at run time
+say which value had which type and the filter that converts it (parsed output is text); values
+in them are redacted with the run's Redactor, then cut to 40 characters. :func:`check` inspects
+a template without running it, for ``cairn validate``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from jinja2 import TemplateSyntaxError, Undefined, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Undefined
 
+from engine.core.command_marks import secret_reference, settle_marks, word
 from engine.core.errors import TemplateError
-from engine.core.model import duration_value
-from engine.core.template_errors import ExplainingSandbox, ExplainingUndefined, Redact, describe, sum_filter
+from engine.core.template_bounds import (
+    MAX_COMMAND_BYTES,
+    MAX_OUTPUT_CHARS,
+    BoundExceeded,
+    Budget,
+    Stopped,
+    budget,
+    check_text,
+    current,
+    policy,
+    size_of,
+    stopped,
+    tick,
+)
+from engine.core.template_errors import ExplainingUndefined, Redact, describe
+from engine.core.template_filters import FILTERS, GLOBALS, TESTS, UntrustedRefused
+from engine.core.template_sandbox import BoundedSandbox, refuse_secrets
+from engine.core.template_sizes import materialize
+from engine.core.template_values import Secret, SecretText, Unquoted, holds_untrusted
+
+if TYPE_CHECKING:
+    from engine.core.template_lint import TemplateCheck
+
+__all__ = ["Unquoted", "check", "evaluate", "render_command", "render_data", "render_text", "shell_quote"]
 
 # Names a template may use at the top level. Expectations also see the step's own output.
 TEMPLATE_NAMES = frozenset({"target", "vars", "inputs", "steps", "alert", "run"})
 EXPECT_NAMES = TEMPLATE_NAMES | {"out", "rc", "stdout", "stderr"}
 
+SHELL_MODULES = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+    for name in ("shell", "command", "raw", "script")
+)
+"""Ansible modules whose arguments become a command line: untrusted text in them is refused as in
+``| unquoted`` (the module does not quote it)."""
+
 _WRAPPED = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
+_SHELL_ARGS_REFUSED = (
+    "this module's arguments become a command line, and an alert's text (an outsider's) is in them "
+    'unquoted; pass it where the module does not run it as a command, or say why in allow_unquoted: "<the reason>"'
+)
 
-
-class Unquoted(str):
-    """A string the template author marked as trusted shell text (``| unquoted``)."""
-
-    __slots__ = ()
+T = TypeVar("T")
 
 
 def shell_quote(value: Any) -> str:
-    """One value as shell text: strings quoted, lists as several quoted words."""
+    """One value as shell text: strings quoted, lists as several quoted words, secrets by reference."""
     if isinstance(value, Unquoted):
         return str(value)
+    if isinstance(value, Secret):
+        return secret_reference(value)
+    if isinstance(value, SecretText):
+        return value.quoted(secret_reference)
     if value is None:
         return "''"
     if isinstance(value, bool):
         return "true" if value else "false"  # as shells and YAML spell them, not Python's True
     if isinstance(value, list | tuple | Iterator):  # Iterator: map()/select() without | list
-        return " ".join(shell_quote(v) for v in value)
+        words, total = [], 0
+        for item in value:
+            tick()
+            words.append(shell_quote(item))
+            total += len(words[-1]) + 1
+            check_text(total, "the words of a list")
+        return " ".join(words)
+    if isinstance(value, str):
+        return word(value)
+    refuse_secrets([value], "a dict written out whole")  # its text would hold the value
+    check_text(size_of(value), "the value")
     return shlex.quote(str(value))
 
 
 def _plain(value: Any) -> Any:
+    running = current()
+    if running is not None and running.shell_text and holds_untrusted(value) and not policy().allow_unquoted:
+        raise UntrustedRefused(_SHELL_ARGS_REFUSED)
     if isinstance(value, Iterator):
-        return list(value)
+        value = materialize(value, "the list")
     if isinstance(value, bool):
         return "true" if value else "false"  # the same spelling as in commands
-    return "" if value is None else value
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        check_text(size_of(value), "the value")  # Jinja writes it with str(): a list in Python spelling
+    return value
 
 
-# --------------------------------------------------------------------------- filters and tests
-
-
-def _unquoted(value: Any) -> Unquoted:
-    return Unquoted("" if value is None else value)
-
-
-def _regex_search(value: Any, pattern: str, group: int | str = 0) -> str | None:
-    found = re.search(pattern, str(value), re.MULTILINE)
-    return found.group(group) if found else None
-
-
-def _regex_findall(value: Any, pattern: str) -> list[Any]:
-    return re.findall(pattern, str(value), re.MULTILINE)
-
-
-def _regex_replace(value: Any, pattern: str, replacement: str = "") -> str:
-    return re.sub(pattern, replacement, str(value), flags=re.MULTILINE)
-
-
-def _test_match(value: Any, pattern: str) -> bool:
-    return re.match(pattern, str(value)) is not None
-
-
-def _test_search(value: Any, pattern: str) -> bool:
-    return re.search(pattern, str(value)) is not None
-
-
-def _version_key(text: str) -> tuple[tuple[int, str], ...]:
-    # "4.19.113-300.el7" -> ((4,''), (19,''), (113,''), (300,''), (0,'el'), (7,'')):
-    # numbers compare as numbers, so 4.19.113 > 4.19.9.
-    return tuple(
-        (int(part), "") if part.isdigit() else (0, part) for part in re.findall(r"\d+|[A-Za-z]+", text)
-    )
-
-
-_VERSION_OPS = {
-    "<": lambda a, b: a < b,
-    "lt": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    "le": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    "gt": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "ge": lambda a, b: a >= b,
-    "==": lambda a, b: a == b,
-    "eq": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "ne": lambda a, b: a != b,
-}
-
-
-def _test_version(value: Any, other: str, operator: str = "==") -> bool:
-    """Ansible's ``version`` test: ``kernel is version('4.19.113', '<')``."""
-    if operator not in _VERSION_OPS:
-        raise ValueError(f"version test: unknown operator {operator!r}")
-    return bool(_VERSION_OPS[operator](_version_key(str(value)), _version_key(str(other))))
-
-
-def _duration(value: Any) -> int | float:
-    return duration_value(value)
-
-
-FILTERS: dict[str, Any] = {
-    "unquoted": _unquoted,
-    "quote": lambda v: Unquoted(shlex.quote(str(v))),  # already quoted: not quoted again
-    "regex_search": _regex_search,
-    "regex_findall": _regex_findall,
-    "regex_replace": _regex_replace,
-    "to_json": lambda v: json.dumps(v, sort_keys=True, default=str),
-    "from_json": json.loads,
-    "duration": _duration,
-    "sum": sum_filter,
-}
-TESTS: dict[str, Any] = {"match": _test_match, "search": _test_search, "version": _test_version}
-GLOBALS: dict[str, Any] = {"now": time.time}
-
-
-def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
-    env = ExplainingSandbox(
+def _environment(finalize: Callable[[Any], Any], *, commands: bool) -> BoundedSandbox:
+    env = BoundedSandbox(
+        commands=commands,
         undefined=ExplainingUndefined,
         autoescape=False,
         keep_trailing_newline=True,  # as in Ansible: "line\n" stays a line with its newline
@@ -157,11 +135,12 @@ def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     env.globals.update(GLOBALS)
+    env.seal()
     return env
 
 
-_COMMAND_ENV = _environment(shell_quote)
-_TEXT_ENV = _environment(_plain)
+_COMMAND_ENV = _environment(shell_quote, commands=True)
+_TEXT_ENV = _environment(_plain, commands=False)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -190,6 +169,43 @@ def unwrap(expression: str) -> str:
     return expression.strip()
 
 
+def _render(
+    work: Callable[[Budget], T], *, step_id: str, field: str, redact: Redact | None, shell_text: bool = False
+) -> T:
+    """``work`` within one render's budget; every failure a TemplateError naming the step and field."""
+    try:
+        with budget(shell_text=shell_text) as running:
+            try:
+                running.tick()  # a cancelled run starts no render
+                return work(running)
+            except Stopped as exc:
+                raise stopped(exc, running, step_id=step_id, field=field) from None
+    except TemplateError:
+        raise
+    except Exception as exc:
+        raise TemplateError(describe(exc, redact), step_id=step_id, field=field) from exc
+
+
+def _generate(template: Any, context: Mapping[str, Any], limit: int, what: str) -> str:
+    """The template's text, piece by piece: it stops as soon as the text is longer than ``limit``."""
+    pieces, total = [], 0
+    for piece in template.generate(context):
+        tick()
+        total += len(piece)
+        if total > limit:
+            raise _too_long(limit, what)
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def _too_long(limit: int, what: str) -> BoundExceeded:
+    unit = "bytes" if what == "command" else "characters"
+    return BoundExceeded(
+        f"the rendered {what} is longer than {limit:,} {unit} (the limit for a {what}); "
+        "pass large data through a file or a step's output, not the template"
+    )
+
+
 # ``redact`` (the run's Redactor): error messages may show values, secrets among them.
 
 
@@ -197,10 +213,15 @@ def render_command(
     source: str, context: Mapping[str, Any], *, step_id: str = "", redact: Redact | None = None
 ) -> str:
     """Render a ``run:`` command, shell-quoting every interpolated value."""
-    try:
-        return str(_compiled_command(source).render(context)).strip()
-    except Exception as exc:
-        raise TemplateError(describe(exc, redact), step_id=step_id, field="run") from exc
+
+    def work(running: Budget) -> str:
+        text = _generate(_compiled_command(source), context, MAX_COMMAND_BYTES, "command")
+        command = settle_marks(text, running.nonce).strip()
+        if len(command.encode("utf-8", "surrogatepass")) > MAX_COMMAND_BYTES:
+            raise _too_long(MAX_COMMAND_BYTES, "command")
+        return command
+
+    return _render(work, step_id=step_id, field="run", redact=redact)
 
 
 def render_text(
@@ -210,12 +231,16 @@ def render_text(
     step_id: str = "",
     field: str = "",
     redact: Redact | None = None,
+    shell_text: bool = False,
 ) -> str:
     """Render text for humans or non-shell consumers (no quoting)."""
-    try:
-        return str(_compiled_text(source).render(context))
-    except Exception as exc:
-        raise TemplateError(describe(exc, redact), step_id=step_id, field=field) from exc
+    return _render(
+        lambda _: _generate(_compiled_text(source), context, MAX_OUTPUT_CHARS, "text"),
+        step_id=step_id,
+        field=field,
+        redact=redact,
+        shell_text=shell_text,
+    )
 
 
 def evaluate(
@@ -227,13 +252,14 @@ def evaluate(
     redact: Redact | None = None,
 ) -> Any:
     """Evaluate a ``when``/``expect`` expression to a Python value."""
-    try:
+
+    def work(_: Budget) -> Any:
         value = _compiled_expression(expression)(**context)
         if isinstance(value, Undefined):
             value._fail_with_undefined_error()  # a bare undefined name: say so, never "false"
         return value
-    except Exception as exc:
-        raise TemplateError(describe(exc, redact), step_id=step_id, field=field) from exc
+
+    return _render(work, step_id=step_id, field=field, redact=redact)
 
 
 def render_data(
@@ -243,101 +269,35 @@ def render_data(
     step_id: str = "",
     field: str = "",
     redact: Redact | None = None,
+    shell_text: bool = False,
 ) -> Any:
-    """Render every string inside a nested structure (ansible args)."""
+    """Render every string inside a nested structure (ansible args); ``shell_text``: they become a command line."""
     if isinstance(value, str):
-        return render_text(value, context, step_id=step_id, field=field, redact=redact)
+        return render_text(value, context, step_id=step_id, field=field, redact=redact, shell_text=shell_text)
     if isinstance(value, Mapping):
         return {
-            k: render_data(v, context, step_id=step_id, field=field, redact=redact) for k, v in value.items()
+            k: render_data(v, context, step_id=step_id, field=field, redact=redact, shell_text=shell_text)
+            for k, v in value.items()
         }
     if isinstance(value, list):
-        return [render_data(v, context, step_id=step_id, field=field, redact=redact) for v in value]
+        return [
+            render_data(v, context, step_id=step_id, field=field, redact=redact, shell_text=shell_text)
+            for v in value
+        ]
     return value
 
 
 # --------------------------------------------------------------------------- static checks
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateCheck:
-    """What :func:`check` learned about a template without rendering it."""
-
-    errors: tuple[str, ...] = ()
-    names: frozenset[str] = frozenset()
-    """Top-level variables it reads."""
-    step_refs: frozenset[str] = frozenset()
-    """Step ids it reads through ``steps.<id>`` / ``steps['<id>']``."""
-    input_refs: frozenset[str] = frozenset()
-
-
-_NOTHING = TemplateCheck()
-_DELIMITERS = ("{{", "{%", "{#")
-_LOCALS_OF: dict[type, tuple[str, ...]] = {
-    nodes.For: ("loop",),
-    nodes.Macro: ("caller", "varargs", "kwargs"),
-    nodes.CallBlock: ("caller",),
-}
-
-
 @lru_cache(maxsize=16384)
 def check(source: str, *, expression: bool = False) -> TemplateCheck:
-    """Parse a template (or an expression) and report what it uses and what is wrong."""
-    if not expression and not any(d in source for d in _DELIMITERS):
-        return _NOTHING  # plain text: nothing to parse (most instructions, many commands)
-    text = "{{ " + unwrap(source) + " }}" if expression else source
-    try:
-        return _check(text, expression)
-    except RecursionError:
-        return TemplateCheck(errors=("is nested too deeply to compile; simplify it",))
+    """Parse a template (or an expression) and report what it uses and what is wrong (``cairn validate``)."""
+    from engine.core.template_lint import check_template  # noqa: PLC0415 - it builds on this module
+
+    return check_template(source, expression=expression)
 
 
-def _check(text: str, expression: bool) -> TemplateCheck:
-    try:
-        ast = _TEXT_ENV.parse(text)
-    except TemplateSyntaxError as exc:
-        where = f" (template line {exc.lineno})" if not expression and exc.lineno > 1 else ""
-        message = str(exc.message or exc)
-        if expression:  # the expression is parsed inside {{ }}: say it in the author's terms
-            message = message.replace("'end of print statement'", "end of the expression")
-        return TemplateCheck(errors=(f"does not compile: {message}{where}",))
-    # One walk over the tree. Names read but never assigned (loop variables, {% set %})
-    # anywhere in the template are free: coarser than jinja2.meta's scoping, but it needs
-    # no code generation, so it is fast and cannot fail on a template with other errors.
-    errors: list[str] = []
-    loaded: set[str] = set()
-    stored: set[str] = set(_TEXT_ENV.globals)
-    refs: dict[str, set[str]] = {"steps": set(), "inputs": set()}
-    stack: list[nodes.Node] = [ast]
-    while stack:
-        node = stack.pop()
-        stack.extend(node.iter_child_nodes())
-        if isinstance(node, nodes.Name):
-            (stored if node.ctx in ("store", "param") else loaded).add(node.name)
-        elif isinstance(node, nodes.Filter) and node.name not in _TEXT_ENV.filters:
-            errors.append(f"uses unknown filter {node.name!r}{_suggest(node.name, _TEXT_ENV.filters)}")
-        elif isinstance(node, nodes.Test) and node.name not in _TEXT_ENV.tests:
-            errors.append(f"uses unknown test {node.name!r}{_suggest(node.name, _TEXT_ENV.tests)}")
-        elif isinstance(node, nodes.Getattr | nodes.Getitem):
-            inner = node.node
-            if isinstance(inner, nodes.Name) and inner.name in refs:
-                key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
-                if isinstance(key, str):
-                    refs[inner.name].add(key)
-        else:
-            stored.update(_LOCALS_OF.get(type(node), ()))
-            if isinstance(node, nodes.Macro):  # {% macro h(x) %} defines h
-                stored.add(node.name)
-    return TemplateCheck(
-        errors=tuple(sorted(set(errors), key=errors.index)),
-        names=frozenset(loaded - stored),
-        step_refs=frozenset(refs["steps"]),
-        input_refs=frozenset(refs["inputs"]),
-    )
-
-
-def _suggest(name: str, known: Iterable[str]) -> str:
-    from difflib import get_close_matches  # noqa: PLC0415 - only on the error path
-
-    close = get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def text_environment() -> BoundedSandbox:
+    """The environment text and expressions render in (its filters, tests and globals are what a template may use)."""
+    return _TEXT_ENV

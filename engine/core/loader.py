@@ -59,17 +59,20 @@ class LoadResult:
     problems: tuple[Problem, ...] = ()
     declared_id: str = ""
     """The ``id`` the file declares, even when it is invalid."""
+    warnings: tuple[Problem, ...] = ()
+    """What may go wrong depending on the data (``cairn validate`` shows it; the file is still valid)."""
 
 
 def check_document(doc: Document) -> LoadResult:
     """Validate a parsed document and build its runbook when it has no problem."""
+    warnings: list[Problem] = []
     if isinstance(doc.data, dict):
         # Even when reading found problems (a duplicate key, a tag), check the rest:
         # every problem in one pass. Values that could not be read are skipped.
         read_problems = len(doc.problems)
         for issue in schema.validate(doc.data):
             doc.add(issue.pointer, issue.message, key=issue.at_key)
-        semantics.check(doc)
+        warnings = semantics.check(doc)
         if doc.broken:
             later = [p for p in doc.problems[read_problems:] if not _under(p.pointer, doc.broken)]
             doc.problems[read_problems:] = later
@@ -81,9 +84,10 @@ def check_document(doc: Document) -> LoadResult:
     problems = tuple(sorted(doc.problems, key=lambda p: (p.line, p.column, p.message)))
     declared = doc.data.get("id") if isinstance(doc.data, dict) else None
     declared_id = declared if isinstance(declared, str) else Path(doc.file).stem
+    found = tuple(sorted(warnings, key=lambda p: (p.line, p.column, p.message)))
     if problems:
-        return LoadResult(doc.file, None, problems, declared_id)
-    return LoadResult(doc.file, _build_runbook(doc.data, doc), (), declared_id)
+        return LoadResult(doc.file, None, problems, declared_id, found)
+    return LoadResult(doc.file, _build_runbook(doc.data, doc), (), declared_id, found)
 
 
 def check_file(path: Path | str, *, display: str | None = None) -> LoadResult:
@@ -213,6 +217,7 @@ def _build_steps(data: dict[str, Any], phase: str, doc: Document) -> tuple[Step,
                 tradeoff=raw.get("tradeoff", ""),
                 serial=str(raw.get("serial", "")),
                 requires=tuple(raw.get("requires", ())),
+                allow_unquoted=raw.get("allow_unquoted", ""),
                 pointer=ptr,
                 line=doc.where(ptr)[0],
             )

@@ -340,6 +340,9 @@ class Step:
     """Remediate only: hosts per rolling batch, ``"2"`` or ``"25%"``; ``""`` means no batching."""
     requires: tuple[str, ...] = ()
     """Programs (names, paths or templates) this step needs on the target, beyond the runbook's."""
+    allow_unquoted: str = ""
+    """Why ``| unquoted`` (or a shell module's argument) may take text an outsider set: an alert's, or an
+    input of an alert-started run. ``""``: it may not (validate and the run refuse it)."""
     pointer: str = ""
     """Where the step is in its file (``/detect/2``), for messages."""
     line: int = 0

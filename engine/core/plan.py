@@ -1,7 +1,11 @@
 """Plan: the exact commands each target would run, rendered, without running anything.
 
 Steps whose command or condition reads an earlier step's result can only be
-rendered at run time; the plan says so and shows the template instead.
+rendered at run time; the plan says so and shows the template instead. The
+templates see what a run's would (:func:`engine.core.context.template_context`,
+the one builder), under each step's own render policy, so a secret shows as the
+``"$CAIRN_SECRET_<NAME>"`` a run uses and an outsider's text is refused where a
+run would refuse it; every message is redacted.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core import expr
+from engine.core.context import run_info, template_context
 from engine.core.errors import TemplateError
 from engine.core.inputs import Redactor
 from engine.core.model import Action, AnsibleAction, Host, ManualAction, Phase, RunAction, Runbook, Step
 from engine.core.runner import phases_until
-from engine.core.verdict import render_step
+from engine.core.template_bounds import rendering
+from engine.core.verdict import render_step, step_policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +60,13 @@ def plan_run(
     redact = Redactor.for_inputs(runbook, inputs)
     plans = []
     for host in hosts:
-        context: dict[str, Any] = {
-            "target": host.name,
-            "vars": host.vars,
-            "inputs": dict(inputs),
-            "steps": {},
-            "alert": alert,
-        }
         steps = [
             _plan_step(
                 phase,
                 step,
-                context | {"run": {"id": "(plan)", "phase": phase.value, "dry_run": True}},
+                template_context(
+                    runbook, host, inputs, alert=alert, run=run_info("(plan)", phase, dry_run=True), steps={}
+                ),
                 redact,
             )
             for phase in phases_until(last_phase)
@@ -86,6 +87,11 @@ def _written(action: Action) -> str:
 
 
 def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redactor) -> PlannedStep:
+    with rendering(step_policy(step)):
+        return _planned(phase, step, context, redact)
+
+
+def _planned(phase: Phase, step: Step, context: dict[str, Any], redact: Redactor) -> PlannedStep:
     source = _written(step.action)
     condition = ""
     if step.when:
@@ -96,7 +102,7 @@ def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redact
                 went = expr.evaluate(step.when, context, step_id=step.id, field="when", redact=redact)
                 condition = "" if went else "skip"
             except TemplateError as exc:
-                return PlannedStep(phase, step, source, error=str(exc))
+                return PlannedStep(phase, step, source, error=redact(str(exc)))
     refs = expr.check(source).step_refs
     if refs:
         reads = ", ".join(f"steps.{r}" for r in sorted(refs))
@@ -104,5 +110,5 @@ def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redact
     try:
         text = render_step(step, context, redact)
     except TemplateError as exc:
-        return PlannedStep(phase, step, source, condition=condition, error=str(exc))
+        return PlannedStep(phase, step, source, condition=condition, error=redact(str(exc)))
     return PlannedStep(phase, step, redact(text), condition=condition)

@@ -3,22 +3,26 @@
 Duplicate step ids; templates and expressions that do not compile or use an
 unknown filter; references to unknown or later steps, unknown inputs or unknown
 variables; regular expressions that do not compile; keys that mean nothing for
-a step's kind; input defaults of the wrong type. Works on the raw data and
-skips whatever has the wrong shape (the schema reports that), so one pass
-finds every problem.
+a step's kind; input defaults of the wrong type; templates certain to go past
+a render's bounds (:mod:`engine.core.template_lint`); an outsider's text put
+unquoted into a command (:mod:`engine.core.outsider_checks`). Works on the raw
+data and skips whatever has the wrong shape (the schema reports that), so one
+pass finds every problem. What only may go wrong is returned as warnings.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
 from engine.core import confine, expr
 from engine.core.alerts import Matcher
+from engine.core.errors import Problem
 from engine.core.model import InputType, parse_duration
+from engine.core.outsider_checks import check_outsiders
 from engine.core.yamlsource import Document, pointer, yaml_repr
 
 PHASES = ("detect", "diagnose", "remediate", "verify")
@@ -26,11 +30,15 @@ _RUN_ONLY_KEYS = ("parse", "expect", "report", "exit_codes", "on_timeout", "time
 _MAX_TIMEOUT = 24 * 3600.0
 
 
-def check(doc: Document) -> None:
-    """Append every semantic problem of ``doc.data`` to ``doc.problems``."""
+def check(doc: Document) -> list[Problem]:
+    """Append every semantic problem of ``doc.data`` to ``doc.problems``; return the warnings.
+
+    Warnings are what may go wrong depending on the data (loops nested deep, a macro that calls
+    itself, an ``allow_unquoted`` nothing needs): worth a look, not a reason to refuse the file."""
     data = doc.data
+    warnings: list[Problem] = []
     if not isinstance(data, dict):
-        return
+        return warnings
     raw_inputs = data.get("inputs")
     inputs: dict[str, Any] = raw_inputs if isinstance(raw_inputs, dict) else {}
     _check_inputs(doc, inputs)
@@ -49,12 +57,15 @@ def check(doc: Document) -> None:
     triggers = data.get("triggers")
     alerts = bool(triggers)
     for index, (ptr, step) in enumerate(steps):
-        _check_step(doc, ptr, step, _Scope(order, frozenset(inputs), index, step.get("id"), alerts))
+        _check_step(doc, ptr, step, _Scope(order, frozenset(inputs), index, step.get("id"), alerts, warnings))
         _check_requires(
-            doc, f"{ptr}/requires", step.get("requires"), _Scope(order, frozenset(inputs), -1, None, alerts)
+            doc,
+            f"{ptr}/requires",
+            step.get("requires"),
+            _Scope(order, frozenset(inputs), -1, None, alerts, warnings),
         )
     _check_requires(
-        doc, "/requires", data.get("requires"), _Scope(order, frozenset(inputs), -1, None, alerts)
+        doc, "/requires", data.get("requires"), _Scope(order, frozenset(inputs), -1, None, alerts, warnings)
     )
     for i, trigger in enumerate(triggers if isinstance(triggers, list) else []):
         matchers = trigger.get("matchers") if isinstance(trigger, dict) else None
@@ -65,10 +76,11 @@ def check(doc: Document) -> None:
                 except ValueError as exc:
                     doc.add(f"/triggers/{i}/matchers/{j}", f"{exc} (Alertmanager's matcher syntax)")
         if isinstance(trigger, dict) and isinstance(trigger.get("target"), str):
-            scope = _Scope(order, frozenset(inputs), -1, None, alerts)
+            scope = _Scope(order, frozenset(inputs), -1, None, alerts, warnings)
             _check_template(
                 doc, f"/triggers/{i}/target", trigger["target"], scope, names=frozenset({"alert", "inputs"})
             )
+    return warnings
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +94,8 @@ class _Scope:
     self_id: Any
     alerts: bool = True
     """The runbook has triggers, so an alert can start it and ``alert`` can be set."""
+    warnings: list[Problem] = field(default_factory=list)
+    """Where the checks put what is worth a warning (shared by every scope of one document)."""
 
 
 def _steps_in_order(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -208,6 +222,7 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
                 "regular expression does not compile: it is too large or nested too deeply",
             )
     _check_timeout(doc, f"{ptr}/timeout", step.get("timeout"))
+    check_outsiders(doc, ptr, step, alerts=scope.alerts, warnings=scope.warnings)
     if phase != "remediate" and "serial" in step:
         doc.add(
             f"{ptr}/serial",
@@ -293,6 +308,7 @@ def _check_template(
         doc.add(ptr, f"{what} {error}")
     if result.errors:
         return
+    scope.warnings.extend(doc.problem(ptr, f"{what} {warning}") for warning in result.warnings)
     for name in sorted(result.names - names):
         close = get_close_matches(name, sorted(names), n=1)
         if name in expr.EXPECT_NAMES - expr.TEMPLATE_NAMES and names >= expr.TEMPLATE_NAMES:

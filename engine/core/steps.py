@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.core import expr
 from engine.core.approval import ApprovalRequest, Decision
+from engine.core.context import run_info, template_context
 from engine.core.errors import ExecutorError, TemplateError
 from engine.core.events import (
     ApprovalRequested,
@@ -42,7 +43,8 @@ from engine.core.model import (
     StepStatus,
     host_folder,
 )
-from engine.core.verdict import judge, render_step, render_task
+from engine.core.template_bounds import RenderCancelled, RenderTimeout, rendering
+from engine.core.verdict import judge, render_step, render_task, step_policy
 
 if TYPE_CHECKING:
     from engine.core.preflight import Preflight
@@ -72,22 +74,35 @@ class StepRunner:
         self.cancel = cancel
 
     def step(self, state: HostState, phase: Phase, step: Step) -> StepResult:
+        # Every render of the step (when, the command, expect, report) is bounded by its timeout and
+        # stopped by the run's cancel; ``allow_unquoted`` lets | unquoted take an outsider's text.
+        with rendering(step_policy(step, self.cancel)):
+            return self._step(state, phase, step)
+
+    def _step(self, state: HostState, phase: Phase, step: Step) -> StepResult:
         host = state.host
         ctx = state.context(self.spec, self.bus.run_id, phase)
         if step.when:
             try:
                 go = bool(expr.evaluate(step.when, ctx, step_id=step.id, field="when", redact=self.redact))
             except TemplateError as exc:
-                return self.finish(host, phase, step, StepStatus.ERROR, str(exc))
+                return self._unrendered(host, phase, step, exc)
             if not go:
                 return self.finish(host, phase, step, StepStatus.SKIPPED, f"when is false: {step.when}")
         lacking = state.preflight.lacking(step) if state.preflight is not None else []
         if lacking:  # a check that cannot look is an error, never "nothing found"
             return self.finish(host, phase, step, StepStatus.NOT_RUN, f"not run: {'; '.join(lacking)}")
+        base_dir = Path(self.spec.runbook.source_path).parent
         try:
             text = render_step(step, ctx, self.redact)
+            # The one seam: the action rendered into a task, done by the executor for its kind.
+            task = (
+                None
+                if step.kind is StepKind.MANUAL
+                else render_task(step, text, ctx, base_dir=base_dir, redact=self.redact)
+            )
         except TemplateError as exc:
-            return self.finish(host, phase, step, StepStatus.ERROR, str(exc))
+            return self._unrendered(host, phase, step, exc)
         shown = self.redact(text)
         if phase is Phase.REMEDIATE and self.spec.dry_run:
             note = (
@@ -140,9 +155,7 @@ class StepRunner:
                     command=shown,
                     approval=approval,
                 )
-        # The one seam: the action rendered into a task, done by the executor for its kind.
-        base_dir = Path(self.spec.runbook.source_path).parent
-        task = render_task(step, text, ctx, base_dir=base_dir, redact=self.redact)
+        assert task is not None  # a manual step ended above, with the human's answer
         artifacts = self._artifacts(host, phase, step)
 
         def call(on_output: OutputCallback) -> CommandResult:
@@ -151,6 +164,15 @@ class StepRunner:
             )
 
         return self._execute(state, phase, step, shown, approval, call)
+
+    def _unrendered(self, host: Host, phase: Phase, step: Step, exc: TemplateError) -> StepResult:
+        """The result of a step one of whose templates could not be rendered: nothing ran."""
+        status = StepStatus.ERROR
+        if isinstance(exc, RenderCancelled):
+            status = StepStatus.CANCELLED
+        elif isinstance(exc, RenderTimeout) and exc.step_timeout:
+            status = StepStatus.TIMEOUT
+        return self.finish(host, phase, step, status, self.redact(str(exc)))
 
     def _artifacts(self, host: Host, phase: Phase, step: Step) -> Path | None:
         if self.artifacts is None:
@@ -179,7 +201,7 @@ class StepRunner:
                 )
             )
 
-        lines = LineSplitter(emit_lines)
+        lines = LineSplitter(emit_lines, redact=self.redact)
         try:
             outcome = call(lines.feed)
         except KeyboardInterrupt:
@@ -327,15 +349,15 @@ class HostState:
         self.record(result)
 
     def context(self, req: RunSpec, run_id: str, phase: Phase) -> dict[str, Any]:
-        """What templates see while a step of ``phase`` runs on this host."""
-        return {
-            "target": self.host.name,
-            "vars": self.host.vars,
-            "inputs": dict(req.inputs),
-            "steps": self.steps,
-            "alert": dict(req.alert) if req.alert is not None else None,
-            "run": {"id": run_id, "phase": phase.value, "dry_run": req.dry_run},
-        }
+        """What templates see while a step of ``phase`` runs on this host (the one builder plans use too)."""
+        return template_context(
+            req.runbook,
+            self.host,
+            req.inputs,
+            alert=req.alert,
+            run=run_info(run_id, phase, dry_run=req.dry_run),
+            steps=self.steps,
+        )
 
     def report(self, outcome: HostOutcome, reason: str) -> HostReport:
         """The host's report with every result so far."""

@@ -25,6 +25,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
+from engine.core.template_bounds import TemplateRefusal
+
 # Parsed output is mostly text, so `out | sum(attribute='count')` or `row.age > 3600` fails in
 # Python's words ("unsupported operand type(s) for +: 'int' and 'str"). These messages say which
 # value had which type and which filter converts it. Values are shown redacted, then cut.
@@ -258,7 +260,13 @@ class ExplainingSandbox(ImmutableSandboxedEnvironment):
 
 def describe(exc: Exception, redact: Redact | None) -> str:
     """The message a user reads for ``exc``, raised while rendering a template (redacted)."""
-    if isinstance(exc, _Explained):
+    if isinstance(exc, TemplateRefusal):
+        message = str(exc)
+    elif isinstance(exc, RecursionError):
+        message = (
+            "a macro or loop calls itself too deeply (RecursionError); it needs a condition that ends it"
+        )
+    elif isinstance(exc, _Explained):
         message = exc.build(lambda value: _show(value, redact or _same))
     elif isinstance(exc, SecurityError):
         message = f"not allowed in the sandbox: {exc}"

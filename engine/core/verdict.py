@@ -2,11 +2,18 @@
 
 Pure functions: the runner gives them the step, the command's outcome (output
 already redacted) and the template context, and records what they return.
+
+A secret input in a ``run`` command renders as ``"$CAIRN_SECRET_<NAME>"``
+(:mod:`engine.core.template_values`); :func:`render_task` puts the values in the
+command's own environment (``Shell.env``), and refuses a command that would still
+carry one (through a filter, ``~`` or ``| unquoted``), so a secret is never on a
+command line, where every user of the host can read it (``/proc/*/cmdline``).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,14 @@ from engine.core.model import (
     format_duration,
 )
 from engine.core.parsing import ParseError, parse_output
+from engine.core.template_bounds import RenderPolicy
+from engine.core.template_values import Secret
+
+
+def step_policy(step: Step, cancel: threading.Event | None = None) -> RenderPolicy:
+    """What the step's renders may do: take no longer than its timeout, stop on ``cancel``, and give
+    ``| unquoted`` an outsider's text only when it says why (``allow_unquoted``)."""
+    return RenderPolicy(timeout=step.timeout, cancel=cancel, allow_unquoted=bool(step.allow_unquoted))
 
 
 def render_step(step: Step, context: Mapping[str, Any], redact: Redact | None = None) -> str:
@@ -35,7 +50,9 @@ def render_step(step: Step, context: Mapping[str, Any], redact: Redact | None = 
         case ManualAction(instructions=instructions):
             return expr.render_text(instructions, context, step_id=step.id, field="manual", redact=redact)
         case RunAction(command=command):
-            return expr.render_command(command, context, step_id=step.id, redact=redact)
+            rendered = expr.render_command(command, context, step_id=step.id, redact=redact)
+            refuse_secret_values(step, rendered, context)
+            return rendered
         case AnsibleAction() as action:
             become = " (become)" if action.become else ""
             if action.playbook:
@@ -57,7 +74,8 @@ def render_task(
     """
     match step.action:
         case RunAction():
-            return Shell(rendered)
+            refuse_secret_values(step, rendered, context)
+            return Shell(rendered, secret_env(rendered, context))
         case AnsibleAction() as action:
             args = None if action.playbook else _ansible_args(step, action, context, redact)
             return AnsibleTask(action, args, base_dir)
@@ -65,10 +83,51 @@ def render_task(
             raise ValueError(f"step {step.id!r} is manual: a human does it, no executor")
 
 
+SEARCHED_SECRET_LENGTH = 4
+"""Secrets at least this long are searched for in a rendered command; a shorter value would be found
+in ordinary text (``t`` in ``cat``). The sandbox refuses every way to write a secret out in a command
+whatever its length (a filter, ``~`` with a list, a dict written whole); this is the last guard."""
+
+
+def _secrets(context: Mapping[str, Any]) -> list[Secret]:
+    inputs = context.get("inputs") or {}
+    return [value for value in inputs.values() if isinstance(value, Secret) and str(value)]
+
+
+def refuse_secret_values(step: Step, command: str, context: Mapping[str, Any]) -> None:
+    """The last guard: a rendered command that still holds a secret's value is refused."""
+    for secret in _secrets(context):
+        if len(secret) >= SEARCHED_SECRET_LENGTH and str(secret) in command:
+            name = secret.input_name
+            raise TemplateError(
+                f"the value of secret input {name!r} would be on the command line, where every user of "
+                f"the host can read it; write {{{{ inputs.{name} }}}} on its own (it becomes "
+                f"{secret.reference}, a variable of the command's environment), or join text to it with ~",
+                step_id=step.id,
+                field="run",
+            )
+
+
+def secret_env(command: str, context: Mapping[str, Any]) -> dict[str, str]:
+    """The environment a command needs: each secret it refers to (``$CAIRN_SECRET_<NAME>``), by value."""
+    return {
+        secret.env_name: str(secret)
+        for secret in _secrets(context)
+        if f"${secret.env_name}" in command or f"${{{secret.env_name}}}" in command
+    }
+
+
 def _ansible_args(
     step: Step, action: AnsibleAction, context: Mapping[str, Any], redact: Redact | None
 ) -> Any:
-    return expr.render_data(action.args, context, step_id=step.id, field="ansible.args", redact=redact)
+    return expr.render_data(
+        action.args,
+        context,
+        step_id=step.id,
+        field="ansible.args",
+        redact=redact,
+        shell_text=action.module in expr.SHELL_MODULES,  # a command line: no outsider's text unquoted
+    )
 
 
 def judge(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -9,9 +10,16 @@ from typing import Any
 
 import pytest
 
+from engine.core.context import marked_inputs
 from engine.core.errors import TemplateError
-from engine.core.expr import check, evaluate, render_command, render_text
+from engine.core.executors import Shell
+from engine.core.expr import check, evaluate, render_command, render_data, render_text
 from engine.core.inputs import Redactor
+from engine.core.loader import check_text
+from engine.core.model import RunAction, Runbook, Step
+from engine.core.template_bounds import RenderPolicy, rendering
+from engine.core.template_values import Secret, mark_untrusted
+from engine.core.verdict import render_task
 
 # A shell function that prints how many arguments it got, then each one in <>,
 # so a rendered command shows exactly how bash split the interpolated value.
@@ -907,11 +915,272 @@ def test_cli_redacts_secrets_in_template_errors_on_screen_and_in_the_journal(
     done = cairn("run", "secret-errors", "--runbooks", str(folder), "-e", f"token={SECRET}")
 
     assert done.returncode == 2, done.stdout + done.stderr
-    for step in ("gate", "check", "summary", "command", "lookup"):
+    for step in ("gate", "check", "summary", "lookup"):
         line = next(line for line in done.stdout.splitlines() if line.strip().startswith(step))
         assert "'***'" in line, line
+    line = next(line for line in done.stdout.splitlines() if line.strip().startswith("command"))
+    assert "the operator / is given the secret input 'token'" in line, "a command only inserts it whole"
     shown = cairn("show-run", "last")
     stored = b"".join(path.read_bytes() for path in isolated_state.rglob("*") if path.is_file())
     for text in (done.stdout, done.stderr, shown.stdout):
         assert SECRET[:8] not in text
     assert SECRET[:8].encode() not in stored
+
+
+# --------------------------------------------------------------------------- an outsider's text (issue 15)
+
+HOSTILE_LABEL = "x; touch owned"
+
+
+def _runbook_with_inputs() -> Runbook:
+    runbook = check_text(
+        "id: with-inputs\ntitle: t\nseverity: info\nsummary: s\n"
+        "inputs:\n  token: {type: string, secret: true}\n  cmd: {type: string, default: ls}\n"
+        "detect:\n  - {id: a, title: a, run: 'true'}\n"
+    ).runbook
+    assert runbook is not None
+    return runbook
+
+
+RUNBOOK_WITH_INPUTS = _runbook_with_inputs()
+
+
+def alert_context(label: str = HOSTILE_LABEL) -> dict[str, Any]:
+    """What an alert-started run's templates see: the alert's strings marked as an outsider's."""
+    return {"alert": mark_untrusted({"labels": {"x": label, "job": "web"}, "annotations": {}}), "inputs": {}}
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ alert.labels.x | unquoted }}",
+        "{{ alert.labels.x | lower | unquoted }}",
+        "{{ alert.labels.x | replace('a', 'b') | unquoted }}",
+        "{{ alert.labels.x | regex_replace('a', 'b') | unquoted }}",
+        "{{ ('' ~ alert.labels.x) | unquoted }}",
+        "{{ alert.labels.x[0:] | unquoted }}",
+        "{{ alert.labels.x.strip() | unquoted }}",
+        "{{ '%s' | format(alert.labels.x) | unquoted }}",
+        "{{ ('%s' % alert.labels.x) | unquoted }}",
+        "{{ '{}'.format(alert.labels.x) | unquoted }}",
+        "{{ alert.labels.x.split(';') | join(';') | unquoted }}",
+        "{{ [alert.labels.x] | first | unquoted }}",
+        "{{ alert.labels.values() | list | sort | last | unquoted }}",
+        "{{ alert.labels | dictsort | map('last') | join(' ') | unquoted }}",
+        "{% set y = alert.labels.x %}{{ y | unquoted }}",
+        "{% for c in alert.labels.x %}{{ c | unquoted }}{% endfor %}",
+        "{% macro m(v) %}{{ v | unquoted }}{% endmacro %}{{ m(alert.labels.x) }}",
+        "{{ alert.labels | map('unquoted') | join }}",
+        "{{ [[alert.labels.x]] | unquoted }}",
+        "{{ alert.labels.x | list | batch(2) | list | unquoted }}",
+        "{{ {'k': [alert.labels.x]} | unquoted }}",
+    ],
+)
+def test_unquoted_refuses_an_outsiders_text_however_it_was_made(template: str, workdir: Path) -> None:
+    with pytest.raises(TemplateError) as caught:
+        render_command("echo " + template, alert_context(), step_id="s")
+    assert "| unquoted was given text an outsider set" in str(caught.value)
+    assert 'allow_unquoted: "<the reason>"' in str(caught.value)
+
+
+def test_unquoted_refuses_bytes_whose_python_spelling_could_open_double_quotes() -> None:
+    with pytest.raises(TemplateError, match="takes text, not bytes"):
+        render_command("echo {{ 'x'.encode() | unquoted }}", {})
+    with pytest.raises(TemplateError, match="takes text, not bytes"):  # bytes cannot carry the mark
+        render_command("echo {{ alert.labels.x.encode() | unquoted }}", alert_context("'$(touch owned)"))
+
+
+def test_unquoted_takes_an_outsiders_text_when_the_step_says_why(workdir: Path) -> None:
+    with rendering(RenderPolicy(allow_unquoted=True)):
+        command = render_command("echo {{ alert.labels.job | unquoted }}", alert_context(), step_id="s")
+    assert command == "echo web"
+
+
+def test_an_outsiders_text_is_still_quoted_without_unquoted(workdir: Path) -> None:
+    command = render_command(SHOW + "{{ alert.labels.x }} {{ alert.labels.x | upper }}", alert_context())
+    assert bash(command, workdir) == "2\n<x; touch owned>\n<X; TOUCH OWNED>\n"
+    assert not (workdir / "owned").exists()
+
+
+def test_a_human_runs_text_is_not_an_outsiders() -> None:
+    context = {"alert": None, "inputs": marked_inputs(RUNBOOK_WITH_INPUTS, {"cmd": "ls -l"}, untrusted=False)}
+    assert render_command("{{ inputs.cmd | unquoted }}", context) == "ls -l"
+    untrusted = {"inputs": marked_inputs(RUNBOOK_WITH_INPUTS, {"cmd": "ls -l"}, untrusted=True)}
+    with pytest.raises(TemplateError, match="outsider"):
+        render_command("{{ inputs.cmd | unquoted }}", untrusted)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "rm {{ alert.labels.x }}",
+        "rm -f {{ alert.labels.x }}",
+        "rm {{ alert.labels.x }}/tmp",
+        "echo ok; rm {{ alert.labels.x }}",
+        "rm -- a; rm {{ alert.labels.x }}",
+        "rm {{ [alert.labels.x] }}",
+        'rm "{{ alert.labels.x }}"',
+        "x=$(rm {{ alert.labels.x }})",
+    ],
+)
+def test_an_outsiders_text_starting_with_a_dash_may_not_begin_a_word(template: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        render_command(template, alert_context("-rf"), step_id="clean")
+    assert str(caught.value).startswith("step 'clean' run: -rf comes from an alert")
+    assert "would read it as an option; put -- before it" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered"),
+    [
+        ("rm -- {{ alert.labels.x }}", "rm -- -rf"),
+        ("rm -f -- {{ alert.labels.x }}", "rm -f -- -rf"),
+        ("grep --regexp={{ alert.labels.x }} f", "grep --regexp=-rf f"),
+        ("echo x{{ alert.labels.x }}", "echo x-rf"),
+        ("echo {{ alert.labels.job }}", "echo web"),
+    ],
+)
+def test_a_dash_is_fine_after_double_dash_or_inside_a_word(template: str, rendered: str) -> None:
+    assert render_command(template, alert_context("-rf")) == rendered
+
+
+def test_a_dash_from_a_human_is_the_humans_business() -> None:
+    assert render_command("rm {{ inputs.x }}", {"inputs": {"x": "-rf"}}) == "rm -rf"
+
+
+def test_an_outsiders_pattern_is_refused() -> None:
+    with pytest.raises(TemplateError, match="the regular expression comes from an alert"):
+        evaluate("'aaa' is match(alert.labels.x)", alert_context("(a+)+$"))
+
+
+def test_a_shell_modules_arguments_refuse_an_outsiders_text() -> None:
+    with pytest.raises(TemplateError, match="arguments become a command line"):
+        render_data(
+            {"cmd": "rm {{ alert.labels.x }}"},
+            alert_context(),
+            step_id="s",
+            field="ansible.args",
+            shell_text=True,
+        )
+    assert render_data({"path": "/x/{{ alert.labels.job }}"}, alert_context(), shell_text=False) == {
+        "path": "/x/web"
+    }
+
+
+# --------------------------------------------------------------------------- secrets never on a command line
+
+
+def secret_context(value: str = "hunter2 with 'quotes' and $HOME") -> dict[str, Any]:
+    return {"inputs": marked_inputs(RUNBOOK_WITH_INPUTS, {"token": value, "cmd": "ls"}, untrusted=False)}
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered"),
+    [
+        ("curl -H {{ inputs.token }}", 'curl -H "$CAIRN_SECRET_TOKEN"'),
+        ("curl -H {{ inputs.token | quote }}", 'curl -H "$CAIRN_SECRET_TOKEN"'),
+        ("curl -H {{ inputs.token | default('') }}", 'curl -H "$CAIRN_SECRET_TOKEN"'),
+        ("curl -H {{ 'Bearer ' ~ inputs.token }}", "curl -H 'Bearer '\"$CAIRN_SECRET_TOKEN\""),
+        ('curl -H "Bearer {{ inputs.token | unquoted }}"', 'curl -H "Bearer ${CAIRN_SECRET_TOKEN}"'),
+        ("curl -H 'Bearer {{ inputs.token | unquoted }}'", "curl -H 'Bearer '\"$CAIRN_SECRET_TOKEN\"''"),
+        ("curl -u me:{{ inputs.token | unquoted }}", 'curl -u me:"$CAIRN_SECRET_TOKEN"'),
+        ("echo \"it's\" '{{ inputs.token | unquoted }}'", "echo \"it's\" ''\"$CAIRN_SECRET_TOKEN\"''"),
+        ("{% if inputs.token %}yes{% endif %}", "yes"),
+        ('echo "token {{ inputs.token }}"', 'echo "token ${CAIRN_SECRET_TOKEN}"'),
+        ("echo 'token {{ inputs.token }}'", "echo 'token '\"$CAIRN_SECRET_TOKEN\"''"),
+    ],
+)
+def test_a_secret_renders_as_a_reference_to_its_variable(template: str, rendered: str) -> None:
+    assert render_command(template, secret_context()) == rendered
+
+
+def test_the_reference_gives_the_program_the_value_through_its_environment(workdir: Path) -> None:
+    secret = "hunter2 with 'quotes' and $HOME"
+    command = render_command(
+        SHOW + "{{ inputs.token }} {{ 'Bearer ' ~ inputs.token }} \"B {{ inputs.token | unquoted }}\" "
+        "'B {{ inputs.token | unquoted }}' B{{ inputs.token | unquoted }} \"B {{ inputs.token }}\"",
+        secret_context(secret),
+    )
+    assert secret not in command
+    done = subprocess.run(
+        ["bash", "-c", command],
+        env={"PATH": "/usr/bin:/bin", "CAIRN_SECRET_TOKEN": secret},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (
+        done.stdout
+        == f"6\n<{secret}>\n<Bearer {secret}>\n<B {secret}>\n<B {secret}>\n<B{secret}>\n<B {secret}>\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "echo {{ inputs.token | upper }}",
+        "echo {{ inputs.token[0:3] }}",
+        "echo {{ inputs.token[0] }}",
+        "echo {{ inputs.token.upper() }}",
+        "echo {{ '%s' % inputs.token }}",
+        "echo {{ inputs.token + 'x' }}",
+        "echo {{ '{}'.format(inputs.token) }}",
+        "echo {% for c in inputs.token %}{{ c }}{% endfor %}",
+        "echo {{ inputs.token | replace('h', 'H') }}",
+        "echo {{ [inputs.token] | join }}",
+        "echo {{ inputs.token | to_json }}",
+        "echo {{ {'t': inputs.token} }}",
+        "echo {{ [[inputs.token]] | join }}",
+        "echo {{ 'x' ~ [inputs.token] }}",
+    ],
+)
+def test_anything_but_inserting_a_secret_whole_is_refused_in_a_command(template: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        render_command(template, secret_context(), step_id="call")
+    assert "secret input 'token'" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_text_templates_keep_the_secrets_value() -> None:
+    context = secret_context("hunter2")
+    assert render_text("token {{ inputs.token | upper }}", context) == "token HUNTER2"
+    assert evaluate("inputs.token == 'hunter2'", context) is True
+
+
+def test_a_secret_is_a_secret_however_it_is_marked() -> None:
+    secret = Secret("v", "api_key")
+    assert (secret.env_name, secret.reference, str(secret)) == (
+        "CAIRN_SECRET_API_KEY",
+        '"$CAIRN_SECRET_API_KEY"',
+        "v",
+    )
+    assert pickle.loads(pickle.dumps(secret)).input_name == "api_key"
+
+
+def test_the_last_guard_refuses_a_command_that_still_holds_a_secrets_value() -> None:
+    step = Step("call", "c", RunAction("x"))
+    context = secret_context("hunter2")
+    with pytest.raises(TemplateError) as caught:
+        render_task(step, "curl -u me:hunter2 api", context, base_dir=Path("."))
+    assert str(caught.value) == (
+        "step 'call' run: the value of secret input 'token' would be on the command line, where every user "
+        'of the host can read it; write {{ inputs.token }} on its own (it becomes "$CAIRN_SECRET_TOKEN", a '
+        "variable of the command's environment), or join text to it with ~"
+    )
+    task = render_task(step, 'curl -u me:"$CAIRN_SECRET_TOKEN" api', context, base_dir=Path("."))
+    assert isinstance(task, Shell)
+    assert task.env == {"CAIRN_SECRET_TOKEN": "hunter2"}
+    assert "hunter2" not in repr(task)
+
+
+def test_a_short_secret_is_not_searched_for_in_ordinary_text() -> None:
+    context = secret_context("t")
+    command = render_command("cat /etc/hostname; echo {{ inputs.token }}", context, step_id="s")
+    task = render_task(Step("s", "s", RunAction("x")), command, context, base_dir=Path("."))
+    assert isinstance(task, Shell)
+    assert (task.command, task.env) == (
+        'cat /etc/hostname; echo "$CAIRN_SECRET_TOKEN"',
+        {"CAIRN_SECRET_TOKEN": "t"},
+    )
+    with pytest.raises(TemplateError, match="a dict written out whole is given the secret input 'token'"):
+        render_command("echo {{ {'k': inputs.token} }}", context)

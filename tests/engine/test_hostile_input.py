@@ -12,10 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.core.errors import Problem
+from engine.core.errors import Problem, TemplateError
+from engine.core.expr import render_text
 from engine.core.loader import LoadResult, check_file, check_text
 from engine.core.yamlsource import MAX_BYTES, MAX_DEPTH
 from tests.conftest import FIXTURES, RUNBOOKS
+from tests.engine.test_template_bounds import finish
 
 BRANCH_CLEANUP = (RUNBOOKS / "branch-cleanup.yaml").read_text(encoding="utf-8")
 MINIMAL = (FIXTURES / "runbooks" / "valid" / "01_minimal.yaml").read_text(encoding="utf-8")
@@ -435,3 +437,51 @@ def test_problems_point_inside_the_file(text: str) -> None:
         assert 1 <= problem.line <= lines, str(problem)
         assert problem.column >= 1, str(problem)
         assert problem.message
+
+
+# --------------------------------------------------------------------------- hostile templates (issue 15)
+
+AMPLIFIERS = st.sampled_from(
+    [
+        "'ab' * N",
+        "[1, 2] * N",
+        "N ** N",
+        "'%Ns' % 'x'",
+        "'{:N}'.format('x')",
+        "'x' | center(N)",
+        "'x'.ljust(N)",
+        "range(N) | list",
+        "'ab' | list | batch(N, 0) | list",
+        "('ab' * 1000) | replace('a', 'a' * N)",
+        "'x\ny' | indent(N)",
+        "(1).to_bytes(N, 'big')",
+        "lipsum(N)",
+        "'a\tb'.expandtabs(N)",
+        "(['y' * 1000] * N) | join",
+        "('y' * 1000) | regex_replace('', 'z' * N)",
+        "(['y' * 1000] * N) | string",
+    ]
+)
+SIZES = st.sampled_from(["1", "7", "1000", "100000", "10**6", "10**9", "10**12", "2**40"])
+
+
+@st.composite
+def hostile_template(draw: st.DrawFn) -> str:
+    """An amplifying expression, maybe inside loops; its sizes from small to absurd."""
+    fragment = draw(AMPLIFIERS).replace("N", f"({draw(SIZES)})")
+    body = "{{ (" + fragment + ") | length }}"
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        body = "{% for i in range(" + draw(SIZES) + ") %}" + body + "{% endfor %}"
+    return body
+
+
+@settings(deadline=None, max_examples=60, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_template())
+def test_a_hostile_template_ends_soon_with_its_text_or_a_template_error(source: str) -> None:
+    result = finish(lambda: render_text(source, {}, step_id="s", field="manual"))
+    assert isinstance(result, str | TemplateError), f"{type(result).__name__}: {result}"
+    if isinstance(result, TemplateError):
+        assert str(result).startswith("step 's' manual: ")
+        assert "Traceback" not in str(result)
+    assert is_consistent(check_text(HEAD + f"detect:\n  - id: a\n    title: t\n    manual: {source!r}\n"))
+    assert not isinstance(result, str) or len(result) <= 1 << 20

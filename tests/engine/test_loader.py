@@ -364,6 +364,117 @@ def test_a_trigger_target_lists_what_it_can_use(name: str) -> None:
     assert "inputs" in problem.message
 
 
+# --------------------------------------------------------------------------- an outsider's text, bounds (issue 15)
+
+TRIGGERED = (
+    BASE
+    + "triggers:\n  - {matchers: ['a = b'], target: '{{ alert.labels.host }}'}\ninputs:\n  x: {type: string}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("step", "reads"),
+    [
+        ("run: 'echo {{ alert.labels.x | unquoted }}'", "alert (its labels"),
+        ("run: 'echo {{ inputs.x | unquoted }}'", "inputs (an alert can start this runbook"),
+        ("run: '{% set y = alert.labels.x %}echo {{ y | unquoted }}'", "alert (its labels"),
+        ("run: '{% for l in alert.labels.values() %}{{ l | unquoted }}{% endfor %}'", "alert (its labels"),
+        (
+            "run: '{% macro m(v) %}{{ v | unquoted }}{% endmacro %}{{ m(alert.labels.x) }}'",
+            "alert (its labels",
+        ),
+    ],
+)
+def test_unquoted_on_an_outsiders_text_is_refused_without_a_reason(step: str, reads: str) -> None:
+    text = TRIGGERED + f"detect:\n  - id: a\n    title: t\n    {step}\n"
+    (problem,) = problems_at(text, "/detect/0/run")
+    assert problem.message.startswith(f"template gives | unquoted {reads}")
+    assert 'say why the step must in allow_unquoted: "<the reason>"' in problem.message
+    allowed = check_text(text + "    allow_unquoted: the label is a job id the matcher checks\n")
+    assert allowed.problems == ()
+    assert allowed.runbook is not None
+    assert allowed.runbook.detect[0].allow_unquoted == "the label is a job id the matcher checks"
+
+
+def test_inputs_are_an_outsiders_text_only_where_an_alert_can_start_the_runbook() -> None:
+    text = (
+        BASE
+        + "inputs:\n  x: {type: string}\ndetect:\n  - {id: a, title: t, run: 'echo {{ inputs.x | unquoted }}'}\n"
+    )
+    assert check_text(text).problems == ()
+
+
+def test_a_shell_modules_arguments_may_not_carry_an_outsiders_text() -> None:
+    text = (
+        TRIGGERED
+        + "detect:\n  - id: a\n    title: t\n    ansible: {module: ansible.builtin.shell, args: {cmd: 'rm {{ alert.labels.x }}'}}\n"
+    )
+    (problem,) = problems_at(text, "/detect/0/ansible/args/cmd")
+    assert problem.message.startswith("ansible.builtin.shell's arguments are a command line")
+    assert check_text(text + "    allow_unquoted: reviewed\n").problems == ()
+
+
+def test_allow_unquoted_on_a_manual_step_is_refused_and_an_unneeded_one_is_a_warning() -> None:
+    manual = TRIGGERED + "detect:\n  - {id: a, title: t, manual: do it, allow_unquoted: why}\n"
+    (problem,) = problems_at(manual, "/detect/0/allow_unquoted")
+    assert problem.message == "allow_unquoted means nothing for a manual step (it runs no command); remove it"
+    unneeded = check_text(
+        TRIGGERED + "detect:\n  - {id: a, title: t, run: 'echo {{ alert.labels.x }}', allow_unquoted: why}\n"
+    )
+    assert unneeded.problems == ()
+    (warning,) = unneeded.warnings
+    assert (warning.pointer, warning.line) == ("/detect/0/allow_unquoted", 10)
+    assert "nothing in this step puts an outsider's text unquoted into a command" in warning.message
+
+
+@pytest.mark.parametrize("reason", ["''", "'   '", "3", "true"])
+def test_allow_unquoted_needs_a_reason_in_words(reason: str) -> None:
+    text = (
+        TRIGGERED
+        + f"detect:\n  - {{id: a, title: t, run: 'echo {{{{ alert.labels.x | unquoted }}}}', allow_unquoted: {reason}}}\n"
+    )
+    assert problems_at(text, "/detect/0/allow_unquoted")
+
+
+@pytest.mark.parametrize(
+    ("run", "words"),
+    [
+        (
+            "echo {{ ('a' * 10**9) | length }}",
+            "template builds too much when it runs: 'a' * 1000000000 would be 953.674 MiB",
+        ),
+        ("echo {{ 'x' | center(10**9) }}", "the filter center would be 953.674 MiB"),
+        ("echo {{ 'x'.ljust(10**9) }}", "ljust() would be 953.674 MiB"),
+        ("echo {{ '{:1000000000}'.format(1) }}", "a formatted field would be 953.674 MiB"),
+        ("echo {{ '%1000000000s' % 1 }}", "would be 953.674 MiB"),
+        ("echo {{ lipsum(5) }}", "uses unknown variable 'lipsum'"),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "has loops that would run 10,000,000,000 times (range(100000) inside range(100000))",
+        ),
+    ],
+)
+def test_what_is_certain_to_go_past_a_renders_bounds_is_a_problem(run: str, words: str) -> None:
+    text = BASE + f'detect:\n  - id: a\n    title: t\n    run: "{run}"\n'
+    (problem,) = problems_at(text, "/detect/0/run")
+    assert words in problem.message
+    assert problem.line == 8
+
+
+def test_what_may_go_past_a_renders_bounds_is_a_warning() -> None:
+    loops = "{% for a in steps.s.out %}{% for b in a %}{% for c in b %}{{ c }}{% endfor %}{% endfor %}{% endfor %}"
+    macro = "{% macro f(n) %}{{ f(n - 1) if n else 0 }}{% endmacro %}{{ f(3) }}"
+    text = (
+        BASE
+        + f"detect:\n  - {{id: s, title: t, run: x}}\n  - {{id: a, title: t, run: '{loops}'}}\n  - {{id: b, title: t, manual: '{macro}'}}\n"
+    )
+    result = check_text(text)
+    assert result.problems == ()
+    assert [(w.pointer, w.line) for w in result.warnings] == [("/detect/1/run", 7), ("/detect/2/manual", 8)]
+    assert "has loops nested 3 deep" in result.warnings[0].message
+    assert "macro 'f' calls itself" in result.warnings[1].message
+
+
 # --------------------------------------------------------------------------- the library
 
 

@@ -158,3 +158,20 @@ def test_cairn_schema_prints_the_schema(cairn: CairnRunner) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == SCHEMA
     assert done.stdout == SCHEMA_PATH.read_text(encoding="utf-8")
+
+
+def test_allow_unquoted_is_a_step_reason_in_words() -> None:
+    prop = SCHEMA["$defs"]["step"]["properties"]["allow_unquoted"]
+    assert (prop["type"], prop["minLength"]) == ("string", 1)
+    step = {"id": "a", "title": "t", "run": "x"}
+    runbook = {"id": "r", "title": "t", "severity": "info", "summary": "s"}
+    assert (
+        list(
+            Draft202012Validator(SCHEMA).iter_errors(runbook | {"detect": [step | {"allow_unquoted": "why"}]})
+        )
+        == []
+    )
+    for bad in ("", "   ", 1, True):
+        assert list(
+            Draft202012Validator(SCHEMA).iter_errors(runbook | {"detect": [step | {"allow_unquoted": bad}]})
+        )
