@@ -52,6 +52,8 @@ class ScriptedExecutor(_Reachable):
 
     script: list[tuple[str, Answer]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
+    envs: list[dict[str, str]] = field(default_factory=list)
+    """Each command's ``Shell.env`` (the secrets it refers to), in the order of ``seen``."""
 
     def execute(
         self,
@@ -65,6 +67,7 @@ class ScriptedExecutor(_Reachable):
     ) -> CommandResult:
         command = task.command
         self.seen.append(command)
+        self.envs.append(dict(task.env))
         for pattern, answer in self.script:
             if re.search(pattern, command):
                 result = answer(command) if callable(answer) else answer

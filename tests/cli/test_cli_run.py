@@ -184,7 +184,7 @@ def test_dry_run_shows_remediation_without_running_it(
         "--yes",
     )
     assert done.returncode == 1
-    assert f"would run $ rm -f {marker} && echo token=***" in done.stdout
+    assert f'would run $ rm -f {marker} && echo token="$CAIRN_SECRET_TOKEN"' in done.stdout
     assert marker.exists()
 
 

@@ -364,14 +364,16 @@ def test_secrets_never_reach_events() -> None:
         detect:
           - id: call
             title: c
-            run: "curl -H 'Authorization: Bearer {{ inputs.token | unquoted }}' api"
+            run: 'curl -H "Authorization: Bearer {{ inputs.token }}" api'
             report: "got {{ stdout }}"
         """
     )
     secret = "tok-3f9a8b7c"
     executor = ScriptedExecutor([("curl", ok(f"echo: {secret}\n"))])
     events, _ = execute(runbook, executor, inputs={"token": secret})
-    assert secret in executor.seen[0]  # the executor gets the real value ...
+    # The executor gets the real value, in the command's environment; its command line refers to it.
+    assert executor.seen[0] == 'curl -H "Authorization: Bearer ${CAIRN_SECRET_TOKEN}" api'
+    assert executor.envs[0] == {"CAIRN_SECRET_TOKEN": secret}
     dumped = repr(events)
     assert secret not in dumped  # ... nobody else does
     started = next(e for e in events if isinstance(e, RunStarted))
