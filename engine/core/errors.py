@@ -38,6 +38,11 @@ class Problem:
         at = f" [{self.pointer}]" if self.pointer else ""
         return f"{where}:{at} {self.message}"
 
+    def as_warning(self) -> str:
+        """The problem as a warning line: ``file:line:col: warning: [pointer] message``."""
+        at = f" [{self.pointer}]" if self.pointer else ""
+        return f"{self.file}:{self.line}:{self.column}: warning:{at} {self.message}"
+
     def as_dict(self) -> dict[str, object]:
         """The problem as plain data, for ``--json`` output."""
         return {

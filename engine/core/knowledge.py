@@ -58,7 +58,8 @@ def step_notes(step: Step) -> tuple[StepNote, ...]:
 
 
 def problems_text(results: Iterable[LoadResult]) -> tuple[str, int, int]:
-    """(report, files with problems, problem count) for ``cairn validate``."""
+    """(report, files with problems, problem count) for ``cairn validate``; warnings (what may go
+    wrong: a loop nested three deep, a macro that calls itself …) follow each file's verdict."""
     lines: list[str] = []
     bad = count = 0
     for result in results:
@@ -68,6 +69,7 @@ def problems_text(results: Iterable[LoadResult]) -> tuple[str, int, int]:
             lines.extend(str(p) for p in result.problems)
         else:
             lines.append(f"{result.path}: ok ({result.declared_id})")
+        lines.extend(w.as_warning() for w in getattr(result, "warnings", ()))
     return "\n".join(lines), bad, count
 
 

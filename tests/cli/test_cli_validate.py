@@ -169,3 +169,41 @@ def test_a_runbook_no_alert_can_start_is_told_its_alert_is_always_none(
         "no alert ever starts it, so alert is always none; add a trigger (runbook format §10) or take "
         "the value as an input"
     ) in done.stdout
+
+
+RISKY = """\
+id: risky
+title: Risky templates
+severity: info
+summary: Loops nested three deep and a macro that calls itself.
+detect:
+  - id: nested
+    title: nested loops
+    run: "echo {% for a in vars.rows %}{% for b in a %}{% for c in b %}{{ c }}{% endfor %}{% endfor %}{% endfor %}"
+  - id: recursive
+    title: a recursive macro
+    run: "echo {% macro down(n) %}{{ n }}{% if n %}{{ down(n - 1) }}{% endif %}{% endmacro %}{{ down(3) }}"
+"""
+
+
+def test_what_may_go_past_a_templates_limits_is_a_warning_with_its_place(
+    cairn: CairnRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "risky.yaml"
+    path.write_text(RISKY, encoding="utf-8")
+    done = cairn("validate", str(path))
+    assert done.returncode == 0, done.stdout  # warnings do not make a file invalid
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{path}: ok (risky)"
+    assert any(
+        line.startswith(f"{path}:8:10: warning: [/detect/0/run] ") and "loops nested 3 deep" in line
+        for line in lines
+    ), done.stdout
+    assert any(
+        line.startswith(f"{path}:11:10: warning: [/detect/1/run] ") and "macro 'down' calls itself" in line
+        for line in lines
+    ), done.stdout
+
+    data = json.loads(cairn("validate", str(path), "--json").stdout)
+    assert data["valid"] is True
+    assert [w["pointer"] for w in data["files"][0]["warnings"]] == ["/detect/0/run", "/detect/1/run"]

@@ -45,6 +45,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "id": r.declared_id,
                         "valid": not r.problems,
                         "problems": [p.as_dict() for p in r.problems],
+                        "warnings": [w.as_dict() for w in getattr(r, "warnings", ())],
                     }
                     for r in results
                 ],
