@@ -51,6 +51,8 @@ def step_notes(step: Step) -> tuple[StepNote, ...]:
         notes.append(StepNote("Why", step.why.strip(), lead=True))
     if step.tradeoff:
         notes.append(StepNote("Trade-off", step.tradeoff.strip(), caution=True))
+    if step.allow_unquoted:  # an approver should know an outsider's text may run as shell here, and why
+        notes.append(StepNote("Runs an outsider's text as shell", step.allow_unquoted.strip(), caution=True))
     return tuple(notes)
 
 

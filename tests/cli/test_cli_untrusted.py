@@ -52,6 +52,11 @@ def test_validate_refuses_unquoted_on_an_alerts_text_without_a_reason(
     )
     done = cairn("validate", str(allowed))
     assert done.returncode == 0, done.stdout
+    # Whoever approves or reads the step is told an outsider's text runs as shell there, and why.
+    shown = cairn("show", "alert-unquoted", "--runbooks", str(allowed))
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # reflowed to the terminal's width
+    assert "Runs an outsider's text as shell: the label is a command our own Alertmanager rule sets" in text
 
 
 SERVED = """
