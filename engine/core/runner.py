@@ -45,6 +45,7 @@ from engine.core.pacing import FreeRunning, Pace, Pacer, PaceRequest
 from engine.core.preflight import blocked_remediation, check_host
 from engine.core.spec import RunSpec
 from engine.core.steps import HostState, StepRunner
+from engine.core.template_bounds import RenderPolicy, rendering
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,8 @@ class Runner:
             return HostReport(host.name, HostOutcome.FAILED, (), reason=str(exc))
         if self.spec.runbook.has_requirements:
             context = state.context(self.spec, self.run_id, Phase.DETECT)
-            preflight = check_host(executor, host, self.spec.runbook, context)
+            with rendering(RenderPolicy(cancel=self.cancel)):  # its `requires` templates stop on a cancel too
+                preflight = check_host(executor, host, self.spec.runbook, context)
             state.checked(preflight)
             self.bus.emit(
                 PreflightChecked(

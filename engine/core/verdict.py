@@ -130,6 +130,10 @@ def _ansible_args(
     )
 
 
+_SURVIVED = "cairn: could not kill process"
+"""How an executor's stderr starts the line naming a step's processes that are still running."""
+
+
 def judge(
     step: Step,
     phase: Phase,
@@ -145,13 +149,18 @@ def judge(
     code outside ``exit_codes`` → error; ``parse`` fails → error; ``expect`` false →
     finding (error in remediate); else ok. ``report`` gives the message.
     """
+    # The executors name what they could not kill on stderr (executors/process_trees.py): never say
+    # "killed" about a process that is still running.
+    survived = _SURVIVED in stderr
+    ended = "some of its processes could not be killed (see stderr)" if survived else "the command was killed"
     if outcome.cancelled:
-        return StepStatus.CANCELLED, "cancelled; the command was killed", None
+        return StepStatus.CANCELLED, f"cancelled; {ended}", None
     if outcome.timed_out:
         limit = format_duration(step.timeout)
         if step.on_timeout is OnTimeout.FINDING:
-            return StepStatus.FINDING, f"no answer within {limit}: the hang is the symptom (killed)", None
-        return StepStatus.TIMEOUT, f"timed out after {limit}; the command was killed", None
+            how = "some of its processes could not be killed: see stderr" if survived else "killed"
+            return StepStatus.FINDING, f"no answer within {limit}: the hang is the symptom ({how})", None
+        return StepStatus.TIMEOUT, f"timed out after {limit}; {ended}", None
     if outcome.rc not in step.exit_codes:
         detail = _last_line(stderr) or _last_line(stdout)
         message = f"exit code {outcome.rc}" + (f": {detail}" if detail else "")

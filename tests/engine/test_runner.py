@@ -606,3 +606,29 @@ def test_a_cancel_from_another_thread_ends_the_run_interrupted_without_raising()
     assert report.exit_code == 130
     assert statuses(events) == [("detect", "count", "cancelled")]
     assert next(e for e in events if isinstance(e, RunFinished)).report.interrupted
+
+
+def test_a_step_whose_processes_survived_the_kill_never_says_they_were_killed() -> None:
+    runbook = load(
+        """
+        id: stuck
+        title: t
+        severity: info
+        summary: s
+        detect:
+          - id: wait
+            title: waits
+            run: sleep 600
+            timeout: 10s
+        """
+    )
+    survived = "cairn: could not kill process 4242 (sleep 600) of this step: it is still running (…)\n"
+    stuck = CommandResult(rc=None, stdout="", stderr=survived, duration=10.0, timed_out=True)
+    events, _ = execute(runbook, ScriptedExecutor([("sleep", stuck)]))
+    result = next(e.result for e in events if isinstance(e, StepFinished))
+    assert result.status is StepStatus.TIMEOUT
+    assert result.message == "timed out after 10s; some of its processes could not be killed (see stderr)"
+
+    events, _ = execute(runbook, ScriptedExecutor([("sleep", hung())]))
+    result = next(e.result for e in events if isinstance(e, StepFinished))
+    assert result.message == "timed out after 10s; the command was killed"
