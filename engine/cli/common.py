@@ -59,6 +59,7 @@ def library(args: argparse.Namespace) -> Any:
 
 def execution_options(args: argparse.Namespace) -> Any:
     """How runs reach hosts, from the ``--via``, ``--known-hosts`` … options (and ``-i``)."""
+    from engine.core.defaults import OUTPUT_LIMIT  # noqa: PLC0415
     from engine.core.executors import ExecutionOptions  # noqa: PLC0415
 
     return ExecutionOptions(
@@ -67,7 +68,7 @@ def execution_options(args: argparse.Namespace) -> Any:
         known_hosts=Path(args.known_hosts).expanduser() if args.known_hosts else None,
         accept_new_host_keys=args.accept_new_host_keys,
         connect_timeout=args.connect_timeout,
-        output_limit=getattr(args, "output_limit", ExecutionOptions.output_limit),
+        output_limit=getattr(args, "output_limit", OUTPUT_LIMIT),
     )
 
 

@@ -129,4 +129,7 @@ def test_a_playbook_swapped_for_a_symlink_after_loading_is_not_shown(tmp_path: P
 
     page = (tmp_path / "site" / "md" / "runbooks" / "ok.md").read_text()
     assert SENTINEL not in page
-    assert "The playbook is not shown: 'playbooks/play.yml' leads through a symlink outside the runbook's folder" in page
+    assert (
+        "The playbook is not shown: 'playbooks/play.yml' leads through a symlink outside the runbook's folder"
+        in page
+    )

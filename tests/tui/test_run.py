@@ -178,7 +178,9 @@ async def test_setup_types_inputs_shows_the_plan_then_steps_through_detect(
 
         threshold.value = ""
         await pilot.press(*"90")
-        await until(pilot, lambda: 'echo "asked with ${CAIRN_SECRET_TOKEN}" >&2;' in screen_text(app), "the plan")
+        await until(
+            pilot, lambda: 'echo "asked with ${CAIRN_SECRET_TOKEN}" >&2;' in screen_text(app), "the plan"
+        )
         shown = screen_text(app)
         assert "expected a whole number" not in shown
         assert "s3cret-value" not in shown, "the secret is masked in its field and redacted in the plan"

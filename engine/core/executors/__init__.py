@@ -35,7 +35,6 @@ Redact = Callable[[str], str]
 """The run's redactor: secrets out of a text."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class Shell:
     """A ``run`` step rendered for a host: the bash command to run there."""

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.core.defaults import OUTPUT_LIMIT
 from engine.core.errors import ExecutorError
-from engine.core.executors import OUTPUT_LIMIT, OutputCallback, Redact
+from engine.core.executors import OutputCallback, Redact
 from engine.core.executors.streams import bounded_event, truncation_marker
 from engine.core.model import CommandResult, Host
 

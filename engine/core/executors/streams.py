@@ -14,7 +14,8 @@ import codecs
 from collections.abc import Sequence
 from typing import Any
 
-from engine.core.executors import OUTPUT_LIMIT, OutputCallback
+from engine.core.defaults import OUTPUT_LIMIT
+from engine.core.executors import OutputCallback
 from engine.core.lines import safe_cut
 
 MAX_CAPTURE = OUTPUT_LIMIT
