@@ -18,6 +18,7 @@ import yaml
 
 from engine.core import doctor
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
+from tests.disks import SmallDisk
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
@@ -238,3 +239,14 @@ def lab(cairn: CairnRunner, tmp_path: Path) -> Iterator[LabStarter]:
     if started:
         done = cairn("lab", "down", "--dir", str(root))
         assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A small tmpfs under ``tmp_path`` that a test fills and empties (tests/disks.py); unmounted after."""
+    small = SmallDisk(tmp_path / "small-disk")
+    small.mount()
+    try:
+        yield small
+    finally:
+        small.unmount()

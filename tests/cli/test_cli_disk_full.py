@@ -18,19 +18,9 @@ import pytest
 from engine.core.alert_queue import EntryState
 from tests.cli.conftest import Served, alert, entries, runs, wait_for, webhook
 from tests.conftest import CairnRunner, RunbookDir
-from tests.engine.test_disk_full import SmallDisk, files_of
+from tests.disks import SmallDisk, files_of
 
 pytestmark = pytest.mark.cli
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    small = SmallDisk(tmp_path / "small-disk")
-    small.mount()
-    try:
-        yield small
-    finally:
-        small.unmount()
 
 
 @pytest.fixture

@@ -23,26 +23,11 @@ from engine.core.model import AnsibleAction, CommandResult, Host
 from engine.lab.ssh_fleet import SshFleet
 from tests.conftest import OwnFleet
 from tests.fakes import OutputRecorder
+from tests.procs import processes_with
 
 pytestmark = pytest.mark.ansible
 
 LOCAL = Host("localhost", "local")
-
-
-def processes_with(needle: str) -> list[int]:
-    """Live processes whose command line contains ``needle`` (zombies excluded)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if needle.encode() in cmdline and state not in (b"Z", b"X"):
-            found.append(int(entry))
-    return found
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -30,6 +30,7 @@ from engine.core.model import LOCALHOST, CommandResult, Host
 from engine.lab.ssh_fleet import SshFleet
 from tests.conftest import CairnRunner, OwnFleet, RunbookDir
 from tests.engine.test_ssh_executor import kill_sshd_only
+from tests.procs import processes_with
 
 ESCAPES = {
     "setsid": "setsid sleep {m} &",
@@ -41,26 +42,10 @@ ESCAPES = {
 """Ways a command's child leaves the step's process group or session ({m}: the marker)."""
 
 
-def live_with(marker: str) -> list[int]:
-    """Pids of live (not zombie) processes whose command line contains ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if marker.encode() in cmdline and state not in (b"Z", b"X"):
-            found.append(int(entry))
-    return found
-
-
 def gone(marker: str, within: float = 10.0) -> bool:
     """Poll until no process carries ``marker`` (True), or ``within`` seconds pass (False)."""
     deadline = time.monotonic() + within
-    while live_with(marker):
+    while processes_with(marker):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -72,7 +57,7 @@ def marker() -> Iterator[str]:
     """A unique ``sleep`` argument; whatever still carries it after the test is killed."""
     value = f"999.{uuid.uuid4().int % 10**9:09d}"
     yield value
-    for pid in live_with(value):
+    for pid in processes_with(value):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -84,7 +69,7 @@ def escaping(how: str, marker: str) -> str:
 
 def wait_for_start(marker: str) -> None:
     deadline = time.monotonic() + 10
-    while not live_with(marker) and time.monotonic() < deadline:
+    while not processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -97,7 +82,7 @@ def test_a_local_timeout_kills_processes_that_left_the_group(how: str, marker: s
 
     assert result.timed_out and result.rc is None
     assert "started" in result.stdout
-    assert gone(marker), f"{how}: still running: {live_with(marker)}"
+    assert gone(marker), f"{how}: still running: {processes_with(marker)}"
 
 
 def test_a_local_cancel_kills_processes_that_left_the_group(marker: str) -> None:
@@ -116,7 +101,7 @@ def test_a_local_cancel_kills_processes_that_left_the_group(marker: str) -> None
     )
 
     assert result.cancelled
-    assert gone(marker), live_with(marker)
+    assert gone(marker), processes_with(marker)
 
 
 def test_a_process_that_cannot_be_killed_is_named_in_the_result(
@@ -141,7 +126,7 @@ def test_a_process_that_cannot_be_killed_is_named_in_the_result(
     assert result.timed_out
     pid = refused[0]
     assert f"could not kill process {pid} (sleep {marker})" in result.stderr
-    assert live_with(marker) == [pid]
+    assert processes_with(marker) == [pid]
 
 
 def test_a_step_that_ends_on_its_own_keeps_its_daemons(marker: str) -> None:
@@ -152,7 +137,7 @@ def test_a_step_that_ends_on_its_own_keeps_its_daemons(marker: str) -> None:
 
     assert result.rc == 0
     wait_for_start(marker)
-    assert live_with(marker)
+    assert processes_with(marker)
 
 
 # --------------------------------------------------------------------------- ssh
@@ -175,7 +160,7 @@ def test_an_ssh_timeout_kills_processes_that_left_the_group(
         result = executor.execute(host, Shell(escaping(how, marker)), timeout=1.5)
         assert result.timed_out and result.rc is None
         assert "started" in result.stdout
-        assert gone(marker), f"{how}: still running on the host: {live_with(marker)}"
+        assert gone(marker), f"{how}: still running on the host: {processes_with(marker)}"
         assert executor.execute(host, Shell("echo usable"), timeout=10).stdout == "usable\n"
     finally:
         executor.close()
@@ -205,7 +190,7 @@ def test_an_ssh_cancel_kills_processes_that_left_the_group(
         executor.close()
 
     assert result.cancelled
-    assert gone(marker), live_with(marker)
+    assert gone(marker), processes_with(marker)
 
 
 # --------------------------------------------------------------------------- --via ansible
@@ -229,7 +214,7 @@ def test_a_timeout_via_ansible_kills_processes_that_left_the_group_locally(marke
     )
 
     assert result.timed_out
-    assert gone(marker), live_with(marker)
+    assert gone(marker), processes_with(marker)
 
 
 @pytest.mark.ansible
@@ -243,7 +228,7 @@ def test_a_timeout_via_ansible_kills_processes_that_left_the_group_on_an_ssh_hos
     result = via_ansible(Host(ssh_fleet.hosts[7].name, "ssh"), escaping("setsid", marker), options, timeout=3)
 
     assert result.timed_out
-    assert gone(marker), live_with(marker)
+    assert gone(marker), processes_with(marker)
 
 
 @pytest.mark.ansible
@@ -267,7 +252,7 @@ def test_a_cancel_via_ansible_kills_processes_that_left_the_group_on_an_ssh_host
     watcher.join()
 
     assert result.cancelled
-    assert gone(marker, within=20), live_with(marker)
+    assert gone(marker, within=20), processes_with(marker)
 
 
 # --------------------------------------------------------------------------- through `cairn run`
@@ -295,7 +280,7 @@ def test_cairn_run_timeout_leaves_no_daemon_behind_locally(
     done = cairn("run", "leaves-a-daemon", "--runbooks", str(folder))
 
     assert "timed out after" in done.stdout, done.stdout + done.stderr
-    assert gone(marker), f"the daemon survived `cairn run`: {live_with(marker)}"
+    assert gone(marker), f"the daemon survived `cairn run`: {processes_with(marker)}"
 
 
 @pytest.mark.cli
@@ -313,7 +298,7 @@ def test_cairn_run_timeout_leaves_no_daemon_behind_over_ssh(
     )  # fmt: skip
 
     assert done.stdout.count("spawn") >= 2 and "timed out after" in done.stdout, done.stdout + done.stderr
-    assert gone(marker), f"the daemons survived on the hosts: {live_with(marker)}"
+    assert gone(marker), f"the daemons survived on the hosts: {processes_with(marker)}"
 
 
 @pytest.mark.ssh
@@ -336,8 +321,8 @@ def test_after_a_lost_connection_the_guard_ends_what_left_the_group_at_the_deadl
     finally:
         executor.close()
 
-    assert live_with(marker)  # sshd is gone; the daemon runs on, for now
-    assert gone(marker, within=15), live_with(marker)  # the guard ended it too
+    assert processes_with(marker)  # sshd is gone; the daemon runs on, for now
+    assert gone(marker, within=15), processes_with(marker)  # the guard ended it too
 
 
 def test_a_host_whose_grep_cannot_read_environments_says_only_the_group_was_killed(tmp_path: Path) -> None:
