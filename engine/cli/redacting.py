@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import Any, TextIO, cast
 
-if TYPE_CHECKING:
-    from engine.core.redaction import Redactor
+from engine.core.redaction import Redactor
 
 
 class RedactingStream:
@@ -59,10 +58,18 @@ class RedactingStream:
         return getattr(self.target, name)
 
 
+SHORTEST = 4
+"""Secrets shorter than this are not looked for in the CLI's own output: a one-letter secret would
+garble every word printed, the keys of ``--json`` among them. Events — every command, output line
+and message of a run — are redacted by the event bus whatever a secret's length."""
+
+
 def redact_output(redact: Redactor) -> None:
-    """From now on, this process's stdout, stderr and logging show no secret of ``redact``.
+    """From now on, this process's stdout, stderr and logging show no secret of ``redact`` (of
+    :data:`SHORTEST` characters or more).
 
     Called again (``cairn resume`` after a run, a test), the secrets add up."""
+    redact = Redactor([s for s in redact.secrets if len(s) >= SHORTEST])
     if not redact.active:
         return
     for name in ("stdout", "stderr"):
