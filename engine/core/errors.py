@@ -12,7 +12,9 @@ can run: a bad runbook, inventory, input value, template or journal.
      ├── InventoryError        the inventory is malformed or a pattern matches nothing
      ├── ExecutorError         a host cannot be reached the way it asks to be
      └── JournalError          the run journal cannot be opened or has no such run
-          └── JournalUnwritable  its file system refuses writes: full, read-only or failing
+          ├── JournalUnwritable  its file system refuses writes: full, read-only or failing
+          │    └── JournalUnreachable  its database server does not answer (PostgreSQL)
+          └── LeaseLost            this server's lease lapsed: its work may be another's now
 
 Every error's ``str()`` names the thing and says what to do about it.
 """
@@ -134,4 +136,14 @@ class JournalUnwritable(JournalError):
 
     def about(self, context: str, *, recorded: bool = True) -> JournalUnwritable:
         """The same fault, saying what it means for the work in hand."""
-        return JournalUnwritable(self.problem, self.path, self.detail, context=context, recorded=recorded)
+        return type(self)(self.problem, self.path, self.detail, context=context, recorded=recorded)
+
+
+class JournalUnreachable(JournalUnwritable):
+    """The journal's database server cannot be reached (PostgreSQL down, restarting, the network):
+    like a full disk, the work waits and goes on once it answers again."""
+
+
+class LeaseLost(JournalError):
+    """This process's lease on its work lapsed (it was paused or cut off longer than the lease):
+    another server may have taken the work over, so nothing more of it may start here."""
