@@ -126,7 +126,8 @@ class StepStatus(Enum):
     @property
     def finished(self) -> bool:
         """Whether the step got to an end of its own: a resumed run reuses finished steps and runs the
-        rest (not run, cancelled, interrupted) again."""
+        rest (not run, cancelled, interrupted) again — but an unattended run never starts again a
+        remediation step that was cancelled or interrupted (:attr:`ResumePoint.in_doubt`)."""
         return self not in _UNFINISHED
 
     @property
@@ -481,12 +482,17 @@ class StepResult:
 
 @dataclass(frozen=True, slots=True)
 class ResumePoint:
-    """What an interrupted run finished, reused instead of run again when it is resumed."""
+    """What an interrupted run finished, reused instead of run again when it is resumed, and the
+    remediation steps it started whose end is unknown."""
 
     run_id: str
     """The interrupted run."""
     results: Mapping[tuple[str, Phase, str], StepResult]
     """Its final step results by (host, phase, step id)."""
+    in_doubt: Mapping[tuple[str, Phase, str], StepResult] = field(default_factory=dict)
+    """Remediation steps it started and did not finish (running, interrupted or cancelled when it
+    stopped), by (host, phase, step id): they may have changed the host half-way. An unattended run
+    never starts one again (at most once per remediation step); a human's resume asks again."""
 
 
 @dataclass(frozen=True, slots=True)

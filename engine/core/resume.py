@@ -8,6 +8,12 @@ limit), the inputs (secrets are never journaled: they must be given again) — a
 a :class:`~engine.core.model.ResumePoint` with every step that finished. The new run
 reuses those results (``from run …``) and runs only what is left, so a finished
 remediation is never repeated.
+
+A remediation step the interrupted run started and did not finish (its process died
+under it, or its command was killed) is *in doubt*: it may have changed the host
+half-way. The resume point names those steps apart; an unattended run (``cairn
+serve`` taking over a dead server's run) never starts one again, a human resuming
+is asked for it again.
 """
 
 from __future__ import annotations
@@ -93,17 +99,32 @@ def resume_plan(
 
 
 def resume_point(record: RunRecord) -> ResumePoint:
-    """Every step ``record`` finished, to reuse in the run that resumes it."""
-    return ResumePoint(
-        record.id, {(s.host, Phase(s.phase), s.step_id): _result(s) for s in record.steps if _finished(s)}
-    )
+    """Every step ``record`` finished, to reuse in the run that resumes it, and the remediation
+    steps it started and did not finish (in doubt)."""
+    finished: dict[tuple[str, Phase, str], StepResult] = {}
+    in_doubt: dict[tuple[str, Phase, str], StepResult] = {}
+    for step in record.steps:
+        result = _result(step)
+        key = (result.host, result.phase, result.step_id)
+        if result.status.finished:
+            finished[key] = result
+        elif _in_doubt(result):
+            in_doubt[key] = result
+    return ResumePoint(record.id, finished, in_doubt)
 
 
-def _finished(step: StepRecord) -> bool:
-    """Whether the step got to an end of its own, from its recorded status (never its message): steps
-    not run, cancelled or interrupted are run again (the journal marks a step ``interrupted`` when the
-    process that ran it died, ``kill -9`` or power loss, while it ran)."""
-    return step.status != "running" and StepStatus(step.status).finished
+def _in_doubt(result: StepResult) -> bool:
+    """Whether an unfinished step had started changing its host: a remediation step that was running
+    when its process died (``interrupted``) or whose command was killed (``cancelled``). A step
+    ``not run`` never started; detect, diagnose and verify steps only look, and run again."""
+    return result.phase is Phase.REMEDIATE and result.status in (StepStatus.INTERRUPTED, StepStatus.CANCELLED)
+
+
+def _status(step: StepRecord) -> StepStatus:
+    """The step's state, from its recorded status (never its message): steps not run, cancelled or
+    interrupted are not finished (the journal marks a step ``interrupted`` when the process that ran
+    it died, ``kill -9`` or power loss, while it ran; one still ``running`` is read the same way)."""
+    return StepStatus.INTERRUPTED if step.status == "running" else StepStatus(step.status)
 
 
 def _result(step: StepRecord) -> StepResult:
@@ -111,7 +132,7 @@ def _result(step: StepRecord) -> StepResult:
         host=step.host,
         phase=Phase(step.phase),
         step_id=step.step_id,
-        status=StepStatus(step.status),
+        status=_status(step),
         message=step.message,
         command=step.command,
         rc=step.rc,

@@ -304,11 +304,11 @@ class Runner:
         for step in self.spec.runbook.steps(phase):
             if self.cancel.is_set():
                 stop_reason = stop_reason or "not run: the run was interrupted"
-            reused = self._reused(state.host.name, phase, step.id)
+            taken = None if stop_reason else self._taken_over(state.host.name, phase, step.id)
             if stop_reason:
                 result = self._steps.finish(state.host, phase, step, StepStatus.NOT_RUN, stop_reason)
-            elif reused is not None:
-                result = self._steps.reuse(reused, self.spec.resume.run_id if self.spec.resume else "")
+            elif taken is not None:
+                result = taken
             else:
                 result = self._paced_step(state, phase, step, results)
             state.record(result)
@@ -317,11 +317,19 @@ class Runner:
                 stop_reason = f"not run: remediation step {step.id!r} failed before it"
         return results
 
-    def _reused(self, host: str, phase: Phase, step_id: str) -> StepResult | None:
-        """The interrupted run's result of this step, when this run resumes it and the step had finished."""
-        if self.spec.resume is None:
+    def _taken_over(self, host: str, phase: Phase, step_id: str) -> StepResult | None:
+        """The resumed run's result of this step, taken over instead of running it; ``None``: run it.
+        A remediation step in doubt (started, end unknown) is taken over only by an unattended run:
+        it never starts again (at most once per remediation step); a human resuming is asked again."""
+        point = self.spec.resume
+        if point is None:
             return None
-        return self.spec.resume.results.get((host, phase, step_id))
+        key = (host, phase, step_id)
+        if key in point.results:
+            return self._steps.reuse(point.results[key], point.run_id)
+        if self.spec.unattended and phase is Phase.REMEDIATE and key in point.in_doubt:
+            return self._steps.reuse_in_doubt(point.in_doubt[key], point.run_id)
+        return None
 
     def _paced_step(
         self, state: HostState, phase: Phase, step: Step, results: list[StepResult]

@@ -74,7 +74,8 @@ class RunSpec:
     """Hosts worked on at once."""
     dry_run: bool = False
     resume: ResumePoint | None = None
-    """An interrupted run this one resumes: its finished steps are reused, not run again."""
+    """An interrupted run this one resumes: its finished steps are reused, not run again (and, in an
+    unattended run, its remediation steps in doubt are not started again)."""
     unattended: bool = False
     """No human started this run (an alert did): every remediation step goes to the approver,
     even one that says ``confirm: false``, so the policy and the guardrails see each of them."""

@@ -271,6 +271,21 @@ class StepRunner:
         self.bus.emit(StepFinished(result=result))
         return result
 
+    def reuse_in_doubt(self, earlier: StepResult, from_run: str) -> StepResult:
+        """A remediation step an interrupted run started and did not finish, taken over by an unattended
+        run that resumes it: never started again (it may have changed the host half-way), so it ends
+        ``interrupted`` and the rest of the remediation does not run; verify says where the host is."""
+        why = (
+            "its command was killed when the run was cancelled"
+            if earlier.status is StepStatus.CANCELLED
+            else "the server running it stopped"
+        )
+        message = (
+            f"started on {earlier.host} and its end is unknown ({why}); not run again: a remediation "
+            "step runs at most once — verify says what the host is like now"
+        )
+        return self.reuse(replace(earlier, status=StepStatus.INTERRUPTED, message=message), from_run)
+
     def finish(
         self,
         host: Host,
