@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -18,7 +20,9 @@ import yaml
 
 from engine.core import doctor
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
+from tests.alertmanagers import AlertmanagerCluster, start_cluster
 from tests.disks import SmallDisk
+from tests.postgres import PgCluster, PgError
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
@@ -250,3 +254,99 @@ def disk(tmp_path: Path) -> Iterator[SmallDisk]:
         yield small
     finally:
         small.unmount()
+
+
+# --- A throwaway PostgreSQL on loopback (tests/postgres.py) ------------------------------------------
+
+
+def _need_postgresql() -> None:
+    """Fail (never skip) when PostgreSQL's programs are missing, naming the package, as the marker does."""
+    missing = [why for name in doctor.TEST_MARKERS["postgres"] if (why := _program_missing(name))]
+    if missing:
+        pytest.fail(
+            f"this test needs {', '.join(missing)}; ./scripts/test installs it as root, and "
+            "`cairn doctor --for tests` lists everything missing",
+            pytrace=False,
+        )
+
+
+def _started_cluster() -> PgCluster:
+    _need_postgresql()
+    cluster: PgCluster | None = None
+    try:
+        cluster = PgCluster()
+        cluster.start()
+    except PgError as exc:
+        if cluster is not None:
+            cluster.close()
+        pytest.fail(f"could not start a throwaway PostgreSQL: {exc}", pytrace=False)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One PostgreSQL cluster for the whole session (started once, removed at the end).
+
+    Tests may restart it (``restart()``) but must leave it running; a test that breaks it on purpose
+    takes ``own_pg_cluster`` instead.
+    """
+    cluster = _started_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[PgCluster]:
+    """A fresh started PostgreSQL cluster for this test alone (about a second), removed after it."""
+    cluster = _started_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def postgres_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """``postgresql://postgres@127.0.0.1:PORT/NAME``: a fresh empty database in ``pg_cluster`` for this
+    test, dropped after it even while servers still hold connections."""
+    if not pg_cluster.running:  # an earlier test stopped it and failed before starting it again
+        pg_cluster.start()
+    stem = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower())[:40]
+    name = f"t_{stem}_{secrets.token_hex(4)}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        if not pg_cluster.running:
+            pg_cluster.start()
+        pg_cluster.drop_database(name)
+
+
+# --- Clustered Alertmanagers on loopback (tests/alertmanagers.py) ------------------------------------
+
+
+class AlertmanagerClusterStarter(Protocol):
+    """The ``alertmanager_cluster`` fixture's value: starts ``n`` clustered Alertmanagers (``.apis`` are
+    their API URLs, ``.processes`` their processes, for a test that kills one)."""
+
+    def __call__(self, n: int, config: str, *, peer_timeout: str = "15s") -> AlertmanagerCluster: ...
+
+
+@pytest.fixture
+def alertmanager_cluster(tmp_path: Path) -> Iterator[AlertmanagerClusterStarter]:
+    """``alertmanager_cluster(2, webhook_config([url1, url2], TOKEN)).apis``: real clustered
+    Alertmanagers, ready and seeing each other (tests/alertmanagers.py); all stopped after the test."""
+    clusters: list[AlertmanagerCluster] = []
+
+    def start(n: int, config: str, *, peer_timeout: str = "15s") -> AlertmanagerCluster:
+        folder = tmp_path / f"alertmanagers{len(clusters) + 1}"
+        folder.mkdir()
+        cluster = start_cluster(n, config, folder, peer_timeout=peer_timeout)
+        clusters.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop()

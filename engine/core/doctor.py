@@ -17,6 +17,7 @@ a scope, space-separated: what the setup scripts install).
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -35,6 +36,8 @@ the test-suite. ``try`` (``./scripts/try``) is runbooks + labs; ``all`` is every
 SCOPE_ALIASES = {"try": ("runbooks", "labs"), "all": SCOPES, "test": SCOPES}
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 """Searched after ``$PATH``: a non-root user's PATH often lacks them, yet nginx and sshd live there."""
+POSTGRESQL_FOLDERS = ("/usr/lib/postgresql/*/bin",)
+"""Where Debian keeps PostgreSQL's programs, one folder per major version, off PATH."""
 VERSION_TIMEOUT = 10.0
 
 
@@ -66,6 +69,8 @@ class Program:
     """How to get it when it is not from Debian (a pip package in Cairn's environment)."""
     in_venv: bool = False
     """Installed with Cairn's Python dependencies, beside the interpreter, not from Debian."""
+    folders: tuple[str, ...] = ()
+    """Glob patterns of folders searched after PATH and sbin, the newest version first (``*`` is the version)."""
 
     def scopes(self) -> set[str]:
         """The scopes any of its uses belong to."""
@@ -133,6 +138,16 @@ def _lab(name: str, what: str = "") -> Use:
 
 def _tests(what: str) -> Use:
     return Use("tests", f"tests: {what}")
+
+
+def _postgresql(name: str, package: str = "postgresql", **extra: Any) -> Program:
+    """One of PostgreSQL's programs, which the postgres-marked tests run a throwaway cluster with."""
+    what = (
+        f"postgres-marked tests: a throwaway PostgreSQL cluster on loopback (tests/postgres.py runs {name})"
+    )
+    return Program(
+        name, package, (_tests(what),), version=("--version",), folders=POSTGRESQL_FOLDERS, **extra
+    )
 
 
 PROGRAMS: tuple[Program, ...] = (
@@ -292,6 +307,14 @@ PROGRAMS: tuple[Program, ...] = (
         "prometheus-alertmanager",
         (_tests("alertmanager-marked tests: alerts fired with amtool"),),
     ),
+    _postgresql("initdb"),
+    _postgresql("pg_ctl"),
+    _postgresql(
+        "postgres",
+        minimum="13",
+        why_minimum="the tests drop their databases with DROP DATABASE … WITH (FORCE) (PostgreSQL 13)",
+    ),
+    _postgresql("psql", "postgresql-client"),
 )
 """Every external program, in the order ``cairn doctor`` lists them."""
 
@@ -304,6 +327,7 @@ TEST_MARKERS: dict[str, tuple[str, ...]] = {
     "tmux": ("tmux",),
     "alertmanager": ("prometheus-alertmanager", "amtool"),
     "cron": ("crontab",),
+    "postgres": ("initdb", "pg_ctl", "postgres", "psql"),
 }
 """The programs a pytest marker's tests need: a test that lacks one fails at once, naming the package."""
 
@@ -372,10 +396,20 @@ def resolve_scopes(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in chosen)
 
 
-def locate(name: str, path: str | None = None) -> str | None:
-    """The executable called ``name`` on ``path`` (default ``$PATH``), then in the sbin folders."""
+def locate(name: str, path: str | None = None, folders: Sequence[str] = ()) -> str | None:
+    """The executable called ``name`` on ``path`` (default ``$PATH``), then in the sbin folders, then in
+    the folders the ``folders`` glob patterns match (newest version first)."""
     search = path if path is not None else os.environ.get("PATH", os.defpath)
-    return shutil.which(name, path=os.pathsep.join([search, *SBIN]))
+    return shutil.which(name, path=os.pathsep.join([search, *SBIN, *versioned_folders(folders)]))
+
+
+def versioned_folders(patterns: Sequence[str]) -> list[str]:
+    """The folders each glob pattern matches, the highest version (what ``*`` matched) first."""
+    found: list[str] = []
+    for pattern in patterns:
+        fixed = len(pattern.split("*", 1)[0])  # the version is read after the pattern's fixed start
+        found.extend(sorted(glob.glob(pattern), key=lambda f: version_tuple(f[fixed:]), reverse=True))
+    return found
 
 
 def find_program(name: str) -> str | None:
@@ -394,9 +428,11 @@ def version_tuple(text: str) -> tuple[int, ...]:
 
 def check_program(program: Program, path: str | None = None) -> Finding:
     """Find ``program`` and, when it matters, read its version."""
-    found = find_program(program.name) if program.in_venv else locate(program.name, path)
+    found = find_program(program.name) if program.in_venv else locate(program.name, path, program.folders)
     if found is None:
         where = "beside Cairn's Python or on PATH" if program.in_venv else "on PATH or in /usr/sbin"
+        if program.folders:
+            where = f"on PATH, in /usr/sbin or in {' or '.join(program.folders)}"
         return Finding(program, None, problem=f"not found {where}")
     finding = Finding(program, found)
     if not program.version:

@@ -30,7 +30,7 @@ def only_these_programs(folder: Path, *names: str) -> str:
 def test_every_program_is_here_on_a_machine_set_up_by_the_test_script(cairn: CairnRunner) -> None:
     done = cairn("doctor")
     assert done.returncode == 0, done.stdout  # ./scripts/test installed every package it names
-    assert "all 19 programs are here" in done.stdout
+    assert "all 23 programs are here" in done.stdout
 
 
 def test_a_missing_program_is_named_with_its_package_and_what_it_blocks(
@@ -130,3 +130,58 @@ def test_preflight_hints_come_from_the_same_table() -> None:
     assert doctor.package_hint("/usr/sbin/nginx") == "Debian package nginx"
     assert doctor.package_hint("crictl").startswith("not a Debian package: cri-tools")
     assert doctor.package_hint("no-such-tool") == ""
+
+
+def fake_program(folder: Path, text: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / folder.name).write_text(f"#!/bin/sh\necho '{text}'\n", encoding="utf-8")
+    (folder / folder.name).chmod(0o755)
+
+
+def test_programs_off_path_are_found_in_versioned_folders_newest_first(tmp_path: Path) -> None:
+    """Debian keeps PostgreSQL's server programs in /usr/lib/postgresql/VERSION/bin, off PATH."""
+    for version in ("9.6", "16", "13"):
+        fake_program(tmp_path / "lib" / version / "bin" / "initdb", f"initdb (PostgreSQL) {version}.1")
+    folders = (str(tmp_path / "lib" / "*" / "bin" / "initdb"),)
+    program = doctor.Program(
+        "initdb", "postgresql", (doctor.Use("tests", "x"),), ("--version",), folders=folders
+    )
+    finding = doctor.check_program(program, path=str(tmp_path / "empty"))
+    assert (finding.ok, finding.path, finding.version) == (
+        True,
+        str(tmp_path / "lib/16/bin/initdb/initdb"),
+        "16.1",
+    )
+
+    missing = doctor.Program("initdb", "postgresql", (), folders=(str(tmp_path / "none" / "*" / "bin"),))
+    finding = doctor.check_program(missing, path=str(tmp_path / "empty"))
+    assert finding.path is None
+    assert finding.problem == f"not found on PATH, in /usr/sbin or in {tmp_path}/none/*/bin"
+
+
+def test_doctor_lists_postgresqls_server_programs_for_the_tests(cairn: CairnRunner) -> None:
+    done = cairn("doctor", "--for", "tests", "--json")
+    found = {p["program"]: p for p in json.loads(done.stdout)["programs"]}
+    for name in ("initdb", "pg_ctl", "postgres"):
+        assert found[name]["ok"] is True, found[name]
+        assert found[name]["package"] == "postgresql"
+        # Debian keeps them off PATH; found there (or through a link on PATH to there)
+        assert os.path.realpath(found[name]["path"]).startswith("/usr/lib/postgresql/")
+    assert (found["psql"]["ok"], found["psql"]["package"]) == (True, "postgresql-client")
+    assert doctor.TEST_MARKERS["postgres"] == ("initdb", "pg_ctl", "postgres", "psql")
+
+
+def test_the_test_script_installs_postgresql_where_it_is_missing(tmp_path: Path) -> None:
+    """A machine without /usr/lib/postgresql (hidden here under an empty tmpfs in a private mount namespace)."""
+    path = only_these_programs(tmp_path / "bin", "bash", "python3")
+    unshare, mount = doctor.locate("unshare"), doctor.locate("mount")
+    assert unshare and mount, "util-linux's unshare and mount build this test's machine"
+    done = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c",
+         f'{mount} -t tmpfs cairn-no-postgres /usr/lib/postgresql && exec "$@"', "sh",
+         sys.executable, "-m", "engine.core.doctor", "--packages", "test"],
+        cwd=REPO, env=os.environ | {"PATH": path}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    packages = done.stdout.split()
+    assert "postgresql" in packages and "postgresql-client" in packages
