@@ -149,7 +149,7 @@ class CairnApp(Navigation):
         (it never writes: history on a full disk still works); close it after use."""
         from engine.core.journal_read import JournalReader  # noqa: PLC0415
 
-        return JournalReader(self.config.journal_path)
+        return JournalReader(self.config.journal_location)
 
     def reload_library(self) -> None:
         """Read the runbook folders again (in a thread; the screens follow ``library``)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.core.executors import ExecutionOptions
+from engine.core.store.location import Location, locate
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +17,7 @@ class CairnConfig:
     runbook_dirs: tuple[Path, ...]
     """Folders of runbooks (``--runbooks``, ``$CAIRN_RUNBOOKS``, ``./runbooks`` or the bundled ones)."""
     journal_path: Path | None = None
-    """The journal database; ``None``: ``$CAIRN_JOURNAL`` or ``~/.local/state/cairn/journal.db``."""
+    """A journal file, for callers that name one; :attr:`journal` (any store) wins over it."""
     inventory: tuple[str, ...] = ()
     """Inventory sources offered when a run is set up (``-i``); empty: this machine."""
     lab_root: Path | None = None
@@ -25,3 +26,11 @@ class CairnConfig:
     """How hosts are reached (known_hosts, --via ...), as for ``cairn run``."""
     user: str = field(default_factory=getpass.getuser)
     """Who approves in this TUI: approvals are journaled as ``tui:<user>``."""
+    journal: Location | None = None
+    """The journal (``--journal``: a SQLite file or a PostgreSQL database); ``None``: :attr:`journal_path`,
+    else ``$CAIRN_JOURNAL`` or ``~/.local/state/cairn/journal.db``."""
+
+    @property
+    def journal_location(self) -> Location:
+        """The journal this TUI reads and its runs write: :attr:`journal`, :attr:`journal_path` or the default."""
+        return self.journal or locate(self.journal_path)

@@ -68,12 +68,14 @@ class Commands:
         self.as_json.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
         self.journal = argparse.ArgumentParser(add_help=False)
-        """``--journal PATH``."""
+        """``--journal PATH|URL``: a SQLite file or a PostgreSQL database."""
         self.journal.add_argument(
             "--journal",
-            metavar="PATH",
+            metavar="PATH|URL",
             default=None,
-            help="journal database (default: $CAIRN_JOURNAL or ~/.local/state/cairn/journal.db)",
+            help="journal: a SQLite file, or a PostgreSQL database as postgresql://USER@HOST/DB (a password "
+            "is better kept in ~/.pgpass or PGPASSWORD than in the URL) (default: $CAIRN_JOURNAL or "
+            "~/.local/state/cairn/journal.db)",
         )
 
         self.targets = argparse.ArgumentParser(add_help=False)

@@ -1,37 +1,44 @@
-"""The run journal: every run, step, output and approval, in SQLite (WAL), written as events arrive.
+"""The run journal: every run, step, output and approval, in the store, written as events arrive.
 
 The journal is an event subscriber: it writes each event as it arrives and commits before the
 runner moves on, so a crash of the process loses at most the step in flight. What changes hosts
-is also synced to disk before the runner moves on (``synchronous=FULL``,
-:mod:`engine.core.journal_store`): a remediation step's start and end, and every approval —
-and each such sync takes every commit before it along. So after a power loss the journal still
-says which remediation steps began and which finished (a resumed run never repeats one it
-recorded finished); what it may lose is the tail of the phases that only look (detect,
-diagnose, verify: what ``--dry-run`` runs), which a resumed run looks at again. Output is
-bounded in the database and complete in a per-run artifacts folder (written as it comes, never
-synced: a power loss can cut the folder's copy short, not the database's). A running run
-holds a lock file; a run whose lock nobody holds any more (the process was killed) is read as
-interrupted (:mod:`engine.core.journal_read`) and recorded so by :meth:`Journal.reconcile`.
+is also synced to disk before the runner moves on (SQLite's ``synchronous=FULL``; PostgreSQL's
+commits always are): a remediation step's start and end, and every approval — and each such
+sync takes every commit before it along. So after a power loss the journal still says which
+remediation steps began and which finished (a resumed run never repeats one it recorded
+finished); what it may lose is the tail of the phases that only look (detect, diagnose, verify:
+what ``--dry-run`` runs), which a resumed run looks at again. Output is bounded in the database
+and complete in a per-run artifacts folder on this machine (:mod:`engine.core.journal_artifacts`).
 
-**When the disk refuses a write** (full, read-only, failing) the run's record stops there: the
-event is not recorded, :class:`~engine.core.errors.JournalUnwritable` says what the journal
-holds of the run, and every later event of that run raises it again — so no step starts that
-the journal could not record. Output is the exception: a command already running is never
-stopped half-way by its journal; its output is dropped and the step's end raises instead.
+**Who runs it.** A run started with a ``holder`` (a server's lease id) is alive while that
+holder's lease holds; one without is alive while its process holds the artifacts folder's lock
+file (:mod:`engine.core.run_liveness`). A run whose process is gone is read as interrupted
+(:mod:`engine.core.journal_read`) and recorded so by :meth:`Journal.reconcile`. With a ``fence``
+(:class:`Fence`: the lease, checked inside the transaction that records), a remediation step's
+start and every approval are recorded only while the lease holds — the check and the write
+commit together — so a process whose lease lapsed never records, hence never starts, a
+remediation step another server may now be running.
+
+**When the store refuses a write** (a full, read-only or failing disk; a PostgreSQL that does
+not answer) the run's record stops there: the event is not recorded,
+:class:`~engine.core.errors.JournalUnwritable` says what the journal holds of the run, and every
+later event of that run raises it again — so no step starts that the journal could not record.
+A lapsed lease (:class:`~engine.core.errors.LeaseLost`) stops the record the same way. Output is
+the exception: a command already running is never stopped half-way by its journal; its output
+is dropped and the step's end raises instead.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import sqlite3
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
-from engine.core.errors import JournalError, JournalUnwritable
+from engine.core.errors import JournalError, JournalUnwritable, LeaseLost
 from engine.core.events import (
     Event,
     HostFinished,
@@ -42,33 +49,38 @@ from engine.core.events import (
     StepOutput,
     StepStarted,
 )
+from engine.core.journal_artifacts import RunArtifacts
 from engine.core.journal_read import (
     INTERRUPTED_EXIT,
     INTERRUPTED_STEP,
     LAST,
-    SCHEMA_VERSION,
-    STATES_FROM_WORDS,
     ApprovalRecord,
     JournalReader,
     RunRecord,
     StepRecord,
     default_journal_path,
+    default_location,
     like_prefix,
-    lock_held,
 )
-from engine.core.journal_store import WriteTransaction, journal_fault, open_writer
-from engine.core.journal_store import synced as synced_commits
-from engine.core.model import Phase, RunStatus, host_folder
+from engine.core.journal_stops import RunRecords
+from engine.core.journal_store import journal_fault
+from engine.core.model import Phase, RunStatus
+from engine.core.run_liveness import alive, held_sql
+from engine.core.store import migrate
+from engine.core.store.database import Database, Transaction
+from engine.core.store.location import Location
 
 __all__ = [
     "DB_OUTPUT_LIMIT",
     "LAST",
     "ApprovalRecord",
+    "Fence",
     "Journal",
     "RunRecord",
     "StepRecord",
     "artifacts_folder",
     "default_journal_path",
+    "default_location",
     "like_prefix",
 ]
 
@@ -76,63 +88,21 @@ log = logging.getLogger(__name__)
 
 DB_OUTPUT_LIMIT = 64 * 1024
 """Characters of each output stream kept in the database; artifacts keep everything."""
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    runbook_id TEXT NOT NULL,
-    runbook_path TEXT NOT NULL,
-    runbook_sha256 TEXT NOT NULL,
-    runbook_text TEXT NOT NULL,
-    hosts TEXT NOT NULL,
-    inputs TEXT NOT NULL,
-    started_by TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    dry_run INTEGER NOT NULL,
-    last_phase TEXT NOT NULL,
-    status TEXT NOT NULL,
-    exit_code INTEGER,
-    outcomes TEXT NOT NULL DEFAULT '{}',
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    artifacts TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    seq INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    title TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL,
-    message TEXT NOT NULL DEFAULT '',
-    command TEXT NOT NULL DEFAULT '',
-    rc INTEGER,
-    stdout TEXT NOT NULL DEFAULT '',
-    stderr TEXT NOT NULL DEFAULT '',
-    out TEXT,
-    started_at REAL,
-    duration REAL,
-    approval TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, host, phase, step_id)
-);
-CREATE TABLE IF NOT EXISTS approvals (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    seq INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    command TEXT NOT NULL,
-    approved INTEGER NOT NULL,
-    decided_by TEXT NOT NULL,
-    note TEXT NOT NULL,
-    at REAL NOT NULL
-);
-"""
+WRITE = "write to the journal"
+HINT = "choose another place with --journal PATH or CAIRN_JOURNAL"
+
+
+class Fence(Protocol):
+    """What stops a process whose lease lapsed from recording work (:meth:`engine.core.store.leases.Lease.check`)."""
+
+    def check(self, tx: Transaction) -> None:
+        """Inside ``tx``, before the write it guards: :class:`LeaseLost` unless the lease holds
+        (a statement of ``tx``'s, so the check and the write commit together)."""
 
 
 def artifacts_folder(journal_path: Path) -> Path:
-    """Where the runs' artifacts folders are: ``runs/`` beside the journal's file."""
+    """Where the runs' artifacts folders are beside a journal *file*: ``runs/`` (for any store:
+    :attr:`~engine.core.store.location.Location.artifacts_root`)."""
     return journal_path.parent / "runs"
 
 
@@ -144,161 +114,100 @@ def _bounded(text: str, limit: int = DB_OUTPUT_LIMIT) -> str:
     return f"{text[:head]}\n[… {omitted:,} characters omitted here; the artifacts folder has all of it …]\n{text[-tail:]}"
 
 
-def _upgrade(db: sqlite3.Connection) -> None:
-    """Bring a journal written by an earlier version up to this one (once: ``user_version`` says)."""
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version >= SCHEMA_VERSION:
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if version < 2:
-            for new, old, words in STATES_FROM_WORDS:
-                db.execute(
-                    "UPDATE steps SET status = ? WHERE status = ? AND message LIKE ?", (new, old, words + "%")
-                )
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # a full disk rolls it back already
-            db.execute("ROLLBACK")
-        raise
-
-
-@dataclass
-class _Held:
-    """What the journal holds of one run: for the message when it can hold no more."""
-
-    started: bool = False
-    steps: int = 0
-    last: str = ""
-
-    def said(self, run_id: str) -> str:
-        if not self.started:
-            return f"run {run_id} did not start: nothing of it was recorded and nothing ran"
-        if not self.steps:
-            held = "its start and no finished step"
-        else:
-            held = f"it up to {self.last} ({self.steps} step{'s' if self.steps != 1 else ''} recorded)"
-        return (
-            f"run {run_id} stopped: the journal holds {held}; "
-            "commands already started on hosts may have finished"
-        )
-
-
 class Journal(JournalReader):
     """The journal, to write: subscribe :meth:`record` to a run's event bus (reads as :class:`JournalReader`).
 
-    Opening it creates the file if needed and upgrades an earlier schema; to only read, open a
-    :class:`JournalReader`, which writes nothing.
+    Opening it creates a SQLite file if needed and brings the schema up to date
+    (:func:`~engine.core.store.migrate.ensure_current`); to only read, open a
+    :class:`JournalReader`, which writes nothing. ``holder``: the lease id written as the runs'
+    holder; ``fence``: checked in the transaction of each remediation step's start and approval.
     """
 
-    def __init__(self, path: Path | str | None = None) -> None:
-        self._run_locks: dict[str, IO[bytes]] = {}
-        self._outputs: dict[tuple[str, str, str, str, str], IO[str]] = {}
-        self._held: dict[str, _Held] = {}
-        self._stopped: dict[str, JournalUnwritable] = {}
-        """Runs whose record stopped: the disk refused one of their writes."""
-        super().__init__(path)
-        self.artifacts_root = artifacts_folder(self.path)
+    def __init__(
+        self,
+        location: Location | Path | str | None = None,
+        *,
+        holder: str | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        self.holder = holder
+        self.fence = fence
+        self._lock = threading.Lock()
+        self._records = RunRecords()
+        self._on_close: list[Callable[[], None]] = []
+        super().__init__(location)
+        self.artifacts_root = self.location.artifacts_root
+        self.artifacts = RunArtifacts(self.artifacts_root)
         with contextlib.suppress(JournalError):  # best effort: readers show such runs interrupted anyway
             self.reconcile()
 
-    def _connect(self) -> sqlite3.Connection:
-        db = open_writer(
-            self.path,
-            _SCHEMA,
-            what="the journal",
-            hint="choose another place with --journal PATH or CAIRN_JOURNAL",
-        )
+    def _open(self, location: Location) -> Database:
+        db = Database(location, write=True, what="the journal", hint=HINT)
         try:
-            _upgrade(db)
-        except (OSError, sqlite3.Error) as exc:
+            migrate.ensure_current(db)
+        except BaseException:
             db.close()
-            raise journal_fault(exc, self.path, "upgrade the journal") from exc
+            raise
         return db
+
+    def when_closed(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once this journal closes (a front end's lease let go with it)."""
+        self._on_close.append(action)
 
     def close(self) -> None:
         """Close the database and any open artifact files (a full disk cannot make this fail)."""
-        for output in self._outputs.values():
-            with contextlib.suppress(OSError):  # what it still buffers cannot be written: it is lost
-                output.close()
-        for lock in self._run_locks.values():
-            lock.close()
+        self.artifacts.close()
         super().close()
+        while self._on_close:
+            self._on_close.pop()()
 
     # ----------------------------------------------------------------- writing
 
     def record(self, event: Event) -> None:
         """Persist one event (an :class:`~engine.core.events.EventBus` subscriber).
 
-        :class:`JournalUnwritable` when the disk refuses it, and for every later event of the
-        same run but its output (see the module's docstring)."""
+        :class:`JournalUnwritable` when the store refuses it, :class:`LeaseLost` when the fence
+        does, and either again for every later event of the same run but its output (see the
+        module's docstring)."""
         with self._lock:
-            stopped = self._stopped.get(event.run_id)
+            stopped = self._records.stopped(event.run_id)
             if stopped is not None:
                 if isinstance(event, StepOutput):
                     return
-                raise stopped.about(stopped.context, recorded=stopped.recorded)
+                raise stopped
             try:
                 self._record(event)
-            except (OSError, sqlite3.Error) as exc:
-                fault = journal_fault(exc, self.path, "write to the journal")
-                if not isinstance(fault, JournalUnwritable):
-                    raise fault from exc
-                self._stop(event, fault)
+            except (JournalUnwritable, LeaseLost) as exc:
+                said = self._records.stop(event.run_id, exc)
+                # Its process is here, but its record is over: read as interrupted.
+                self.artifacts.drop(event.run_id)
+                log.error("journal stopped recording run %s: %s (%s)", event.run_id, said, exc)
                 if isinstance(event, StepOutput):
                     return  # the command runs on; its step's end says the journal stopped
-                raise self._stopped[event.run_id] from exc
-            self._note(event)
-
-    def _stop(self, event: Event, fault: JournalUnwritable) -> None:
-        """The run's record ends here: its open files are let go, later events refused."""
-        held = self._held.get(event.run_id, _Held())
-        self._stopped[event.run_id] = fault.about(held.said(event.run_id), recorded=held.started)
-        for key in [k for k in self._outputs if k[0] == event.run_id]:
-            with contextlib.suppress(OSError):
-                self._outputs.pop(key).close()
-        self._release(event.run_id)  # its process is here, but its record is over: read as interrupted
-        log.error("journal stopped recording run %s: %s", event.run_id, self._stopped[event.run_id])
-
-    def _note(self, event: Event) -> None:
-        match event:
-            case RunStarted():
-                self._held[event.run_id] = _Held(started=True)
-            case StepFinished(result=r):
-                held = self._held.setdefault(event.run_id, _Held(started=True))
-                held.steps += 1
-                held.last = f"{r.phase.value}/{r.step_id} on {r.host}"
-            case RunFinished():
-                self._held.pop(event.run_id, None)
+                raise said from exc
+            self._records.recorded(event)
 
     def _record(self, event: Event) -> None:
+        try:
+            self._write_event(event)
+        except OSError as exc:  # the artifacts folder's disk (a SQLite journal's own, beside it)
+            where = self.location.path or self.artifacts_root
+            raise journal_fault(exc, where, "write the journal's artifacts") from exc
+
+    def _write_event(self, event: Event) -> None:
         match event:
             case RunStarted():
                 self._run_started(event)
             case StepStarted():
-                self._db_write(
-                    "INSERT OR REPLACE INTO steps (run_id, seq, host, phase, step_id, title, status, command, started_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-                    (
-                        event.run_id,
-                        event.seq,
-                        event.host,
-                        event.phase.value,
-                        event.step_id,
-                        event.title,
-                        event.command,
-                        event.at,
-                    ),
-                    synced=event.phase is Phase.REMEDIATE,
-                )
+                self._step_started(event)
             case StepOutput():
-                self._output(event)
+                self.artifacts.output(event)
             case StepApproval(asked=False):
                 pass  # nobody decided: the step's own row says "not asked" and why
             case StepApproval():
-                self._db_write(
-                    "INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._write(
+                    "INSERT INTO approvals (run_id, seq, host, phase, step_id, command, approved, decided_by,"
+                    " note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         event.run_id,
                         event.seq,
@@ -312,59 +221,41 @@ class Journal(JournalReader):
                         event.at,
                     ),
                     synced=True,
+                    fenced=True,
                 )
             case StepFinished():
                 self._step_finished(event)
-            case HostFinished():
-                report = event.report
-                self._db_write(
-                    "UPDATE runs SET outcomes = json_set(outcomes, '$.' || json_quote(?), json(?)) WHERE id = ?",
-                    (
-                        report.host,
-                        json.dumps({"outcome": report.outcome.value, "reason": report.reason}),
-                        event.run_id,
-                    ),
+            case HostFinished(report=report):
+                self._write(
+                    "INSERT INTO host_outcomes (run_id, host, outcome, reason) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (run_id, host) DO UPDATE SET outcome = excluded.outcome,"
+                    " reason = excluded.reason",
+                    (event.run_id, report.host, report.outcome.value, report.reason),
                 )
-            case RunFinished():
-                final = event.report
+            case RunFinished(report=final):
                 status = RunStatus.INTERRUPTED if final.interrupted else RunStatus.FINISHED
-                self._db_write(
+                self._write(
                     "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? WHERE id = ?",
                     (status.value, final.exit_code, event.at, event.run_id),
                 )
-                self._release(event.run_id)
+                self.artifacts.release(event.run_id)
 
-    def _db_write(self, statement: str, params: tuple[object, ...], *, synced: bool = False) -> None:
-        """One statement, one commit; ``synced``: on disk before it returns (see the module's docstring)."""
-        assert self._db is not None
-        if not synced:
-            self._db.execute(statement, params)
-            return
-        with synced_commits(self._db):
-            self._db.execute(statement, params)
-
-    def _output(self, event: StepOutput) -> None:
-        key = (event.run_id, event.host, event.phase.value, event.step_id, event.stream)
-        handle = self._outputs.get(key)
-        if handle is None:
-            folder = self.artifacts_root / event.run_id / host_folder(event.host)
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"{event.phase.value}.{event.step_id}.{event.stream}"
-            handle = self._outputs[key] = (folder / name).open("a", encoding="utf-8")
-        handle.write(event.text)
-        handle.flush()
+    def _write(
+        self, statement: str, params: tuple[object, ...], *, synced: bool = False, fenced: bool = False
+    ) -> None:
+        """One statement, one commit; ``synced``: on disk before it returns (see the module's
+        docstring); ``fenced``: only while the lease holds, checked in the same transaction."""
+        with self.db.transaction(WRITE, synced=synced) as tx:
+            if fenced and self.fence is not None:
+                self.fence.check(tx)
+            tx.execute(statement, params)
 
     def _run_started(self, event: RunStarted) -> None:
-        folder = self.artifacts_root / event.run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "runbook.yaml").write_text(event.runbook_text, encoding="utf-8")
-        lock = (folder / ".lock").open("wb")
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._run_locks[event.run_id] = lock
-        self._db_write(
+        folder = self.artifacts.start(event.run_id, event.runbook_text)
+        self._write(
             "INSERT INTO runs (id, runbook_id, runbook_path, runbook_sha256, runbook_text, hosts, inputs,"
-            " started_by, trigger, dry_run, last_phase, status, started_at, artifacts)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " started_by, trigger, trigger_kind, dry_run, last_phase, status, started_at, artifacts, holder)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event.run_id,
                 event.runbook_id,
@@ -375,24 +266,47 @@ class Journal(JournalReader):
                 json.dumps(event.inputs, default=str),
                 event.started_by,
                 json.dumps(event.trigger, default=str),
+                str(event.trigger.get("kind", "")),
                 int(event.dry_run),
                 event.last_phase,
                 RunStatus.RUNNING.value,
                 event.at,
                 str(folder),
+                self.holder,
             ),
+        )
+
+    def _step_started(self, event: StepStarted) -> None:
+        # A step started again (stepping's "run it again") starts its row afresh.
+        remediation = event.phase is Phase.REMEDIATE
+        self._write(
+            "INSERT INTO steps (run_id, seq, host, phase, step_id, title, status, command, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)"
+            " ON CONFLICT (run_id, host, phase, step_id) DO UPDATE SET seq = excluded.seq,"
+            " title = excluded.title, status = excluded.status, message = '', command = excluded.command,"
+            " rc = NULL, stdout = '', stderr = '', out = NULL, started_at = excluded.started_at,"
+            " duration = NULL, approval = ''",
+            (
+                event.run_id,
+                event.seq,
+                event.host,
+                event.phase.value,
+                event.step_id,
+                event.title,
+                event.command,
+                event.at,
+            ),
+            synced=remediation,
+            fenced=remediation,
         )
 
     def _step_finished(self, event: StepFinished) -> None:
         r = event.result
-        for stream in ("stdout", "stderr"):
-            handle = self._outputs.pop((event.run_id, r.host, r.phase.value, r.step_id, stream), None)
-            if handle:
-                handle.close()
+        self.artifacts.step_done(event.run_id, r.host, r.phase.value, r.step_id)
         out = json.dumps(r.out, default=str) if r.out is not None else None
         if out is not None and len(out) > DB_OUTPUT_LIMIT:
             out = json.dumps("[parsed output too large for the journal; see the artifacts folder]")
-        self._db_write(
+        self._write(
             "INSERT INTO steps (run_id, seq, host, phase, step_id, status, message, command, rc, stdout, stderr,"
             " out, started_at, duration, approval) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_id, host, phase, step_id) DO UPDATE SET status = excluded.status,"
@@ -419,33 +333,65 @@ class Journal(JournalReader):
             synced=r.phase is Phase.REMEDIATE,
         )
 
-    def _release(self, run_id: str) -> None:
-        lock = self._run_locks.pop(run_id, None)
-        if lock:
-            lock.close()
+    # ----------------------------------------------------------------- runs whose process is gone
 
-    def _alive(self, run_id: str, artifacts: str) -> bool:
-        return run_id in self._run_locks or lock_held(Path(artifacts) / ".lock")
+    def _alive(self, row: dict[str, object]) -> bool:
+        return self.artifacts.holds(str(row["id"])) or super()._alive(row)
 
     def reconcile(self) -> list[str]:
-        """Record runs whose process is gone as interrupted (readers already show them so); their ids."""
-        assert self._db is not None
-        with self._lock:
-            running = self._db.execute(
-                "SELECT id, artifacts FROM runs WHERE status = ?", (RunStatus.RUNNING.value,)
-            ).fetchall()
-        stale = [run_id for run_id, artifacts in running if not self._alive(run_id, artifacts)]
+        """Record runs whose process is gone as interrupted (readers already show them so); their ids.
+
+        Gone: its holder's lease no longer holds, or (no holder) nobody holds its lock file."""
+        running = self.db.read(
+            f"SELECT r.id, r.artifacts, {held_sql(self.db)} FROM runs r"  # noqa: S608 (constants and ?s)
+            " LEFT JOIN holders h ON h.id = r.holder WHERE r.status = ?",
+            (RunStatus.RUNNING.value,),
+        )
+        stale = [
+            str(run_id)
+            for run_id, artifacts, held in running
+            if not self.artifacts.holds(str(run_id)) and not alive(held, str(artifacts))
+        ]
         if not stale:
             return []  # nothing to write: no write lock taken (a server opens a journal per alert)
-        with self._lock, WriteTransaction(self._db, self.path, "write to the journal"):
+        with self.db.transaction(WRITE) as tx:
             for run_id in stale:
-                self._db.execute(
+                tx.execute(
                     "UPDATE runs SET status = ?, exit_code = ? WHERE id = ? AND status = ?",
                     (RunStatus.INTERRUPTED.value, INTERRUPTED_EXIT, run_id, RunStatus.RUNNING.value),
                 )
-                self._db.execute(
+                tx.execute(
                     "UPDATE steps SET status = 'interrupted', message = ? WHERE run_id = ? AND status = 'running'",
                     (INTERRUPTED_STEP, run_id),
                 )
         log.info("marked %d run(s) interrupted: %s", len(stale), ", ".join(stale))
         return stale
+
+
+def journal_for_a_run(location: Location | Path | str | None = None) -> Journal:
+    """The journal a front end's own run writes (``cairn run``, ``cairn resume``, the TUI's run).
+
+    On PostgreSQL the run is held by a lease of its own (:class:`~engine.core.store.leases.Lease`,
+    renewed while the process lives, let go when the journal closes) and fenced by it: every machine
+    reading the store sees the run alive exactly while its process is — a lock file is seen only on
+    the machine that holds it. A SQLite journal's runs are held by their lock file."""
+    journal = Journal(location)
+    if journal.location.dialect == "sqlite":
+        return journal
+    from engine.core.store.leases import Lease  # noqa: PLC0415 (a heartbeat thread: PostgreSQL only)
+
+    lease = Lease(journal.location, kind="run")
+    try:
+        lease.start()
+    except BaseException:
+        lease.close()
+        journal.close()
+        raise
+    journal.holder, journal.fence = lease.id, lease
+
+    def let_go() -> None:
+        lease.release()
+        lease.close()
+
+    journal.when_closed(let_go)
+    return journal

@@ -1,33 +1,54 @@
 """Reading the run journal — runs, their steps and approvals — without writing a byte.
 
-:class:`JournalReader` opens the journal's file read-only
-(:func:`~engine.core.journal_store.open_reader`): ``cairn history``, ``cairn show-run`` and
-``cairn resume``'s look at the run read through it, on a full or read-only disk too. A run
-whose process is gone (nobody holds its lock file) still says ``running`` in the file; it is
-*shown* as interrupted — exit code 130, its unfinished steps interrupted — and only a writer
-records that (:meth:`engine.core.journal.Journal.reconcile`). A journal of an earlier schema is
-read the way this version reads it; only a writer upgrades the file.
+:class:`JournalReader` opens the store to read only (:class:`~engine.core.store.database.Database`
+with ``write=False``: a SQLite file read-only, never created; a PostgreSQL connection read-only
+at the server): ``cairn history``, ``cairn show-run``, the TUI and ``cairn resume``'s look at
+the run read through it, on a full or read-only disk too. A run whose process is gone still
+says ``running`` in the store; it is *shown* as interrupted — exit code 130, its unfinished
+steps interrupted — and only a writer records that
+(:meth:`engine.core.journal.Journal.reconcile`). Whether its process is gone is said by its
+holder's lease or its lock file (:mod:`engine.core.run_liveness`).
+
+A journal of an earlier schema is read as it is, the way this version reads it: a SQLite file
+the first release wrote (no ``alembic_version``, no ``trigger_kind`` column, no
+``host_outcomes`` or ``holders`` table; its step statuses of version 1 told apart by their
+messages) is read without upgrading it; only a writer upgrades it
+(:func:`engine.core.store.migrate.ensure_current`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import sqlite3
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from engine.core.errors import JournalError
-from engine.core.journal_store import has_table, open_reader
 from engine.core.model import RunStatus
+from engine.core.run_liveness import alive, held_sql, lock_held
+from engine.core.store.database import Database
+from engine.core.store.location import Location, locate
+
+__all__ = [
+    "INTERRUPTED_EXIT",
+    "INTERRUPTED_STEP",
+    "LAST",
+    "ApprovalRecord",
+    "JournalReader",
+    "RunRecord",
+    "StepRecord",
+    "default_journal_path",
+    "default_location",
+    "like_prefix",
+    "lock_held",
+]
 
 LAST = "last"
 """Stands for the newest run wherever a run id is asked for (``cairn show-run last``)."""
 SCHEMA_VERSION = 2
-"""1: the first release; 2: unfinished steps have their own statuses (not_run, cancelled, interrupted)."""
+"""``PRAGMA user_version`` of a first-release SQLite journal: 1 for its first version; 2: unfinished
+steps have their own statuses (not_run, cancelled, interrupted). A store with a recorded schema
+revision is of version 2."""
 STATES_FROM_WORDS = (
     ("interrupted", "error", "interrupted:"),
     ("cancelled", "error", "cancelled"),
@@ -42,13 +63,16 @@ INTERRUPTED_STEP = "interrupted: the run stopped before this step finished"
 INTERRUPTED_EXIT = 130
 
 
+def default_location() -> Location:
+    """``$CAIRN_JOURNAL`` (a file or a ``postgresql://`` URL), else ``$XDG_STATE_HOME/cairn/journal.db``."""
+    return locate(None)
+
+
 def default_journal_path() -> Path:
-    """``$CAIRN_JOURNAL``, else ``$XDG_STATE_HOME/cairn/journal.db`` (``~/.local/state/cairn``)."""
-    explicit = os.environ.get("CAIRN_JOURNAL")
-    if explicit:
-        return Path(explicit).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "cairn" / "journal.db"
+    """The default journal *file* (``$CAIRN_JOURNAL`` read as a path, else
+    ``$XDG_STATE_HOME/cairn/journal.db``); for callers that only know SQLite — see :func:`default_location`."""
+    location = default_location()
+    return location.path if location.path is not None else Path(location.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,28 +136,45 @@ class RunRecord:
 
 
 class JournalReader:
-    """The journal, read-only: :meth:`list_runs` and :meth:`get_run` (a missing file has no runs)."""
+    """The journal, read-only: :meth:`list_runs` and :meth:`get_run` (a missing file has no runs).
 
-    def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path else default_journal_path()
-        self._lock = threading.Lock()
-        self._db = self._connect()
-        self._version, self._has_runs = SCHEMA_VERSION, False
-        if self._db is not None:
-            try:
-                self._version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                self._has_runs = has_table(self._db, "runs")
-            except sqlite3.Error as exc:
-                self._db.close()
-                raise JournalError(f"cannot read the journal at {self.path}: {exc}") from exc
+    ``location``: a :class:`~engine.core.store.location.Location`, a file, a ``postgresql://`` URL,
+    or ``None`` for ``$CAIRN_JOURNAL`` or the default file."""
 
-    def _connect(self) -> sqlite3.Connection | None:
-        return open_reader(self.path, what="the journal")
+    def __init__(self, location: Location | Path | str | None = None) -> None:
+        self.location = locate(location)
+        self.db = self._open(self.location)
+        try:
+            self._learn_schema()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, location: Location) -> Database:
+        return Database(location, write=False, what="the journal")
+
+    def _learn_schema(self) -> None:
+        """What this store has: read once, so a first-release file is read as it is."""
+        tables = self.db.tables()
+        self._has_runs = "runs" in tables
+        columns = self.db.columns("runs") if self._has_runs else set()
+        self._has_kind = "trigger_kind" in columns
+        self._has_holders = "holder" in columns and "holders" in tables
+        self._has_host_outcomes = "host_outcomes" in tables
+        self._version = SCHEMA_VERSION
+        if self.db.dialect == "sqlite" and "alembic_version" not in tables and self.db.exists:
+            self._version = int(self.db.read("PRAGMA user_version")[0][0])
+
+    @property
+    def where(self) -> str:
+        """The journal as messages name it (a file, or a URL without its password)."""
+        return self.db.where
 
     def close(self) -> None:
         """Close the database."""
-        if self._db is not None:
-            self._db.close()
+        self.db.close()
+
+    # ----------------------------------------------------------------- runs
 
     def list_runs(
         self, *, limit: int = 20, runbook_id: str | None = None, trigger_kind: str | None = None
@@ -142,34 +183,23 @@ class JournalReader:
         where: list[str] = []
         params: list[Any] = []
         if runbook_id:
-            where.append("runbook_id = ?")
+            where.append("r.runbook_id = ?")
             params.append(runbook_id)
         if trigger_kind:
-            where.append("json_extract(trigger, '$.kind') = ?")
+            # A first-release file has no trigger_kind column; it is SQLite, which reads the JSON.
+            where.append("r.trigger_kind = ?" if self._has_kind else "json_extract(r.trigger, '$.kind') = ?")
             params.append(trigger_kind)
-        query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 (only ?s)
-        query += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        params.append(limit)
-        return [self._run(row) for row in self._rows(query, params)]
+        condition = " WHERE " + " AND ".join(where) if where else ""
+        rows = self._runs(f"{condition} ORDER BY r.started_at DESC, r.id DESC LIMIT ?", [*params, limit])
+        outcomes = self._host_outcomes([row["id"] for row in rows])
+        return [self._run(row, outcomes.get(row["id"], {})) for row in rows]
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run whose id is ``run_id`` or starts with it (``last``: the newest run), with its steps and approvals."""
-        if run_id == LAST:
-            rows = self._rows("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 1", [])
-            if not rows:
-                raise JournalError(f"no run yet in {self.path}; start one with `cairn run ID`")
-            run_id = rows[0]["id"]
-        rows = self._rows("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", [like_prefix(run_id)])
-        if not rows:
-            raise JournalError(f"no run {run_id!r} in {self.path}; `cairn history` lists the runs")
-        exact = [r for r in rows if r["id"] == run_id]
-        if len(rows) > 1 and not exact:
-            listed = ", ".join(r["id"] for r in rows[:5])
-            raise JournalError(f"run id {run_id!r} is ambiguous: {listed}; give more of it")
-        row = exact[0] if exact else rows[0]
+        row = self._find(run_id)
         steps = tuple(
             self._step(s)
-            for s in self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", [row["id"]])
+            for s in self.db.read_dicts("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", [row["id"]])
         )
         approvals = tuple(
             ApprovalRecord(
@@ -182,26 +212,62 @@ class JournalReader:
                 note=a["note"],
                 at=a["at"],
             )
-            for a in self._rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY seq", [row["id"]])
+            for a in self.db.read_dicts("SELECT * FROM approvals WHERE run_id = ? ORDER BY seq", [row["id"]])
         )
-        return self._run(row, steps, approvals)
+        outcomes = self._host_outcomes([row["id"]]).get(row["id"], {})
+        return self._run(row, outcomes, steps, approvals)
 
-    def _rows(self, query: str, params: list[Any]) -> list[sqlite3.Row]:
-        if self._db is None or not self._has_runs:
+    # ----------------------------------------------------------------- inside
+
+    def _find(self, run_id: str) -> dict[str, Any]:
+        """The row of the run ``run_id`` names: itself, the newest (``last``), or the one its id starts with."""
+        if run_id == LAST:
+            rows = self._runs(" ORDER BY r.started_at DESC, r.id DESC LIMIT 1", [])
+            if not rows:
+                raise JournalError(f"no run yet in {self.where}; start one with `cairn run ID`")
+            return rows[0]
+        exact = self._runs(" WHERE r.id = ?", [run_id])  # the key's index, whatever the database's collation
+        if exact:
+            return exact[0]
+        rows = self._runs(" WHERE r.id LIKE ? ESCAPE '\\' ORDER BY r.id LIMIT 6", [like_prefix(run_id)])
+        if not rows:
+            raise JournalError(f"no run {run_id!r} in {self.where}; `cairn history` lists the runs")
+        if len(rows) > 1:
+            listed = ", ".join(r["id"] for r in rows[:5])
+            raise JournalError(f"run id {run_id!r} is ambiguous: {listed}; give more of it")
+        return rows[0]
+
+    def _runs(self, rest: str, params: list[Any]) -> list[dict[str, Any]]:
+        """Rows of ``runs r`` (then ``rest``: WHERE, ORDER BY, LIMIT), each with ``held``: whether
+        its holder's lease holds (``None``: it has no holder)."""
+        if not self._has_runs:
             return []  # no journal yet: no runs
-        with self._lock:
-            try:
-                cursor = self._db.execute(query, params)
-                cursor.row_factory = sqlite3.Row
-                return cursor.fetchall()
-            except sqlite3.Error as exc:
-                raise JournalError(f"cannot read the journal at {self.path}: {exc}") from exc
+        if self._has_holders:
+            held = held_sql(self.db)
+            query = f"SELECT r.*, {held} AS held FROM runs r LEFT JOIN holders h ON h.id = r.holder{rest}"  # noqa: S608
+        else:
+            query = f"SELECT r.*, NULL AS held FROM runs r{rest}"  # noqa: S608 (rest: constants and ?s)
+        return self.db.read_dicts(query, params)
 
-    def _alive(self, run_id: str, artifacts: str) -> bool:
-        """Whether the process running ``run_id`` is still there (it holds the run's lock file)."""
-        return lock_held(Path(artifacts) / ".lock")
+    def _host_outcomes(self, run_ids: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+        """Each run's hosts' outcomes, from ``host_outcomes`` (a first-release file keeps them in the
+        run's row instead)."""
+        if not run_ids or not self._has_host_outcomes:
+            return {}
+        marks = ", ".join("?" * len(run_ids))
+        found: dict[str, dict[str, dict[str, str]]] = {}
+        for run_id, host, outcome, reason in self.db.read(
+            f"SELECT run_id, host, outcome, reason FROM host_outcomes WHERE run_id IN ({marks})",  # noqa: S608
+            run_ids,
+        ):
+            found.setdefault(run_id, {})[host] = {"outcome": outcome, "reason": reason}
+        return found
 
-    def _step(self, s: sqlite3.Row) -> StepRecord:
+    def _alive(self, row: dict[str, Any]) -> bool:
+        """Whether the process running the run of ``row`` is still there."""
+        return alive(row["held"], row["artifacts"])
+
+    def _step(self, s: dict[str, Any]) -> StepRecord:
         status = s["status"] if self._version >= 2 else _status_in_version_1(s["status"], s["message"])
         return StepRecord(
             seq=s["seq"],
@@ -222,23 +288,28 @@ class JournalReader:
         )
 
     def _run(
-        self, row: sqlite3.Row, steps: tuple[StepRecord, ...] = (), approvals: tuple[ApprovalRecord, ...] = ()
+        self,
+        row: dict[str, Any],
+        host_outcomes: dict[str, dict[str, str]],
+        steps: tuple[StepRecord, ...] = (),
+        approvals: tuple[ApprovalRecord, ...] = (),
     ) -> RunRecord:
         status = RunStatus(row["status"])
         exit_code = row["exit_code"]
-        if status is RunStatus.RUNNING and not self._alive(row["id"], row["artifacts"]):
+        if status is RunStatus.RUNNING and not self._alive(row):
             status, exit_code = RunStatus.INTERRUPTED, INTERRUPTED_EXIT  # as reconcile() would record it
             steps = tuple(
                 replace(s, status="interrupted", message=INTERRUPTED_STEP) if s.status == "running" else s
                 for s in steps
             )
+        hosts = tuple(json.loads(row["hosts"]))
         return RunRecord(
             id=row["id"],
             runbook_id=row["runbook_id"],
             runbook_path=row["runbook_path"],
             runbook_sha256=row["runbook_sha256"],
             runbook_text=row["runbook_text"],
-            hosts=tuple(json.loads(row["hosts"])),
+            hosts=hosts,
             inputs=json.loads(row["inputs"]),
             started_by=row["started_by"],
             trigger=json.loads(row["trigger"]),
@@ -246,13 +317,23 @@ class JournalReader:
             last_phase=row["last_phase"],
             status=status,
             exit_code=exit_code,
-            outcomes=json.loads(row["outcomes"]),
+            outcomes=_outcomes(json.loads(row["outcomes"] or "{}"), host_outcomes, hosts),
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             artifacts=row["artifacts"],
             steps=steps,
             approvals=approvals,
         )
+
+
+def _outcomes(
+    legacy: dict[str, dict[str, str]], rows: dict[str, dict[str, str]], hosts: tuple[str, ...]
+) -> dict[str, dict[str, str]]:
+    """Each host's outcome: the rows over what a first-release run kept in its own row, in the run's
+    host order (hosts it does not name after them)."""
+    merged = legacy | rows
+    order = {host: index for index, host in enumerate(hosts)}
+    return dict(sorted(merged.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 def _status_in_version_1(status: str, message: str) -> str:
@@ -266,24 +347,3 @@ def _status_in_version_1(status: str, message: str) -> str:
 def like_prefix(prefix: str) -> str:
     """``prefix`` as a LIKE pattern (ESCAPE '\\') that matches it literally, then anything."""
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def lock_held(path: Path) -> bool:
-    """True when another open file description holds ``path``'s lock (its run is alive).
-
-    Opened read-only: asking never creates or changes the file."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False  # no lock file: nobody can hold it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)

@@ -1,23 +1,21 @@
-"""The journal's SQLite file: opened to write or only to read, and its faults said as one error.
+"""A SQLite store's file: opened to write or only to read, and the disk's faults said as one error.
 
-The run journal (:mod:`engine.core.journal`) and the alert queue (:mod:`engine.core.alert_queue`)
-share one database file and open it here:
+:class:`~engine.core.store.database.Database` opens a SQLite store (the journal, the alert queue
+and the remediation ledger share one file) through here, and :mod:`engine.core.store.migrate`
+migrates it through here too:
 
-* a **writer** (:func:`open_writer`): WAL, a busy timeout, the caller's schema, and
-  ``synchronous=NORMAL``: a commit survives a crash of the process at once, a power loss only
-  once it is synced. The commits a promise rests on are synced before they return
-  (:func:`synced`, ``WriteTransaction(..., synced=True)``: ``synchronous=FULL`` for them); in
-  WAL mode that sync also takes every commit before it to disk;
+* a **writer** (:func:`open_writer`): WAL, a busy timeout, and ``synchronous=NORMAL``: a commit
+  survives a crash of the process at once, a power loss only once it is synced. The commits a
+  promise rests on are synced before they return (``Database.transaction(..., synced=True)``:
+  ``synchronous=FULL`` for them); in WAL mode that sync also takes every commit before it to disk;
 * a **reader** (:func:`open_reader`): read-only, and it changes no byte of any file, not even by
   creating the ``-wal`` and ``-shm`` files SQLite keeps beside a WAL database. A database whose
   WAL holds nothing is whole in its main file and is read as immutable (nothing is created or
   locked); one whose WAL holds commits is read through it, read-only.
 
 A write the file system refuses — full, read-only, failing — becomes one error,
-:class:`~engine.core.errors.JournalUnwritable` (:func:`journal_fault`). SQLite rolls a
-transaction back by itself on such errors; :class:`WriteTransaction` rolls back only what is
-still open, so the caller sees the disk's fault, never ``cannot rollback - no transaction is
-active``, and the connection is ready for the next transaction once space returns.
+:class:`~engine.core.errors.JournalUnwritable` (:func:`journal_fault`); the artifacts folder's
+writes too (:func:`probe_folder` asks whether it takes them again).
 """
 
 from __future__ import annotations
@@ -27,9 +25,7 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 from engine.core.errors import JournalError, JournalUnwritable
@@ -171,78 +167,6 @@ def open_reader(path: Path, *, what: str) -> sqlite3.Connection | None:
         db.close()
         raise JournalError(f"cannot read {what} at {path}: {exc}") from exc
     return db
-
-
-def has_table(db: sqlite3.Connection, name: str) -> bool:
-    """Whether the database has table ``name`` (a reader never creates one)."""
-    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
-    return row is not None
-
-
-@contextlib.contextmanager
-def synced(db: sqlite3.Connection) -> Iterator[None]:
-    """Commits made inside are synced to disk before they return (``synchronous=FULL``): they, and
-    every commit before them (WAL order), survive a power loss."""
-    db.execute("PRAGMA synchronous=FULL")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("PRAGMA synchronous=NORMAL")
-
-
-class WriteTransaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` on ``db`` (``synced``: to disk, see :func:`synced`); any fault
-    raised as a :class:`JournalError`.
-
-    On an error the transaction is rolled back — unless SQLite already did (it does on a full disk
-    and on I/O errors), so the error raised is the first one, and the connection is ready again.
-    """
-
-    def __init__(self, db: sqlite3.Connection, path: Path, doing: str, *, synced: bool = False) -> None:
-        self.db = db
-        self.path = path
-        self.doing = doing
-        self.synced = synced
-
-    def __enter__(self) -> None:
-        try:
-            if self.synced:
-                self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._unsync()
-            raise journal_fault(exc, self.path, self.doing) from exc
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if exc is None:
-                try:
-                    self.db.execute("COMMIT")
-                    return
-                except sqlite3.Error as error:
-                    self._roll_back()
-                    raise journal_fault(error, self.path, self.doing) from error
-            self._roll_back()
-            if isinstance(exc, (sqlite3.Error, OSError)):
-                raise journal_fault(exc, self.path, self.doing) from exc
-        finally:
-            self._unsync()
-
-    def _unsync(self) -> None:
-        if self.synced:
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("PRAGMA synchronous=NORMAL")
-
-    def _roll_back(self) -> None:
-        if not self.db.in_transaction:
-            return  # SQLite rolled it back itself
-        try:
-            self.db.execute("ROLLBACK")
-        except sqlite3.Error:
-            log.warning("could not roll back a transaction on %s", self.path, exc_info=True)
 
 
 def probe_folder(folder: Path) -> None:

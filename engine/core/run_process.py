@@ -50,6 +50,7 @@ from engine.core.events import Event
 from engine.core.pacing import Pace, PaceDecision, PaceRequest
 from engine.core.redaction import Redactor
 from engine.core.spec import RunSpec
+from engine.core.store.location import Location
 
 EVENT_BATCH_S = 0.03
 """Seconds the child gathers events before it sends them (the UI redraws ten times a second)."""
@@ -66,7 +67,8 @@ class RunOrder:
     """What the child needs: the run, unchanged from the front end, and the journal to keep it in."""
 
     spec: RunSpec
-    journal_path: Path | None
+    journal: Location | Path | None
+    """The journal (a file, or a PostgreSQL database); ``None``: ``$CAIRN_JOURNAL`` or the default."""
 
 
 # ---------------------------------------------------------------------------- parent
@@ -309,7 +311,7 @@ class _RemoteApprover:
 
 def child_main(fd: int) -> int:
     """The child: read the order, run it, report; the exit code says whether it could report."""
-    from engine.core.journal import Journal  # noqa: PLC0415
+    from engine.core.journal import journal_for_a_run  # noqa: PLC0415
     from engine.core.launch import prepare_run  # noqa: PLC0415
 
     conn = Connection(fd)
@@ -324,7 +326,7 @@ def child_main(fd: int) -> int:
     link = _ChildLink(conn)
     link.start()
     try:
-        journal = Journal(order.journal_path)
+        journal = journal_for_a_run(order.journal)
     except Exception as exc:  # said to the human, as the in-process run did
         link.send(("crashed", str(exc)))
         link.stop()

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.core.store.migrate import HEAD
 from tests.conftest import CairnRunner, RunbookDir, cairn_command
+from tests.engine.test_journal import FIRST_RELEASE_RUN, first_release_journal
 
 pytestmark = pytest.mark.cli
 
@@ -378,4 +380,47 @@ def test_a_failed_remediation_says_in_a_sentence_what_a_clean_verify_means(
         "remediation failed: restart_service: exit code 3: service did not come back; yet verify is clean: "
         "the pitfall is not present now, but restart_service did not finish, so the host may be "
         f"half-changed — read its output (cairn show-run {report['run_id']}) before you trust it"
+    )
+
+
+def test_history_reads_a_first_release_journal_as_it_is_and_a_run_upgrades_it(
+    cairn: CairnRunner, runbook_dir: RunbookDir, journal_path: Path, tmp_path: Path
+) -> None:
+    first_release_journal(journal_path, user_version=1)
+    before = {path: path.read_bytes() for path in journal_path.parent.rglob("*") if path.is_file()}
+
+    listed = cairn("history", "--json")
+    shown = cairn("show-run", FIRST_RELEASE_RUN, "--json")
+    alerts = cairn("history", "--alerts")
+
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["id"], r["status"]) for r in json.loads(listed.stdout)] == [(FIRST_RELEASE_RUN, "interrupted")]
+    steps = json.loads(shown.stdout)["steps"]
+    assert {s["step_id"]: s["status"] for s in steps} == {
+        "killed": "interrupted",
+        "later": "not_run",
+        "fine": "error",
+    }
+    assert json.loads(shown.stdout)["outcomes"] == {"web1": {"outcome": "present", "reason": "still full"}}
+    assert FIRST_RELEASE_RUN in alerts.stdout
+    after = {path: path.read_bytes() for path in journal_path.parent.rglob("*") if path.is_file()}
+    assert after == before, "reading changed no byte and created no file"
+
+    folder = runbook_dir(ECHO)
+    ran = cairn(
+        "run", "echo-check", "--runbooks", str(folder), "-e", f"marker={tmp_path / 'none'}", "-e", "token=t",
+        "--phase", "detect", "--json",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    history = json.loads(cairn("history", "--json").stdout)
+    assert [r["id"] for r in history] == [json.loads(ran.stdout)["run_id"], FIRST_RELEASE_RUN]
+    with sqlite3.connect(journal_path) as db:
+        (revision,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        statuses = dict(
+            db.execute("SELECT step_id, status FROM steps WHERE run_id = ?", (FIRST_RELEASE_RUN,))
+        )
+    db.close()
+    assert revision == HEAD
+    assert statuses == {"killed": "interrupted", "later": "not_run", "fine": "error"}, (
+        "upgraded by the writer"
     )

@@ -1,4 +1,9 @@
-"""The run journal, driven through an EventBus: what it keeps, bounds, and reports after a crash."""
+"""The run journal, driven through an EventBus: what it keeps, bounds, and reports after a crash.
+
+Tests that take ``store`` run on both stores: a SQLite file and a fresh PostgreSQL database
+(marker ``postgres``: a throwaway cluster on loopback, tests/postgres.py). The rest are about the
+SQLite file itself. More on PostgreSQL, leases and the fence: test_journal_postgres.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from engine.core.errors import JournalError
@@ -41,19 +48,47 @@ REPO = Path(__file__).resolve().parents[2]
 RUNBOOK_TEXT = "id: disk-full\ntitle: Disk full\nseverity: warning\nsummary: s\ndetect: []\n"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, journal_path: Path) -> str:
+    """What ``--journal`` names: this test's journal file, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(journal_path)
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
-def journal(journal_path: Path) -> Iterator[Journal]:
-    opened = Journal(journal_path)
+def journal(store: str) -> Iterator[Journal]:
+    opened = Journal(store)
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def reader(journal_path: Path, journal: Journal) -> Iterator[Journal]:
-    """A second Journal on the same file: sees only what the first has committed."""
+def reader(store: str, journal: Journal) -> Iterator[Journal]:
+    """A second Journal on the same store: sees only what the first has committed."""
+    opened = Journal(store)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def file_journal(journal_path: Path) -> Iterator[Journal]:
+    """A journal on this test's SQLite file (for what is about the file itself)."""
     opened = Journal(journal_path)
     yield opened
     opened.close()
+
+
+def raw_rows(store: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """``statement`` (``?`` placeholders) straight through the driver, beside Cairn's own connections."""
+    if not store.startswith("postgresql://"):
+        with sqlite3.connect(store) as db:
+            rows = db.execute(statement, params).fetchall()
+        db.close()
+        return rows
+    with psycopg.connect(store, autocommit=True) as pg:
+        return [tuple(row) for row in pg.execute(statement.replace("?", "%s"), params).fetchall()]
 
 
 def start_run(
@@ -227,12 +262,12 @@ def test_run_steps_and_approvals_read_back(journal: Journal, journal_path: Path)
     assert run.approvals[0].command == "journalctl --vacuum-size=500M"
 
 
-def test_finished_run_reads_back_from_a_new_journal(journal: Journal, journal_path: Path) -> None:
+def test_finished_run_reads_back_from_a_new_journal(journal: Journal, store: str) -> None:
     bus = start_run(journal, "20260101-120000-000001")
     finish_run(bus)
     journal.close()
 
-    reopened = Journal(journal_path)
+    reopened = Journal(store)
     try:
         run = reopened.get_run("20260101-120000-000001")
     finally:
@@ -276,13 +311,13 @@ def test_get_run_by_ambiguous_prefix_lists_the_candidates(journal: Journal) -> N
     )
 
 
-def test_get_run_unknown_id_says_how_to_list_runs(journal: Journal, journal_path: Path) -> None:
+def test_get_run_unknown_id_says_how_to_list_runs(journal: Journal, store: str) -> None:
     finish_run(start_run(journal, "20260101-120000-aaa111"))
 
     with pytest.raises(JournalError) as caught:
         journal.get_run("20991231")
 
-    assert str(caught.value) == f"no run '20991231' in {journal_path}; `cairn history` lists the runs"
+    assert str(caught.value) == f"no run '20991231' in {store}; `cairn history` lists the runs"
 
 
 @pytest.mark.parametrize("pattern", ["%", "_", "2026010_-%"])
@@ -444,11 +479,11 @@ HOLDER = textwrap.dedent(
 
 
 @pytest.fixture
-def holder(journal_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def holder(store: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Another process that has started a run and is in the middle of a step."""
     run_id = "20260101-120000-f00d00"
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(journal_path), run_id],
+        [sys.executable, "-c", HOLDER, store, run_id],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -470,13 +505,13 @@ def holder(journal_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
 
 
 def test_run_of_a_killed_process_is_reported_interrupted(
-    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+    holder: tuple[subprocess.Popen[str], str], store: str
 ) -> None:
     proc, run_id = holder
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    journal = Journal(journal_path)
+    journal = Journal(store)
     try:
         run = journal.get_run(run_id)
     finally:
@@ -489,13 +524,13 @@ def test_run_of_a_killed_process_is_reported_interrupted(
 
 
 def test_run_of_a_killed_process_is_interrupted_in_the_history_too(
-    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+    holder: tuple[subprocess.Popen[str], str], store: str
 ) -> None:
     proc, run_id = holder
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    journal = Journal(journal_path)
+    journal = Journal(store)
     try:
         listed = journal.list_runs()
     finally:
@@ -505,11 +540,11 @@ def test_run_of_a_killed_process_is_interrupted_in_the_history_too(
 
 
 def test_run_held_by_a_live_process_stays_running(
-    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+    holder: tuple[subprocess.Popen[str], str], store: str
 ) -> None:
     proc, run_id = holder
 
-    journal = Journal(journal_path)
+    journal = Journal(store)
     try:
         run = journal.get_run(run_id)
         listed = journal.list_runs()
@@ -532,7 +567,7 @@ def test_run_of_this_process_stays_running_for_another_journal(journal: Journal,
 # --------------------------------------------------------------------------- the database
 
 
-def test_database_uses_wal(journal: Journal, journal_path: Path) -> None:
+def test_database_uses_wal(file_journal: Journal, journal_path: Path) -> None:
     with sqlite3.connect(journal_path) as raw:
         mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
     raw.close()
@@ -556,7 +591,7 @@ def test_unwritable_path_names_the_path_and_the_option(tmp_path: Path) -> None:
 def test_journal_defaults_to_cairn_journal_env(journal_path: Path) -> None:
     journal = Journal()
     try:
-        assert journal.path == journal_path
+        assert journal.location.path == journal_path
     finally:
         journal.close()
     assert journal_path.exists()
@@ -566,82 +601,103 @@ def test_journal_defaults_to_cairn_journal_env(journal_path: Path) -> None:
 
 
 def test_a_killed_run_is_read_as_interrupted_and_only_a_writer_records_it(
-    holder: tuple[subprocess.Popen[str], str], journal_path: Path
+    holder: tuple[subprocess.Popen[str], str], store: str
 ) -> None:
     proc, run_id = holder
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    reader = JournalReader(journal_path)
+    reader = JournalReader(store)
     try:
         shown = reader.get_run(run_id)
     finally:
         reader.close()
-    with sqlite3.connect(journal_path) as raw:
-        on_file = raw.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-    raw.close()
+    stored = raw_rows(store, "SELECT status FROM runs WHERE id = ?", (run_id,))
     assert (shown.status, shown.exit_code, shown.steps[0].status) == (
         RunStatus.INTERRUPTED,
         130,
         "interrupted",
     )
-    assert on_file == ("running",), "reading wrote nothing"
+    assert stored == [("running",)], "reading wrote nothing"
 
-    Journal(journal_path).close()  # a writer opening the journal records what readers show
-    with sqlite3.connect(journal_path) as raw:
-        on_file = raw.execute("SELECT status, exit_code FROM runs WHERE id = ?", (run_id,)).fetchone()
-    raw.close()
-    assert on_file == ("interrupted", 130)
+    Journal(store).close()  # a writer opening the journal records what readers show
+    assert raw_rows(store, "SELECT status, exit_code FROM runs WHERE id = ?", (run_id,)) == [
+        ("interrupted", 130)
+    ]
+    assert raw_rows(store, "SELECT status FROM steps WHERE run_id = ?", (run_id,)) == [("interrupted",)]
 
 
 def test_a_reader_reads_a_first_release_journal_as_this_version_and_leaves_the_upgrade_to_a_writer(
     journal_path: Path,
 ) -> None:
-    journal = Journal(journal_path)
-    bus = start_run(journal, "20260101-120000-000009")
-    for step_id, status, message in (
-        ("killed", StepStatus.ERROR, "interrupted: the run stopped before this step finished"),
-        ("later", StepStatus.SKIPPED, "not run: the run was interrupted"),
-        ("fine", StepStatus.ERROR, "exit code 3"),
-    ):
-        bus.emit(
-            StepFinished(
-                result=StepResult(
-                    host="web1", phase=Phase.DETECT, step_id=step_id, status=status, message=message
-                )
-            )
-        )
-    finish_run(bus, interrupted=True)
-    journal.close()
-    with sqlite3.connect(journal_path) as raw:  # as the first release wrote it
-        raw.execute("PRAGMA user_version=1")
-        raw.execute("UPDATE steps SET status = 'error' WHERE step_id = 'killed'")
-        raw.execute("UPDATE steps SET status = 'skipped' WHERE step_id = 'later'")
-    raw.close()
+    first_release_journal(journal_path, user_version=1)
     before = journal_path.read_bytes()
 
     reader = JournalReader(journal_path)
     try:
-        states = {s.step_id: s.status for s in reader.get_run("last").steps}
+        run = reader.get_run("last")
+        listed = reader.list_runs(trigger_kind="alert")
     finally:
         reader.close()
 
-    assert states == {"killed": "interrupted", "later": "not_run", "fine": "error"}
+    assert {s.step_id: s.status for s in run.steps} == {
+        "killed": "interrupted",
+        "later": "not_run",
+        "fine": "error",
+    }
+    assert run.outcomes == {"web1": {"outcome": "present", "reason": "still full"}}
+    assert [r.id for r in listed] == [FIRST_RELEASE_RUN]
     assert journal_path.read_bytes() == before, "the reader did not upgrade the file"
     assert not journal_path.with_name("journal.db-wal").exists()
 
 
-def test_what_changes_hosts_is_synced_to_disk_before_the_run_goes_on(journal: Journal) -> None:
+def test_a_writer_upgrades_a_first_release_journal_and_reads_it_as_before(journal_path: Path) -> None:
+    first_release_journal(journal_path, user_version=1)
+
+    journal = Journal(journal_path)
+    try:
+        run = journal.get_run(FIRST_RELEASE_RUN)
+        bus = start_run(journal, "20260101-130000-000001")
+        bus.emit(
+            HostFinished(report=HostReport(host="web1", outcome=HostOutcome.HEALTHY, results=(), reason="ok"))
+        )
+        finish_run(bus)
+        alerts = [r.id for r in journal.list_runs(trigger_kind="alert")]
+        new = journal.get_run("20260101-130000-000001")
+    finally:
+        journal.close()
+
+    assert {s.step_id: s.status for s in run.steps} == {
+        "killed": "interrupted",
+        "later": "not_run",
+        "fine": "error",
+    }
+    assert run.outcomes == {"web1": {"outcome": "present", "reason": "still full"}}
+    assert alerts == [FIRST_RELEASE_RUN]
+    assert new.outcomes == {"web1": {"outcome": "healthy", "reason": "ok"}}
+    with sqlite3.connect(journal_path) as raw:
+        tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        statuses = dict(
+            raw.execute("SELECT step_id, status FROM steps WHERE run_id = ?", (FIRST_RELEASE_RUN,))
+        )
+        kind = raw.execute("SELECT trigger_kind FROM runs WHERE id = ?", (FIRST_RELEASE_RUN,)).fetchone()
+    raw.close()
+    assert {"alembic_version", "host_outcomes", "holders"} <= tables
+    assert statuses == {"killed": "interrupted", "later": "not_run", "fine": "error"}, "upgraded on file"
+    assert kind == ("alert",)
+
+
+def test_what_changes_hosts_is_synced_to_disk_before_the_run_goes_on(file_journal: Journal) -> None:
     """A remediation step's start and end, and an approval, commit with ``synchronous=FULL``: synced
     to disk, with every commit before them, before the runner takes its next step. After a power loss
     the journal still says which remediation steps began and which finished, so a resume never
     repeats one it recorded finished. Steps that only look (detect, diagnose, verify) are not synced on
     their own: a power loss may take back their tail, which a resumed run looks at again. A power
     loss cannot be made here; this checks the setting each commit runs with."""
-    assert journal._db is not None
+    connection = file_journal.db.connection()
     said: list[str] = []
-    journal._db.set_trace_callback(said.append)
-    bus = start_run(journal, "20260101-120000-00000a")
+    connection.set_trace_callback(said.append)
+    bus = start_run(file_journal, "20260101-120000-00000a")
     for phase, step_id in ((Phase.DETECT, "look"), (Phase.REMEDIATE, "fix")):
         bus.emit(StepStarted(host="web1", phase=phase, step_id=step_id, title=step_id, command="true"))
         if phase is Phase.REMEDIATE:
@@ -656,17 +712,109 @@ def test_what_changes_hosts_is_synced_to_disk_before_the_run_goes_on(journal: Jo
             )
         )
     finish_run(bus)
-    journal._db.set_trace_callback(None)
+    connection.set_trace_callback(None)
 
-    synced = [said[i + 1] for i, line in enumerate(said) if line == "PRAGMA synchronous=FULL"]
-    assert [" ".join(s.split()[:3]) for s in synced] == [
-        "INSERT OR REPLACE",
-        "INSERT INTO approvals",
-        "INSERT INTO steps",
-    ], said
-    assert all("'fix'" in s for s in synced), "only the remediation step's commits are synced"
-    assert said[-1].startswith("UPDATE runs SET status = 'finished'"), (
-        "the run's end is not synced on its own"
-    )
-    assert journal._db.execute("PRAGMA synchronous").fetchone() == (1,)
-    assert journal._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    synced = [
+        synced_writes for synced_writes in _commits(said) if synced_writes[0] == "PRAGMA synchronous=FULL"
+    ]
+    written = [" ".join(next(s for s in c if s.startswith(("INSERT", "UPDATE"))).split()[:3]) for c in synced]
+    assert written == ["INSERT INTO steps", "INSERT INTO approvals", "INSERT INTO steps"], said
+    assert all(any("'fix'" in s for s in c) for c in synced), "only the remediation step's commits are synced"
+    assert all(c[-1] == "PRAGMA synchronous=NORMAL" for c in synced), "back to NORMAL after each"
+    last = _commits(said)[-1]
+    assert any(s.startswith("UPDATE runs SET status = 'finished'") for s in last), last
+    assert "PRAGMA synchronous=FULL" not in last, "the run's end is not synced on its own"
+    assert connection.execute("PRAGMA synchronous").fetchone() == (1,)
+    assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def _commits(said: list[str]) -> list[list[str]]:
+    """The traced statements cut into one list per transaction (with the PRAGMAs around it)."""
+    commits: list[list[str]] = [[]]
+    for statement in said:
+        commits[-1].append(statement)
+        synced = commits[-1][0] == "PRAGMA synchronous=FULL"
+        if statement == ("PRAGMA synchronous=NORMAL" if synced else "COMMIT"):
+            commits.append([])
+    return [c for c in commits if any(s.startswith(("INSERT", "UPDATE")) for s in c)]
+
+
+# --------------------------------------------------------------------------- a journal of the first release
+
+FIRST_RELEASE_RUN = "20260101-120000-000009"
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, runbook_id TEXT NOT NULL, runbook_path TEXT NOT NULL, runbook_sha256 TEXT NOT NULL,
+    runbook_text TEXT NOT NULL, hosts TEXT NOT NULL, inputs TEXT NOT NULL, started_by TEXT NOT NULL,
+    trigger TEXT NOT NULL, dry_run INTEGER NOT NULL, last_phase TEXT NOT NULL, status TEXT NOT NULL,
+    exit_code INTEGER, outcomes TEXT NOT NULL DEFAULT '{}', started_at REAL NOT NULL, finished_at REAL,
+    artifacts TEXT NOT NULL
+);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE TABLE steps (
+    run_id TEXT NOT NULL REFERENCES runs (id), seq INTEGER NOT NULL, host TEXT NOT NULL, phase TEXT NOT NULL,
+    step_id TEXT NOT NULL, title TEXT NOT NULL DEFAULT '', status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
+    command TEXT NOT NULL DEFAULT '', rc INTEGER, stdout TEXT NOT NULL DEFAULT '', stderr TEXT NOT NULL DEFAULT '',
+    out TEXT, started_at REAL, duration REAL, approval TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, host, phase, step_id)
+);
+CREATE TABLE approvals (
+    run_id TEXT NOT NULL REFERENCES runs (id), seq INTEGER NOT NULL, host TEXT NOT NULL, phase TEXT NOT NULL,
+    step_id TEXT NOT NULL, command TEXT NOT NULL, approved INTEGER NOT NULL, decided_by TEXT NOT NULL,
+    note TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE alert_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, fingerprint TEXT NOT NULL,
+    runbook_id TEXT NOT NULL, target TEXT NOT NULL, alert TEXT NOT NULL, state TEXT NOT NULL, run_id TEXT,
+    note TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL, approved_by TEXT
+);
+CREATE TABLE remediations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, runbook_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    automatic INTEGER NOT NULL, started_at REAL NOT NULL, ended_at REAL
+);
+"""
+"""The tables as the first release created them (its journal.py and alert_queue.py)."""
+
+
+def first_release_journal(
+    path: Path, *, user_version: int = 2, steps: tuple[tuple[str, str, str], ...] | None = None
+) -> None:
+    """A journal file as the first release wrote it, one alert-started run in it, finished with three
+    steps and an outcome kept in the run's own row. ``user_version=1``: steps stopped before their end
+    as that release's first version recorded them (told apart by their messages only). ``steps``:
+    (step id, status, message) instead, as given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    interrupted, not_run = ("error", "skipped") if user_version < 2 else ("interrupted", "not_run")
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.executescript(FIRST_RELEASE_SCHEMA)
+        raw.execute(
+            "INSERT INTO runs VALUES (?, 'disk-full', '/srv/runbooks/disk-full.yaml', ?, ?, '[\"web1\"]', '{}',"
+            " 'cairn serve', ?, 0, 'verify', 'interrupted', 130, ?, 1767268800.0, 1767268805.0, ?)",
+            (
+                FIRST_RELEASE_RUN,
+                hashlib.sha256(RUNBOOK_TEXT.encode()).hexdigest(),
+                RUNBOOK_TEXT,
+                '{"kind": "alert", "alert": "DiskFull"}',
+                '{"web1": {"outcome": "present", "reason": "still full"}}',
+                str(path.parent / "runs" / FIRST_RELEASE_RUN),
+            ),
+        )
+        kept = steps or (
+            ("killed", interrupted, "interrupted: the run stopped before this step finished"),
+            ("later", not_run, "not run: the run was interrupted"),
+            ("fine", "error", "exit code 3"),
+        )
+        for seq, (step_id, status, message) in enumerate(kept):
+            raw.execute(
+                "INSERT INTO steps (run_id, seq, host, phase, step_id, status, message) VALUES (?, ?, 'web1',"
+                " 'detect', ?, ?, ?)",
+                (FIRST_RELEASE_RUN, seq, step_id, status, message),
+            )
+        raw.execute(f"PRAGMA user_version={user_version}")
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
+    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)

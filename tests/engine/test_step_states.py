@@ -9,7 +9,7 @@ from engine.core.events import StepFinished
 from engine.core.journal import Journal
 from engine.core.model import Phase, RunStatus, StepResult, StepStatus
 from engine.core.resume import resume_point
-from tests.engine.test_journal import finish_run, start_run
+from tests.engine.test_journal import FIRST_RELEASE_RUN, finish_run, first_release_journal, start_run
 
 
 def test_each_status_says_whether_resume_runs_the_step_again() -> None:
@@ -53,30 +53,22 @@ def test_resume_reads_the_state_never_the_wording(journal_path: Path) -> None:
 
 def test_a_journal_from_the_first_release_is_upgraded_once_on_open(journal_path: Path) -> None:
     """Version 1 wrote unfinished steps as error/skipped with telling words; opening it upgrades them."""
-    journal = Journal(journal_path)
-    try:
-        bus = start_run(journal, "run-old")
-        for old in (
-            result("killed", StepStatus.ERROR, "interrupted: the run stopped before this step finished"),
-            result("cancel", StepStatus.ERROR, "cancelled; the command was killed"),
-            result("later", StepStatus.SKIPPED, "not run: the run was interrupted"),
-            result("missing", StepStatus.ERROR, "not run: needs crictl, which is not installed on web1"),
-            result("fine", StepStatus.ERROR, "exit code 3"),
-            result("when", StepStatus.SKIPPED, "when is false: false"),
-        ):
-            bus.emit(StepFinished(result=old))
-        finish_run(bus, interrupted=True)
-    finally:
-        journal.close()
-    with sqlite3.connect(journal_path) as db:  # as the first release left it
-        db.execute("PRAGMA user_version=1")
-        db.execute("UPDATE steps SET status = 'error' WHERE step_id IN ('killed', 'cancel', 'missing')")
-        db.execute("UPDATE steps SET status = 'skipped' WHERE step_id = 'later'")
-    db.close()
+    first_release_journal(
+        journal_path,
+        user_version=1,
+        steps=(
+            ("killed", "error", "interrupted: the run stopped before this step finished"),
+            ("cancel", "error", "cancelled; the command was killed"),
+            ("later", "skipped", "not run: the run was interrupted"),
+            ("missing", "error", "not run: needs crictl, which is not installed on web1"),
+            ("fine", "error", "exit code 3"),
+            ("when", "skipped", "when is false: false"),
+        ),
+    )
 
     journal = Journal(journal_path)
     try:
-        states = {s.step_id: s.status for s in journal.get_run("run-old").steps}
+        states = {s.step_id: s.status for s in journal.get_run(FIRST_RELEASE_RUN).steps}
     finally:
         journal.close()
     assert states == {
@@ -89,4 +81,6 @@ def test_a_journal_from_the_first_release_is_upgraded_once_on_open(journal_path:
     }
     with sqlite3.connect(journal_path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        on_file = dict(db.execute("SELECT step_id, status FROM steps"))
     db.close()
+    assert on_file == states, "the writer upgraded the file, not only what it shows"

@@ -192,7 +192,7 @@ class RunScreen(FittedFooterScreen[None]):
         spec = self.spec
         planned = planned_commands(spec.runbook, list(spec.hosts), spec.inputs, spec.last_phase)
         self.post_message(PlannedCommands(planned))
-        order = RunOrder(spec, self.config.journal_path)
+        order = RunOrder(spec, self.config.journal_location)
         run_in_child(
             order,
             RunHandlers(

@@ -226,12 +226,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _journal_to_write(args: argparse.Namespace) -> Journal:
-    """The journal a run writes; a disk that refuses it is said before anything runs."""
+    """The journal a run writes (``--journal``: a file or a PostgreSQL URL); a store that refuses it
+    is said before anything runs."""
     from engine.core.errors import JournalUnwritable  # noqa: PLC0415
-    from engine.core.journal import Journal  # noqa: PLC0415
+    from engine.core.journal import journal_for_a_run  # noqa: PLC0415
 
     try:
-        return Journal(args.journal)
+        return journal_for_a_run(args.journal)
     except JournalUnwritable as exc:
         raise exc.about(
             "the run did not start: nothing of it was recorded and nothing ran", recorded=False
@@ -268,7 +269,7 @@ def _execute(
     import signal  # noqa: PLC0415
 
     from engine.cli.terminal import FanOutPrinter, ProgressPrinter  # noqa: PLC0415
-    from engine.core.errors import JournalUnwritable  # noqa: PLC0415
+    from engine.core.errors import JournalUnreachable, JournalUnwritable, LeaseLost  # noqa: PLC0415
     from engine.core.render import as_data, runbook_step_width  # noqa: PLC0415
     from engine.core.reports import summary_rows  # noqa: PLC0415
 
@@ -304,7 +305,14 @@ def _execute(
         return interrupted()
     except JournalUnwritable as exc:  # the run stopped where its journal did: say what it holds, in one line
         then = f"cairn resume {runner.run_id}" if exc.recorded else "run it again"
-        return usage(f"{exc}; once the disk takes writes again: {then}")
+        once = (
+            "the database answers again"
+            if isinstance(exc, JournalUnreachable)
+            else "the disk takes writes again"
+        )
+        return usage(f"{exc}; once {once}: {then}")
+    except LeaseLost as exc:  # paused past its lease: whoever holds the run now, it goes on from the journal
+        return usage(f"{exc}; to go on from the journal: cairn resume {runner.run_id}")
     finally:
         signal.signal(signal.SIGTERM, previous)
         journal.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.cli.common import execution_options, missing_runbook_dirs, runbook_dirs, usage
 from engine.cli.options import Commands
+from engine.core.store.location import locate
 
 
 def register(commands: Commands) -> None:
@@ -53,7 +54,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
     config = config_class(
         runbook_dirs=tuple(dirs),
-        journal_path=Path(args.journal) if args.journal else None,
+        journal=locate(args.journal) if args.journal else None,
         inventory=tuple(args.inventory or ()),
         lab_root=Path(args.lab_dir) if args.lab_dir else None,
         options=execution_options(args),
