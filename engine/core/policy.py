@@ -7,9 +7,11 @@ without a human only when **both** say so:
 * the operator's :class:`Policy` automates the runbook (``cairn serve --automate ID``).
 
 Even then the guardrails shared by every runbook hold it back (they live in the
-queue's ledger, :meth:`~engine.core.alert_queue.AlertQueue.begin_remediation`): at
-most ``breaker`` automatic remediations per host per hour, at most ``budget``
-hosts being remediated at once across the fleet. Whatever is held back
+store's remediation ledger, :mod:`engine.core.ledger`, through
+:meth:`~engine.core.alert_queue.AlertQueue.begin_remediation`): at most
+``breaker`` automatic remediations per host per hour, at most ``budget`` hosts
+being remediated at once across the fleet — across every ``cairn serve`` on the
+store, each ledger row recording the server that took it. Whatever is held back
 **escalates**: the queue entry waits for ``cairn approve RUN_ID`` (or the TUI's
 Alerts screen), and the approved run checks the host again before it changes it.
 """
@@ -26,7 +28,8 @@ from engine.core.defaults import DEFAULT_BREAKER, DEFAULT_BUDGET
 from engine.core.model import Phase, Runbook
 
 if TYPE_CHECKING:
-    from engine.core.alert_queue import AlertQueue, Guard
+    from engine.core.alert_queue import AlertQueue
+    from engine.core.ledger import Guard
 
 
 @dataclass(frozen=True, slots=True)

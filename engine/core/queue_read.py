@@ -1,31 +1,35 @@
-"""The alert queue's entries as ``cairn queue`` and ``cairn serve``'s ``/healthz`` read them.
+"""The alert queue's entries as ``cairn queue``, the TUI and ``cairn serve``'s ``/healthz`` read them.
 
-:class:`QueueReader` opens the journal's file read-only
-(:func:`~engine.core.journal_store.open_reader`: no byte written, on a full disk too); the
-writer, :class:`~engine.core.alert_queue.AlertQueue`, reads the same way on its own connection.
-A file without a queue yet has no entries; a queue written before approvals existed reads with
-no approver.
+:class:`QueueReader` opens the store to read only (:class:`~engine.core.store.database.Database`
+with ``write=False``: a SQLite file read without writing a byte, on a full disk too; a
+PostgreSQL connection the server keeps read-only). It reads what is there, as it is: a store
+without a queue yet has no entries, a queue written before approvals reads with no approver,
+one written by the first release (no servers, no leases) with no holder. The writer,
+:class:`~engine.core.alert_queue.AlertQueue`, reads the same way on its own connection.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from engine.core.errors import JournalError
-from engine.core.journal_store import has_table, open_reader
+from engine.core.store import leases
+from engine.core.store.database import Database
+from engine.core.store.location import Location, locate
 
 
 class EntryState(Enum):
     """Where a queued alert is."""
 
     QUEUED = "queued"
+    """Waiting for a server to claim it."""
     RUNNING = "running"
+    """A server claimed it (its holder) and runs it."""
     DONE = "done"
     """Its run ended (whatever the run found: the run says)."""
     CANCELLED = "cancelled"
@@ -39,15 +43,20 @@ class EntryState(Enum):
 
 
 ACTIVE = (EntryState.QUEUED.value, EntryState.RUNNING.value, EntryState.ESCALATED.value)
-"""States in which a firing alert for the same runbook and target is a duplicate."""
+"""States in which a firing alert for the same runbook and target is a duplicate (the store's
+partial unique index ``alert_queue_one_active`` holds one such entry per runbook and target)."""
 COOLING = (EntryState.DONE.value, EntryState.DECLINED.value)
 """States after which the cooldown applies: a run ended, or a human said no. A cancelled entry
 never ran. A failed one (its target or runbook is unknown) cools down only until the server reads
 its inventory and runbooks again (see :attr:`AlertQueue.failed_forgotten_before`)."""
 COLUMNS = (
-    "id, received_at, fingerprint, runbook_id, target, alert, state, run_id, note, updated_at, approved_by"
+    "id, received_at, fingerprint, runbook_id, target, alert, state, run_id, note, updated_at, approved_by,"
+    " holder"
 )
 """An entry's columns, in :func:`entry_of`'s order."""
+LATER_COLUMNS = ("approved_by", "holder")
+"""Columns an older queue may lack (read as NULL): approvals came after the first queue, holders
+with the shared store."""
 
 
 @dataclass(frozen=True)
@@ -67,42 +76,53 @@ class Entry:
     updated_at: float = 0.0
     approved_by: str | None = None
     """Who approved its remediation (``cairn approve``); its next run remediates."""
+    holder: str | None = None
+    """The server that holds it while it runs (its lease id, ``cairn queue`` shows it); ``None``
+    when no server holds it."""
 
 
 class QueueReader:
-    """The queue's entries, read-only; :class:`~engine.core.alert_queue.AlertQueue` adds the writing."""
+    """The queue's entries, read-only; :class:`~engine.core.alert_queue.AlertQueue` adds the writing.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._db = self._connect()
-        self._columns = self._readable_columns()
+    ``location``: a :class:`~engine.core.store.location.Location`, a SQLite file, a
+    ``postgresql://`` URL, or ``None`` for ``$CAIRN_JOURNAL`` or the default file."""
 
-    def _connect(self) -> sqlite3.Connection | None:
-        return open_reader(self.path, what="the alert queue")
+    def __init__(self, location: Location | Path | str | None = None) -> None:
+        self.location = locate(location)
+        self.db = self._open(self.location)
+        try:
+            self._columns = self._readable_columns()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, location: Location) -> Database:
+        return Database(location, write=False, what="the alert queue")
+
+    @property
+    def where(self) -> str:
+        """The store as messages name it: a file, or a URL without its password."""
+        return self.db.where
 
     def _readable_columns(self) -> str | None:
-        """What to select for an entry (``None``: there is no queue in the file yet)."""
-        if self._db is None:
+        """What to select for an entry (``None``: there is no queue in the store yet)."""
+        if "alert_queue" not in self.db.tables():
             return None
-        try:
-            if not has_table(self._db, "alert_queue"):
-                return None
-            names = {row[1] for row in self._db.execute("PRAGMA table_info(alert_queue)")}
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise JournalError(f"cannot read the alert queue at {self.path}: {exc}") from exc
-        return COLUMNS if "approved_by" in names else COLUMNS.replace("approved_by", "NULL AS approved_by")
+        present = self.db.columns("alert_queue")
+        columns = COLUMNS
+        for later in LATER_COLUMNS:
+            if later not in present:
+                columns = columns.replace(later, f"NULL AS {later}")
+        return columns
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
+        self.db.close()
 
     def entry(self, entry_id: int) -> Entry:
         """One entry by id."""
         rows = self._select("WHERE id = ?", (entry_id,))
         if not rows:
-            raise JournalError(f"no queue entry {entry_id} in {self.path}")
+            raise JournalError(f"no queue entry {entry_id} in {self.where}")
         return entry_of(rows[0])
 
     def entries(self, *states: EntryState) -> list[Entry]:
@@ -131,33 +151,45 @@ class QueueReader:
         """Entries waiting to start."""
         return self._count("state = ?", (EntryState.QUEUED.value,))
 
-    def _select(self, where: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+    def servers(self) -> list[dict[str, Any]]:
+        """The servers that hold or held work in this store (:func:`~engine.core.store.leases.holders`:
+        id, kind, machine, pid, state, note, started_at, seconds ``left`` on the lease), live first;
+        none in a store no server has used (a first-release one too)."""
+        if "holders" not in self.db.tables():
+            return []
+        return leases.holders(self.db)
+
+    def _select(self, where: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         if self._columns is None:
             return []
-        return self._read(f"SELECT {self._columns} FROM alert_queue {where}", params)  # noqa: S608 (only ?s)
+        return self.db.read(f"SELECT {self._columns} FROM alert_queue {where}", params)  # noqa: S608 (only ?s)
 
     def _count(self, where: str, params: Sequence[object]) -> int:
         if self._columns is None:
             return 0
-        rows = self._read(f"SELECT count(*) FROM alert_queue WHERE {where}", params)  # noqa: S608 (only ?s)
-        return int(str(rows[0][0]))
-
-    def _read(self, query: str, params: Sequence[object]) -> list[tuple[object, ...]]:
-        assert self._db is not None
-        try:  # not under the writer's lock: a read never waits behind a transaction in Python
-            return self._db.execute(query, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot read the alert queue at {self.path}: {exc}") from exc
+        rows = self.db.read(f"SELECT count(*) FROM alert_queue WHERE {where}", params)  # noqa: S608 (only ?s)
+        return int(rows[0][0])
 
 
-def entry_of(row: Sequence[object]) -> Entry:
+def entry_of(row: Sequence[Any]) -> Entry:
     """An :class:`Entry` from a row of :data:`COLUMNS`."""
-    entry_id, received_at, fingerprint, runbook_id, target, alert, state, run_id, note, updated, approved = (
-        row
-    )
+    (
+        entry_id,
+        received_at,
+        fingerprint,
+        runbook_id,
+        target,
+        alert,
+        state,
+        run_id,
+        note,
+        updated,
+        approved,
+        holder,
+    ) = row
     return Entry(
-        id=int(str(entry_id)),
-        received_at=float(str(received_at)),
+        id=int(entry_id),
+        received_at=float(received_at),
         fingerprint=str(fingerprint),
         runbook_id=str(runbook_id),
         target=str(target),
@@ -165,6 +197,7 @@ def entry_of(row: Sequence[object]) -> Entry:
         state=EntryState(state),
         run_id=str(run_id) if run_id is not None else None,
         note=str(note),
-        updated_at=float(str(updated)),
+        updated_at=float(updated),
         approved_by=str(approved) if approved is not None else None,
+        holder=str(holder) if holder is not None else None,
     )

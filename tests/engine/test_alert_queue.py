@@ -1,4 +1,10 @@
-"""engine/core/alert_queue.py: the durable queue behind `cairn serve`, on a real SQLite file."""
+"""engine/core/alert_queue.py: the durable queue behind `cairn serve`, on a real SQLite file and a real
+PostgreSQL database (a throwaway cluster on loopback, tests/postgres.py).
+
+Most tests run on both stores (the ``store`` fixture); what only one of them has — SQLite's synced
+commits, a first-release file, ``kill -9`` of a writer of a file — is tested on it alone. Several
+queues racing as several servers do is tests/engine/test_queue_shared.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,7 +26,29 @@ from engine.core.alert_queue import AlertQueue, EntryState
 from engine.core.alerts import Alert, AlertStatus, Route
 from engine.core.errors import JournalError
 from engine.core.queue_read import QueueReader
+from engine.core.store import leases
+from engine.core.store.leases import Lease
+from engine.core.store.location import locate
+from tests.cli.conftest import wait_for
 from tests.conftest import REPO
+from tests.postgres import PgCluster
+
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+"""The two stores a queue lives in: a SQLite file, a PostgreSQL database."""
+
+
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store for ``request.param``: a file under ``tmp_path``, or an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "journal.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where this test's queue lives: each test runs on SQLite and on PostgreSQL."""
+    return store_at(request, tmp_path)
 
 
 def routed(
@@ -35,8 +64,8 @@ def routed(
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> Iterator[AlertQueue]:
-    opened = AlertQueue(tmp_path / "journal.db")
+def queue(store: str) -> Iterator[AlertQueue]:
+    opened = AlertQueue(store)
     yield opened
     opened.close()
 
@@ -65,8 +94,8 @@ def test_a_burst_of_duplicates_queues_one_run_per_runbook_and_target(queue: Aler
     assert queue.accept([routed()]).queued == [], "still queued: the next webhook repeats it"
 
 
-def test_duplicates_from_threads_at_once_still_queue_one(tmp_path: Path) -> None:
-    queues = [AlertQueue(tmp_path / "journal.db") for _ in range(8)]  # as many connections as server threads
+def test_duplicates_from_threads_at_once_still_queue_one(store: str) -> None:
+    queues = [AlertQueue(store) for _ in range(8)]  # as many connections as server threads
     start = threading.Barrier(len(queues))
     queued: list[int] = []
 
@@ -110,8 +139,8 @@ def test_claims_take_the_oldest_first_and_each_entry_once(queue: AlertQueue) -> 
     assert all(e.state is EntryState.RUNNING for e in queue.entries())
 
 
-def test_after_a_run_the_same_alert_waits_out_the_cooldown(tmp_path: Path) -> None:
-    queue = AlertQueue(tmp_path / "journal.db", cooldown=600)
+def test_after_a_run_the_same_alert_waits_out_the_cooldown(store: str) -> None:
+    queue = AlertQueue(store, cooldown=600)
     [entry_id] = queue.accept([routed()], now=1000.0).queued
     queue.claim(now=1001.0)
     queue.finish(entry_id, EntryState.DONE, run_id="20261129-000000-abcdef", now=1100.0)
@@ -134,19 +163,44 @@ def test_a_route_without_a_target_is_not_queued(queue: AlertQueue) -> None:
     assert queue.entries() == []
 
 
-def test_entries_running_when_the_server_died_are_queued_again_saying_so(tmp_path: Path) -> None:
-    first = AlertQueue(tmp_path / "journal.db")
+def test_entries_a_first_release_server_left_running_are_queued_again_saying_so(store: str) -> None:
+    first = AlertQueue(store)  # no holder: as the first release's server claimed
     [entry_id] = first.accept([routed()]).queued
     first.claim()
-    first.close()  # the server is gone; its entry says "running"
+    first.close()  # the server is gone; its entry says "running", held by nobody
 
-    again = AlertQueue(tmp_path / "journal.db")
-    assert again.recover() == [entry_id]
+    lease = Lease(locate(store), ttl=3600, heartbeat=3600)  # a live server: registered, its lease current
+    lease.start()
+    again = AlertQueue(store, holder=lease.id)
+    assert again.take_over().entries == (entry_id,)
     [entry] = again.entries()
-    assert entry.state is EntryState.QUEUED
-    assert entry.note.startswith("queued again: the server stopped while its run went on; the run resumes")
-    assert again.claim() is not None
+    assert (entry.state, entry.holder) == (EntryState.QUEUED, None)
+    assert entry.note == (
+        "queued again: the server running it (an earlier cairn serve) stopped; its run resumes"
+    )
+    claimed = again.claim()
+    assert claimed is not None and claimed.holder == lease.id
+    assert again.take_over().entries == (), "a live holder's entry stays its own"
     again.close()
+    lease.close()
+
+
+def test_an_entry_held_by_no_live_server_is_queued_again(store: str) -> None:
+    """A server that claimed in the instant before it was found lapsed (or one never registered)
+    holds nothing: its entry is not left running for ever."""
+    ghost = AlertQueue(store, holder="web-9:99:ffffff")  # no lease in the store
+    [entry_id] = ghost.accept([routed()]).queued
+    assert ghost.claim() is not None
+    ghost.close()
+    lease = Lease(locate(store), ttl=3600, heartbeat=3600)
+    lease.start()
+    live = AlertQueue(store, holder=lease.id)
+    try:
+        assert live.take_over().entries == (entry_id,)
+        assert live.entry(entry_id).state is EntryState.QUEUED
+    finally:
+        live.close()
+        lease.close()
 
 
 ACCEPT_THEN_HANG = textwrap.dedent(
@@ -186,13 +240,16 @@ def test_accepted_alerts_survive_kill_9(tmp_path: Path) -> None:
     queue.close()
 
 
-def test_an_accepted_alert_is_synced_to_disk_so_it_survives_a_power_loss(queue: AlertQueue) -> None:
+def test_an_accepted_alert_is_synced_to_disk_so_it_survives_a_power_loss(tmp_path: Path) -> None:
     """`cairn serve` answers 200 after ``accept`` committed. That commit runs with ``synchronous=FULL``
     (WAL mode: synced to disk before it returns), so the alert survives a power loss, not only a
     ``kill -9`` (the test above); so do a human's decision and a remediation taken in the ledger. A
-    power loss cannot be made here: this checks the setting each of those commits runs with."""
+    power loss cannot be made here: this checks the setting each of those commits runs with. (A
+    PostgreSQL commit is durable when it returns, every one: nothing to check there.)"""
+    queue = AlertQueue(tmp_path / "journal.db")
     said: list[str] = []
-    queue.db.set_trace_callback(said.append)
+    connection = queue.db.connection()
+    connection.set_trace_callback(said.append)
 
     def synced_commit(write: Callable[[], object]) -> bool:
         said.clear()
@@ -202,9 +259,9 @@ def test_an_accepted_alert_is_synced_to_disk_so_it_survives_a_power_loss(queue: 
             "PRAGMA synchronous=NORMAL"
         ]
 
-    assert queue.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert synced_commit(lambda: queue.accept([routed()]))
-    assert not synced_commit(queue.claim), "a claim lost to a power loss is queued again at start"
+    assert not synced_commit(queue.claim), "a claim lost to a power loss is queued again by a takeover"
     assert synced_commit(
         lambda: queue.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=5)
     )
@@ -212,8 +269,9 @@ def test_an_accepted_alert_is_synced_to_disk_so_it_survives_a_power_loss(queue: 
     assert synced_commit(lambda: queue.decline("20261129-101500-aaaaaa", "alice"))
     escalate(queue, target="n8", run_id="20261129-101500-bbbbbb")
     assert synced_commit(lambda: queue.approve("20261129-101500-bbbbbb", "alice"))
-    queue.db.set_trace_callback(None)
-    assert queue.db.execute("PRAGMA synchronous").fetchone() == (1,), "NORMAL again between synced commits"
+    connection.set_trace_callback(None)
+    assert connection.execute("PRAGMA synchronous").fetchone() == (1,), "NORMAL again between synced commits"
+    queue.close()
 
 
 # --------------------------------------------------------------------------- waiting for a human
@@ -229,8 +287,8 @@ def escalate(queue: AlertQueue, target: str = "n1", run_id: str = "20261129-1015
     return entry_id
 
 
-def test_an_entry_waiting_for_a_human_makes_repeats_of_its_alert_duplicates(tmp_path: Path) -> None:
-    queue = AlertQueue(tmp_path / "journal.db", cooldown=0)  # no cooldown: waiting alone holds them back
+def test_an_entry_waiting_for_a_human_makes_repeats_of_its_alert_duplicates(store: str) -> None:
+    queue = AlertQueue(store, cooldown=0)  # no cooldown: waiting alone holds them back
     entry_id = escalate(queue)
     intake = queue.accept([routed(fingerprint="fp-n1")])
     assert intake.queued == []
@@ -332,8 +390,8 @@ def test_the_budget_bounds_hosts_remediated_at_once_across_the_fleet(queue: Aler
     assert queue.begin_remediation("n3", "rb-a", "r5", automatic=True, **limits).ledger_id is not None
 
 
-def test_racing_workers_never_exceed_the_budget(tmp_path: Path) -> None:
-    queues = [AlertQueue(tmp_path / "journal.db") for _ in range(8)]
+def test_racing_workers_never_exceed_the_budget(store: str) -> None:
+    queues = [AlertQueue(store) for _ in range(8)]
     start = threading.Barrier(len(queues))
     granted: list[str] = []
 
@@ -353,21 +411,33 @@ def test_racing_workers_never_exceed_the_budget(tmp_path: Path) -> None:
         q.close()
 
 
-def test_a_restart_closes_the_remediations_of_the_server_that_died(tmp_path: Path) -> None:
-    first = AlertQueue(tmp_path / "journal.db")
-    assert first.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=1).ledger_id
-    first.close()  # died mid-remediation: n1 still counts toward the budget
-    again = AlertQueue(tmp_path / "journal.db")
-    assert again.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).tripped == "budget"
-    again.recover()
-    assert again.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).ledger_id
+def test_a_server_whose_lease_lapsed_loses_its_entries_and_its_remediations(store: str) -> None:
+    lease = Lease(locate(store), ttl=0.5, heartbeat=3600)  # registered, then never renewed: a frozen server
+    frozen = AlertQueue(store, holder=lease.id)  # opened first, as `cairn serve` does: it makes the schema
+    lease.start()
+    [entry_id] = frozen.accept([routed()]).queued
+    assert frozen.claim() is not None
+    assert frozen.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=1).ledger_id
+    live = AlertQueue(store, holder="web-2:77:abcdef")
+    assert live.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).tripped == "budget"
+
+    taken = wait_for(lambda: live.take_over().entries, "the frozen server's lease to lapse", timeout=30)
+    assert taken == (entry_id,)
+    [entry] = live.entries()
+    assert (entry.state, entry.holder) == (EntryState.QUEUED, None)
+    assert entry.note == f"queued again: the server running it ({lease.id}) stopped; its run resumes"
+    assert live.begin_remediation("n2", "rb", "r2", automatic=True, breaker=5, budget=1).ledger_id, (
+        "the lapsed server's remediation no longer holds the budget"
+    )
     assert (
-        again.begin_remediation("n1", "rb", "r3", automatic=True, breaker=1, budget=5).tripped == "breaker"
-    ), "the hour's count survives the restart"
-    again.close()
+        live.begin_remediation("n1", "rb", "r3", automatic=True, breaker=1, budget=5).tripped == "breaker"
+    ), "the hour's count survives the takeover"
+    lease.close()
+    frozen.close()
+    live.close()
 
 
-def test_a_queue_written_before_approvals_existed_opens_and_gains_the_column(tmp_path: Path) -> None:
+def test_a_queue_written_before_approvals_existed_reads_as_it_is_and_opens_to_write(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     with sqlite3.connect(path) as db:
         db.execute(
@@ -376,19 +446,31 @@ def test_a_queue_written_before_approvals_existed_opens_and_gains_the_column(tmp
             " state TEXT NOT NULL, run_id TEXT, note TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL)"
         )
         db.execute(
-            "INSERT INTO alert_queue VALUES (1, 1.0, 'f1', 'node-down', 'n1', '{}', 'queued', NULL, '', 1.0)"
+            "INSERT INTO alert_queue VALUES (1, 1.0, 'f1', 'node-down', 'n1', '{}', 'running', NULL, '', 1.0)"
         )
     before = path.read_bytes()
     listed = QueueReader(path)  # `cairn queue`: reads it as it is, upgrades nothing
     try:
         [entry] = listed.entries()
+        assert listed.servers() == [], "no server has held work in a first-release file"
     finally:
         listed.close()
-    assert (entry.target, entry.state, entry.approved_by) == ("n1", EntryState.QUEUED, None)
+    assert (entry.target, entry.state, entry.approved_by, entry.holder) == (
+        "n1",
+        EntryState.RUNNING,
+        None,
+        None,
+    )
     assert path.read_bytes() == before
-    queue = AlertQueue(path)
+    queue = AlertQueue(path)  # a writer migrates the file to the store's schema
     [entry] = queue.entries()
-    assert (entry.target, entry.state, entry.approved_by) == ("n1", EntryState.QUEUED, None)
+    assert (entry.target, entry.state, entry.approved_by, entry.holder) == (
+        "n1",
+        EntryState.RUNNING,
+        None,
+        None,
+    )
+    assert queue.take_over().entries == (1,), "the first release's running entry is nobody's now"
     queue.close()
 
 
@@ -416,9 +498,9 @@ def test_recent_reads_only_the_latest_ended_entries(queue: AlertQueue) -> None:
 
 
 def test_an_entry_that_could_not_run_cools_down_until_the_server_reads_its_inventory_again(
-    tmp_path: Path,
+    store: str,
 ) -> None:
-    queue = AlertQueue(tmp_path / "journal.db", cooldown=600)
+    queue = AlertQueue(store, cooldown=600)
     [entry_id] = queue.accept([routed()], now=1000.0).queued
     queue.claim(now=1001.0)
     queue.finish(entry_id, EntryState.FAILED, note="target 'n1' is not a host of 'web'", now=1002.0)
@@ -429,3 +511,177 @@ def test_an_entry_that_could_not_run_cools_down_until_the_server_reads_its_inven
     queue.failed_forgotten_before = 1005.0  # SIGHUP: the operator fixed the inventory
     assert queue.accept([routed()], now=1010.0).queued != [], "the next firing runs"
     queue.close()
+
+
+# --------------------------------------------------------------------------- holders
+
+
+def test_a_claim_records_its_holder_and_only_that_holder_changes_the_entry(store: str) -> None:
+    mine, other = AlertQueue(store, holder="web-1:10:aaaaaa"), AlertQueue(store, holder="web-2:20:bbbbbb")
+    try:
+        [entry_id] = mine.accept([routed()]).queued
+        claimed = mine.claim()
+        assert claimed is not None and (claimed.id, claimed.holder) == (entry_id, "web-1:10:aaaaaa")
+        assert other.started(entry_id, "20261129-000000-bbbbbb") is False
+        assert other.finish(entry_id, EntryState.DONE, note="not mine") is False
+        assert other.requeue(entry_id, "not mine") is False
+        untouched = mine.entry(entry_id)
+        assert (untouched.state, untouched.run_id, untouched.note, untouched.holder) == (
+            EntryState.RUNNING,
+            None,
+            "",
+            "web-1:10:aaaaaa",
+        ), "another server's calls wrote nothing"
+        assert mine.started(entry_id, "20261129-000000-aaaaaa") is True
+        assert mine.finish(entry_id, EntryState.DONE, note="healthy") is True
+        done = mine.entry(entry_id)
+        assert (done.state, done.run_id, done.note, done.holder) == (
+            EntryState.DONE,
+            "20261129-000000-aaaaaa",
+            "healthy",
+            None,
+        ), "an ended entry is held by nobody"
+        assert mine.finish(entry_id, EntryState.FAILED, note="again") is False, "only a running entry is held"
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_a_server_whose_entry_was_taken_over_writes_nothing_more_to_it(store: str) -> None:
+    lease = Lease(locate(store), ttl=0.5, heartbeat=3600)
+    frozen = AlertQueue(store, holder=lease.id)
+    lease.start()
+    live = AlertQueue(store, holder="web-2:77:abcdef")
+    try:
+        [entry_id] = frozen.accept([routed()]).queued
+        assert frozen.claim() is not None
+        assert frozen.started(entry_id, "20261129-000000-aaaaaa")
+        wait_for(lambda: live.take_over().entries, "the frozen server's lease to lapse", timeout=30)
+        claimed = live.claim()
+        assert claimed is not None and claimed.holder == "web-2:77:abcdef"
+
+        # The frozen server wakes up and goes on as if it still held the entry: every write is refused.
+        assert frozen.started(entry_id, "20261129-000000-cccccc") is False
+        assert frozen.finish(entry_id, EntryState.DONE, note="remediated") is False
+        assert frozen.requeue(entry_id, "checkpointed") is False
+        assert frozen.hand_back("stopping") == []
+        entry = live.entry(entry_id)
+        assert (entry.state, entry.holder, entry.run_id) == (
+            EntryState.RUNNING,
+            "web-2:77:abcdef",
+            "20261129-000000-aaaaaa",
+        ), "the run the new holder resumes"
+    finally:
+        lease.close()
+        frozen.close()
+        live.close()
+
+
+def test_a_stopping_server_hands_back_its_entries_and_closes_its_remediations(store: str) -> None:
+    stopping, other = AlertQueue(store, holder="web-1:10:aaaaaa"), AlertQueue(store, holder="web-2:20:bbbbbb")
+    try:
+        ids = stopping.accept([routed(target=f"n{i}", fingerprint=f"f{i}") for i in range(3)]).queued
+        assert stopping.claim() is not None and other.claim() is not None and stopping.claim() is not None
+        assert stopping.begin_remediation("n0", "rb", "r0", automatic=True, breaker=5, budget=2).ledger_id
+        assert other.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=2).ledger_id
+
+        assert stopping.hand_back("queued again: web-1 stopped (SIGTERM); its run resumes") == [
+            ids[0],
+            ids[2],
+        ]
+        states = {e.id: (e.state, e.holder, e.note) for e in other.entries()}
+        assert states == {
+            ids[0]: (EntryState.QUEUED, None, "queued again: web-1 stopped (SIGTERM); its run resumes"),
+            ids[1]: (EntryState.RUNNING, "web-2:20:bbbbbb", ""),
+            ids[2]: (EntryState.QUEUED, None, "queued again: web-1 stopped (SIGTERM); its run resumes"),
+        }
+        open_rows = other.db.read("SELECT host, holder FROM remediations WHERE ended_at IS NULL")
+        assert open_rows == [("n1", "web-2:20:bbbbbb")], "only the stopping server's remediation ended"
+        assert stopping.hand_back("again") == [], "nothing left to hand back"
+    finally:
+        stopping.close()
+        other.close()
+
+
+def test_the_ledger_records_which_server_remediates(store: str) -> None:
+    queue = AlertQueue(store, holder="web-1:10:aaaaaa")
+    try:
+        guard = queue.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=5)
+        assert guard.ledger_id is not None
+        assert queue.db.read("SELECT host, run_id, holder, ended_at FROM remediations") == [
+            ("n1", "r1", "web-1:10:aaaaaa", None)
+        ]
+        queue.end_remediation(guard.ledger_id)
+        [(ended,)] = queue.db.read("SELECT ended_at FROM remediations")
+        assert ended is not None
+    finally:
+        queue.close()
+
+
+def test_a_probe_writes_one_row_and_changes_no_schema(store: str) -> None:
+    queue = AlertQueue(store, holder="web-1:10:aaaaaa")
+    try:
+        tables, columns = queue.db.tables(), queue.db.columns("store_probe")
+        queue.probe()
+        queue.probe()
+        assert queue.db.read("SELECT id, holder FROM store_probe") == [(1, "web-1:10:aaaaaa")]
+        assert (queue.db.tables(), queue.db.columns("store_probe")) == (tables, columns)
+    finally:
+        queue.close()
+
+
+def test_times_are_the_databases_clock(store: str) -> None:
+    queue = AlertQueue(store)
+    try:
+        [(clock,)] = queue.db.read(f"SELECT {queue.db.now}")
+        [entry_id] = queue.accept([routed()]).queued
+        claimed = queue.claim()
+        assert claimed is not None
+        entry = queue.entry(entry_id)
+        [(after,)] = queue.db.read(f"SELECT {queue.db.now}")
+        assert clock <= entry.received_at <= entry.updated_at <= after
+    finally:
+        queue.close()
+
+
+@pytest.mark.postgres
+def test_messages_name_the_database_without_its_password(pg_cluster: PgCluster, postgres_url: str) -> None:
+    password = "s3cret:p@ss/word"
+    database = urlsplit(postgres_url).path.lstrip("/")
+    url = pg_cluster.create_role("cairn_queue", password, database)
+    queue = AlertQueue(url)
+    try:
+        assert "***" in queue.where and password not in queue.where
+        with pytest.raises(JournalError) as missing:
+            queue.entry(404)
+        assert str(missing.value) == f"no queue entry 404 in {queue.where}"
+        with pytest.raises(JournalError) as unknown:
+            queue.approve("nope", "alice")
+        assert queue.where in str(unknown.value) and password not in str(unknown.value)
+    finally:
+        queue.close()
+    wrong = url.replace("s3cret", "wrong")
+    with pytest.raises(JournalError) as refused:
+        QueueReader(wrong)
+    assert "password authentication failed" in str(refused.value)
+    assert "wrong" not in str(refused.value) and password not in str(refused.value)
+
+
+def test_the_reader_lists_the_servers_live_first(store: str) -> None:
+    queue = AlertQueue(store)
+    first, second = Lease(locate(store)), Lease(locate(store))
+    try:
+        first.start()
+        second.start()
+        first.release("stopped (SIGTERM)")
+        reader = QueueReader(store)
+        try:
+            servers: list[dict[str, Any]] = reader.servers()
+        finally:
+            reader.close()
+        assert [(s["id"], s["state"]) for s in servers] == [(second.id, "live"), (first.id, "released")]
+        assert leases.holders(queue.db)[0]["id"] == second.id
+    finally:
+        first.close()
+        second.close()
+        queue.close()

@@ -1,7 +1,8 @@
 """engine/core/policy.py: who may remediate in an alert-started run, decided step by step.
 
 The runbooks are loaded by the real loader, the guardrails live in a real
-queue database: what these tests assert is what `cairn serve` relies on.
+store (a SQLite file; PostgreSQL too where servers share them): what these
+tests assert is what `cairn serve` relies on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from engine.core.approval import ApprovalRequest, Decision
 from engine.core.loader import check_text
 from engine.core.model import Phase, Runbook
 from engine.core.policy import AlertApprover, Policy
+from tests.engine.test_alert_queue import STORES, store_at
 
 RUNBOOK = """
 id: disk-full
@@ -134,3 +136,36 @@ def test_a_humans_approval_passes_the_breaker_and_holds_a_budget_slot_until_clos
     ), "n1's automatic remediation is still open"
     automatic.close()
     assert AlertApprover(queue, policy, runbook.id).decide(ask(runbook, "rotate", host="n3")).approved
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_at(request, tmp_path)
+
+
+def test_the_guardrails_hold_across_servers_and_each_server_closes_its_own(store: str) -> None:
+    runbook = load()
+    policy = Policy(automate=("disk-full",), breaker=1, budget=1)
+    web1, web2 = AlertQueue(store, holder="web-1:1:aaaaaa"), AlertQueue(store, holder="web-2:2:bbbbbb")
+    try:
+        first = AlertApprover(web1, policy, runbook.id)
+        assert first.decide(ask(runbook, "rotate", host="n1")).approved
+        busy = AlertApprover(web2, policy, runbook.id).decide(
+            ask(runbook, "rotate", host="n2", run_id="run-2")
+        )
+        assert (busy.decision, busy.by) == (Decision.NOT_ASKED, "budget")
+        assert busy.note == "escalated: fleet budget: 1 hosts are being remediated now (at most 1): n1"
+        assert web2.db.read("SELECT host, holder FROM remediations WHERE ended_at IS NULL") == [
+            ("n1", "web-1:1:aaaaaa")
+        ]
+        first.close()
+        again = AlertApprover(web2, policy, runbook.id).decide(
+            ask(runbook, "rotate", host="n1", run_id="run-3")
+        )
+        assert (again.decision, again.by) == (Decision.NOT_ASKED, "breaker"), (
+            "web-1's remediation of n1 counts"
+        )
+        assert AlertApprover(web2, policy, runbook.id).decide(ask(runbook, "rotate", host="n2")).approved
+    finally:
+        web1.close()
+        web2.close()

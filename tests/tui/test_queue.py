@@ -12,6 +12,7 @@ from textual.pilot import Pilot
 import tui.screens.queue as queue_screen
 from engine.core.alert_queue import AlertQueue, Entry, EntryState
 from engine.core.alerts import Alert, AlertStatus, Route
+from engine.core.store.location import locate
 from tests.tui.conftest import screen_text, until
 from tui.app import CairnApp
 from tui.config import CairnConfig
@@ -363,3 +364,41 @@ def test_an_entry_decided_between_two_reads_is_listed_once_as_it_is_now(queue: A
     after = queue.entry(waiting)
     shown = queue_screen.listed([before, after])
     assert [(e.id, e.state) for e in shown] == [(waiting, EntryState.DECLINED)]
+
+
+async def test_a_running_entry_says_which_server_holds_it(app: CairnApp, journal_path: Path) -> None:
+    server = AlertQueue(journal_path, holder="web-2:4242:abcdef")  # as a `cairn serve` claims
+    try:
+        server.accept([routed("n7")])
+        assert server.claim() is not None
+        async with app.run_test(size=(120, 40)) as pilot:
+            shown = await open_queue(pilot, 1)
+            assert shown.highlighted is not None and shown.highlighted.holder == "web-2:4242:abcdef"
+            assert "held by server web-2:4242:abcdef (it runs it)" in screen_text(app)
+    finally:
+        server.close()
+
+
+@pytest.mark.postgres
+async def test_the_queue_of_a_postgresql_store_is_listed_and_approved(
+    runbook_dir: Callable[..., Path], postgres_url: str
+) -> None:
+    server = AlertQueue(postgres_url, holder="web-1:10:aaaaaa")
+    try:
+        waiting = run_through(server, routed("n3"), "20260301-091500-bbbbbb", EntryState.ESCALATED, WAITS)
+        server.accept([routed("n4")])
+        assert server.claim() is not None
+        config = CairnConfig(runbook_dirs=(runbook_dir(FOUND),), journal=locate(postgres_url), user="oncall")
+        app = NotedApp(config)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            shown = await open_queue(pilot, 2)
+            assert [e.target for e in shown.shown] == ["n3", "n4"]
+            assert "1 waiting for a human · 0 queued · 1 running" in screen_text(app)
+            await pilot.press("y")
+            await until(pilot, lambda: isinstance(app.screen, ApproveScreen), "the approval dialog")
+            await pilot.press("y")
+            await until(pilot, lambda: notified(app, "is queued again"), "the approval")
+        entry = server.entry(waiting)
+        assert (entry.state, entry.approved_by, entry.holder) == (EntryState.QUEUED, "tui:oncall", None)
+    finally:
+        server.close()

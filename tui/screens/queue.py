@@ -20,10 +20,10 @@ from textual.worker import get_current_worker
 
 from engine.core.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState
 from engine.core.errors import CairnError
-from engine.core.journal import default_journal_path
 from engine.core.queue_read import QueueReader
 from engine.core.records import alert_summary
 from engine.core.render import when
+from engine.core.store.location import Location
 from tui.screens.fitted_footer import FittedFooterScreen
 from tui.screens.queue_dialogs import ApproveScreen, DeclineScreen
 
@@ -139,6 +139,8 @@ def entry_detail(entry: Entry) -> Text:
     text.append(f"\nreceived {when(entry.received_at)} · updated {when(entry.updated_at)}", style="dim")
     run = f"run {entry.run_id} (Enter opens it)" if entry.run_id else "no run yet"
     text.append(f"\n{run}")
+    if entry.holder:
+        text.append(f"\nheld by server {entry.holder} (it runs it)", style="cyan")
     if entry.approved_by:
         text.append(f"\napproved by {entry.approved_by}", style="green")
     alert_status = str(entry.alert.get("status", ""))
@@ -210,9 +212,10 @@ class QueueScreen(FittedFooterScreen[None]):
         return cast("CairnApp", self.app)
 
     @property
-    def queue_path(self) -> Path:
-        """The journal database the queue lives in (as ``cairn serve`` and ``cairn approve`` use it)."""
-        return self.cairn.config.journal_path or default_journal_path()
+    def queue_location(self) -> Location:
+        """The store the queue lives in, as ``cairn serve`` and ``cairn approve`` use it: the TUI's
+        journal (a file or a PostgreSQL database), else ``$CAIRN_JOURNAL`` or the default file."""
+        return self.cairn.config.journal_location
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -244,7 +247,7 @@ class QueueScreen(FittedFooterScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="queue-read")
     def _read_entries(self) -> None:
         try:
-            queue = QueueReader(self.queue_path)  # reads only: never writes the journal's database
+            queue = QueueReader(self.queue_location)  # reads only: never writes the journal's database
             try:
                 entries = queue.entries(*WAITING, *PENDING) + queue.recent(*ENDED, limit=ENDED_SHOWN)
                 ended = queue.count(*ENDED)
@@ -355,7 +358,7 @@ class QueueScreen(FittedFooterScreen[None]):
     def _decide(self, entry: Entry, by: str, *, approve: bool, reason: str = "") -> None:
         assert entry.run_id  # _waiting checked: an empty prefix would match every entry
         try:
-            queue = AlertQueue(self.queue_path)
+            queue = AlertQueue(self.queue_location)
             try:
                 done = queue.approve(entry.run_id, by) if approve else queue.decline(entry.run_id, by, reason)
             finally:
