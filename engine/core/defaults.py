@@ -27,6 +27,9 @@ DEFAULT_BREAKER = 3
 """``cairn serve``: automatic remediations per host per hour."""
 DEFAULT_BUDGET = 2
 """``cairn serve``: hosts being remediated at once across the fleet."""
+DEFAULT_LEASE = 3.0
+"""``cairn serve --lease``: seconds a server's work stays its own after its last renewal (renewed every
+third of it); a server that stops answering has its work taken over by another about this long after."""
 
 OUTPUT_LIMIT = 8 * 1024 * 1024
 """Bytes of each output stream of a step that are streamed (to the journal's artifacts) and kept;

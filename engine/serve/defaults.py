@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from engine.core.defaults import DEFAULT_BREAKER, DEFAULT_BUDGET
+from engine.core.defaults import DEFAULT_BREAKER, DEFAULT_BUDGET, DEFAULT_LEASE
 
 SERVE_DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
@@ -17,6 +17,7 @@ SERVE_DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "cooldown": 300.0,
         "workers": 8,
         "grace": 20.0,
+        "lease": DEFAULT_LEASE,
         "breaker": DEFAULT_BREAKER,
         "budget": DEFAULT_BUDGET,
         "automate": (),

@@ -4,14 +4,18 @@
 without it, before the body is read); a body over the size limit is a 413, one that is not
 a webhook a 400 naming what is wrong; wrong paths and methods 404/405. Never a 500 for bad
 input. Firing alerts are routed to the runbooks whose triggers match and queued in the
-journal's database **before** the 200 is sent (group commit on the intake's own thread and
-connection, each commit synced to disk); resolved ones cancel queued work that has not started
-and work that waits for a human. A journal that cannot take the commit — locked past the busy
-timeout, or a disk that refuses it (full, read-only, failing) — is a 503: Alertmanager sends
-the webhook again. Every webhook is answered, whatever the commit did.
+store **before** the 200 is sent (group commit on the intake's own thread and connection,
+each commit durable); resolved ones cancel queued work that has not started and work that
+waits for a human. Several servers given the same webhook queue each alert once (the store
+refuses the second). A store that cannot take the commit — locked past the busy timeout, a
+disk that refuses it (full, read-only, failing), a PostgreSQL that does not answer — is a 503:
+Alertmanager sends the webhook again. Every webhook is answered, whatever the commit did.
 
-``GET /healthz`` is 200 with ``"ok": true`` while the journal takes writes and every worker
-thread is alive, else 503 with what is wrong (:class:`~engine.serve.metrics.ServeHealth`).
+``GET /healthz`` is 200 with ``"ok": true`` while this server holds its lease, the store takes
+writes and answers, and every worker thread is alive, else 503 with what is wrong
+(:class:`~engine.serve.metrics.ServeHealth`); it names the server (its holder id), its lease
+(``held`` or ``lost: why``) and the store (never its password). The store is read off the event
+loop: a PostgreSQL that does not answer holds no webhook up.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from engine.core.alert_queue import AlertQueue, EntryState, Intake
 from engine.core.alerts import AlertStatus, Route, WebhookError, parse_webhook, route
 from engine.core.errors import JournalError, JournalUnwritable
+from engine.core.queue_read import QueueReader
 
 if TYPE_CHECKING:
     from engine.serve.catalog import Catalog
@@ -49,15 +54,15 @@ class WebhookIntake:
         catalog: Catalog,
         metrics: Metrics,
         *,
-        queue: AlertQueue,
+        reader: QueueReader,
         intake_queue: AlertQueue,
         wake: Callable[[], None],
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.metrics = metrics
-        self.queue = queue
-        """The workers' queue connection: ``/healthz`` and ``/metrics`` read its depth."""
+        self.queue = reader
+        """A connection that only reads: ``/healthz`` and ``/metrics`` read the queue's depth with it."""
         self._intake_queue = intake_queue
         """The intake's own connection: a webhook never waits behind a worker's transaction in Python,
         only in SQLite (a worker stuck on a locked database cannot hold up the 503)."""
@@ -183,18 +188,21 @@ class WebhookIntake:
         """200 ``{"ok": true, …}`` while the server can work, else 503 saying what is wrong."""
         report = self.metrics.health.report()
         try:
-            report["queued"] = self.queue.depth()
+            report["queued"] = await asyncio.get_running_loop().run_in_executor(None, self.queue.depth)
         except JournalError as exc:  # a check that cannot look is not "ok"
             report["ok"], report["queue"] = False, str(exc)
         return web.json_response(report, status=200 if report["ok"] else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         with contextlib.suppress(JournalError):  # the other metrics still say what they know
-            self.metrics.depth.set(self.queue.depth())
-            self.metrics.escalated.set(self.queue.count(EntryState.ESCALATED))
+            await asyncio.get_running_loop().run_in_executor(None, self._read_queue_metrics)
         return web.Response(
             body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+    def _read_queue_metrics(self) -> None:
+        self.metrics.depth.set(self.queue.depth())
+        self.metrics.escalated.set(self.queue.count(EntryState.ESCALATED))
 
     def close(self) -> None:
         """After the workers stopped: the intake thread (its queue connection is the server's to close)."""

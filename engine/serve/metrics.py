@@ -1,5 +1,10 @@
 """``cairn serve``'s Prometheus metrics (``GET /metrics``), in the server's own registry, and the health
-that ``GET /healthz`` and two of those metrics report (:class:`ServeHealth`)."""
+that ``GET /healthz`` and some of those metrics report (:class:`ServeHealth`).
+
+Several servers may share one store: each has its own metrics and health, about itself — which
+server it is (``cairn_server_info{id=…}``), whether it holds its lease, the entries it holds,
+the takeovers it made.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from engine.core.errors import JournalUnwritable
 from engine.core.events import Event, StepFinished
@@ -20,7 +25,8 @@ def _say_on_stderr(line: str) -> None:
 
 
 class ServeHealth:
-    """Whether the server can do its work: the journal takes writes, every worker thread is alive.
+    """Whether the server can do its work: it holds its lease, the journal takes writes, every worker
+    thread is alive.
 
     The intake and the workers report a journal the disk refuses (:meth:`journal_refused`); only
     the workers' probe, a real write that went through, says it is writable again
@@ -33,6 +39,10 @@ class ServeHealth:
         self._fault: JournalUnwritable | None = None
         self._since = 0.0
         self._workers: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        self._server: Callable[[], str] = lambda: ""
+        self._store = ""
+        self._lease: Callable[[], str] = lambda: "held"
+        self._lease_lost: Callable[[], dict[str, object] | None] = lambda: None
 
     @property
     def journal_fault(self) -> JournalUnwritable | None:
@@ -61,15 +71,34 @@ class ServeHealth:
         """How to count the worker threads: (alive, started)."""
         self._workers = workers
 
+    def describe_server(
+        self,
+        server: Callable[[], str],
+        store: str,
+        lease: Callable[[], str],
+        lease_lost: Callable[[], dict[str, object] | None],
+    ) -> None:
+        """How to ask which server this is (its holder id: a new one after a lost lease), its store as
+        shown to humans, its lease (``held``, or ``lost: why``) and the last lease it lost."""
+        self._server, self._store, self._lease, self._lease_lost = server, store, lease, lease_lost
+
     def report(self) -> dict[str, Any]:
         """``/healthz``'s body: ``ok`` and, when not, what is wrong."""
         fault = self._fault
         alive, of = self._workers()
-        return {
-            "ok": fault is None and alive == of,
+        lease = self._lease()
+        report: dict[str, Any] = {
+            "ok": fault is None and alive == of and lease == "held",
+            "server": self._server(),
+            "lease": lease,
+            "store": self._store,
             "journal": str(fault) if fault is not None else "writable",
             "workers": {"alive": alive, "of": of},
         }
+        lost = self._lease_lost()
+        if lost is not None:
+            report["lease_lost"] = lost
+        return report
 
 
 class Metrics:
@@ -131,6 +160,46 @@ class Metrics:
         writable.set_function(lambda: 0.0 if self.health.journal_fault else 1.0)
         alive = Gauge("cairn_workers_alive", "Worker threads alive (of --workers)", registry=self.registry)
         alive.set_function(lambda: float(self.health.report()["workers"]["alive"]))
+        self.takeovers = Counter(
+            "cairn_takeovers",
+            "Servers whose lease ran out and whose work this server put back in the queue",
+            registry=self.registry,
+        )
+        self.entries_taken_over = Counter(
+            "cairn_entries_taken_over",
+            "Entries of stopped servers this server put back in the queue (their runs resume)",
+            registry=self.registry,
+        )
+        self._server = Info(
+            "cairn_server",
+            "This server: its holder id in the store (a new one after a lost lease)",
+            registry=self.registry,
+        )
+        self.lease_losses = Counter(
+            "cairn_lease_losses",
+            "Leases this server lost (frozen, cut off or without its store longer than --lease); it "
+            "registered again under a new holder id each time",
+            registry=self.registry,
+        )
+        self._lease_held = Gauge(
+            "cairn_lease_held",
+            "1 while this server holds its lease; 0 once it is lost",
+            registry=self.registry,
+        )
+        self._entries_held = Gauge(
+            "cairn_entries_held",
+            "Queue entries this server holds (claimed, not concluded)",
+            registry=self.registry,
+        )
+
+    def server_id(self, server: str) -> None:
+        """Which server this is now (``cairn_server_info{id=…}``)."""
+        self._server.info({"id": server})
+
+    def describe_server(self, lease_held: Callable[[], bool], entries_held: Callable[[], int]) -> None:
+        """How to count what this server holds: its lease, its entries."""
+        self._lease_held.set_function(lambda: 1.0 if lease_held() else 0.0)
+        self._entries_held.set_function(lambda: float(entries_held()))
 
     def step_finished(self, event: Event) -> None:
         """An event-bus subscriber: step durations by phase (steps reused from a resumed run do not count)."""

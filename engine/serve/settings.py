@@ -19,11 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import CairnError
+from engine.core.store.location import Location, is_url, locate, state_folder
 from engine.serve.defaults import SERVE_DEFAULTS
 
 if TYPE_CHECKING:
     from engine.core.executors import ExecutionOptions
     from engine.core.policy import Policy
+
+MIN_LEASE = 1.0
+"""The shortest ``--lease``: renewed every third of it, a shorter one would lapse under a busy store."""
 
 MAX_BODY = 1 << 20
 """Bytes a webhook may have (Alertmanager's groups are far smaller): more is a 413."""
@@ -41,6 +45,7 @@ SETTINGS = (
     "workers",
     "cooldown",
     "grace",
+    "lease",
     "automate",
     "breaker",
     "budget",
@@ -63,7 +68,8 @@ class ServeSettings:
     port: int
     token: str | None
     """The bearer token Alertmanager must send; ``None`` only when told to run without one on loopback."""
-    journal_path: Path
+    journal: Location
+    """The store: a SQLite file or a PostgreSQL URL (``--journal``, ``$CAIRN_JOURNAL``, ``journal:``)."""
     runbook_dirs: tuple[Path, ...]
     """Where the runbooks are: read at start, and again at SIGHUP."""
     inventory_sources: tuple[str, ...]
@@ -73,7 +79,10 @@ class ServeSettings:
     workers: int
     policy: Policy
     grace: float
-    """Seconds running runs get to finish at SIGTERM before they are cancelled and checkpointed."""
+    """Seconds running runs get to finish at SIGTERM before they are cancelled and handed over."""
+    lease: float
+    """Seconds this server's work stays its own after its last renewal (renewed every third of it):
+    how long another server waits before it takes over the work of one that stopped answering."""
     inputs: dict[str, dict[str, Any]]
     """Each runbook's input values for alert-started runs (``--inputs ID:@FILE``); defaults fill the rest."""
     max_body: int = MAX_BODY
@@ -104,13 +113,13 @@ def load_settings(
     says the first thing wrong; a config file's problems are said all at once.
     """
     from engine.core.executors import ExecutionOptions  # noqa: PLC0415
-    from engine.core.journal import default_journal_path  # noqa: PLC0415
     from engine.core.policy import Policy  # noqa: PLC0415 - the parser reads this module's defaults: cheap
 
     from_file = read_config(config) if config is not None else {}
     merged = combine(flags, from_file)
     host, port = parse_listen(merged["listen"])
-    token = read_token(merged["token_file"], os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
+    token = read_token(merged["token_file"], env)
     check_listen(host, token, merged["allow_no_token"])
     runbook_dirs = tuple(Path(p) for p in merged["runbooks"] or ()) or tuple(default_runbooks)
     missing = [str(d) for d in runbook_dirs if not d.exists()]
@@ -128,7 +137,7 @@ def load_settings(
         host=host,
         port=port,
         token=token,
-        journal_path=Path(merged["journal"]) if merged["journal"] else default_journal_path(),
+        journal=store_location(merged["journal"], env),
         runbook_dirs=runbook_dirs,
         inventory_sources=inventory,
         options=options,
@@ -136,6 +145,7 @@ def load_settings(
         workers=merged["workers"],
         policy=Policy(automate=tuple(merged["automate"]), breaker=merged["breaker"], budget=merged["budget"]),
         grace=merged["grace"],
+        lease=check_lease(merged["lease"]),
         inputs=runbook_inputs(flags.get("inputs") or [], from_file.get("inputs", {})),
         **http_limits(merged),
     )
@@ -154,6 +164,22 @@ def http_limits(merged: Mapping[str, Any]) -> dict[str, Any]:
                 f"--{key.replace('_', '-')} ({key}) is {limits[key]:g}: give a number of seconds above 0"
             )
     return limits
+
+
+def store_location(given: str | None, environ: Mapping[str, str]) -> Location:
+    """The store ``--journal`` (or the config's ``journal``) names, else ``$CAIRN_JOURNAL``, else the default file."""
+    value = given or environ.get("CAIRN_JOURNAL") or ""
+    return locate(value) if value else Location(path=state_folder() / "journal.db")
+
+
+def check_lease(seconds: float) -> float:
+    """``--lease``: a :class:`CairnError` unless it leaves the heartbeat (a third of it) room to renew."""
+    if not seconds >= MIN_LEASE:
+        raise CairnError(
+            f"--lease (lease) is {seconds:g}: give at least {MIN_LEASE:g} second; the lease is renewed "
+            "every third of it, and another server takes the work over once it runs out"
+        )
+    return seconds
 
 
 def combine(flags: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,6 +254,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "workers": {"type": "integer", "minimum": 1, "maximum": 500},
         "cooldown": {"type": ["number", "string"]},
         "grace": {"type": ["number", "string"]},
+        "lease": {"type": ["number", "string"], "description": "a duration: 3, 3s, 1500ms"},
         "max_connections": {"type": "integer", "minimum": 1, "maximum": 100_000},
         "header_timeout": {"type": ["number", "string"], "description": "a duration: 10, 10s, 500ms"},
         "body_timeout": {"type": ["number", "string"]},
@@ -250,7 +277,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }
 """What ``cairn serve --config FILE`` may say: the same settings as its options."""
 
-_DURATIONS = ("cooldown", "grace", *_TIMEOUTS)
+_DURATIONS = ("cooldown", "grace", "lease", *_TIMEOUTS)
 _PATH_KEYS = ("token_file", "inventory", "runbooks", "journal", "known_hosts")
 
 
@@ -298,7 +325,7 @@ def read_config(path: Path) -> dict[str, Any]:
                 value = settings[key] = [value]
             if isinstance(value, list):
                 settings[key] = [str(path.parent / Path(v).expanduser()) for v in value]
-            elif isinstance(value, str):
+            elif isinstance(value, str) and not (key == "journal" and is_url(value)):
                 settings[key] = str(path.parent / Path(value).expanduser())
         for runbook_id, given in dict(settings.get("inputs") or {}).items():
             if isinstance(given, str):

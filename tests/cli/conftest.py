@@ -1,4 +1,8 @@
-"""What the `cairn serve` tests share: the real server on loopback, real HTTP, the journal read back."""
+"""What the `cairn serve` tests share: the real server on loopback, real HTTP, the journal read back.
+
+``serve(...)`` starts a real ``cairn serve``; call it several times for several servers on one store
+(the test's SQLite file by default, or ``journal=postgres_url``).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from typing import Any, Literal, TypeVar
 
 import pytest
 
-from engine.core.alert_queue import AlertQueue, Entry, EntryState
-from engine.core.journal import Journal, RunRecord
+from engine.core.journal_read import JournalReader, RunRecord
+from engine.core.queue_read import Entry, EntryState, QueueReader
+from engine.core.store.location import locate
 from engine.lab.base import free_port
 from tests.conftest import FIXTURES, REPO, cairn_command
 
@@ -27,11 +32,15 @@ TOKEN = "s3cret-webhook-token"
 T = TypeVar("T")
 
 
+Store = Path | str
+"""A store the tests name: a SQLite file, or a PostgreSQL URL."""
+
+
 @dataclass
 class Served:
     url: str
     process: subprocess.Popen[str]
-    journal: Path
+    journal: Store
     stderr: Path
 
     def post(
@@ -46,6 +55,17 @@ class Served:
 
     def get(self, path: str) -> tuple[int, Any]:
         return _send(urllib.request.Request(self.url + path))
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: its code and its JSON body."""
+        code, body = self.get("/healthz")
+        assert isinstance(body, dict), body
+        return code, body
+
+    @property
+    def server_id(self) -> str:
+        """This server's holder id in the store (what its entries and runs carry)."""
+        return str(self.health()[1]["server"])
 
     def diagnosis(self) -> str:
         """What the server logged and where its queue and runs are: for a failure message."""
@@ -92,20 +112,32 @@ def wait_for(condition: Callable[[], T | Literal[False] | None], what: str, time
         time.sleep(0.05)
 
 
-def runs(journal: Path) -> list[RunRecord]:
-    if not journal.exists():
+def runs(journal: Store) -> list[RunRecord]:
+    """The runs in the store (the last 1000), newest first, read as `cairn history` reads them (nothing written)."""
+    where = locate(journal)
+    if where.path is not None and not where.path.exists():
         return []
-    opened = Journal(journal)
+    opened = JournalReader(where)
     try:
-        return [opened.get_run(r.id) for r in opened.list_runs()]
+        return [opened.get_run(r.id) for r in opened.list_runs(limit=1000)]
     finally:
         opened.close()
 
 
-def entries(journal: Path, *states: EntryState) -> list[Entry]:
-    queue = AlertQueue(journal)
+def entries(journal: Store, *states: EntryState) -> list[Entry]:
+    """The queue's entries (in ``states``), as `cairn queue` reads them."""
+    queue = QueueReader(locate(journal))
     try:
         return queue.entries(*states)
+    finally:
+        queue.close()
+
+
+def servers(journal: Store) -> dict[str, dict[str, Any]]:
+    """Every server that held work in the store, by holder id: its state (live, released, lapsed), note …"""
+    queue = QueueReader(locate(journal))
+    try:
+        return {str(s["id"]): s for s in queue.servers()}
     finally:
         queue.close()
 
@@ -128,9 +160,14 @@ def serve(
 ) -> Iterator[Callable[..., Served]]:
     started: list[Served] = []
 
-    def start(*extra: str, runbook: str | None = None, hosts: str | None = None) -> Served:
+    def start(
+        *extra: str, runbook: str | None = None, hosts: str | None = None, journal: Store | None = None
+    ) -> Served:
         """``runbook``: the YAML of the one runbook to serve (default: the bundled runbooks);
-        ``hosts``: an inventory (default: web-1, web-2 in ``web``, db-1 in ``db``)."""
+        ``hosts``: an inventory (default: web-1, web-2 in ``web``, db-1 in ``db``); ``journal``: the
+        store (default: the test's journal file). Each call starts one more server: several on one
+        ``journal`` share its work."""
+        store = journal_path if journal is None else journal
         folder = runbook_dir(runbook) if runbook is not None else REPO / "runbooks"
         token_file = tmp_path / "token"
         token_file.write_text(TOKEN + "\n")
@@ -150,7 +187,7 @@ def serve(
                 "-i",
                 hosts or str(inventory),
                 "--journal",
-                str(journal_path),
+                str(store),
                 *extra,
             ],
             stdin=subprocess.DEVNULL,
@@ -159,7 +196,7 @@ def serve(
             text=True,
             env=os.environ,
         )
-        served = Served(f"http://127.0.0.1:{port}", process, journal_path, stderr)
+        served = Served(f"http://127.0.0.1:{port}", process, store, stderr)
         started.append(served)
 
         def healthy() -> bool:

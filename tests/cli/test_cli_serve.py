@@ -287,6 +287,24 @@ def test_an_inventory_that_cannot_be_read_stops_serve_at_start(
     assert str(broken) in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_store_that_does_not_answer_or_a_lease_too_short_stops_serve_at_start_in_one_line(
+    cairn: CairnRunner, runbook_dir: Callable[..., Path], inventory: Path
+) -> None:
+    start = ["serve", "--allow-no-token", "--listen", f"127.0.0.1:{free_port()}",
+             "--runbooks", str(runbook_dir(WEB)), "-i", str(inventory)]  # fmt: skip
+    unreachable = cairn(*start, "--journal", "postgresql://cairn:s3cret-pw@127.0.0.1:1/cairn")
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.startswith(
+        "cairn: error: the journal's database does not answer (postgresql://cairn:***@127.0.0.1:1/cairn: "
+    ), unreachable.stderr
+    assert len(unreachable.stderr.splitlines()) == 1 and "s3cret-pw" not in unreachable.stderr
+    short = cairn(*start, "--lease", "0.5")
+    assert short.returncode == 2
+    assert short.stderr.startswith("cairn: error: --lease (lease) is 0.5: give at least 1 second"), (
+        short.stderr
+    )
+
+
 def test_sighup_reads_the_runbooks_and_the_inventory_again(
     serve: Callable[..., Served], tmp_path: Path, inventory: Path
 ) -> None:

@@ -18,7 +18,7 @@ import pytest
 from engine.core.alert_queue import Entry, EntryState
 from engine.core.journal import RunRecord
 from engine.core.model import RunStatus
-from tests.cli.conftest import Served, alert, entries, runs, wait_for, webhook
+from tests.cli.conftest import Served, alert, entries, runs, servers, wait_for, webhook
 from tests.conftest import CairnRunner, LabStarter
 
 MARKER = """
@@ -252,20 +252,26 @@ def test_a_stopped_server_loses_nothing_and_the_next_resumes_the_run(
     )
     assert code == 200 and len(body["queued"]) == 2
     wait_for((tmp_path / "waiting").exists, "web-1's run to reach its second step (web-2 waits: one worker)")
+    server = served.server_id
     served.process.send_signal(stop)
     served.process.wait(timeout=60)
     entry, waiting = entries(served.journal)
     assert (waiting.target, waiting.state, waiting.run_id) == ("web-2", EntryState.QUEUED, None)
-    [first_run] = runs(served.journal)
-    assert first_run.status is RunStatus.INTERRUPTED
+    # kill -9: nobody could say anything; the run reads interrupted once its server's lease ran out.
+    [first_run] = wait_for(
+        lambda: [r for r in runs(served.journal) if r.status is RunStatus.INTERRUPTED],
+        "the run to read interrupted",
+    )
     if stop is signal.SIGTERM:
         assert entry.state is EntryState.QUEUED
         assert entry.note == (
-            f"checkpointed at shutdown: run {first_run.id} was interrupted; "
-            "the next cairn serve resumes it without repeating finished steps"
+            f"handed over at shutdown by {server}: run {first_run.id} was interrupted; "
+            "another cairn serve resumes it without repeating finished steps"
         )
+        assert servers(served.journal)[server]["state"] == "released"
     else:
         assert entry.state is EntryState.RUNNING, "kill -9: nobody could say anything"
+        assert entry.holder == server
     assert entry.run_id == first_run.id
 
     (tmp_path / "go").touch()

@@ -14,6 +14,7 @@ import signal
 import textwrap
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,32 @@ def test_a_server_killed_during_a_remediation_step_leaves_it_in_doubt_in_the_jou
         "from run run-dies: started on node1 and its end is unknown (the server running it stopped)"
     )
     assert resumed["after"].status == "not_run"
+
+
+def test_a_run_left_in_doubt_whose_runbook_changed_since_escalates_instead_of_starting_again(
+    journal_path: Path,
+) -> None:
+    from engine.core.alert_queue import WAITS_FOR_A_HUMAN, Entry, EntryState
+    from engine.serve.conclusions import Conclusion, resume_from
+
+    journal = Journal(journal_path)
+    bus = EventBus("run-dies")
+    bus.subscribe(DiesAt(journal, "change"))
+    run_journaled(bus, marker_host([]), resume=None, cancel=None)
+    journal.close()
+    entry = Entry(1, 0.0, "f", "marker", NODE.name, {}, EntryState.QUEUED, "run-dies", "")
+    changed = replace(load(), sha256="another version of the runbook")
+
+    journal = Journal(journal_path)
+    try:
+        same = resume_from(entry, load(), journal)
+        decided = resume_from(entry, changed, journal)
+    finally:
+        journal.close()
+    assert isinstance(same, ResumePoint) and list(same.in_doubt), "the same text: resumed, verify decides"
+    assert isinstance(decided, Conclusion) and decided.state is EntryState.ESCALATED
+    assert decided.note.startswith(f"{WAITS_FOR_A_HUMAN}run run-dies started change on node1")
+    assert "the runbook changed since" in decided.note
 
 
 def test_a_cancelled_remediation_step_in_the_journal_is_in_doubt(journal_path: Path) -> None:

@@ -108,3 +108,58 @@ def test_an_http_limit_that_cannot_work_is_refused_before_serving(
             given(token_file=token, **options), config=config, default_runbooks=(tmp_path,), environ={}
         )
     assert message in str(raised.value)
+
+
+def test_the_store_is_a_file_or_a_postgresql_url_from_the_option_the_file_or_the_environment(
+    tmp_path: Path, token: str
+) -> None:
+    url = "postgresql://cairn:pw@db.example:5432/cairn"
+    settings = load_settings(given(token_file=token, journal=url), default_runbooks=(tmp_path,), environ={})
+    assert (settings.journal.url, settings.journal.shown) == (
+        url,
+        "postgresql://cairn:***@db.example:5432/cairn",
+    )
+
+    config = tmp_path / "etc" / "serve.yaml"
+    config.parent.mkdir()
+    config.write_text(f"journal: {url}\n")
+    from_file = load_settings(
+        given(token_file=token), config=config, default_runbooks=(tmp_path,), environ={}
+    )
+    assert from_file.journal.url == url, "a URL in the config file is not taken for a path beside it"
+    config.write_text("journal: state/journal.db\n")
+    relative = load_settings(given(token_file=token), config=config, default_runbooks=(tmp_path,), environ={})
+    assert relative.journal.path == config.parent / "state" / "journal.db"
+
+    from_env = load_settings(
+        given(token_file=token), default_runbooks=(tmp_path,), environ={"CAIRN_JOURNAL": url}
+    )
+    assert from_env.journal.url == url
+    given_wins = load_settings(
+        given(token_file=token, journal=str(tmp_path / "j.db")),
+        default_runbooks=(tmp_path,),
+        environ={"CAIRN_JOURNAL": url},
+    )
+    assert given_wins.journal.path == tmp_path / "j.db"
+
+
+def test_the_lease_comes_from_the_defaults_the_file_and_the_options_and_must_leave_room_to_renew(
+    tmp_path: Path, token: str
+) -> None:
+    settings = load_settings(given(token_file=token), default_runbooks=(tmp_path,), environ={})
+    assert settings.lease == SERVE_DEFAULTS["lease"] == 3.0
+    config = tmp_path / "serve.yaml"
+    config.write_text("lease: 1500ms\n")
+    assert (
+        load_settings(given(token_file=token), config=config, default_runbooks=(tmp_path,), environ={}).lease
+        == 1.5
+    )
+    assert (
+        load_settings(
+            given(token_file=token, lease=5.0), config=config, default_runbooks=(tmp_path,), environ={}
+        ).lease
+        == 5.0
+    )
+    with pytest.raises(CairnError) as raised:
+        load_settings(given(token_file=token, lease=0.2), default_runbooks=(tmp_path,), environ={})
+    assert "--lease (lease) is 0.2: give at least 1 second" in str(raised.value)

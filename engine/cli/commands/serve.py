@@ -28,7 +28,7 @@ def register(commands: Commands) -> None:
         "--config",
         metavar="FILE",
         help="YAML file with the same settings (listen, token_file, inventory, runbooks, journal, workers, "
-        "cooldown, grace, max_connections, header_timeout, body_timeout, idle_timeout, "
+        "cooldown, grace, lease, max_connections, header_timeout, body_timeout, idle_timeout, "
         "inputs: {RUNBOOK: FILE or mapping}, policy: {automate, breaker, budget}); options given here win",
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help=f"default {DEFAULT['listen']}")
@@ -82,8 +82,16 @@ def register(commands: Commands) -> None:
         "--grace",
         type=float,
         metavar="SECONDS",
-        help="at SIGTERM, running runs get this long to finish; then they are cancelled and resume "
-        f"at the next start (default {DEFAULT['grace']:g})",
+        help="at SIGTERM, running runs get this long to finish; then they are cancelled and handed over: "
+        f"another server (or the next start) resumes them (default {DEFAULT['grace']:g})",
+    )
+    serve.add_argument(
+        "--lease",
+        type=float,
+        metavar="SECONDS",
+        help="this server's work stays its own this long after its last renewal (renewed every third of "
+        "it); servers sharing a --journal take over the work of one silent longer than that "
+        f"(default {DEFAULT['lease']:g})",
     )
     limits = serve.add_argument_group(
         "HTTP limits",
