@@ -99,6 +99,11 @@ class Fence(Protocol):
         """Inside ``tx``, before the write it guards: :class:`LeaseLost` unless the lease holds
         (a statement of ``tx``'s, so the check and the write commit together)."""
 
+    @property
+    def lost(self) -> str:
+        """Why the lease is known gone ("" while it holds): then no write of a run it fences goes
+        through, not even a step's end (the run is another server's to record now)."""
+
 
 def artifacts_folder(journal_path: Path) -> Path:
     """Where the runs' artifacts folders are beside a journal *file*: ``runs/`` (for any store:
@@ -245,6 +250,8 @@ class Journal(JournalReader):
     ) -> None:
         """One statement, one commit; ``synced``: on disk before it returns (see the module's
         docstring); ``fenced``: only while the lease holds, checked in the same transaction."""
+        if self.fence is not None and self.fence.lost:
+            raise LeaseLost(f"the lease this run was recorded under is gone ({self.fence.lost})")
         with self.db.transaction(WRITE, synced=synced) as tx:
             if fenced and self.fence is not None:
                 self.fence.check(tx)

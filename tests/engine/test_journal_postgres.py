@@ -79,6 +79,7 @@ class FakeFence:
         self.holder = holder
         self.checks = 0
         self.in_transaction: list[bool] = []
+        self.lost = ""
 
     def check(self, tx: Transaction) -> None:
         self.checks += 1

@@ -168,6 +168,7 @@ def test_a_password_in_the_url_is_never_shown(
     assert refused.returncode == 2
     assert "wrong-Pa55" not in refused.stdout + refused.stderr
     assert "postgresql://cairn_pw:***@" in refused.stderr and "Traceback" not in refused.stderr
+    assert "password authentication failed" in refused.stderr and "does not answer" not in refused.stderr
     done = cairn("journal", "migrate", "--journal", url)
     assert done.returncode == 0, done.stderr
     assert "s3cr3t-Pa55" not in done.stdout + done.stderr

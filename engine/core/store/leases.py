@@ -185,9 +185,12 @@ class Takeover:
 
 def take_over(db: Database, by: str = "") -> Takeover:
     """Mark holders whose lease ran out (or whose process on this machine is gone) lapsed, and hand
-    their work back: entries queued again, runs interrupted, ledger rows closed. One transaction.
+    back every piece of work no live holder holds: entries queued again, runs interrupted (their
+    in-flight steps too), ledger rows closed. One transaction.
 
-    Entries left ``running`` by no holder at all (a first-release server) go back to the queue too."""
+    "No live holder" covers a holder lapsed a moment ago, one that lapsed earlier but still had
+    work (it claimed in the instant before it was found out), and entries left ``running`` by no
+    holder at all (a first-release server)."""
     here = machine_id()
     now = db.now
     candidates = db.read(
@@ -199,8 +202,7 @@ def take_over(db: Database, by: str = "") -> Takeover:
         for holder, machine, pid, start, ended in candidates
         if ended or (machine == here and process_start(int(pid)) != start)
     ]
-    orphans = db.read("SELECT 1 FROM alert_queue WHERE state = 'running' AND holder IS NULL LIMIT 1")
-    if not gone and not orphans:
+    if not gone and not db.read(f"SELECT 1 FROM alert_queue WHERE state = 'running' AND {_UNHELD} LIMIT 1"):
         return Takeover()  # nothing to write: no write lock taken
     with db.transaction("take over a stopped server's work") as tx:
         lapsed: list[str] = []
@@ -214,40 +216,37 @@ def take_over(db: Database, by: str = "") -> Takeover:
                     (LAPSED, f"taken over by {by or 'another server'}", *gone, LIVE, here),
                 ).fetchall()
             ]
-        marks = ", ".join("?" * len(lapsed)) or "NULL"
         entries = [
             int(row[0])
             for row in tx.execute(
                 f"UPDATE alert_queue SET state = 'queued', holder = NULL, updated_at = {now}, note = "
                 "'queued again: the server running it (' || coalesce(holder, 'an earlier cairn serve') || ') "
-                "stopped; its run resumes' WHERE state = 'running' "
-                f"AND (holder IS NULL OR holder IN ({marks})) RETURNING id",
-                tuple(lapsed),
+                f"stopped; its run resumes' WHERE state = 'running' AND {_UNHELD} RETURNING id"
             ).fetchall()
         ]
-        runs: list[str] = []
-        if lapsed:
-            runs = [
-                str(row[0])
-                for row in tx.execute(
-                    "UPDATE runs SET status = 'interrupted', exit_code = 130 WHERE status = 'running'"
-                    f" AND holder IN ({marks}) RETURNING id",
-                    tuple(lapsed),
-                ).fetchall()
-            ]
-            tx.execute(
-                f"UPDATE remediations SET ended_at = {now} WHERE ended_at IS NULL AND holder IN ({marks})",
-                tuple(lapsed),
-            )
+        runs = [
+            str(row[0])
+            for row in tx.execute(
+                "UPDATE runs SET status = 'interrupted', exit_code = 130 WHERE status = 'running'"
+                f" AND holder IS NOT NULL AND {_UNHELD} RETURNING id"
+            ).fetchall()
+        ]
+        tx.execute(
+            f"UPDATE remediations SET ended_at = {now} WHERE ended_at IS NULL AND holder IS NOT NULL AND {_UNHELD}"
+        )
         if runs:
             run_marks = ", ".join("?" * len(runs))
             tx.execute(
                 f"UPDATE steps SET status = 'interrupted', message = ? WHERE status = 'running' AND run_id IN ({run_marks})",
                 (INTERRUPTED_STEP, *runs),
             )
-    if lapsed or entries:
+    if lapsed or entries or runs:
         log.warning("took over from %s: entries %s, runs %s", ", ".join(lapsed) or "nobody", entries, runs)
     return Takeover(tuple(lapsed), tuple(entries), tuple(runs))
+
+
+_UNHELD = "(holder IS NULL OR holder NOT IN (SELECT id FROM holders WHERE state = 'live'))"
+"""SQL: the row's holder is none, or not a live one."""
 
 
 def holders(db: Database) -> list[dict[str, object]]:

@@ -63,10 +63,24 @@ def fault(exc: BaseException, location: Location, doing: str) -> JournalError:
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return JournalUnwritable(READ_ONLY, where, detail)
     if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
+        if _refused_by_the_server(str(exc)):  # it answered: a wrong password, no such database or role
+            return JournalError(f"cannot {doing} at {where}: {detail}")
         return JournalUnreachable(UNREACHABLE, where, detail)  # no answer at all: refused, reset, timed out
     if isinstance(exc, psycopg.InterfaceError):
         return JournalUnreachable(UNREACHABLE, where, detail)  # the connection was closed under us
     return JournalError(f"cannot {doing} at {where}: {detail}")
+
+
+_TRANSIENT = ("starting up", "shutting down", "in recovery mode", "too many clients", "not yet accepting")
+
+
+def _refused_by_the_server(text: str) -> bool:
+    """A connection the server answered and refused for good (authentication, a missing database
+    or role) rather than one it could not take now (starting, stopping, full)."""
+    lowered = text.lower()
+    if any(word in lowered for word in _TRANSIENT):
+        return False
+    return "fatal:" in lowered or "authentication failed" in lowered or "does not exist" in lowered
 
 
 def broken(connection: psycopg.Connection[Any] | None) -> bool:

@@ -121,8 +121,8 @@ def _remove_folder(folder: Path, root: Path, pruned: Pruned) -> None:
     except OSError:
         pruned.kept_artifacts.append(str(folder))
         return
-    if root not in resolved.parents:
-        pruned.kept_artifacts.append(str(folder))  # not ours to delete (another machine's path, a symlink out)
+    if root not in resolved.parents:  # not ours to delete: another machine's path, a symlink out
+        pruned.kept_artifacts.append(str(folder))
         return
     try:
         shutil.rmtree(resolved)
