@@ -38,8 +38,9 @@ class _Held:
     def lease_lost(self, run_id: str) -> str:
         held = self.holds() if self.started else "nothing of it"
         return (
-            f"run {run_id} stopped: this server's lease lapsed before it could record the next step, "
-            f"so nothing more of the run starts here; another server may hold its work now "
+            f"run {run_id} stopped: the lease it ran under lapsed before the next step could be recorded "
+            f"(the process was paused or cut off from the store for longer than the lease), so nothing "
+            f"more of the run starts here; another server may hold its work now "
             f"(the journal holds {held})"
         )
 

@@ -70,6 +70,26 @@ detect:
 UNREACHABLE = "postgresql://127.0.0.1:1/nowhere"
 
 
+def start_waiting_run(runbook_dir: RunbookDir, work: Path, journal: str) -> subprocess.Popen[str]:
+    """`cairn run count-then-wait` on ``journal``, returned once its first step is running (it waits
+    in its second step while ``work/flag`` exists)."""
+    work.mkdir()
+    (work / "flag").touch()
+    folder = runbook_dir(COUNT_THEN_WAIT)
+    proc = subprocess.Popen(
+        [*cairn_command(), "run", "count-then-wait", "--runbooks", str(folder), "-e", f"dir={work}",
+         "--journal", journal],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (work / "pid").exists() and (work / "pid").read_text().strip() != "")
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc
+
+
 def test_run_history_and_show_run_on_postgresql(
     cairn: CairnRunner, runbook_dir: RunbookDir, postgres_url: str, tmp_path: Path, isolated_state: Path
 ) -> None:
@@ -117,16 +137,8 @@ def test_a_run_killed_on_postgresql_reads_interrupted_once_its_lease_lapses_and_
     cairn: CairnRunner, runbook_dir: RunbookDir, postgres_url: str, tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "flag").touch()
-    folder = runbook_dir(COUNT_THEN_WAIT)
-    proc = subprocess.Popen(
-        [*cairn_command(), "run", "count-then-wait", "--runbooks", str(folder), "-e", f"dir={work}",
-         "--journal", postgres_url],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_waiting_run(runbook_dir, work, postgres_url)
     try:
-        wait_for(lambda: (work / "pid").exists() and (work / "pid").read_text().strip() != "")
         [running] = json.loads(cairn("history", "--json", "--journal", postgres_url).stdout)
         assert running["status"] == "running", "its process holds its lease"
         proc.send_signal(signal.SIGKILL)
@@ -235,16 +247,8 @@ def test_a_run_whose_postgresql_stops_says_what_the_journal_holds_and_resumes_on
 ) -> None:
     url = own_pg_cluster.create_database("journal")
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "flag").touch()
-    folder = runbook_dir(COUNT_THEN_WAIT)
-    proc = subprocess.Popen(
-        [*cairn_command(), "run", "count-then-wait", "--runbooks", str(folder), "-e", f"dir={work}",
-         "--journal", url],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_waiting_run(runbook_dir, work, url)
     try:
-        wait_for(lambda: (work / "pid").exists() and (work / "pid").read_text().strip() != "")
         own_pg_cluster.stop()
         (work / "flag").unlink()  # the step ends while the database is down: its end cannot be recorded
         _, err = proc.communicate(timeout=60)

@@ -196,8 +196,9 @@ def test_a_fence_lets_remediation_be_recorded_while_the_lease_holds_and_stops_th
         journal.close()
 
     assert str(lost.value) == (
-        f"run {RUN} stopped: this server's lease lapsed before it could record the next step, so nothing more "
-        "of the run starts here; another server may hold its work now (the journal holds it up to "
+        f"run {RUN} stopped: the lease it ran under lapsed before the next step could be recorded (the "
+        "process was paused or cut off from the store for longer than the lease), so nothing more of the "
+        "run starts here; another server may hold its work now (the journal holds it up to "
         "remediate/fix on web1 (2 steps recorded))"
     )
     steps = raw_rows(store, "SELECT phase, step_id, status FROM steps WHERE run_id = ? ORDER BY seq", (RUN,))

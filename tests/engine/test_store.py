@@ -175,6 +175,24 @@ def test_a_password_in_the_url_is_never_shown(
     assert "postgresql://cairn_pw:***@" in done.stdout
 
 
+@pytest.mark.postgres
+def test_the_password_may_live_in_a_pgpass_file_instead_of_the_url(
+    cairn: CairnRunner, pg_cluster: PgCluster, postgres_url: str, tmp_path: Path
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    with_password = pg_cluster.create_role("cairn_pgpass", "pgpass-Pa55", database=database)
+    url = with_password.replace(":pgpass-Pa55@", "@")  # what goes on the command line and in the unit file
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{pg_cluster.port}:{database}:cairn_pgpass:pgpass-Pa55\n")
+    pgpass.chmod(0o600)
+    without = cairn("journal", "migrate", "--journal", url, PGPASSFILE=str(tmp_path / "none"))
+    assert without.returncode == 2 and "password" in without.stderr, without.stderr
+    done = cairn("journal", "migrate", "--journal", url, PGPASSFILE=str(pgpass))
+    assert done.returncode == 0, done.stderr
+    listed = cairn("history", "--journal", url, PGPASSFILE=str(pgpass))
+    assert listed.returncode == 0, listed.stderr
+
+
 def test_an_unreachable_postgresql_is_one_line_and_exit_2(cairn: CairnRunner) -> None:
     result = cairn("journal", "migrate", "--journal", "postgresql://cairn:hunter22@127.0.0.1:1/cairn")
     assert result.returncode == 2

@@ -24,7 +24,9 @@ STATES_FROM_WORDS = (
     ("not_run", "skipped", "not run:"),
     ("not_run", "not_asked", "not run:"),
 )
-"""(status now, status in journal version 1, how its message starts)."""
+"""(status now, status in journal version 1, how its message starts). The same table as
+``engine.core.journal_read.STATES_FROM_WORDS``, copied on purpose: a migration is history and must
+not change when the code it once matched does."""
 
 
 def upgrade() -> None:
