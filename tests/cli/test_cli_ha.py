@@ -371,7 +371,9 @@ def test_postgresql_restarted_under_load_answers_503_meanwhile_and_loses_nothing
     try:
         wait_for(final(store, len(queued)), "every queued alert to be run", timeout=180)
     except AssertionError as failed:
-        stuck = [(e.id, e.target, e.state.value, e.holder, e.note) for e in entries(store) if e.state not in FINAL]
+        stuck = [
+            (e.id, e.target, e.state.value, e.holder, e.note) for e in entries(store) if e.state not in FINAL
+        ]
         raise AssertionError(f"{failed}: {stuck[:5]}\n" + "\n".join(s.diagnosis() for s in served)) from None
 
 
