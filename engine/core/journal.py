@@ -252,6 +252,9 @@ class Journal(JournalReader):
         docstring); ``fenced``: only while the lease holds, checked in the same transaction."""
         if self.fence is not None and self.fence.lost:
             raise LeaseLost(f"the lease this run was recorded under is gone ({self.fence.lost})")
+        if not synced and not (fenced and self.fence is not None):
+            self.db.write_one(statement, params, WRITE)  # commits alone: no BEGIN/COMMIT round trips
+            return
         with self.db.transaction(WRITE, synced=synced) as tx:
             if fenced and self.fence is not None:
                 self.fence.check(tx)

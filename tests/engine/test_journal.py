@@ -729,12 +729,14 @@ def test_what_changes_hosts_is_synced_to_disk_before_the_run_goes_on(file_journa
 
 
 def _commits(said: list[str]) -> list[list[str]]:
-    """The traced statements cut into one list per transaction (with the PRAGMAs around it)."""
+    """The traced statements cut into one list per commit: a transaction (with the PRAGMAs around
+    it), or a statement that commits alone (autocommit, outside BEGIN … COMMIT)."""
     commits: list[list[str]] = [[]]
     for statement in said:
+        alone = not commits[-1] and statement.startswith(("INSERT", "UPDATE"))
         commits[-1].append(statement)
         synced = commits[-1][0] == "PRAGMA synchronous=FULL"
-        if statement == ("PRAGMA synchronous=NORMAL" if synced else "COMMIT"):
+        if alone or statement == ("PRAGMA synchronous=NORMAL" if synced else "COMMIT"):
             commits.append([])
     return [c for c in commits if any(s.startswith(("INSERT", "UPDATE")) for s in c)]
 

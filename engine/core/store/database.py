@@ -164,6 +164,16 @@ class Database:
             except (sqlite3.Error, OSError, _pg_error()) as exc:
                 raise self.fault(exc, f"read {self.what}") from exc
 
+    def write_one(self, statement: str, params: Params = (), doing: str = "") -> int:
+        """One statement on its own, committed as it runs (one round trip to PostgreSQL, where a
+        transaction costs three); the rows it changed. Not synced: use :meth:`transaction` for that."""
+        with self.lock:
+            try:
+                cursor = self.connection().execute(self.sql(statement), params)
+                return int(cursor.rowcount)
+            except (sqlite3.Error, OSError, _pg_error()) as exc:
+                raise self.fault(exc, doing or f"write to {self.what}") from exc
+
     def transaction(self, doing: str = "", *, synced: bool = False) -> Transaction:
         """A write transaction (``with db.transaction("…") as tx: tx.execute(…)``), serialised with
         every other call on this object; ``synced``: on disk before it returns (SQLite's
