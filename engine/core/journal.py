@@ -388,9 +388,9 @@ def journal_for_a_run(location: Location | Path | str | None = None) -> Journal:
     journal = Journal(location)
     if journal.location.dialect == "sqlite":
         return journal
-    from engine.core.store.leases import Lease  # noqa: PLC0415 (a heartbeat thread: PostgreSQL only)
+    from engine.core.store.leases import RUN_LEASE, Lease  # noqa: PLC0415 (a heartbeat thread: PostgreSQL only)
 
-    lease = Lease(journal.location, kind="run")
+    lease = Lease(journal.location, kind="run", ttl=RUN_LEASE, heartbeat=RUN_LEASE / 6)
     try:
         lease.start()
     except BaseException:

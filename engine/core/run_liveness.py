@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from engine.core.store.database import Database
+from engine.core.store.leases import machine_id, process_start
 
 LOCK_FILE = ".lock"
 """The file in a run's artifacts folder whose ``flock`` its process holds."""
@@ -28,19 +29,28 @@ LOCK_FILE = ".lock"
 
 def held_sql(db: Database, runs: str = "r", holders: str = "h") -> str:
     """A column for ``SELECT … FROM runs {runs} LEFT JOIN holders {holders} ON {holders}.id = {runs}.holder``:
-    ``NULL`` when the run has no holder (its lock file says), 1 while its holder's lease holds, else 0."""
+    ``NULL`` when the run has no holder (its lock file says), ``''`` when its holder's lease does not
+    hold, else where its holder runs (``MACHINE|PID|START``, for :func:`alive`)."""
     return (
         f"CASE WHEN {runs}.holder IS NULL THEN NULL"
-        f" WHEN {holders}.state = 'live' AND {holders}.lease_until > {db.now} THEN 1 ELSE 0 END"
+        f" WHEN {holders}.state = 'live' AND {holders}.lease_until > {db.now}"
+        f" THEN {holders}.machine || '|' || CAST({holders}.pid AS TEXT) || '|' || {holders}.pid_start"
+        " ELSE '' END"
     )
 
 
 def alive(held: object, artifacts: str) -> bool:
-    """Whether a ``running`` run is alive: by its holder's lease (``held`` from :func:`held_sql`),
-    else by its lock file in ``artifacts``."""
-    if held is not None:
-        return bool(held)
-    return lock_held(Path(artifacts) / LOCK_FILE)
+    """Whether a ``running`` run is alive: by its holder's lease (``held`` from :func:`held_sql`) — and,
+    when the holder is a process on this machine, by that process being there (a run killed here reads
+    interrupted at once, not when its lease runs out) — else by its lock file in ``artifacts``."""
+    if held is None:
+        return lock_held(Path(artifacts) / LOCK_FILE)
+    if not held:
+        return False
+    machine, pid, start = str(held).rsplit("|", 2)
+    if machine == machine_id():
+        return process_start(int(pid)) == start
+    return True
 
 
 def lock_held(path: Path) -> bool:

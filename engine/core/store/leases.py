@@ -43,6 +43,10 @@ LEASE = 3.0
 """Seconds a holder's work stays its own after its last renewal (failover takes about this long)."""
 HEARTBEAT = 1.0
 """Seconds between renewals (and between looks for lapsed holders)."""
+RUN_LEASE = 30.0
+"""The lease of a run a human started on PostgreSQL (``cairn run``, ``resume``, the TUI): long enough
+for a terminal suspended a while (Ctrl-Z) to go on; a killed run on another machine reads
+``running`` that long (on the same machine, at once: its process is gone)."""
 LIVE, RELEASED, LAPSED = "live", "released", "lapsed"
 INTERRUPTED_STEP = "interrupted: the run stopped before this step finished"
 
