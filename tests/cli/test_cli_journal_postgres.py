@@ -304,3 +304,63 @@ def test_cairn_tui_reads_its_history_from_postgresql(
         terminal.wait_for(lambda s: run_id in s, "the run, opened")
         terminal.keys("C-q")
         terminal.wait_for(lambda s: "CAIRN-EXITED-0" in s, "cairn tui to exit 0 on Ctrl+Q")
+
+
+SUSPENDED = """
+id: suspended-fix
+title: A fix run from a terminal that is suspended a while
+severity: info
+summary: s
+inputs:
+  dir: {type: string}
+detect:
+  - id: wait
+    title: wait while the flag exists, then find the pitfall
+    run: |
+      echo $$ > {{ inputs.dir }}/pid
+      while [ -e {{ inputs.dir }}/flag ]; do sleep 0.1; done
+      test -e {{ inputs.dir }}/fixed && echo fixed || echo broken
+    expect: out == 'fixed'
+    timeout: 10m
+remediate:
+  - id: fix
+    title: fix
+    run: touch {{ inputs.dir }}/fixed
+"""
+
+
+def test_a_run_whose_terminal_was_suspended_longer_than_a_servers_lease_goes_on(
+    runbook_dir: RunbookDir, postgres_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-Z for a while: a human's run holds a lease long enough that its remediation (fenced by
+    that lease) still starts when the terminal comes back."""
+    from engine.core.store.database import Database
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "flag").touch()
+    proc = subprocess.Popen(
+        [*cairn_command(), "run", "suspended-fix", "--runbooks", str(runbook_dir(SUSPENDED)), "-e",
+         f"dir={work}", "--journal", postgres_url, "--yes"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    db = Database(postgres_url, write=False)
+    try:
+        wait_for(lambda: (work / "pid").exists() and (work / "pid").read_text().strip() != "")
+        proc.send_signal(signal.SIGSTOP)  # the terminal's Ctrl-Z
+
+        def renewal_age() -> float:
+            rows = db.read(f"SELECT {db.now} - max(renewed_at) FROM holders WHERE kind = 'run'")
+            return float(rows[0][0]) if rows and rows[0][0] is not None else 0.0
+
+        wait_for(lambda: renewal_age() > 5.0, 30.0)  # longer than a server's lease, without a renewal
+        proc.send_signal(signal.SIGCONT)
+        (work / "flag").unlink()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        db.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert (work / "fixed").exists(), "the remediation started after the terminal came back"
