@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -436,3 +437,32 @@ def _until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> N
 def _no_stray_journal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("CAIRN_JOURNAL", str(tmp_path / "never-used.db"))
     yield
+
+
+@pytest.mark.postgres
+def test_a_server_frozen_inside_a_transaction_does_not_hold_off_its_takeover(postgres_url: str) -> None:
+    """Frozen between the fence's check (its lease's row locked FOR SHARE) and the commit: the server
+    ends the idle transaction, so the takeover is not blocked for as long as the process stays frozen."""
+    location = locate(postgres_url)
+    migrate.upgrade(location)
+    lease = Lease(location, ttl=0.5, heartbeat=3600)
+    lease.start()
+    frozen, reaper = Database(location, write=True), Database(location, write=True)
+    open_transaction = frozen.transaction("a step's start")
+    open_transaction.__enter__()
+    lease.check(open_transaction)  # … and the process stops here, its transaction open
+
+    def taken_over() -> bool:
+        try:
+            return take_over(reaper, by="reaper").holders == (lease.id,)
+        except JournalError:  # blocked by the frozen transaction's lock until lock_timeout
+            return False
+
+    try:
+        _until(taken_over, "the takeover despite the frozen transaction", timeout=20)
+    finally:
+        with contextlib.suppress(JournalError):
+            open_transaction.__exit__(None, None, None)
+        for db in (frozen, reaper):
+            db.close()
+        lease.close()

@@ -25,6 +25,11 @@ STATEMENT_TIMEOUT_MS = 30_000
 """No statement of Cairn's takes this long; one that does is stuck behind a lock: refused, said."""
 LOCK_TIMEOUT_MS = 5_000
 """Like SQLite's busy timeout: how long a write waits for another transaction's row locks."""
+IDLE_IN_TRANSACTION_MS = 3_000
+"""A session that sits in an open transaction this long is ended by the server. Cairn's transactions
+never pause (statement after statement, then commit); a process frozen half-way through one (SIGSTOP,
+a paused VM) would otherwise keep its row locks — the fence's ``FOR SHARE`` on its own lease among
+them — and hold off the takeover of its work for as long as it stays frozen."""
 UNREACHABLE = "the journal's database does not answer"
 FULL = "the journal's database server is out of disk space"
 READ_ONLY = "the journal's database is read-only (a standby?)"
@@ -33,6 +38,7 @@ READ_ONLY = "the journal's database is read-only (a standby?)"
 def connect(location: Location, *, write: bool, role: str) -> psycopg.Connection[Any]:
     """A connection to ``location``'s database; ``write=False``: one that cannot write."""
     options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+    options += f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
     if not write:
         options += " -c default_transaction_read_only=on"
     try:
