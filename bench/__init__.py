@@ -6,5 +6,14 @@ together with the machine it ran on. Timings are reported against the goals,
 never asserted.
 """
 
-BENCHMARKS = ("validate_1000", "cold_start", "fanout", "tui", "serve", "output")
+BENCHMARKS = (
+    "validate_1000",
+    "cold_start",
+    "fanout",
+    "tui",
+    "serve",
+    "output",
+    "failover",
+    "journal_growth",
+)
 """Benchmark module names, in the order ``python -m bench`` runs them."""
