@@ -123,13 +123,13 @@ class AlertQueue(QueueReader):
         """Take the oldest queued entry as this queue's holder (it becomes running), or ``None``.
 
         One statement; on PostgreSQL rows other servers are claiming are skipped, not waited for."""
-        with self.db.transaction("claim a queued alert") as tx:
-            row = tx.execute(
-                f"UPDATE alert_queue SET state = 'running', holder = ?, updated_at = {self._at}"  # noqa: S608
-                " WHERE state = 'queued' AND id = (SELECT id FROM alert_queue WHERE state = 'queued'"
-                f" ORDER BY id LIMIT 1{self.db.skip_locked}) RETURNING {COLUMNS}",
-                (self.holder, now),
-            ).fetchone()
+        row = self.db.write_returning(  # one statement commits alone: one round trip, no BEGIN/COMMIT
+            f"UPDATE alert_queue SET state = 'running', holder = ?, updated_at = {self._at}"  # noqa: S608
+            " WHERE state = 'queued' AND id = (SELECT id FROM alert_queue WHERE state = 'queued'"
+            f" ORDER BY id LIMIT 1{self.db.skip_locked}) RETURNING {COLUMNS}",
+            (self.holder, now),
+            "claim a queued alert",
+        )
         return entry_of(row) if row else None
 
     def started(self, entry_id: int, run_id: str, now: float | None = None) -> bool:
@@ -184,13 +184,14 @@ class AlertQueue(QueueReader):
         ends: bool = False,
     ) -> bool:
         """``ends``: the entry leaves the active states (an intake of its alert must not interleave)."""
-        with self.db.transaction("write the alert queue") as tx:
-            if ends:
+        statement = f"UPDATE alert_queue SET {assignments}, updated_at = {self._at} WHERE id = ? AND {HELD}"  # noqa: S608
+        params = (*values, now, entry_id, self.holder)
+        if not ends:  # one statement commits alone: one round trip
+            changed = self.db.write_one(statement, params, "write the alert queue")
+        else:
+            with self.db.transaction("write the alert queue") as tx:
                 lock_entry_key(tx, entry_id)
-            changed = tx.execute(
-                f"UPDATE alert_queue SET {assignments}, updated_at = {self._at} WHERE id = ? AND {HELD}",  # noqa: S608
-                (*values, now, entry_id, self.holder),
-            ).rowcount
+                changed = tx.execute(statement, params).rowcount
         if changed != 1:
             log.warning(
                 "entry %s is no longer held by %s (another server took it over): did not %s",

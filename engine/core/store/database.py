@@ -174,6 +174,15 @@ class Database:
             except (sqlite3.Error, OSError, _pg_error()) as exc:
                 raise self.fault(exc, doing or f"write to {self.what}") from exc
 
+    def write_returning(self, statement: str, params: Params = (), doing: str = "") -> tuple[Any, ...] | None:
+        """:meth:`write_one` for a statement with ``RETURNING``: its first row (``None``: none)."""
+        with self.lock:
+            try:
+                row = self.connection().execute(self.sql(statement), params).fetchone()
+                return tuple(row) if row is not None else None
+            except (sqlite3.Error, OSError, _pg_error()) as exc:
+                raise self.fault(exc, doing or f"write to {self.what}") from exc
+
     def transaction(self, doing: str = "", *, synced: bool = False) -> Transaction:
         """A write transaction (``with db.transaction("…") as tx: tx.execute(…)``), serialised with
         every other call on this object; ``synced``: on disk before it returns (SQLite's
