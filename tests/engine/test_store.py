@@ -466,3 +466,134 @@ def test_a_server_frozen_inside_a_transaction_does_not_hold_off_its_takeover(pos
         for db in (frozen, reaper):
             db.close()
         lease.close()
+
+
+PREVIOUS_RELEASE = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    runbook_id TEXT NOT NULL,
+    runbook_path TEXT NOT NULL,
+    runbook_sha256 TEXT NOT NULL,
+    runbook_text TEXT NOT NULL,
+    hosts TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    last_phase TEXT NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    outcomes TEXT NOT NULL DEFAULT '{}',
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    artifacts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    seq INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    command TEXT NOT NULL DEFAULT '',
+    rc INTEGER,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    out TEXT,
+    started_at REAL,
+    duration REAL,
+    approval TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, host, phase, step_id)
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    seq INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    command TEXT NOT NULL,
+    approved INTEGER NOT NULL,
+    decided_by TEXT NOT NULL,
+    note TEXT NOT NULL,
+    at REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS alert_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL,
+    runbook_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_id TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL,
+    approved_by TEXT
+);
+CREATE TABLE IF NOT EXISTS remediations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host TEXT NOT NULL,
+    runbook_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    automatic INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL
+);
+CREATE INDEX IF NOT EXISTS remediations_host ON remediations (host, started_at);
+CREATE INDEX IF NOT EXISTS remediations_open ON remediations (ended_at);
+CREATE INDEX IF NOT EXISTS alert_queue_state ON alert_queue (state, id);
+CREATE INDEX IF NOT EXISTS alert_queue_key ON alert_queue (runbook_id, target, state);
+CREATE INDEX IF NOT EXISTS alert_queue_fingerprint ON alert_queue (fingerprint, state);
+CREATE INDEX IF NOT EXISTS alert_queue_run ON alert_queue (run_id);
+"""
+"""The store exactly as the release before this one wrote it (journal user_version 2, the queue with
+approvals and the remediation ledger), from that release's own schema strings."""
+
+
+def test_a_journal_of_the_previous_release_is_migrated_in_place_and_read_by_every_command(
+    cairn: CairnRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(PREVIOUS_RELEASE)
+        db.execute("PRAGMA user_version=2")
+        db.execute(
+            "INSERT INTO runs (id, runbook_id, runbook_path, runbook_sha256, runbook_text, hosts, inputs,"
+            " started_by, trigger, dry_run, last_phase, status, exit_code, outcomes, started_at, finished_at,"
+            " artifacts) VALUES ('20261201-010203-abcdef', 'web', 'web.yaml', 's', 'id: web', '[\"web-1\"]',"
+            " '{}', 'alertmanager', '{\"kind\": \"alert\"}', 0, 'diagnose', 'finished', 1,"
+            ' \'{"web-1": {"outcome": "present", "reason": "still slow"}}\', 100.0, 110.0, \'/nowhere\')'
+        )
+        db.execute(
+            "INSERT INTO alert_queue (received_at, fingerprint, runbook_id, target, alert, state, run_id, note,"
+            " updated_at, approved_by) VALUES (100.0, 'f', 'web', 'web-1', '{}', 'escalated',"
+            " '20261201-010203-abcdef', 'remediation waits for a human: policy', 110.0, NULL)"
+        )
+        db.execute(
+            "INSERT INTO remediations (host, runbook_id, run_id, automatic, started_at, ended_at)"
+            " VALUES ('web-1', 'web', 'r0', 1, 50.0, 60.0)"
+        )
+    before = path.read_bytes()
+    read = cairn("history", "--alerts", "--json", "--journal", str(path))
+    assert read.returncode == 0, read.stderr
+    [run] = json.loads(read.stdout)
+    assert run["outcomes"] == {"web-1": {"outcome": "present", "reason": "still slow"}}
+    assert path.read_bytes() == before, "reading changed nothing"
+
+    migrated = cairn("journal", "migrate", "--journal", str(path))
+    assert migrated.returncode == 0, migrated.stderr
+    assert "written by the first release" in migrated.stdout  # no schema version recorded before this one
+    queue = cairn("queue", "--json", "--journal", str(path))
+    assert queue.returncode == 0, queue.stderr
+    [entry] = json.loads(queue.stdout)["entries"]
+    assert (entry["state"], entry["run_id"]) == ("escalated", "20261201-010203-abcdef")
+    shown = cairn("show-run", "20261201", "--json", "--journal", str(path))
+    assert json.loads(shown.stdout)["outcomes"] == run["outcomes"]
+    declined = cairn("decline", "20261201", "--journal", str(path), "--reason", "checked by hand")
+    assert declined.returncode == 0, declined.stderr
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM remediations").fetchone() == (1,), "the ledger kept"
