@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 from tests.alertmanagers import AlertmanagerCluster, start_cluster
 from tests.disks import SmallDisk
 from tests.postgres import PgCluster, PgError
+from tests.procs import processes_with
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
@@ -350,3 +352,22 @@ def alertmanager_cluster(tmp_path: Path) -> Iterator[AlertmanagerClusterStarter]
     yield start
     for cluster in clusters:
         cluster.stop()
+
+
+# --- No process outlives its test --------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test (and its other fixtures), end every process whose command line names its
+    ``tmp_path``: a step left waiting for a file when the test failed before writing it, the command of
+    a server killed with -9. Torn down last, so every fixture has stopped what it knows of first."""
+    folder = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames else ""
+    yield
+    if not folder:
+        return
+    for pid in processes_with(folder):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue  # it ended meanwhile
