@@ -18,7 +18,7 @@ import functools
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -305,10 +305,3 @@ class Transaction:
             self.db._conn.execute("ROLLBACK")
         except Exception:
             log.warning("could not roll back a transaction on %s", self.db.where, exc_info=True)
-
-
-@contextlib.contextmanager
-def held(db: Database) -> Iterator[None]:
-    """Serialise a few calls on ``db`` with every other thread's."""
-    with db.lock:
-        yield

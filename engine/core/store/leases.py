@@ -173,10 +173,6 @@ class Lease:
                 "over, so nothing more starts here"
             )
 
-    @property
-    def holds(self) -> bool:
-        return not self.lost
-
 
 @dataclass(frozen=True)
 class Takeover:

@@ -61,11 +61,6 @@ def revision(db: Database) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def is_legacy(db: Database) -> bool:
-    """A first-release journal: Cairn's tables, no revision."""
-    return revision(db) is None and bool({"runs", "alert_queue"} & db.tables())
-
-
 def ensure_current(db: Database) -> None:
     """Before a writer writes: the schema this Cairn needs, or a :class:`JournalError` saying what to run."""
     found = revision(db)
