@@ -23,6 +23,7 @@ from engine.core import doctor
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 from tests.alertmanagers import AlertmanagerCluster, start_cluster
 from tests.disks import SmallDisk
+from tests.people import Person, ensure_people
 from tests.postgres import PgCluster, PgError
 from tests.procs import processes_with
 
@@ -283,6 +284,13 @@ def _started_cluster() -> PgCluster:
             cluster.close()
         pytest.fail(f"could not start a throwaway PostgreSQL: {exc}", pytrace=False)
     return cluster
+
+
+@pytest.fixture(scope="session")
+def people() -> dict[str, Person]:
+    """Real Unix accounts (``alice``, ``bob`` in group ``cairn-t-sre``; ``carol`` outside it) that
+    run ``cairn`` as themselves: identities come from the uid (:mod:`tests.people`)."""
+    return ensure_people()
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ def take_in(
     """What each webhook did, in order, all inside ``tx`` (``now``: the database's clock if ``None``)."""
     batches = [[route for route in routes if not route.problem] for routes in webhooks]
     if tx.db.dialect == "postgresql":
-        _lock_keys(tx, {(route.runbook_id, route.target) for routes in batches for route in routes})
+        lock_keys(tx, {(route.runbook_id, route.target) for routes in batches for route in routes})
     at = clock(tx, now)
     return [_take(tx, routes, cooling, at) for routes in batches]
 
@@ -106,9 +106,14 @@ def _take(tx: Transaction, routes: list[Route], cooling: Cooling, at: float) -> 
 
 def _active(tx: Transaction, route: Route) -> str:
     """Which entry holds ``route``'s (runbook, target), for the duplicate's reason."""
+    return active_entry(tx, route.runbook_id, route.target)
+
+
+def active_entry(tx: Transaction, runbook_id: str, target: str) -> str:
+    """Which entry is active for (runbook, target), in words."""
     row = tx.execute(
         "SELECT id, state FROM alert_queue WHERE runbook_id = ? AND target = ? AND state IN (?, ?, ?) LIMIT 1",
-        (route.runbook_id, route.target, *ACTIVE),
+        (runbook_id, target, *ACTIVE),
     ).fetchone()
     if row is None:  # ended between the insert and this read (another server, on PostgreSQL)
         return "another entry was active for the same runbook and target"
@@ -174,13 +179,14 @@ def lock_entry_key(tx: Transaction, entry_id: int) -> None:
         return
     row = tx.execute("SELECT runbook_id, target FROM alert_queue WHERE id = ?", (entry_id,)).fetchone()
     if row is not None:
-        _lock_keys(tx, {(str(row[0]), str(row[1]))})
+        lock_keys(tx, {(str(row[0]), str(row[1]))})
 
 
-def _lock_keys(tx: Transaction, keys: set[tuple[str, str]]) -> None:
+def lock_keys(tx: Transaction, keys: set[tuple[str, str]]) -> None:
     """PostgreSQL: this transaction's advisory lock on each (runbook, target), taken in one order
-    that every server follows (so no two intakes wait on each other in a circle)."""
-    if not keys:
+    that every server follows (so no two intakes wait on each other in a circle). SQLite: nothing
+    (its ``BEGIN IMMEDIATE`` lets one writer in at a time)."""
+    if not keys or tx.db.dialect != "postgresql":
         return
     hashes = sorted({_key_hash(runbook_id, target) for runbook_id, target in keys})
     tx.execute(

@@ -17,7 +17,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from engine.core.approval_policy import Action, Attempt, Outcome, Progress, Requirement
 from engine.core.errors import JournalError
+from engine.core.identity import Identity, identity_of
 from engine.core.store import leases
 from engine.core.store.database import Database
 from engine.core.store.location import Location, locate
@@ -40,6 +42,8 @@ class EntryState(Enum):
     """A human declined the remediation."""
     FAILED = "failed"
     """Could not be run at all (unknown target, runbook not loaded): the note says why."""
+    EXPIRED = "expired"
+    """Waited for a human longer than its approval policy allows: nothing was changed."""
 
 
 ACTIVE = (EntryState.QUEUED.value, EntryState.RUNNING.value, EntryState.ESCALATED.value)
@@ -51,12 +55,12 @@ never ran. A failed one (its target or runbook is unknown) cools down only until
 its inventory and runbooks again (see :attr:`AlertQueue.failed_forgotten_before`)."""
 COLUMNS = (
     "id, received_at, fingerprint, runbook_id, target, alert, state, run_id, note, updated_at, approved_by,"
-    " holder"
+    " holder, requirement, requested_by, expires_at"
 )
 """An entry's columns, in :func:`entry_of`'s order."""
-LATER_COLUMNS = ("approved_by", "holder")
+LATER_COLUMNS = ("approved_by", "holder", "requirement", "requested_by", "expires_at")
 """Columns an older queue may lack (read as NULL): approvals came after the first queue, holders
-with the shared store."""
+with the shared store, requirements and requests with approval policies."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,12 @@ class Entry:
     holder: str | None = None
     """The server that holds it while it runs (its lease id, ``cairn queue`` shows it); ``None``
     when no server holds it."""
+    requirement: Requirement | None = None
+    """What its approval needs (fixed when it escalated); ``None`` before it escalated."""
+    requested_by: Identity | None = None
+    """The human who asked for this run (``cairn request``); ``None`` for an alert."""
+    expires_at: float | None = None
+    """When its request for approval lapses (escalated entries)."""
 
 
 class QueueReader:
@@ -142,6 +152,22 @@ class QueueReader:
         )
         return [entry_of(row) for row in rows]
 
+    def attempts(self, entry_id: int) -> list[Attempt]:
+        """Every approve or decline attempt on an entry, refused ones too, oldest first."""
+        if "approval_attempts" not in self.db.tables():
+            return []
+        rows = self.db.read(
+            f"SELECT {ATTEMPT_COLUMNS} FROM approval_attempts WHERE entry_id = ? ORDER BY id",  # noqa: S608
+            (entry_id,),
+        )
+        return [attempt_of(row) for row in rows]
+
+    def progress(self, entry: Entry) -> Progress | None:
+        """Where an escalated entry's quorum stands (``None`` for an entry that has no requirement)."""
+        if entry.requirement is None:
+            return None
+        return entry.requirement.progress(self.attempts(entry.id))
+
     def count(self, *states: EntryState) -> int:
         """How many entries are in ``states``."""
         marks = ", ".join("?" * len(states))
@@ -186,6 +212,9 @@ def entry_of(row: Sequence[Any]) -> Entry:
         updated,
         approved,
         holder,
+        requirement,
+        requested_by,
+        expires_at,
     ) = row
     return Entry(
         id=int(entry_id),
@@ -200,4 +229,20 @@ def entry_of(row: Sequence[Any]) -> Entry:
         updated_at=float(updated),
         approved_by=str(approved) if approved is not None else None,
         holder=str(holder) if holder is not None else None,
+        requirement=Requirement.of(json.loads(requirement)) if requirement else None,
+        requested_by=identity_of(json.loads(requested_by)) if requested_by else None,
+        expires_at=float(expires_at) if expires_at is not None else None,
+    )
+
+
+ATTEMPT_COLUMNS = "id, entry_id, at, action, outcome, identity, reason"
+
+
+def attempt_of(row: Sequence[Any]) -> Attempt:
+    """An :class:`~engine.core.approval_policy.Attempt` from a row of :data:`ATTEMPT_COLUMNS`."""
+    attempt_id, entry_id, at, action, outcome, identity, reason = row
+    who = identity_of(json.loads(identity))
+    assert who is not None
+    return Attempt(
+        int(attempt_id), int(entry_id), float(at), Action(action), Outcome(outcome), who, str(reason)
     )

@@ -9,6 +9,7 @@ queues racing as several servers do is tests/engine/test_queue_shared.py.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -22,10 +23,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from engine.core.alert_queue import AlertQueue, EntryState
+from engine.core.alert_queue import Action, AlertQueue, EntryState
 from engine.core.alerts import Alert, AlertStatus, Route
 from engine.core.errors import JournalError
-from engine.core.queue_read import QueueReader
+from engine.core.identity import Identity, Via
+from engine.core.queue_read import Entry, QueueReader
 from engine.core.store import leases
 from engine.core.store.leases import Lease
 from engine.core.store.location import locate
@@ -268,15 +270,32 @@ def test_an_accepted_alert_is_synced_to_disk_so_it_survives_a_power_loss(tmp_pat
         lambda: queue.begin_remediation("n1", "rb", "r1", automatic=True, breaker=5, budget=5)
     )
     escalate(queue, target="n7", run_id="20261129-101500-aaaaaa")
-    assert synced_commit(lambda: queue.decline("20261129-101500-aaaaaa", "alice"))
+    assert synced_commit(lambda: decline(queue, "20261129-101500-aaaaaa", "alice"))
     escalate(queue, target="n8", run_id="20261129-101500-bbbbbb")
-    assert synced_commit(lambda: queue.approve("20261129-101500-bbbbbb", "alice"))
+    assert synced_commit(lambda: approve(queue, "20261129-101500-bbbbbb", "alice"))
     connection.set_trace_callback(None)
     assert connection.execute("PRAGMA synchronous").fetchone() == (1,), "NORMAL again between synced commits"
     queue.close()
 
 
 # --------------------------------------------------------------------------- waiting for a human
+
+
+def person(name: str) -> Identity:
+    """A local account as ``cairn approve`` run by it would be identified."""
+    return Identity("unix", name, name, Via.CLI, uid=1000, machine="ops-1")
+
+
+def approve(queue: AlertQueue, run_id: str, name: str) -> Entry:
+    decided = queue.decide(run_id, person(name), Action.APPROVE)
+    assert not decided.refused, decided.message
+    return decided.entry
+
+
+def decline(queue: AlertQueue, run_id: str, name: str, reason: str = "") -> Entry:
+    decided = queue.decide(run_id, person(name), Action.DECLINE, reason=reason)
+    assert not decided.refused, decided.message
+    return decided.entry
 
 
 def escalate(queue: AlertQueue, target: str = "n1", run_id: str = "20261129-101500-aaaaaa") -> int:
@@ -302,38 +321,46 @@ def test_an_entry_waiting_for_a_human_makes_repeats_of_its_alert_duplicates(stor
 
 def test_approving_queues_the_entry_again_with_who_approved(queue: AlertQueue) -> None:
     entry_id = escalate(queue)
-    approved = queue.approve(
-        "20261129-101500", "alice@ops"
-    )  # a unique prefix is enough, as in cairn show-run
-    assert (approved.id, approved.state, approved.approved_by) == (entry_id, EntryState.QUEUED, "alice@ops")
-    assert "approved by alice@ops" in approved.note
+    approved = approve(queue, "20261129-101500", "alice")  # a unique prefix is enough, as in cairn show-run
+    role = (
+        ", db role postgres" if queue.db.dialect == "postgresql" else ""
+    )  # the role the server authenticated
+    label = f"alice (unix uid 1000 on ops-1{role}, via cli)"
+    assert (approved.id, approved.state, approved.approved_by) == (entry_id, EntryState.QUEUED, label)
+    assert "approved by alice" in approved.note
     claimed = queue.claim()
-    assert claimed is not None and claimed.approved_by == "alice@ops"
+    assert claimed is not None and claimed.approved_by == label
     assert claimed.run_id == "20261129-101500-aaaaaa", "the run the human approved, until the next one starts"
 
 
 def test_declining_ends_the_entry_with_the_reason(queue: AlertQueue) -> None:
     escalate(queue)
-    declined = queue.decline("20261129-101500-aaaaaa", "bob@ops", "node is being drained")
+    declined = decline(queue, "20261129-101500-aaaaaa", "bob", "node is being drained")
     assert declined.state is EntryState.DECLINED
-    assert declined.note == "declined by bob@ops: node is being drained"
+    assert declined.note == "declined by bob: node is being drained"
     assert queue.claim() is None
 
 
 def test_approving_what_does_not_wait_says_why_and_changes_nothing(queue: AlertQueue) -> None:
     with pytest.raises(JournalError, match=r"no alert-started run 'nope'.*cairn queue"):
-        queue.approve("nope", "alice")
+        queue.decide("nope", person("alice"), Action.APPROVE)
     [entry_id] = queue.accept([routed()]).queued
     queue.claim()
     queue.started(entry_id, "20261129-101500-bbbbbb")
     queue.finish(entry_id, EntryState.DONE, note="healthy: detect found nothing")
-    with pytest.raises(JournalError, match=r"not waiting for a human: its queue entry \d+ is done \(healthy"):
-        queue.approve("20261129-101500-bbbbbb", "alice")
+    late = queue.decide("20261129-101500-bbbbbb", person("alice"), Action.APPROVE)
+    assert late.refused and late.entry.state is EntryState.DONE
+    assert re.match(
+        r"run \S+ is not waiting for a human: its queue entry \d+ is done \(healthy", late.message
+    )
+    assert [a.outcome.value for a in queue.attempts(entry_id)] == ["refused"], (
+        "a refused attempt is journaled too"
+    )
     escalate(queue, target="n2", run_id="20261129-101500-bbbccc")
     with pytest.raises(JournalError, match="ambiguous"):
-        queue.decline("20261129-101500-bbb", "alice")
+        queue.decide("20261129-101500-bbb", person("alice"), Action.DECLINE)
     with pytest.raises(JournalError, match="give the run id"):
-        queue.approve("  ", "alice")  # an empty prefix would match every run
+        queue.decide("  ", person("alice"), Action.APPROVE)  # an empty prefix would match every run
     assert [e.state for e in queue.entries()] == [EntryState.DONE, EntryState.ESCALATED]
 
 
@@ -658,7 +685,7 @@ def test_messages_name_the_database_without_its_password(pg_cluster: PgCluster, 
             queue.entry(404)
         assert str(missing.value) == f"no queue entry 404 in {queue.where}"
         with pytest.raises(JournalError) as unknown:
-            queue.approve("nope", "alice")
+            queue.decide("nope", person("alice"), Action.APPROVE)
         assert queue.where in str(unknown.value) and password not in str(unknown.value)
     finally:
         queue.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.alert_queue import AlertQueue, EntryState
+from engine.core.alert_queue import Action, AlertQueue, EntryState
 from engine.core.errors import JournalUnwritable
 from engine.core.events import EventBus, RunStarted, StepFinished, StepOutput, StepStarted
 from engine.core.journal import Journal
@@ -22,7 +22,7 @@ from engine.core.journal_read import JournalReader
 from engine.core.model import Phase, RunStatus, StepResult, StepStatus
 from engine.core.queue_read import QueueReader
 from tests.disks import SmallDisk, files_of
-from tests.engine.test_alert_queue import routed
+from tests.engine.test_alert_queue import person, routed
 
 # --------------------------------------------------------------------------- the alert queue
 
@@ -57,8 +57,8 @@ QUEUE_WRITES: dict[str, tuple[Callable[[AlertQueue], object], Callable[[AlertQue
     "requeue": (_entry_running, lambda q, e: q.requeue(int(str(e)), "checkpointed")),
     "take_over": (_entry_running, lambda q, _: q.take_over()),
     "hand_back": (_entry_running, lambda q, _: q.hand_back("stopping")),
-    "approve": (_escalated, lambda q, _: q.approve(WAITING_RUN, "alice")),
-    "decline": (_escalated, lambda q, _: q.decline(WAITING_RUN, "alice")),
+    "approve": (_escalated, lambda q, _: q.decide(WAITING_RUN, person("alice"), Action.APPROVE)),
+    "decline": (_escalated, lambda q, _: q.decide(WAITING_RUN, person("alice"), Action.DECLINE)),
     "begin_remediation": (lambda q: None, lambda q, _: _ledger_row(q)),
     "end_remediation": (_ledger_row, lambda q, ledger: q.end_remediation(int(str(ledger)))),
     "probe": (lambda q: None, lambda q, _: q.probe()),

@@ -26,12 +26,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from engine.core.alert_queue import AlertQueue, EntryState, Intake
+from engine.core.alert_queue import Action, AlertQueue, EntryState, Intake
 from engine.core.alerts import Route
+from engine.core.identity import Via, local_identity
 from engine.core.store.leases import Lease
 from engine.core.store.location import locate
 from tests.conftest import REPO, CairnRunner
-from tests.engine.test_alert_queue import STORES, routed, store_at
+from tests.engine.test_alert_queue import STORES, person, routed, store_at
 
 ALERTS = 200
 SERVERS = 3
@@ -336,20 +337,19 @@ def test_two_humans_deciding_at_once_one_decision_is_written(store: str) -> None
             entry_id = escalated(server, f"n{round_}", run_id)
 
             def decide(index: int, run_id: str = run_id) -> str:
-                try:
-                    if index == 0:
-                        humans[0].approve(run_id, "alice")
-                    else:
-                        humans[1].decline(run_id, "bob", "retiring")
-                except Exception as exc:
-                    return str(exc)
-                return ""
+                if index == 0:
+                    decided = humans[0].decide(run_id, person("alice"), Action.APPROVE)
+                else:
+                    decided = humans[1].decide(run_id, person("bob"), Action.DECLINE, reason="retiring")
+                return decided.message if decided.refused else ""
 
             refusals = [said for said in race(decide, 2) if said]
             assert len(refusals) == 1 and "is not waiting for a human" in refusals[0], refusals
             entry = server.entry(entry_id)
             assert entry.state in (EntryState.QUEUED, EntryState.DECLINED)
-            assert (entry.approved_by == "alice") == (entry.state is EntryState.QUEUED), entry
+            approved = entry.approved_by is not None and entry.approved_by.startswith("alice (")
+            assert approved == (entry.state is EntryState.QUEUED), entry
+            assert len(server.attempts(entry_id)) == 2, "both attempts are journaled, the refused one too"
             if entry.state is EntryState.QUEUED:  # the approved run, done: the next round's entry is next
                 assert server.claim() is not None
                 assert server.finish(entry_id, EntryState.DONE, note="remediated")
@@ -416,34 +416,34 @@ def test_cairn_approve_and_decline_on_the_store(
     listed = cairn("queue", "--journal", store)
     assert "2 waiting for a human" in listed.stdout
 
-    approved = cairn("approve", "20261129-101500-aaaa", "--by", "alice", "--journal", store, "--json")
+    me = local_identity(Via.CLI)  # who decides: this process's account, by its uid (never --by or $USER)
+    approved = cairn("approve", "20261129-101500-aaaa", "--journal", store, "--json")
     assert approved.returncode == 0, approved.stderr
     data = json.loads(approved.stdout)
-    assert (data["id"], data["state"], data["approved_by"], data["holder"]) == (
+    assert data["outcome"] == "approved"
+    assert (data["entry"]["id"], data["entry"]["state"], data["entry"]["holder"]) == (
         approved_id,
         "queued",
-        "alice",
         None,
     )
-    declined = cairn(
-        "decline", "20261129-101500-bbbbbb", "--reason", "retiring", "--by", "bob", "--journal", store
-    )
+    assert data["entry"]["approved_by"].startswith(f"{me.name} (unix uid {me.uid} on {me.machine}")
+    declined = cairn("decline", "20261129-101500-bbbbbb", "--reason", "retiring", "--journal", store)
     assert declined.returncode == 0, declined.stderr
-    assert (
-        declined.stdout.strip()
-        == f"declined: node-down on n2 (queue entry {declined_id}); nothing was changed"
+    assert declined.stdout.strip() == (
+        f"node-down on n2 (queue entry {declined_id}): declined: nothing is changed"
     )
     entry = queue.entry(declined_id)
-    assert (entry.state, entry.note) == (EntryState.DECLINED, "declined by bob: retiring")
+    assert (entry.state, entry.note) == (EntryState.DECLINED, f"declined by {me.name}: retiring")
 
     again = cairn("approve", "20261129-101500-bbbbbb", "--journal", store)
-    assert again.returncode == 2
-    assert again.stderr.strip().endswith(
+    assert again.returncode == 1, "refused: the entry no longer waits"
+    assert (
         f"run 20261129-101500-bbbbbb is not waiting for a human: its queue entry {declined_id} is declined "
-        "(declined by bob: retiring)"
-    ), again.stderr
+        f"(declined by {me.name}: retiring)"
+    ) in again.stderr, again.stderr
     claimed = queue.claim()
-    assert claimed is not None and (claimed.id, claimed.approved_by) == (approved_id, "alice")
+    assert claimed is not None and claimed.id == approved_id
+    assert claimed.approved_by == data["entry"]["approved_by"]
 
 
 @pytest.mark.postgres

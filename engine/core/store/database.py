@@ -73,6 +73,7 @@ class Database:
         self.hint = hint
         self.dialect = self.location.dialect
         self.lock = threading.RLock()
+        self._role: str | None = None
         self._conn: Any = None
         self._conn = self._open()
 
@@ -106,6 +107,21 @@ class Database:
         """After a ``SELECT`` whose rows must not change until the transaction ends (PostgreSQL's row
         lock; under SQLite's ``BEGIN IMMEDIATE`` nothing else writes meanwhile)."""
         return " FOR SHARE" if self.dialect == "postgresql" else ""
+
+    @property
+    def for_update(self) -> str:
+        """After a ``SELECT`` of the row a transaction is about to change: concurrent changers of it
+        wait for this one (PostgreSQL's row lock; SQLite's ``BEGIN IMMEDIATE`` already serialises)."""
+        return " FOR UPDATE" if self.dialect == "postgresql" else ""
+
+    def role(self) -> str:
+        """The database role the server authenticated this connection as (PostgreSQL's
+        ``current_user``, as the server says, not as the URL claims); ``""`` for SQLite."""
+        if self.dialect != "postgresql":
+            return ""
+        if self._role is None:
+            self._role = str(self.read("SELECT current_user")[0][0])
+        return self._role
 
     def _open(self) -> Any:
         if self.dialect == "sqlite":
