@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.core.executors import ExecutionOptions
+from engine.core.identity import Via, local_identity
 from engine.core.store.location import Location, locate
 
 
@@ -24,8 +24,10 @@ class CairnConfig:
     """Where practice labs live (``--lab-dir``); ``None``: ``$CAIRN_LAB_DIR`` or the default."""
     options: ExecutionOptions = field(default_factory=ExecutionOptions)
     """How hosts are reached (known_hosts, --via ...), as for ``cairn run``."""
-    user: str = field(default_factory=getpass.getuser)
-    """Who approves in this TUI: approvals are journaled as ``tui:<user>``."""
+    user: str = field(default_factory=lambda: local_identity(Via.TUI).name)
+    """Who approves a run's steps in this TUI (journaled as ``tui:<user>``): the account of this
+    process's uid, never ``$USER``. Decisions on the alert queue take the whole identity
+    (:func:`~engine.core.identity.local_identity`), not this name."""
     journal: Location | None = None
     """The journal (``--journal``: a SQLite file or a PostgreSQL database); ``None``: :attr:`journal_path`,
     else ``$CAIRN_JOURNAL`` or ``~/.local/state/cairn/journal.db``."""

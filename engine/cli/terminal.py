@@ -41,10 +41,13 @@ from engine.core.visible import command_lines, continuation, visible, visible_li
 class TerminalApprover:
     """Asks on the terminal before each step that needs approval, showing the exact command."""
 
-    def __init__(self, stream: TextIO | None = None, read: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, read: TextIO | None = None, *, user: str = "") -> None:
+        from engine.core.identity import Via, local_identity  # noqa: PLC0415
+
         self.out = stream or sys.stderr
         self.read = read or sys.stdin
-        self.user = getpass.getuser()
+        self.user = user or local_identity(Via.CLI).name
+        """Who answers, as journaled (``tty:<user>``): this process's account by its uid, never ``$USER``."""
         self._all: Decision | None = None
         self._every_host: set[tuple[str, str]] = set()
 

@@ -6,13 +6,18 @@ Pure functions returning strings; ``cairn history``, ``cairn show-run``, ``cairn
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from engine.core.approval_policy import Outcome
 from engine.core.model import format_duration
 from engine.core.render import STATUS_MARK, indent, step_id_width, table, when
 
 if TYPE_CHECKING:
+    from engine.core.approval_policy import Attempt
     from engine.core.journal_read import RunRecord
+    from engine.core.queue_decisions import Decisions
     from engine.core.queue_read import Entry
 
 
@@ -54,24 +59,50 @@ def _hosts(hosts: tuple[str, ...]) -> str:
 
 
 def started_by_text(run: RunRecord) -> str:
-    """Who or what started a run: ``alice@host``, ``tui: tui:alice``, ``alert KubeNodeNotReady node=n1``."""
+    """Who or what started a run: ``alice@host``, ``tui: tui:alice``, ``alert KubeNodeNotReady node=n1``,
+    ``requested by alice``; then who approved an alert-started run's remediation."""
     kind = run.trigger.get("kind", "cli")
     alert = run.trigger.get("alert")
+    approvers = [label_name(label) for label in approver_labels(run)]
+    approved = f"; approved by {', '.join(approvers)}" if approvers else ""
+    if kind == "alert" and isinstance(alert, dict) and alert.get("requested_by"):
+        return f"requested by {label_name(str(alert['requested_by']))}{approved}"
     if kind == "alert" and isinstance(alert, dict) and alert.get("labels"):
-        return f"alert {alert_summary(alert)}"
-    return run.started_by if kind == "cli" else f"{kind}: {run.started_by}"
+        return f"alert {alert_summary(alert)}{approved}"
+    return (run.started_by if kind == "cli" else f"{kind}: {run.started_by}") + approved
+
+
+def approver_labels(run: RunRecord) -> list[str]:
+    """Who approved an alert-started run's remediation, as journaled: each approver's full label
+    (``alice (unix uid 1000 on web-1, db role cairn, via cli)``); none for other runs."""
+    return [label for label in str(run.trigger.get("approved_by") or "").split("; ") if label]
+
+
+def label_name(label: str) -> str:
+    """The name an identity's label starts with (``alice`` of ``alice (unix uid 1000 …)``)."""
+    return label.rsplit(" (", 1)[0] if label.endswith(")") and " (" in label else label
 
 
 def alert_summary(alert: dict[str, Any]) -> str:
-    """An alert in one line: its name, then its other labels (``KubeNodeNotReady node=n1``)."""
+    """An alert in one line: its name, then its other labels (``KubeNodeNotReady node=n1``); a
+    request's (``cairn request``): ``requested by alice``."""
+    if alert.get("requested_by") and not alert.get("labels"):
+        return f"requested by {label_name(str(alert['requested_by']))}"
     labels = dict(alert.get("labels") or {})
     name = str(labels.pop("alertname", "")) or "(no alertname)"
     rest = " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
     return f"{name} {rest}".strip()
 
 
-def queue_text(entries: list[Entry], *, waiting_only: bool) -> str:
-    """``cairn queue`` as text: what waits for a human first, with why."""
+def queue_text(
+    entries: list[Entry],
+    *,
+    waiting_only: bool,
+    decisions: Mapping[int, Decisions] | None = None,
+    now: float | None = None,
+) -> str:
+    """``cairn queue`` as text: what waits for a human first, with why; then, for each entry whose
+    approval has a requirement (``decisions``), its quorum, approvers, asker, expiry and attempts."""
     if not entries:
         return (
             "nothing waits for a human, nothing is queued or running"
@@ -102,11 +133,99 @@ def queue_text(entries: list[Entry], *, waiting_only: bool) -> str:
         if waiting
         else []
     )
-    return "\n".join([text, *(["", "why:", *notes] if notes else []), *hint])
+    approvals = [
+        approval_lines(decisions[e.id], now)
+        for e in sorted(entries, key=lambda e: (order.get(e.state.value, 3), e.id))
+        if decisions and e.id in decisions and decisions[e.id].requirement is not None
+    ]
+    return "\n".join(
+        [
+            text,
+            *(["", "why:", *notes] if notes else []),
+            *(["", "approvals:", *(line for lines in approvals for line in lines)] if approvals else []),
+            *hint,
+        ]
+    )
 
 
-def run_text(run: RunRecord, *, full_output: bool = False) -> str:
-    """``cairn show-run`` as text."""
+def approval_lines(decisions: Decisions, now: float | None = None) -> list[str]:
+    """One entry's approval for ``cairn queue``: what it needs, how far it is, who asked, when it
+    expires (while it waits), every attempt."""
+    entry = decisions.entry
+    assert decisions.requirement is not None and decisions.progress is not None
+    rows = [
+        ("progress", decisions.progress.describe()),
+        ("approvers", decisions.requirement.describe()),
+    ]
+    if entry.requested_by is not None:
+        rows.append(("asked by", entry.requested_by.label))
+    if entry.state.value == "escalated" and entry.expires_at is not None:
+        rows.append(("expires", f"{expires_text(entry.expires_at, now)} ({when(entry.expires_at)})"))
+    for number, attempt in enumerate(decisions.attempts):
+        rows.append(("attempts" if number == 0 else "", attempt_text(attempt, decisions.message(attempt))))
+    head = f"  {entry.run_id or '-'}  {entry.runbook_id} on {entry.target} (queue entry {entry.id}, {entry.state.value})"
+    return [head, *(f"    {name:<10} {value}" for name, value in rows)]
+
+
+def attempt_text(attempt: Attempt, message: str) -> str:
+    """One attempt in a line: ``2026-03-01 09:20:00  alice approve: refused — alice may not approve this: …``"""
+    said = f"{when(attempt.at)}  {attempt.who.short} {attempt.action.value}: {attempt.outcome.value}"
+    return said + _attempt_why(attempt, message)
+
+
+def _attempt_why(attempt: Attempt, message: str) -> str:
+    """A refusal's message and a decision's reason, after a dash (nothing when there is neither)."""
+    why = [message] if attempt.outcome is Outcome.REFUSED and message else []
+    if attempt.reason:
+        why.append(f"reason: {attempt.reason}")
+    return f" — {'; '.join(why)}" if why else ""
+
+
+def expires_text(expires_at: float | None, now: float | None = None) -> str:
+    """``in 3h12m``, ``in 40s``, ``expired 5m ago``; ``""`` when it never expires."""
+    if expires_at is None:
+        return ""
+    left = expires_at - (time.time() if now is None else now)
+    if left <= 0:
+        return f"expired {_span(-left)} ago"
+    return f"in {_span(left)}"
+
+
+def _span(seconds: float) -> str:
+    """A duration to the minute once it is past a minute: ``3h12m``, ``2d4h``, ``40s``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    days, rest = divmod(whole // 60, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    return f"{hours}h{minutes}m" if hours else f"{minutes}m"
+
+
+def decisions_lines(decisions: Decisions) -> list[str]:
+    """``cairn show-run``'s account of the entry an alert-started run worked on: what its approval
+    needs and every attempt, each with the decider's full label (account, uid, machine, db role,
+    front end; or Slack user id and name)."""
+    entry = decisions.entry
+    if decisions.requirement is None and not decisions.attempts:
+        return []
+    head = f"decisions (queue entry {entry.id}, now {entry.state.value})"
+    if decisions.requirement is not None and decisions.progress is not None:
+        head += f": {decisions.requirement.describe()}; {decisions.progress.describe()}"
+    lines = [head]
+    if entry.requested_by is not None:
+        lines.append(f"  asked by {entry.requested_by.label}")
+    for attempt in decisions.attempts:
+        lines.append(
+            f"  {when(attempt.at)} {attempt.action.value} {attempt.outcome.value:<9} by {attempt.who.label}"
+            + _attempt_why(attempt, decisions.message(attempt))
+        )
+    return lines
+
+
+def run_text(run: RunRecord, *, full_output: bool = False, decisions: Decisions | None = None) -> str:
+    """``cairn show-run`` as text; ``decisions``: those of the queue entry an alert-started run worked on."""
     out = [
         f"run {run.id}: {run.runbook_id} — {run.status.value}"
         + (f", exit {run.exit_code}" if run.exit_code is not None else ""),
@@ -161,6 +280,8 @@ def run_text(run: RunRecord, *, full_output: bool = False) -> str:
             verdict = "approved" if a.approved else "declined"
             note = f" — {a.note}" if a.note else ""
             out.append(f"  {when(a.at)} {a.host} {a.phase}/{a.step_id}: {verdict} by {a.decided_by}{note}")
+    if decisions is not None and (lines := decisions_lines(decisions)):
+        out += ["", *lines]
     return "\n".join(out)
 
 

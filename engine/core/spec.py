@@ -11,7 +11,6 @@ each default is stated once, here or (for what ``--help`` shows) in
 
 from __future__ import annotations
 
-import getpass
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,12 +20,13 @@ from typing import Any
 from engine.core.defaults import DEFAULT_FORKS, MAX_FORKS
 from engine.core.events import new_run_id
 from engine.core.executors import ExecutionOptions
+from engine.core.identity import Via, local_identity
 from engine.core.model import Host, Phase, ResumePoint, Runbook
 
 
 def who() -> str:
-    """``user@host``: who started a run from this process."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    """``account@host``: who started a run from this process, the account from its uid (never ``$USER``)."""
+    return f"{local_identity(Via.CLI).name}@{socket.gethostname()}"
 
 
 class TriggerKind(Enum):

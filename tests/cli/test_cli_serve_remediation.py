@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.core.alert_queue import Entry, EntryState
+from engine.core.identity import Via, local_identity
 from engine.core.journal import RunRecord
 from engine.core.model import RunStatus
 from tests.cli.conftest import Served, alert, entries, runs, servers, wait_for, webhook
@@ -135,14 +136,15 @@ def test_without_the_policy_the_run_waits_and_a_human_declines(
     assert "no alert-started run '20991231-nope'" in refused.stderr
 
     assert entry.run_id is not None
-    declined = cairn("decline", entry.run_id, "--reason", "host is being retired", "--by", "carol",
+    declined = cairn("decline", entry.run_id, "--reason", "host is being retired",
                      "--journal", str(served.journal), "--json")  # fmt: skip
     assert declined.returncode == 0, declined.stderr
-    assert json.loads(declined.stdout)["state"] == "declined"
+    assert json.loads(declined.stdout)["entry"]["state"] == "declined"
     [after] = entries(served.journal)
-    assert (after.state, after.note) == (EntryState.DECLINED, "declined by carol: host is being retired")
+    me = local_identity(Via.CLI)  # who the decider is: this process's account, by its uid
+    assert (after.state, after.note) == (EntryState.DECLINED, f"declined by {me.name}: host is being retired")
     again = cairn("approve", entry.run_id, "--journal", str(served.journal))
-    assert again.returncode == 2 and "is not waiting for a human" in again.stderr
+    assert again.returncode == 1 and "is not waiting for a human" in again.stderr
     assert not (tmp_path / "web-1.fixed").exists()
 
 
@@ -179,27 +181,28 @@ def test_the_breaker_escalates_and_an_approval_remediates_past_it(
     assert metric(served, 'cairn_guardrail_trips_total{guard="breaker"}').endswith(" 1.0")
 
     assert second.run_id is not None
-    approved = cairn("approve", second.run_id, "--by", "alice", "--journal", str(served.journal))
+    approved = cairn("approve", second.run_id, "--journal", str(served.journal))
     assert approved.returncode == 0, approved.stderr
-    assert "approved: stale-marker on web-1" in approved.stdout
+    assert f"stale-marker on web-1 (queue entry {second.id}): approved (1 of 1 approval" in approved.stdout
+    me = local_identity(Via.CLI)
     third = wait_for(
         lambda: (e := settled(served, "web-1", EntryState.DONE)()) and e.id == second.id and e,
         "the approved run",
     )
-    assert third.note == "remediated approved by alice; verify is clean"
+    assert third.note == f"remediated approved by {me.name}; verify is clean"
     assert (tmp_path / "web-1.fixed").exists()
     run = run_of(served, third.run_id)
     assert run.id != second.run_id, "an approval starts a new run that checks the host again first"
-    assert run.trigger["approved_by"] == "alice"
+    assert run.trigger["approved_by"] == me.label
     assert [(a.step_id, a.approved, a.decided_by) for a in run.approvals] == [
-        ("fix", True, "alice"),
-        ("also", True, "alice"),
+        ("fix", True, me.label),
+        ("also", True, me.label),
     ]
     history = cairn("history", "--alerts", "--journal", str(served.journal))
     assert history.returncode == 0
     assert history.stdout.count("alert MarkerStale node=web-1") == 3
     shown = cairn("show-run", run.id, "--journal", str(served.journal))
-    assert "approved by alice" in shown.stdout and "alert     firing since" in shown.stdout
+    assert f"approved by {me.name}" in shown.stdout and "alert     firing since" in shown.stdout
 
 
 def test_the_fleet_budget_escalates_a_second_host_while_the_first_is_changed(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import pytest
 from textual.pilot import Pilot
 
 import tui.screens.queue as queue_screen
-from engine.core.alert_queue import AlertQueue, Entry, EntryState
+from engine.core.alert_queue import Action, AlertQueue, Entry, EntryState
 from engine.core.alerts import Alert, AlertStatus, Route
+from engine.core.approval_policy import ApprovalPolicy
+from engine.core.identity import Identity, Via, local_identity
 from engine.core.store.location import locate
 from tests.tui.conftest import screen_text, until
 from tui.app import CairnApp
@@ -23,6 +26,10 @@ from tui.screens.run_detail import RunDetailScreen
 pytestmark = pytest.mark.tui
 
 WAITS = "remediation waits for a human: policy says ask on prod hosts"
+ME = local_identity(Via.TUI)
+"""Who the TUI decides as: the account of the test process's uid (root, in CI)."""
+BOB = Identity("unix", "bob", "bob", Via.CLI, groups=("sre",), uid=1001, machine="web-1")
+"""Another approver, deciding with `cairn approve` elsewhere."""
 FOUND = """
 id: node-down
 title: A node stops reporting ready
@@ -58,6 +65,30 @@ def run_through(queue: AlertQueue, route: Route, run_id: str, state: EntryState,
     assert claimed is not None and claimed.id == entry_id
     queue.started(entry_id, run_id)
     queue.finish(entry_id, state, run_id=run_id, note=note)
+    return entry_id
+
+
+def escalate_under(
+    queue: AlertQueue,
+    route: Route,
+    run_id: str,
+    rule: Mapping[str, Any],
+    *,
+    escalated_at: float | None = None,
+) -> int:
+    """Queue ``route``, claim it, start ``run_id`` and escalate it under the approval ``rule``, as serve does."""
+    [entry_id] = queue.accept([route]).queued
+    claimed = queue.claim()
+    assert claimed is not None and claimed.id == entry_id
+    queue.started(entry_id, run_id)
+    requirement = ApprovalPolicy.of({"rules": [dict(rule)]}).requirement(
+        route.runbook_id,
+        [],
+        "critical",
+        escalated_at=time.time() if escalated_at is None else escalated_at,
+        requested_by=claimed.requested_by,
+    )
+    assert queue.escalate(entry_id, run_id=run_id, note=WAITS, requirement=requirement)
     return entry_id
 
 
@@ -98,6 +129,12 @@ def screen(app: CairnApp) -> QueueScreen:
     shown = app.screen
     assert isinstance(shown, QueueScreen), f"the {type(shown).__name__} is shown, not the queue"
     return shown
+
+
+def dialog_text(app: CairnApp) -> str:
+    """The modal dialog's text in one line: its rows between the borders, joined (long lines wrap)."""
+    rows = [line.split("█")[1] for line in screen_text(app).splitlines() if line.count("█") >= 2]
+    return " ".join(" ".join(rows).split())
 
 
 def notified(app: CairnApp, phrase: str) -> bool:
@@ -152,7 +189,7 @@ async def test_what_waits_for_a_human_is_listed_first_with_why(
         assert "alertname: KubeNodeNotReady" in text and "summary: Node n3 is not ready" in text
 
 
-async def test_approving_asks_first_then_queues_the_entry_again_as_this_user(
+async def test_approving_asks_first_then_queues_the_entry_again_as_this_account(
     app: CairnApp, queue: AlertQueue, journal_path: Path
 ) -> None:
     waiting = run_through(queue, routed("n2"), "20260301-091500-bbbbbb", EntryState.ESCALATED, WAITS)
@@ -161,8 +198,10 @@ async def test_approving_asks_first_then_queues_the_entry_again_as_this_user(
         for no in ("escape", "enter"):  # Enter is on Cancel: it must never approve by accident
             await pilot.press("y")
             await until(pilot, lambda: isinstance(app.screen, ApproveScreen), "the confirmation")
-            text = screen_text(app)
+            text = dialog_text(app)
             assert "Remediate node-down on n2?" in text and "checks again first" in text
+            assert f"you are {ME.short} (uid {ME.uid}); needs 1 approver: any local account" in text
+            assert "0 of 1 so far" in text
             await pilot.press(no)
             await until(pilot, lambda: isinstance(app.screen, QueueScreen), "the queue again")
             await app.workers.wait_for_complete()
@@ -175,11 +214,11 @@ async def test_approving_asks_first_then_queues_the_entry_again_as_this_user(
             pilot, lambda: read_back(journal_path, waiting).state is EntryState.QUEUED, "the approval"
         )
         entry = read_back(journal_path, waiting)
-        assert entry.approved_by == "tui:oncall"
-        assert entry.note == "approved by tui:oncall: the next run checks again, then remediates"
+        assert entry.approved_by == ME.label, "the uid's account, not the config's user"
+        assert entry.note == f"approved by {ME.short}: the next run checks again, then remediates"
         await until(pilot, lambda: screen(app).shown[0].state is EntryState.QUEUED, "the queue re-read")
-        assert notified(app, "approved: node-down on n2")
-        assert "approved by tui:oncall" in screen_text(app)
+        assert notified(app, "approved: node-down on n2 (entry 1) is queued again")
+        assert f"approved by {ME.label}" in screen_text(app)
 
 
 async def test_declining_ends_the_entry_with_the_reason(
@@ -202,9 +241,9 @@ async def test_declining_ends_the_entry_with_the_reason(
         await until(
             pilot, lambda: read_back(journal_path, waiting).state is EntryState.DECLINED, "the decline"
         )
-        assert read_back(journal_path, waiting).note == "declined by tui:oncall: n2 is being drained"
+        assert read_back(journal_path, waiting).note == f"declined by {ME.short}: n2 is being drained"
         await until(
-            pilot, lambda: "declined by tui:oncall: n2 is being drained" in screen_text(app), "the note"
+            pilot, lambda: f"declined by {ME.short}: n2 is being drained" in screen_text(app), "the note"
         )
 
 
@@ -264,9 +303,11 @@ async def test_an_entry_decided_elsewhere_meanwhile_is_not_approved(
         await open_queue(pilot, 1)
         await pilot.press("y")
         await until(pilot, lambda: isinstance(app.screen, ApproveScreen), "the confirmation")
-        queue.decline("20260301-091500-bbbbbb", "alice", "not tonight")  # `cairn decline` in another terminal
+        # `cairn decline` in another terminal
+        queue.decide("20260301-091500-bbbbbb", BOB, Action.DECLINE, reason="not tonight")
         await pilot.press("y")
         await until(pilot, lambda: notified(app, "is not waiting for a human"), "the engine's refusal")
+        assert notified(app, "refused: node-down on n2")
         entry = read_back(journal_path, waiting)
         assert (entry.state, entry.approved_by) == (EntryState.DECLINED, None)
         await until(pilot, lambda: screen(app).shown[0].state is EntryState.DECLINED, "the queue re-read")
@@ -360,7 +401,7 @@ def test_an_entry_decided_between_two_reads_is_listed_once_as_it_is_now(queue: A
     waiting = run_through(queue, routed("n2"), "20260301-091500-bbbbbb", EntryState.ESCALATED, WAITS)
     before = queue.entry(waiting)
     assert before.run_id is not None
-    queue.decline(before.run_id, "tui:oncall", "n2 is being drained")
+    queue.decide(before.run_id, BOB, Action.DECLINE, reason="n2 is being drained")
     after = queue.entry(waiting)
     shown = queue_screen.listed([before, after])
     assert [(e.id, e.state) for e in shown] == [(waiting, EntryState.DECLINED)]
@@ -399,6 +440,110 @@ async def test_the_queue_of_a_postgresql_store_is_listed_and_approved(
             await pilot.press("y")
             await until(pilot, lambda: notified(app, "is queued again"), "the approval")
         entry = server.entry(waiting)
-        assert (entry.state, entry.approved_by, entry.holder) == (EntryState.QUEUED, "tui:oncall", None)
+        assert (entry.state, entry.approved_by, entry.holder) == (
+            EntryState.QUEUED,
+            ME.with_role("postgres").label,
+            None,
+        )
     finally:
         server.close()
+
+
+# ------------------------------------------------------------------ the approval policy in the TUI
+
+
+async def test_a_quorum_of_two_counts_this_account_once_and_says_how_far_it_is(
+    app: CairnApp, queue: AlertQueue, journal_path: Path
+) -> None:
+    rule = {"name": "pair", "approvers": {"users": [ME.name, "bob"]}, "quorum": 2}
+    waiting = escalate_under(queue, routed("n2"), "20260301-091500-bbbbbb", rule)
+    needs = f"needs 2 approvers from users {ME.name}, bob"
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await open_queue(pilot, 1)
+        text = screen_text(app)
+        assert f"approval 0 of 2 approvals · {needs}" in text and "expires in 23h59m" in text
+
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, ApproveScreen), "the confirmation")
+        assert f"you are {ME.short} (uid {ME.uid}); {needs}; 0 of 2 so far" in dialog_text(app)
+        await pilot.press("y")
+        await until(
+            pilot, lambda: notified(app, f"approval counted: 1 of 2 approvals ({ME.short})"), "1 of 2"
+        )
+        assert notified(app, f"node-down on n2 (entry {waiting}): approval counted")
+        await until(pilot, lambda: f"approval 1 of 2 approvals ({ME.short})" in screen_text(app), "progress")
+        assert f"{ME.short} approve: counted" in screen_text(app), "the attempt, in the detail"
+        assert read_back(journal_path, waiting).state is EntryState.ESCALATED
+
+        await pilot.press("y")  # again: the dialog says the policy will refuse it, and it does
+        await until(pilot, lambda: isinstance(app.screen, ApproveScreen), "the confirmation")
+        text = dialog_text(app)
+        assert f"1 of 2 so far ({ME.short})" in text
+        assert "the approval policy will refuse it:" in text and f"{ME.short} already approved" in text
+        await pilot.press("y")
+        await until(
+            pilot, lambda: notified(app, f"refused: node-down on n2 (entry {waiting})"), "the refusal"
+        )
+        assert notified(app, f"{needs}; {ME.short} already approved; 1 of 2 so far ({ME.short})")
+
+        decided = queue.decide("20260301-091500-bbbbbb", BOB, Action.APPROVE)  # bob, in his terminal
+        assert decided.entry.state is EntryState.QUEUED
+        await pilot.press("f5")
+        await until(pilot, lambda: screen(app).shown[0].state is EntryState.QUEUED, "the queue re-read")
+        assert f"approval 2 of 2 approvals ({ME.short}, bob)" in screen_text(app)
+    assert [(a.who.name, a.outcome.value) for a in queue.attempts(waiting)] == [
+        (ME.name, "counted"),
+        (ME.name, "refused"),
+        ("bob", "approved"),
+    ]
+
+
+async def test_an_account_the_policy_does_not_name_is_refused_with_the_reason(
+    app: CairnApp, queue: AlertQueue, journal_path: Path
+) -> None:
+    rule = {"name": "sre", "approvers": {"groups": ["cairn-t-nobody-here"]}, "quorum": 1}
+    waiting = escalate_under(queue, routed("n2"), "20260301-091500-bbbbbb", rule)
+    refusal = f"{ME.short} may not approve this: needs 1 approver from group cairn-t-nobody-here"
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await open_queue(pilot, 1)
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, ApproveScreen), "the confirmation")
+        assert f"the approval policy will refuse it: {refusal}" in dialog_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: notified(app, refusal), "the refusal")
+        attempt_shown = f"{ME.short} approve: refused — {ME.short} may not approve this"
+        await until(pilot, lambda: attempt_shown in screen_text(app), "the attempt, in the detail")
+    entry = read_back(journal_path, waiting)
+    assert (entry.state, entry.approved_by) == (EntryState.ESCALATED, None)
+    [attempt] = queue.attempts(waiting)
+    assert (attempt.who.label, attempt.outcome.value) == (ME.label, "refused")
+
+
+async def test_an_expired_request_is_listed_among_the_ended_with_who_asked(
+    app: CairnApp, queue: AlertQueue
+) -> None:
+    asked = queue.request("node-down", "n4", BOB, "disk filling")
+    claimed = queue.claim()
+    assert claimed is not None and claimed.id == asked.id
+    queue.started(asked.id, "20260301-080000-aaaaaa")
+    requirement = ApprovalPolicy.of({"expires": "1h"}).requirement(
+        "node-down", [], "critical", escalated_at=time.time() - 7200, requested_by=claimed.requested_by
+    )
+    assert queue.escalate(asked.id, run_id="20260301-080000-aaaaaa", note=WAITS, requirement=requirement)
+    assert [e.id for e in queue.expire()] == [asked.id]
+    queue.accept([routed("n1")])  # queued: listed first, the expired entry among the ended below it
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        shown = await open_queue(pilot, 2)
+        assert [(e.target, e.state) for e in shown.shown] == [
+            ("n1", EntryState.QUEUED),
+            ("n4", EntryState.EXPIRED),
+        ]
+        assert "1 ended" in screen_text(app)
+        await pilot.press("down")
+        await until(
+            pilot, lambda: "approval expired (0 of 1 approval)" in screen_text(app), "the expired entry"
+        )
+        text = screen_text(app)
+        assert "asked by bob (unix uid 1001 on web-1, via cli) (they cannot approve it)" in text
+        await pilot.press("y")
+        await until(pilot, lambda: notified(app, "is expired, not waiting for a human"), "why not")

@@ -1,11 +1,13 @@
 """Alerts: the queue ``cairn serve`` fills from Alertmanager; approve or decline what waits for a human.
 
-The approve and decline dialogs are in :mod:`tui.screens.queue_dialogs`.
+Decisions are this process's account (its uid, never ``$USER``), judged by the entry's approval
+policy (:meth:`~engine.core.alert_queue.AlertQueue.decide`): a refusal is said with its reason, a
+counted approval with the quorum so far. An entry's row and detail are drawn by
+:mod:`tui.screens.queue_entry`; the approve and decline dialogs are in :mod:`tui.screens.queue_dialogs`.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
@@ -18,14 +20,15 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
 
-from engine.core.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState
+from engine.core.alert_queue import Action, AlertQueue, Decided, Entry, EntryState
 from engine.core.errors import CairnError
+from engine.core.identity import Identity, Via, local_identity
+from engine.core.queue_decisions import Decisions, read_decisions
 from engine.core.queue_read import QueueReader
-from engine.core.records import alert_summary
-from engine.core.render import when
 from engine.core.store.location import Location
 from tui.screens.fitted_footer import FittedFooterScreen
 from tui.screens.queue_dialogs import ApproveScreen, DeclineScreen
+from tui.screens.queue_entry import cells, entry_detail, why_not_waiting
 
 if TYPE_CHECKING:
     from tui.app import CairnApp
@@ -35,18 +38,9 @@ STYLESHEET = Path(__file__).parent / "queue.tcss"
 REFRESH_SECONDS = 2.0
 """Seconds between re-reads of the queue while the screen is shown (new alerts appear by themselves)."""
 ENDED_SHOWN = 50
-"""Ended entries (done, declined, cancelled, failed) listed, newest first."""
+"""Ended entries (done, declined, expired, cancelled, failed) listed, newest first."""
 WAITING, PENDING = (EntryState.ESCALATED,), (EntryState.QUEUED, EntryState.RUNNING)  # as `cairn queue`
-ENDED = (EntryState.DONE, EntryState.DECLINED, EntryState.CANCELLED, EntryState.FAILED)
-STATE_STYLE = {
-    EntryState.ESCALATED: "bold black on yellow",
-    EntryState.QUEUED: "cyan",
-    EntryState.RUNNING: "bold cyan",
-    EntryState.DONE: "green",
-    EntryState.DECLINED: "magenta",
-    EntryState.CANCELLED: "dim",
-    EntryState.FAILED: "bold red",
-}
+ENDED = (EntryState.DONE, EntryState.DECLINED, EntryState.EXPIRED, EntryState.CANCELLED, EntryState.FAILED)
 COLUMNS = (
     ("State", 10),
     ("Received", 11),
@@ -66,11 +60,6 @@ EMPTY = (
 )
 
 
-def text_map(value: object) -> dict[str, str]:
-    """A labels or annotations mapping of an alert as strings (an alert is JSON: be lenient)."""
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
 def listed(entries: list[Entry]) -> list[Entry]:
     """Waiting for a human first (longest waiting first), then queued and running, then the last ended.
 
@@ -88,101 +77,29 @@ def listed(entries: list[Entry]) -> list[Entry]:
     return active + ended[:ENDED_SHOWN]
 
 
-def received_text(at: float, now: float | None = None) -> str:
-    """``10:37:41`` today, ``11-28 10:37`` before (local time; the pane below has the full date)."""
-    today = time.localtime(now).tm_yday, time.localtime(now).tm_year
-    stamp = time.localtime(at)
-    return time.strftime("%H:%M:%S" if (stamp.tm_yday, stamp.tm_year) == today else "%m-%d %H:%M", stamp)
-
-
-def cells(entry: Entry) -> tuple[Text, ...]:
-    """One row; an escalated row is bold from end to end, its note without "remediation waits for a human"
-    (the state says it; the pane below has the whole note)."""
-    bold = "bold" if entry.state is EntryState.ESCALATED else ""
-    annotations = text_map(entry.alert.get("annotations"))
-    alert = alert_summary(entry.alert) + (
-        f" — {annotations['summary']}" if annotations.get("summary") else ""
-    )
-    row = (
-        Text(entry.state.value, style=STATE_STYLE.get(entry.state, "")),
-        Text(received_text(entry.received_at), style=bold),
-        Text(entry.runbook_id, style="bold"),
-        Text(entry.target, style=bold),
-        Text(" ".join(entry.note.removeprefix(WAITS_FOR_A_HUMAN).split()), style=bold or "dim"),
-        Text(alert),
-        Text(entry.run_id or "-", style="dim"),
-    )
-    for cell in row:  # a cell wider than its column ends in "…", not cut mid-word
-        cell.overflow, cell.no_wrap = "ellipsis", True
-    return row
-
-
-def entry_detail(entry: Entry) -> Text:
-    """Everything the queue holds about one entry, for the pane under the table."""
-    text = Text.assemble(
-        (entry.state.value, STATE_STYLE.get(entry.state, "")),
-        (f"  entry {entry.id} · ", "dim"),
-        (entry.runbook_id, "bold"),
-        " on ",
-        (entry.target, "bold"),
-    )
-    if entry.state is EntryState.ESCALATED and entry.run_id:
-        text.append(
-            "\nwaiting for a human: y approves (the next run checks again, then remediates), n declines",
-            style="bold yellow",
-        )
-    elif entry.state is EntryState.ESCALATED:
-        text.append(
-            "\nit could not run at all: fix what the note says; it ends when the alert resolves", "yellow"
-        )
-    text.append(f"\n{entry.note or '(no note)'}")
-    text.append(f"\nreceived {when(entry.received_at)} · updated {when(entry.updated_at)}", style="dim")
-    run = f"run {entry.run_id} (Enter opens it)" if entry.run_id else "no run yet"
-    text.append(f"\n{run}")
-    if entry.holder:
-        text.append(f"\nheld by server {entry.holder} (it runs it)", style="cyan")
-    if entry.approved_by:
-        text.append(f"\napproved by {entry.approved_by}", style="green")
-    alert_status = str(entry.alert.get("status", ""))
-    text.append(f"\n\nalert ({alert_status or 'status unknown'}) · fingerprint {entry.fingerprint}\n", "bold")
-    for title, mapping in (
-        ("labels", text_map(entry.alert.get("labels"))),
-        ("annotations", text_map(entry.alert.get("annotations"))),
-    ):
-        text.append(f"{title}\n", style="underline")
-        text.append("".join(f"  {k}: {v}\n" for k, v in mapping.items()) or "  -\n")
-    if entry.alert.get("startsAt"):
-        text.append(f"starts at {entry.alert['startsAt']}", style="dim")
-    return text
-
-
-def why_not_waiting(entry: Entry, verb: str) -> str:
-    """What ``verb`` (approve, decline) cannot do on ``entry``, and why."""
-    if entry.state is not EntryState.ESCALATED:
-        note = f" ({entry.note})" if entry.note else ""
-        return f"entry {entry.id} is {entry.state.value}, not waiting for a human: nothing to {verb}{note}"
-    return (
-        f"entry {entry.id} never got a run, so there is nothing to {verb} here: {entry.note}"
-        " (it ends when the alert resolves)"
-    )
-
-
 class EntriesRead(Message):
-    """The queue as read in a thread, or why it could not be read."""
+    """The queue as read in a thread (with each entry's decisions), or why it could not be read."""
 
-    def __init__(self, entries: list[Entry], error: str = "", ended: int = 0) -> None:
+    def __init__(
+        self,
+        entries: list[Entry],
+        error: str = "",
+        ended: int = 0,
+        decisions: dict[int, Decisions] | None = None,
+    ) -> None:
         super().__init__()
         self.entries, self.error = entries, error
         self.ended = ended
         """How many entries have ended (only the last ``ENDED_SHOWN`` are read)."""
+        self.decisions = decisions or {}
 
 
-class Decided(Message):
-    """An approval or a decline done in a thread: the entry as it is now, or the engine's refusal."""
+class DecisionMade(Message):
+    """An approval or a decline done in a thread: what the policy made of it, or why it could not be made."""
 
-    def __init__(self, entry: Entry | None, error: str = "") -> None:
+    def __init__(self, decided: Decided | None, error: str = "") -> None:
         super().__init__()
-        self.entry, self.error = entry, error
+        self.decided, self.error = decided, error
 
 
 class QueueScreen(FittedFooterScreen[None]):
@@ -204,7 +121,10 @@ class QueueScreen(FittedFooterScreen[None]):
         self.entries: list[Entry] = []
         self.ended = 0
         self.shown: list[Entry] = []
+        self.decisions: dict[int, Decisions] = {}
         self.error = ""
+        self.me: Identity = local_identity(Via.TUI)
+        """Who decides in this TUI: the account of this process's uid."""
 
     @property
     def cairn(self) -> CairnApp:
@@ -251,18 +171,20 @@ class QueueScreen(FittedFooterScreen[None]):
             try:
                 entries = queue.entries(*WAITING, *PENDING) + queue.recent(*ENDED, limit=ENDED_SHOWN)
                 ended = queue.count(*ENDED)
+                decisions = read_decisions(queue, listed(entries))
             finally:
                 queue.close()
         except CairnError as exc:
             message = EntriesRead([], str(exc))
         else:
-            message = EntriesRead(entries, ended=ended)
+            message = EntriesRead(entries, ended=ended, decisions=decisions)
         if not get_current_worker().is_cancelled:  # a newer read is on its way
             self.post_message(message)
 
     def on_entries_read(self, message: EntriesRead) -> None:
         self.entries, self.error = message.entries, message.error
         self.ended = message.ended
+        self.decisions = message.decisions
         shown = listed(self.entries)
         if shown != self.shown:  # the same entries again: leave the cursor and the scroll alone
             self._fill(shown)
@@ -312,7 +234,7 @@ class QueueScreen(FittedFooterScreen[None]):
         detail = self.query_one("#queue-detail", Static)
         entry = self.highlighted
         if entry is not None:
-            detail.update(entry_detail(entry))
+            detail.update(entry_detail(entry, self.decisions.get(entry.id)))
         else:
             detail.update("" if self.error else EMPTY)
 
@@ -330,17 +252,16 @@ class QueueScreen(FittedFooterScreen[None]):
         return None
 
     def action_approve(self) -> None:
-        """Ask, then approve the highlighted entry's remediation."""
+        """Ask (saying who you are and the quorum so far), then approve the highlighted entry's remediation."""
         entry = self._waiting("approve")
         if entry is None:
             return
-        by = f"tui:{self.cairn.config.user}"
 
         def answered(approve: bool | None) -> None:
             if approve:
-                self._decide(entry, by, approve=True)
+                self._decide(entry, Action.APPROVE)
 
-        self.app.push_screen(ApproveScreen(entry, by), answered)
+        self.app.push_screen(ApproveScreen(entry, self.me, self.decisions.get(entry.id)), answered)
 
     def action_decline(self) -> None:
         """Ask for a reason, then decline the highlighted entry's remediation."""
@@ -350,34 +271,42 @@ class QueueScreen(FittedFooterScreen[None]):
 
         def answered(reason: str | None) -> None:
             if reason is not None:
-                self._decide(entry, f"tui:{self.cairn.config.user}", approve=False, reason=reason)
+                self._decide(entry, Action.DECLINE, reason=reason)
 
         self.app.push_screen(DeclineScreen(entry), answered)
 
     @work(thread=True, exit_on_error=False, group="queue-decide")
-    def _decide(self, entry: Entry, by: str, *, approve: bool, reason: str = "") -> None:
+    def _decide(self, entry: Entry, action: Action, *, reason: str = "") -> None:
         assert entry.run_id  # _waiting checked: an empty prefix would match every entry
         try:
             queue = AlertQueue(self.queue_location)
             try:
-                done = queue.approve(entry.run_id, by) if approve else queue.decline(entry.run_id, by, reason)
+                decided = queue.decide(entry.run_id, self.me, action, reason=reason)
             finally:
                 queue.close()
-        except CairnError as exc:  # decided meanwhile (another human, the alert resolved): the engine says so
-            self.post_message(Decided(None, str(exc)))
+        except CairnError as exc:  # the store could not be written, or the run is gone: the engine says so
+            self.post_message(DecisionMade(None, str(exc)))
             return
-        self.post_message(Decided(done))
+        self.post_message(DecisionMade(decided))
 
-    def on_decided(self, message: Decided) -> None:
-        entry = message.entry
-        if entry is None:
+    def on_decision_made(self, message: DecisionMade) -> None:
+        decided = message.decided
+        if decided is None:
             self.notify(message.error, severity="error", timeout=15, markup=False)
+            self.refresh_entries()
+            return
+        entry = decided.entry
+        about = f"{entry.runbook_id} on {entry.target} (entry {entry.id})"
+        if decided.refused:  # not allowed, or decided meanwhile (another human, the alert resolved)
+            self.notify(f"refused: {about}: {decided.message}", severity="error", timeout=15, markup=False)
         elif entry.state is EntryState.QUEUED:
             self.notify(
-                f"approved: {entry.runbook_id} on {entry.target} (entry {entry.id}) is queued again;"
-                " its next run checks again, then remediates",
+                f"approved: {about} is queued again; its next run checks again, then remediates"
+                f" ({decided.progress.describe()})",
                 markup=False,
             )
+        elif entry.state is EntryState.ESCALATED:
+            self.notify(f"{about}: {decided.message}", markup=False)
         else:
             self.notify(f"declined: entry {entry.id} ({entry.note})", markup=False)
         self.refresh_entries()

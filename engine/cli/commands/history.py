@@ -1,11 +1,21 @@
-"""``cairn history`` and ``cairn show-run``: past runs, from the journal (read-only: nothing is written)."""
+"""``cairn history`` and ``cairn show-run``: past runs, from the journal (read-only: nothing is written).
+
+Both say who decided: who approved an alert-started run's remediation, and, in ``show-run``, every
+attempt to decide on the queue entry the run worked on (:mod:`engine.core.queue_decisions`).
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from engine.cli.common import EXIT_OK, emit_json
 from engine.cli.options import Commands
+
+if TYPE_CHECKING:
+    from engine.core.journal_read import RunRecord
+    from engine.core.queue_decisions import Decisions
+    from engine.core.store.location import Location
 
 
 def register(commands: Commands) -> None:
@@ -31,7 +41,7 @@ def register(commands: Commands) -> None:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from engine.core.journal_read import JournalReader  # noqa: PLC0415
-    from engine.core.records import history_text  # noqa: PLC0415
+    from engine.core.records import approver_labels, history_text  # noqa: PLC0415
     from engine.core.render import as_data  # noqa: PLC0415
 
     journal = JournalReader(args.journal)
@@ -42,7 +52,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     finally:
         journal.close()
     if args.json:
-        emit_json([as_data(r) | {"runbook_text": None} for r in runs])
+        emit_json([as_data(r) | {"runbook_text": None, "approved_by": approver_labels(r)} for r in runs])
     else:
         print(history_text(runs))
     return EXIT_OK
@@ -56,10 +66,35 @@ def cmd_show_run(args: argparse.Namespace) -> int:
     journal = JournalReader(args.journal)
     try:
         run = journal.get_run(args.run_id)
+        decisions = _decisions(journal.location, run)
     finally:
         journal.close()
     if args.json:
-        emit_json(as_data(run))
+        from engine.core.queue_decisions import decisions_data, entry_data  # noqa: PLC0415
+
+        said = (
+            None if decisions is None else {"entry": entry_data(decisions.entry)} | decisions_data(decisions)
+        )
+        emit_json(as_data(run) | {"decisions": said})
     else:
-        print(run_text(run, full_output=args.output))
+        print(run_text(run, full_output=args.output, decisions=decisions))
     return EXIT_OK
+
+
+def _decisions(location: Location, run: RunRecord) -> Decisions | None:
+    """The decisions on the queue entry an alert-started run worked on (``None``: no such entry)."""
+    from engine.core.errors import JournalError  # noqa: PLC0415
+    from engine.core.queue_decisions import read_decisions  # noqa: PLC0415
+    from engine.core.queue_read import QueueReader  # noqa: PLC0415
+
+    entry_id = run.trigger.get("queue_entry")
+    if run.trigger.get("kind") != "alert" or not isinstance(entry_id, int):
+        return None
+    queue = QueueReader(location)
+    try:
+        entry = queue.entry(entry_id)
+        return read_decisions(queue, [entry])[entry.id]
+    except JournalError:  # pruned since (`cairn journal prune`): the run still shows
+        return None
+    finally:
+        queue.close()

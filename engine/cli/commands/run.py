@@ -179,13 +179,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     journal = _journal_to_write(args)
-    console = _console(args, spec)
+    console = _console(args, spec, journal)
     if console is not None:
         runner = prepare_run(
             spec, journal=journal, approver=console.approver, pacer=console.pacer, cancel=console.cancel
         )
     else:
-        runner = prepare_run(spec, journal=journal, approver=_approver(args))
+        runner = prepare_run(spec, journal=journal, approver=_approver(args, journal))
     return _execute(args, runner, journal, console)
 
 
@@ -215,13 +215,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     _hide_secrets(plan.spec.runbook, plan.spec.inputs)
     if not args.json:
         print(f"resuming run {record.id}: {plan.reused} finished step(s) are reused, not run again")
-    console = _console(args, plan.spec)
+    console = _console(args, plan.spec, journal)
     if console is not None:
         runner = prepare_run(
             plan.spec, journal=journal, approver=console.approver, pacer=console.pacer, cancel=console.cancel
         )
     else:
-        runner = prepare_run(plan.spec, journal=journal, approver=_approver(args))
+        runner = prepare_run(plan.spec, journal=journal, approver=_approver(args, journal))
     return _execute(args, runner, journal, console)
 
 
@@ -239,25 +239,34 @@ def _journal_to_write(args: argparse.Namespace) -> Journal:
         ) from None
 
 
-def _console(args: argparse.Namespace, spec: Any) -> StepConsole | None:
+def _at_this_terminal(journal: Journal) -> str:
+    """Who answers at this terminal, as the journal records it: the account of this process's uid
+    (never ``$USER``), with the database role the store authenticated on PostgreSQL."""
+    from engine.core.identity import Via, local_identity  # noqa: PLC0415
+
+    role = journal.db.role()
+    return local_identity(Via.CLI).name + (f" (db role {role})" if role else "")
+
+
+def _console(args: argparse.Namespace, spec: Any, journal: Journal) -> StepConsole | None:
     """``--step``: the console that owns the keyboard while the run goes (``None`` without ``--step``)."""
     if not args.step:
         return None
-    import getpass  # noqa: PLC0415
-
     from engine.cli.console import StepConsole  # noqa: PLC0415
 
-    return StepConsole.on_terminal(spec.runbook, hosts=len(spec.hosts), by=f"tty:{getpass.getuser()}")
+    return StepConsole.on_terminal(
+        spec.runbook, hosts=len(spec.hosts), by=f"tty:{_at_this_terminal(journal)}"
+    )
 
 
-def _approver(args: argparse.Namespace) -> Any:
+def _approver(args: argparse.Namespace, journal: Journal) -> Any:
     from engine.cli.terminal import TerminalApprover  # noqa: PLC0415
     from engine.core.approval import AssumeYes, NobodyToAsk  # noqa: PLC0415
 
     if args.yes:
         return AssumeYes()
     if sys.stdin.isatty():
-        return TerminalApprover()
+        return TerminalApprover(user=_at_this_terminal(journal))
     return NobodyToAsk()
 
 
