@@ -12,8 +12,9 @@ store's remediation ledger, :mod:`engine.core.ledger`, through
 ``breaker`` automatic remediations per host per hour, at most ``budget`` hosts
 being remediated at once across the fleet — across every ``cairn serve`` on the
 store, each ledger row recording the server that took it. Whatever is held back
-**escalates**: the queue entry waits for ``cairn approve RUN_ID`` (or the TUI's
-Alerts screen), and the approved run checks the host again before it changes it.
+**escalates**: the queue entry waits for the people the approval policy names
+(:mod:`engine.core.approval_policy`: ``cairn approve RUN_ID``, the TUI's Alerts screen, a Slack
+button), and the approved run checks the host again before it changes it.
 """
 
 from __future__ import annotations
@@ -69,10 +70,14 @@ class Policy:
 class AlertApprover:
     """Decides every remediation step of one alert-started run (``RunSpec.unattended``).
 
-    ``approved_by``: the human who approved this entry (``cairn approve``); their yes covers
-    the commands, never a manual step, and is not held back by the guardrails (they are who
-    guardrails escalate to), but the host counts toward the fleet budget while it is changed.
-    Otherwise only steps marked ``automatic`` run, and only while the breaker and budget allow.
+    ``approved_by``: the people whose approvals met the entry's quorum, as
+    :meth:`~engine.core.alert_queue.AlertQueue.decide` recorded them (each one's full label — account,
+    uid, machine, db role, front end — joined with ``; ``), whether they decided in the CLI, the TUI
+    or Slack; every approval this run journals names them all. Their yes covers the commands, never a
+    manual step, and is not held back by the guardrails (they are who guardrails escalate to), but
+    the host counts toward the fleet budget while it is changed. ``approvers``: the same people by
+    short name, for the entry's note. Otherwise only steps marked ``automatic`` run, and only while
+    the breaker and budget allow.
     """
 
     def __init__(
@@ -82,12 +87,14 @@ class AlertApprover:
         runbook_id: str,
         *,
         approved_by: str | None = None,
+        approvers: tuple[str, ...] = (),
         on_trip: Callable[[str], None] | None = None,
     ) -> None:
         self.queue = queue
         self.policy = policy
         self.runbook_id = runbook_id
         self.approved_by = approved_by
+        self.approvers = approvers
         self.on_trip = on_trip
         self.guard: Guard | None = None
         self.held: list[str] = []
@@ -128,7 +135,9 @@ class AlertApprover:
         if guard.ledger_id is None:
             return Approval(Decision.NOT_ASKED, guard.tripped, f"escalated: {guard.reason}")
         if self.approved_by is not None:
-            return Approval(Decision.APPROVED, self.approved_by, "approved with cairn approve")
+            return Approval(
+                Decision.APPROVED, self.approved_by, "approved: the entry's approvals met its quorum"
+            )
         return Approval(Decision.APPROVED, "policy", "automatic step; the policy automates this runbook")
 
     def _guard(self, request: ApprovalRequest) -> Guard:

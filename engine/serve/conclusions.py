@@ -3,21 +3,36 @@
 The workers (:mod:`engine.serve.workers`) write a conclusion to the queue when a run is over —
 again and again while the store refuses it, and never for an entry another server took over
 meanwhile. An entry whose earlier run a stopped server left is resumed, or concluded from that
-run when it had ended (:func:`resume_from`).
+run when it had ended (:func:`resume_from`); a run resuming others belongs to the chain of its
+first (:func:`resume_chain`: its notices are keyed by it). A conclusion that escalates carries what
+its requirement and its ESCALATED notice are made of (:func:`escalating`,
+:mod:`engine.serve.escalation`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from engine.core.alert_queue import WAITS_FOR_A_HUMAN, Entry, EntryState
 from engine.core.errors import JournalError, JournalUnwritable, LeaseLost
-from engine.core.model import HostOutcome, Phase, ResumePoint, Runbook, RunReport, RunStatus, StepStatus
+from engine.core.model import (
+    Host,
+    HostOutcome,
+    Phase,
+    ResumePoint,
+    Runbook,
+    RunReport,
+    RunStatus,
+    StepResult,
+    StepStatus,
+)
 
 if TYPE_CHECKING:
     from engine.core.journal import Journal
     from engine.core.policy import AlertApprover, Policy
+    from engine.serve.escalation import Escalation
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,64 @@ class Conclusion:
     """Its label in the ``cairn_runs`` metric ("" counts nothing)."""
     ledger_id: int | None = None
     """A remediation ledger row still to end (the journal refused it when the run ended)."""
+    escalation: Escalation | None = None
+    """``ESCALATED``: what its requirement and its notice are made of (:func:`escalating`)."""
+
+
+def escalating(
+    conclusion: Conclusion,
+    entry: Entry,
+    runbook: Runbook,
+    host: Host,
+    inputs: Mapping[str, Any],
+    results: Iterable[StepResult],
+) -> Conclusion:
+    """``conclusion`` with its :class:`~engine.serve.escalation.Escalation` when it escalates
+    (``results``: the step results the findings come from); else as it is."""
+    if conclusion.state is not EntryState.ESCALATED:
+        return conclusion
+    from engine.serve.escalation import escalation_of  # noqa: PLC0415
+
+    escalation = escalation_of(
+        entry,
+        runbook,
+        host,
+        inputs,
+        run_id=conclusion.run_id or entry.run_id,
+        note=conclusion.note,
+        results=results,
+    )
+    return replace(conclusion, escalation=escalation)
+
+
+def recorded_results(journal: Journal, run_id: str | None) -> list[StepResult]:
+    """The step results the journal holds of ``run_id`` (none when it cannot say)."""
+    from engine.serve.escalation import recorded_results as of_steps  # noqa: PLC0415
+
+    if not run_id:
+        return []
+    try:
+        return of_steps(journal.get_run(run_id).steps)
+    except JournalError:
+        return []
+
+
+def resume_chain(point: ResumePoint, journal: Journal, run_id: str) -> str:
+    """The first run of the chain ``run_id`` belongs to: the run it resumes, the one that one resumed …
+    (``run_id`` itself when it resumes nothing). A run's notices are keyed by it, so a resumed run
+    adds none that an earlier run of its chain added."""
+    if not resumes(point):
+        return run_id
+    first = point.run_id
+    for _ in range(1000):  # a chain is a few runs long; never loop on a damaged journal
+        try:
+            earlier = journal.get_run(first).trigger.get("resumes")
+        except JournalError:
+            break
+        if not earlier or earlier == first:
+            break
+        first = str(earlier)
+    return first
 
 
 def stopped_by_journal(exc: JournalError, run_id: str | None, ledger_id: int | None = None) -> Conclusion:
@@ -131,7 +204,11 @@ def conclude(
     if outcome is HostOutcome.HEALTHY:
         return EntryState.DONE, f"healthy: {reason}", "healthy"
     if outcome is HostOutcome.REMEDIATED:
-        by = f"approved by {approver.approved_by}" if approved else "automatically"
+        by = (
+            f"approved by {', '.join(approver.approvers) or approver.approved_by}"
+            if approved
+            else "automatically"
+        )
         return EntryState.DONE, f"remediated {by}; verify is clean", "remediated"
     if approved:
         return EntryState.DONE, f"{outcome.value} after the approved remediation: {reason}", outcome.value

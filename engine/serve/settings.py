@@ -4,7 +4,9 @@ A setting comes from the option given on the command line, else from ``--config 
 else from :data:`SERVE_DEFAULTS`. :func:`load_settings` reads the file (every problem at
 once, with file:line), combines the three, checks what can be checked before serving
 (listen address, token, runbook folders, ``--inputs``) and returns one frozen
-:class:`ServeSettings`: the server is built from it and nothing else.
+:class:`ServeSettings`: the server is built from it and nothing else. The file's
+``approvals:``, ``webhooks:`` and ``slack:`` sections (who may approve, where notices go, and the
+secrets they name) are checked and read by :mod:`engine.serve.notify_config` on the same document.
 
 Cheap to import: jsonschema and YAML are loaded only when a config file is read.
 """
@@ -14,13 +16,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import CairnError
 from engine.core.store.location import Location, is_url, locate, state_folder
 from engine.serve.defaults import SERVE_DEFAULTS
+from engine.serve.notify_config import NOTIFY_SCHEMA, build_notify, check_sections, read_secret_file
+from engine.serve.notify_settings import NotifySettings
 
 if TYPE_CHECKING:
     from engine.core.executors import ExecutionOptions
@@ -94,6 +98,10 @@ class ServeSettings:
     """Seconds a request body may take to arrive, from the end of its head."""
     idle_timeout: float = SERVE_DEFAULTS["idle_timeout"]
     """Seconds a connection may sit between requests (keep-alive) before it is closed."""
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    """Who may approve what (``approvals:``), and where notices go (``webhooks:``, ``slack:``)."""
+    warnings: tuple[str, ...] = ()
+    """What to say at start-up about these settings (a webhook over plain http:// to another machine)."""
 
 
 def load_settings(
@@ -115,10 +123,13 @@ def load_settings(
     from engine.core.executors import ExecutionOptions  # noqa: PLC0415
     from engine.core.policy import Policy  # noqa: PLC0415 - the parser reads this module's defaults: cheap
 
-    from_file = read_config(config) if config is not None else {}
+    env = os.environ if environ is None else environ
+    signing_secret = slack_signing_secret(flags.get("slack_signing_secret_file"), config)
+    from_file = read_config(config, environ=env, signing_secret=signing_secret) if config is not None else {}
+    if signing_secret is not None and from_file.get("notify", NotifySettings()).slack is None:
+        raise CairnError(f"--slack-signing-secret-file: the config file {config} has no slack: section")
     merged = combine(flags, from_file)
     host, port = parse_listen(merged["listen"])
-    env = os.environ if environ is None else environ
     token = read_token(merged["token_file"], env)
     check_listen(host, token, merged["allow_no_token"])
     runbook_dirs = tuple(Path(p) for p in merged["runbooks"] or ()) or tuple(default_runbooks)
@@ -147,8 +158,22 @@ def load_settings(
         grace=merged["grace"],
         lease=check_lease(merged["lease"]),
         inputs=runbook_inputs(flags.get("inputs") or [], from_file.get("inputs", {})),
+        notify=from_file.get("notify", NotifySettings()),
+        warnings=tuple(from_file.get("warnings", ())),
         **http_limits(merged),
     )
+
+
+def slack_signing_secret(path: str | None, config: Path | None) -> str | None:
+    """``--slack-signing-secret-file``'s secret (``None`` when not given); it verifies ``POST
+    /slack/actions`` of the config's ``slack:``, so it needs a config that has one."""
+    if not path:
+        return None
+    if config is None:
+        raise CairnError(
+            "--slack-signing-secret-file is for the slack: section of a --config file (channel, bot_token_file …)"
+        )
+    return read_secret_file(Path(path), "--slack-signing-secret-file")
 
 
 def http_limits(merged: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,16 +298,22 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "budget": {"type": "integer", "minimum": 1},
             },
         },
+        **NOTIFY_SCHEMA,
     },
 }
-"""What ``cairn serve --config FILE`` may say: the same settings as its options."""
+"""What ``cairn serve --config FILE`` may say: the same settings as its options, and who may
+approve (``approvals:``) and where notices go (``webhooks:``, ``slack:``)."""
 
 _DURATIONS = ("cooldown", "grace", "lease", *_TIMEOUTS)
 _PATH_KEYS = ("token_file", "inventory", "runbooks", "journal", "known_hosts")
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """``cairn serve --config FILE``: its settings by option name (``automate``, ``breaker`` … flattened).
+def read_config(
+    path: Path, *, environ: Mapping[str, str] | None = None, signing_secret: str | None = None
+) -> dict[str, Any]:
+    """``cairn serve --config FILE``: its settings by option name (``automate``, ``breaker`` … flattened),
+    and ``notify`` (:class:`NotifySettings`: ``approvals:``, ``webhooks:``, ``slack:``, their secrets
+    read from their files or ``environ``) with the ``warnings`` to say about them.
 
     Relative paths are relative to the file's folder. Every problem is reported at once,
     with file:line, as a :class:`CairnError`.
@@ -309,6 +340,7 @@ def read_config(path: Path) -> dict[str, Any]:
                 doc.add(where, error.message)
     settings: dict[str, Any] = {}
     if isinstance(doc.data, dict):
+        check_sections(doc, doc.data)
         for key in _DURATIONS:
             if isinstance(doc.data.get(key), int | float | str) and not isinstance(doc.data[key], bool):
                 try:
@@ -316,7 +348,16 @@ def read_config(path: Path) -> dict[str, Any]:
                 except ValueError as exc:
                     doc.add(f"/{key}", str(exc))
     if not doc.problems:
-        data = dict(doc.data)
+        built = build_notify(
+            doc,
+            doc.data,
+            path.parent,
+            os.environ if environ is None else environ,
+            signing_secret=signing_secret,
+        )
+        settings["notify"], settings["warnings"] = built.notify, built.warnings
+    if not doc.problems:
+        data = {k: v for k, v in doc.data.items() if k not in NOTIFY_SCHEMA}
         policy = data.pop("policy", {}) or {}
         settings = data | policy | settings
         for key in _PATH_KEYS:
@@ -331,7 +372,8 @@ def read_config(path: Path) -> dict[str, Any]:
             if isinstance(given, str):
                 settings["inputs"][runbook_id] = str(path.parent / Path(given.lstrip("@")).expanduser())
     if doc.problems:
-        raise CairnError("the config file has problems:\n" + "\n".join(f"  {p}" for p in doc.problems))
+        ordered = sorted(doc.problems, key=lambda p: (p.line, p.column))
+        raise CairnError("the config file has problems:\n" + "\n".join(f"  {p}" for p in ordered))
     return settings
 
 

@@ -5,8 +5,10 @@ must be one of the runbook's ``targets`` (a label value is never used as a host 
 ``node="all"`` runs nowhere). Detect and diagnose always run. Remediation runs only where
 :mod:`engine.core.policy` allows it (the runbook's ``automatic`` steps, a policy that
 automates the runbook, the circuit breaker and fleet budget) or a human approved the entry
-(``cairn approve RUN_ID``); otherwise the entry is escalated and waits. Runs are journaled
-with the alert as their trigger, and with this server as their holder.
+(its approval policy's quorum); otherwise the entry is escalated — its requirement fixed from
+the config's ``approvals:`` and its ESCALATED notice written with it — and waits. Runs are
+journaled with the alert as their trigger, and with this server as their holder; their progress
+becomes notices (:mod:`engine.serve.escalation`).
 
 **Several servers** share the queue: a worker claims an entry only while its server surely holds
 its lease (:mod:`engine.serve.takeover`), every step of its run asks the same first
@@ -42,11 +44,15 @@ from engine.core.policy import AlertApprover
 from engine.serve.conclusions import (
     Conclusion,
     conclude,
+    escalating,
     interrupted,
+    recorded_results,
+    resume_chain,
     resume_from,
     resumes,
     stopped_by_journal,
 )
+from engine.serve.escalation import RunNotices, approvers_of
 from engine.serve.takeover import HeldPacer
 
 if TYPE_CHECKING:
@@ -251,6 +257,10 @@ class Workers:
             conclusion = replace(conclusion, ledger_id=None)
         if conclusion.state is EntryState.QUEUED:
             written = self.queue.requeue(entry_id, conclusion.note)
+        elif conclusion.escalation is not None:
+            written = conclusion.escalation.write(
+                self.queue, self.config.notify.approvals, run_id=conclusion.run_id, note=conclusion.note
+            )
         else:
             written = self.queue.finish(
                 entry_id, conclusion.state, run_id=conclusion.run_id, note=conclusion.note
@@ -307,8 +317,11 @@ class Workers:
         from engine.core.spec import RunSpec, Trigger, TriggerKind  # noqa: PLC0415
 
         resume = resume_from(entry, runbook, journal)
-        if isinstance(resume, Conclusion):
-            return resume  # concluded from its earlier run, which had ended
+        if isinstance(resume, Conclusion):  # concluded from its earlier run, which had ended
+            if resume.state is not EntryState.ESCALATED:
+                return resume
+            earlier = recorded_results(journal, resume.run_id or entry.run_id)
+            return escalating(resume, entry, runbook, host, inputs, earlier)
         policy = self.config.policy
         automatic = entry.approved_by is None and not policy.why_not(runbook) and bool(runbook.remediate)
         remediates = entry.approved_by is not None or automatic
@@ -317,6 +330,7 @@ class Workers:
             policy,
             runbook.id,
             approved_by=entry.approved_by,
+            approvers=approvers_of(self.queue, entry),
             on_trip=lambda guard: self.metrics.trips.labels(guard).inc(),
         )
         spec = RunSpec(
@@ -343,6 +357,16 @@ class Workers:
             spec, journal=journal, approver=approver, pacer=HeldPacer(self.tenure, cancel), cancel=cancel
         )
         runner.bus.subscribe(self.metrics.step_finished)
+        runner.bus.subscribe(
+            RunNotices(
+                self.queue,
+                entry,
+                runbook,
+                chain=resume_chain(resume, journal, runner.run_id),
+                approved_by=entry.approved_by,
+                cancel=runner.cancel,
+            )
+        )
         if not self.queue.started(entry.id, runner.run_id):
             return None  # taken over between the claim and now: its run is another server's
         with self._running_lock:
@@ -365,7 +389,10 @@ class Workers:
         if report.interrupted:
             return interrupted(runner.run_id, self._why_cancelled(), unended)
         state, note, result = conclude(report, runbook, policy, approver)
-        return Conclusion(state, note, run_id=runner.run_id, result=result, ledger_id=unended)
+        concluded = Conclusion(state, note, run_id=runner.run_id, result=result, ledger_id=unended)
+        return escalating(
+            concluded, entry, runbook, host, inputs, [r for h in report.hosts for r in h.results]
+        )
 
     def _why_cancelled(self) -> str:
         server = self.tenure.id

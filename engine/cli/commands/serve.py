@@ -7,6 +7,7 @@ are :mod:`engine.serve.settings`' to say; this module only declares the options.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from engine.cli.common import default_runbook_dirs, execution_options, jobs
@@ -20,7 +21,8 @@ def register(commands: Commands) -> None:
         "serve",
         cmd_serve,
         "take Prometheus Alertmanager webhooks: run the matching runbooks on the alert's target; "
-        "remediate where the runbook and --automate allow it, else wait for `cairn approve`",
+        "remediate where the runbook and --automate allow it, else wait for the approvers the config's "
+        "approvals: names (cairn approve, the TUI, Slack)",
         [commands.runbooks, commands.journal, commands.reach],
     )
     # No defaults here (None: not given): a setting not given comes from --config, else the default.
@@ -29,7 +31,9 @@ def register(commands: Commands) -> None:
         metavar="FILE",
         help="YAML file with the same settings (listen, token_file, inventory, runbooks, journal, workers, "
         "cooldown, grace, lease, max_connections, header_timeout, body_timeout, idle_timeout, "
-        "inputs: {RUNBOOK: FILE or mapping}, policy: {automate, breaker, budget}); options given here win",
+        "inputs: {RUNBOOK: FILE or mapping}, policy: {automate, breaker, budget}), and approvals: (who may "
+        "approve what, quorum, expiry), webhooks: and slack: (where notices go; docs/approvals.md, "
+        "docs/notifications.md, docs/slack.md); options given here win",
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help=f"default {DEFAULT['listen']}")
     serve.add_argument(
@@ -124,6 +128,13 @@ def register(commands: Commands) -> None:
         help=f"a connection idle this long between requests is closed (default {DEFAULT['idle_timeout']:g})",
     )
     serve.add_argument(
+        "--slack-signing-secret-file",
+        metavar="FILE",
+        help="Slack's signing secret, which verifies POST /slack/actions (first line; the file must be readable "
+        "by this account only: chmod 600); else the config's slack: signing_secret_file, else "
+        "$CAIRN_SLACK_SIGNING_SECRET",
+    )
+    serve.add_argument(
         "--inputs",
         action="append",
         metavar="RUNBOOK:@FILE",
@@ -153,4 +164,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reach=execution_options(args),
         default_runbooks=default_runbook_dirs(),
     )
+    for warning in settings.warnings:
+        print(f"cairn serve: warning: {warning}", file=sys.stderr)
     return run(settings, jobs=jobs())
