@@ -14,8 +14,11 @@ Alertmanager sends the webhook again. Every webhook is answered, whatever the co
 ``GET /healthz`` is 200 with ``"ok": true`` while this server holds its lease, the store takes
 writes and answers, and every worker thread is alive, else 503 with what is wrong
 (:class:`~engine.serve.metrics.ServeHealth`); it names the server (its holder id), its lease
-(``held`` or ``lost: why``) and the store (never its password). The store is read off the event
-loop: a PostgreSQL that does not answer holds no webhook up.
+(``held`` or ``lost: why``) and the store (never its password), and ``notifications``: the
+outbox's backlog (pending, abandoned, the oldest pending one's age, the last error) and each
+sink's state — a failing sink is said there without making the server unhealthy (runs and
+approvals go on without it). The store is read off the event loop: a PostgreSQL that does not
+answer holds no webhook up.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class WebhookIntake:
         reader: QueueReader,
         intake_queue: AlertQueue,
         wake: Callable[[], None],
+        notifications: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -68,6 +72,8 @@ class WebhookIntake:
         only in SQLite (a worker stuck on a locked database cannot hold up the 503)."""
         self._wake = wake
         """Tells the workers new entries are queued."""
+        self._notifications = notifications
+        """Reads the notices' backlog and each sink's state (blocking: run off the event loop)."""
         self._pending: list[tuple[list[Route], asyncio.Future[Intake]]] = []
         """Webhooks waiting for the next intake commit (touched on the event loop only)."""
         self._committing = False
@@ -187,10 +193,16 @@ class WebhookIntake:
     async def healthz(self, request: web.Request) -> web.Response:
         """200 ``{"ok": true, …}`` while the server can work, else 503 saying what is wrong."""
         report = self.metrics.health.report()
+        loop = asyncio.get_running_loop()
         try:
-            report["queued"] = await asyncio.get_running_loop().run_in_executor(None, self.queue.depth)
+            report["queued"] = await loop.run_in_executor(None, self.queue.depth)
         except JournalError as exc:  # a check that cannot look is not "ok"
             report["ok"], report["queue"] = False, str(exc)
+        if self._notifications is not None:
+            try:  # a failing sink is said here but leaves "ok" alone: runs and approvals do not need it
+                report["notifications"] = await loop.run_in_executor(None, self._notifications)
+            except JournalError as exc:
+                report["ok"], report["notifications"] = False, {"error": str(exc)}
         return web.json_response(report, status=200 if report["ok"] else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
@@ -203,6 +215,8 @@ class WebhookIntake:
     def _read_queue_metrics(self) -> None:
         self.metrics.depth.set(self.queue.depth())
         self.metrics.escalated.set(self.queue.count(EntryState.ESCALATED))
+        if self._notifications is not None:
+            self._notifications()  # sets the notices' gauges
 
     def close(self) -> None:
         """After the workers stopped: the intake thread (its queue connection is the server's to close)."""

@@ -3,7 +3,7 @@ that ``GET /healthz`` and some of those metrics report (:class:`ServeHealth`).
 
 Several servers may share one store: each has its own metrics and health, about itself — which
 server it is (``cairn_server_info{id=…}``), whether it holds its lease, the entries it holds,
-the takeovers it made.
+the takeovers it made, the notices it delivered (the outbox's backlog is the store's, shared).
 """
 
 from __future__ import annotations
@@ -189,6 +189,22 @@ class Metrics:
         self._entries_held = Gauge(
             "cairn_entries_held",
             "Queue entries this server holds (claimed, not concluded)",
+            registry=self.registry,
+        )
+        self.notices_pending = Gauge(
+            "cairn_notices_pending",
+            "Notice deliveries (to a webhook or Slack) not delivered yet, in the whole store",
+            registry=self.registry,
+        )
+        self.notices_abandoned = Gauge(
+            "cairn_notices_abandoned",
+            "Notice deliveries given up (a receiver that refused them, or 24 h without delivering), in the store",
+            registry=self.registry,
+        )
+        self.notice_deliveries = Counter(
+            "cairn_notice_deliveries",
+            "Notice delivery attempts this server made, by sink and result (delivered, retried, abandoned)",
+            ["sink", "result"],
             registry=self.registry,
         )
 

@@ -12,6 +12,9 @@ The server, put together from its parts:
 * :mod:`engine.serve.workers` — the bounded pool that runs each queued entry on its target,
   remediating only where :mod:`engine.core.policy` or a human allows it;
 * :mod:`engine.serve.metrics` — the Prometheus metrics and ``/healthz``'s report;
+* :mod:`engine.serve.dispatch` — the notices outbox sent to the webhooks (:mod:`engine.serve.webhooks`)
+  and Slack (:mod:`engine.serve.slack`: also its ``POST /slack/actions`` and Socket Mode), and
+  approval requests expired;
 * :mod:`engine.serve.connections` — the HTTP side's limits: a cap on connections, timeouts for
   idle connections and for request heads and bodies that do not arrive;
 * :mod:`engine.serve.client_faults` — a client's mistakes answered 4xx (never 5xx), and said
@@ -59,6 +62,7 @@ from engine.core.queue_read import QueueReader
 from engine.serve.catalog import Catalog, load_runbooks
 from engine.serve.client_faults import Throttle, http_logger, refuse_client_faults
 from engine.serve.connections import ConnectionGuard, ConnectionLimits, GuardedSite
+from engine.serve.dispatch import Dispatcher, sinks_of
 from engine.serve.intake import WebhookIntake
 from engine.serve.metrics import Metrics
 from engine.serve.settings import ServeSettings
@@ -91,6 +95,8 @@ class Server:
             self._current_id, config.journal.shown, self._lease_state, self._last_lost
         )
         self.metrics.describe_server(lambda: not self.tenure.lost, lambda: self.workers.held)
+        sinks, self.slack = sinks_of(config.notify, config.journal, self.metrics.health.say)
+        self.dispatcher = Dispatcher(config.journal, sinks, self.metrics, lambda: self.tenure)
         self.intake = WebhookIntake(
             config,
             self.catalog,
@@ -98,6 +104,7 @@ class Server:
             reader=self._reader,
             intake_queue=self._intake_queue,
             wake=self._wake,
+            notifications=self.dispatcher.report,
         )
 
     @property
@@ -106,22 +113,28 @@ class Server:
         return self.tenure.id
 
     def app(self) -> web.Application:
-        """The aiohttp application: the webhook, ``/healthz``, ``/metrics``."""
-        return self.intake.app()
+        """The aiohttp application: the webhook, ``/healthz``, ``/metrics`` (and Slack's ``/slack/actions``)."""
+        app = self.intake.app()
+        if self.slack is not None:
+            app.add_routes(self.slack.routes())
+        return app
 
     def warm(self) -> None:
         """Read the inventory and the triggered runbooks' target hosts before serving."""
         self.catalog.warm()
 
     def start(self) -> None:
-        """Register the lease, take over what stopped servers left, then start the workers."""
+        """Register the lease, take over what stopped servers left, then start the workers and the
+        notices' dispatcher."""
         self.tenure.start(wake=self.workers.wake)
         self.metrics.server_id(self.tenure.id)
         self.workers.start()
+        self.dispatcher.start()
 
     def stop(self, grace: float | None = None, cancelled_wait: float = 30.0) -> list[int]:
         """SIGTERM: take no new entries, give running runs ``grace`` seconds, then cancel (checkpoint)
-        them; hand back every entry still held and release the lease. The entries handed back."""
+        them; stop sending notices; hand back every entry still held and release the lease. The
+        entries handed back."""
         with self._registering_lock:
             self._stopping.set()
             registering = self._registering
@@ -129,6 +142,7 @@ class Server:
             registering.join()
         with self._swap:
             self.workers.stop(grace, cancelled_wait)
+            self.dispatcher.stop()  # what it did not send stays in the outbox for the next server
             return self._hand_back(self.tenure, self.queue)
 
     def reload(self) -> list[str]:
@@ -136,8 +150,11 @@ class Server:
         return self.catalog.reload()
 
     def close(self) -> None:
-        """After :meth:`stop`: the intake thread, the queues' connections and the lease's."""
+        """After :meth:`stop`: the intake thread, the queues' connections and the lease's, the sinks."""
         self.intake.close()
+        self.dispatcher.close()
+        if self.slack is not None:
+            self.slack.close()
         self._intake_queue.close()
         self._reader.close()
         self.queue.close()
@@ -275,6 +292,7 @@ async def serve(
     except BaseException:
         await loop.run_in_executor(None, _abandon, server)
         raise
+    await _connect_slack(server)
     if on_ready is not None:  # listening: the inventory was read, the lease registered
         on_ready(server)
 
@@ -288,8 +306,24 @@ async def serve(
     finally:
         guard.stop()
         await runner.cleanup()
+        if server.slack is not None:  # no more button presses: SIGTERM hands the work over
+            await server.slack.stop()
         await loop.run_in_executor(None, server.stop)
         server.close()
+
+
+async def _connect_slack(server: Server) -> None:
+    """Slack's Socket Mode (when configured); one that cannot connect is said, and serving goes on:
+    notices are still sent, and decisions taken in the CLI and the TUI."""
+    if server.slack is None:
+        return
+    try:
+        await server.slack.start()
+    except Exception as exc:  # Slack's side: the alerts, runs and approvals do not need it
+        log.exception("Slack did not start")
+        server.metrics.health.say(
+            f"slack: could not connect Socket Mode, serving goes on: {type(exc).__name__}"
+        )
 
 
 def _abandon(server: Server) -> None:
@@ -348,7 +382,8 @@ def run(settings: ServeSettings, *, jobs: int = 1) -> int:
         print(
             f"cairn serve: http://{settings.listen}/alertmanager · {len(with_triggers)} runbooks with "
             f"triggers ({', '.join(with_triggers) or 'none'}) · journal {settings.journal.shown} · "
-            f"server {server.id} · {settings.policy.describe()}",
+            f"server {server.id} · {settings.policy.describe()} · {settings.notify.approvals.describe()} · "
+            f"notifies {', '.join(server.dispatcher.names) or 'nobody (no webhooks: or slack: configured)'}",
             file=sys.stderr,
             flush=True,
         )
