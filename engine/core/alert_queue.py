@@ -453,6 +453,12 @@ class AlertQueue(QueueReader):
     def expire(self, now: float | None = None) -> list[Entry]:
         """Escalated entries whose request lapsed become ``expired`` (nothing is changed on their
         host), each with its ``approval_expired`` notice; the ones expired now, oldest first."""
+        due = self.db.read(  # a look first: most turns find nothing, and take no write lock for it
+            f"SELECT 1 FROM alert_queue WHERE state = ? AND expires_at <= coalesce(?, {self.db.now}) LIMIT 1",  # noqa: S608
+            (EntryState.ESCALATED.value, now),
+        )
+        if not due:
+            return []
         expired = []
         with self.db.transaction("expire lapsed approval requests", synced=True) as tx:
             at = clock(tx, now)
