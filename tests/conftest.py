@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,8 +375,15 @@ def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[No
     yield
     if not folder:
         return
+    killed = []
     for pid in processes_with(folder):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             continue  # it ended meanwhile
+        killed.append(pid)
+    # SIGKILL is delivered when the process is next scheduled: on a busy machine it can still read as
+    # running a moment after kill() returned. The test is over only once each is gone (a zombie is).
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.01)

@@ -21,7 +21,7 @@ import os
 import pwd
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -54,7 +54,6 @@ class Identity:
     """The PostgreSQL role the store's server authenticated (``""``: a SQLite store)."""
     person: str = ""
     """The person this account is, per the policy's ``people:`` map (``""``: not mapped)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

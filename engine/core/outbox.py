@@ -188,11 +188,6 @@ class Outbox:
             "remember a Slack message",
         )
 
-    def entry_of_message(self, channel: str, ts: str) -> int | None:
-        """The entry a Slack message is about."""
-        rows = self.db.read("SELECT entry_id FROM slack_messages WHERE channel = ? AND ts = ?", (channel, ts))
-        return int(rows[0][0]) if rows else None
-
     @property
     def _at(self) -> str:
         return f"coalesce(?, {self.db.now})"

@@ -59,8 +59,3 @@ class NotifySettings:
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     webhooks: tuple[WebhookSettings, ...] = ()
     slack: SlackSettings | None = None
-
-    @property
-    def sends(self) -> bool:
-        """Whether anything is sent (else the dispatcher does not start)."""
-        return bool(self.webhooks) or self.slack is not None
