@@ -229,11 +229,37 @@ def _old_and_new(db: Database, artifacts: Path, now: float) -> None:
                 "INSERT INTO steps (run_id, seq, host, phase, step_id, status) VALUES (?, 1, 'h', 'detect', 'a', 'ok')",
                 (run_id,),
             )
-        for state, age_days in (("done", 100), ("escalated", 100), ("done", 1)):
+        for state, age_days in (("done", 100), ("escalated", 100), ("done", 1), ("expired", 100)):
             tx.execute(
                 "INSERT INTO alert_queue (received_at, fingerprint, runbook_id, target, alert, state, updated_at)"
                 " VALUES (?, 'f', ?, 't', '{}', ?, ?)",
                 (now - age_days * day, f"rb-{state}-{age_days}", state, now - age_days * day),
+            )
+        [(expired,)] = tx.execute("SELECT id FROM alert_queue WHERE state = 'expired'").fetchall()
+        [(waiting,)] = tx.execute("SELECT id FROM alert_queue WHERE state = 'escalated'").fetchall()
+        for entry_id in (expired, waiting):  # an attempt and a Slack message each
+            tx.execute(
+                "INSERT INTO approval_attempts (entry_id, at, action, outcome, who_key, who, identity)"
+                " VALUES (?, ?, 'approve', 'counted', 'unix:a', 'a', '{}')",
+                (entry_id, now - 100 * day),
+            )
+            tx.execute(
+                "INSERT INTO slack_messages (entry_id, channel, ts, posted_at) VALUES (?, 'C1', ?, ?)",
+                (entry_id, f"1.{entry_id}", now - 100 * day),
+            )
+        for key, age_days, state in (
+            ("sent", 100, "delivered"),
+            ("stuck", 100, "pending"),
+            ("fresh", 1, "delivered"),
+        ):
+            [(notice,)] = tx.execute(
+                "INSERT INTO notices (key, kind, entry_id, created_at, payload, expanded)"
+                " VALUES (?, 'escalated', ?, ?, '{}', 1) RETURNING id",
+                (key, waiting, now - age_days * day),
+            ).fetchall()
+            tx.execute(
+                "INSERT INTO deliveries (notice_id, entry_id, sink, state, next_at) VALUES (?, ?, 'slack', ?, ?)",
+                (notice, waiting, state, now),
             )
 
 
@@ -266,11 +292,17 @@ def test_journal_prune_removes_what_ended_long_ago_and_says_what(
     result = cairn("journal", "prune", "--older-than", "90d", "--journal", store_url, "--json")
     assert result.returncode == 0, result.stderr
     said = json.loads(result.stdout)
-    assert (said["runs"], said["steps"], said["queue_entries"], said["artifacts_folders"]) == (1, 1, 1, 1)
+    assert (said["runs"], said["steps"], said["queue_entries"], said["artifacts_folders"]) == (1, 1, 2, 1)
+    assert (said["decision_attempts"], said["notices"]) == (1, 1)
     db = Database(location, write=False)
     try:
         assert sorted(r[0] for r in db.read("SELECT id FROM runs")) == ["live", "new"]
         assert sorted(r[0] for r in db.read("SELECT state FROM alert_queue")) == ["done", "escalated"]
+        assert len(db.read("SELECT 1 FROM approval_attempts")) == 1, "the waiting entry's attempt stays"
+        assert len(db.read("SELECT 1 FROM slack_messages")) == 1
+        kept = sorted(r[0] for r in db.read("SELECT key FROM notices"))
+        assert kept == ["fresh", "stuck"], "a notice still to be sent is never removed"
+        assert len(db.read("SELECT 1 FROM deliveries")) == 2
     finally:
         db.close()
     assert not (location.artifacts_root / "old").exists()

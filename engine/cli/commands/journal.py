@@ -97,6 +97,8 @@ def _prune(args: argparse.Namespace) -> int:
         "steps": pruned.steps,
         "approvals": pruned.approvals,
         "queue_entries": pruned.entries,
+        "decision_attempts": pruned.attempts,
+        "notices": pruned.notices,
         "ledger_rows": pruned.ledger_rows,
         "servers": pruned.holders,
         "artifacts_folders": pruned.artifacts,

@@ -2,10 +2,11 @@
 
 Removed when older than the cut-off: runs that ended (finished or interrupted) — with their
 steps, approvals, host outcomes and artifacts folder — queue entries that ended (done,
-cancelled, declined, failed), ledger rows of remediations that ended, and holders that stopped or
-lapsed. Never removed: a running run, an entry still queued, running or waiting for a human, a
-live holder, and ledger rows of the last hour (the circuit breaker counts them), whatever the
-cut-off. Each batch is its own transaction, so servers keep working while a large store is pruned.
+cancelled, declined, failed, expired) with their decision attempts and Slack message, notices
+with their deliveries once none is still pending, ledger rows of remediations that ended, and
+holders that stopped or lapsed. Never removed: a running run, an entry still queued, running or
+waiting for a human, a notice still to be sent, a live holder, and ledger rows of the last hour
+(the circuit breaker counts them), whatever the cut-off. Each batch is its own transaction, so servers keep working while a large store is pruned.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from engine.core.store.migrate import ensure_current
 BATCH = 500
 """Runs removed per transaction."""
 BREAKER_WINDOW = 3600.0
-ENDED_ENTRIES = ("done", "cancelled", "declined", "failed")
+ENDED_ENTRIES = ("done", "cancelled", "declined", "failed", "expired")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -44,6 +45,9 @@ class Pruned:
     steps: int = 0
     approvals: int = 0
     entries: int = 0
+    attempts: int = 0
+    """Approve and decline attempts of the entries removed."""
+    notices: int = 0
     ledger_rows: int = 0
     holders: int = 0
     artifacts: int = 0
@@ -93,17 +97,26 @@ def prune(
             progress(pruned)
     states = ", ".join(f"'{state}'" for state in ENDED_ENTRIES)
     ledger_cutoff = min(cutoff, at - BREAKER_WINDOW)
+    ended = f"SELECT id FROM alert_queue WHERE state IN ({states}) AND updated_at < ?"
+    sent = "SELECT id FROM notices WHERE created_at < ? AND id NOT IN (SELECT notice_id FROM deliveries WHERE state = 'pending')"
     statements = (
+        ("attempts", f"approval_attempts WHERE entry_id IN ({ended})", (cutoff,)),
+        ("", f"slack_messages WHERE entry_id IN ({ended})", (cutoff,)),
         ("entries", f"alert_queue WHERE state IN ({states}) AND updated_at < ?", (cutoff,)),
+        ("", f"deliveries WHERE notice_id IN ({sent})", (cutoff,)),
+        ("notices", f"notices WHERE id IN ({sent})", (cutoff,)),
         ("ledger_rows", "remediations WHERE ended_at IS NOT NULL AND ended_at < ?", (ledger_cutoff,)),
         ("holders", "holders WHERE state != 'live' AND lease_until < ?", (cutoff,)),
     )
-    for name, where, params in statements:
+    for name, where, params in statements:  # "": removed with what the next row counts
         if dry_run:
-            setattr(pruned, name, _count(db, f"SELECT count(*) FROM {where}", params))
+            if name:
+                setattr(pruned, name, _count(db, f"SELECT count(*) FROM {where}", params))
             continue
         with db.transaction("prune the journal") as tx:
-            setattr(pruned, name, tx.execute(f"DELETE FROM {where}", params).rowcount)
+            removed = tx.execute(f"DELETE FROM {where}", params).rowcount
+        if name:
+            setattr(pruned, name, removed)
     return pruned
 
 
