@@ -15,5 +15,6 @@ BENCHMARKS = (
     "output",
     "failover",
     "journal_growth",
+    "decide",
 )
 """Benchmark module names, in the order ``python -m bench`` runs them."""
