@@ -39,7 +39,7 @@ from engine.core import ledger
 from engine.core.alerts import Route
 from engine.core.approval_policy import Action, Outcome
 from engine.core.ledger import Guard
-from engine.core.queue_humans import HELD, Decided, HumanSide, entry_data
+from engine.core.queue_humans import HELD, Decided, HumanSide, notice_entry
 from engine.core.queue_intake import Cooling, Intake, lock_entry_key, take_in
 from engine.core.queue_read import ACTIVE, COLUMNS, COOLING, Entry, EntryState, entry_of
 from engine.core.store import leases, migrate
@@ -60,7 +60,7 @@ __all__ = [
     "Intake",
     "Outcome",
     "Takeover",
-    "entry_data",
+    "notice_entry",
 ]
 
 log = logging.getLogger(__name__)

@@ -214,6 +214,8 @@ class Attempt:
     outcome: Outcome
     who: Identity
     reason: str = ""
+    message: str = ""
+    """What the decider was told (a refusal's reason, the quorum's progress)."""
 
 
 @dataclass(frozen=True, slots=True)

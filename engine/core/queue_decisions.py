@@ -9,7 +9,7 @@ itself is :class:`~engine.core.queue_read.QueueReader`'s.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,37 +27,31 @@ class Decisions:
     requirement: Requirement | None
     progress: Progress | None
     attempts: tuple[Attempt, ...]
-    messages: Mapping[int, str]
-    """Attempt id → what the decider was told (a refusal's reason)."""
-
-    def message(self, attempt: Attempt) -> str:
-        return self.messages.get(attempt.id, "")
 
 
 def read_decisions(reader: QueueReader, entries: Iterable[Entry]) -> dict[int, Decisions]:
     """Each entry's :class:`Decisions`, by entry id (all read in one query)."""
     entries = list(entries)
-    found: dict[int, list[tuple[Attempt, str]]] = {e.id: [] for e in entries}
+    found: dict[int, list[Attempt]] = {e.id: [] for e in entries}
     if entries and "approval_attempts" in reader.db.tables():
         marks = ", ".join("?" * len(found))
         rows = reader.db.read(
-            f"SELECT {ATTEMPT_COLUMNS}, message FROM approval_attempts"  # noqa: S608 (only ?s)
+            f"SELECT {ATTEMPT_COLUMNS} FROM approval_attempts"  # noqa: S608 (only ?s)
             f" WHERE entry_id IN ({marks}) ORDER BY id",
             tuple(found),
         )
         for row in rows:
-            attempt = attempt_of(row[:-1])
-            found[attempt.entry_id].append((attempt, str(row[-1] or "")))
+            attempt = attempt_of(row)
+            found[attempt.entry_id].append(attempt)
     out = {}
     for entry in entries:
-        attempts = tuple(a for a, _ in found[entry.id])
+        attempts = tuple(found[entry.id])
         requirement = entry.requirement
         out[entry.id] = Decisions(
             entry,
             requirement,
             requirement.progress(attempts) if requirement is not None else None,
             attempts,
-            {a.id: message for a, message in found[entry.id]},
         )
     return out
 
@@ -69,7 +63,7 @@ def progress_data(progress: Progress) -> dict[str, Any]:
     return {"approved": list(progress.approved), "quorum": progress.quorum, "describe": progress.describe()}
 
 
-def attempt_data(attempt: Attempt, message: str) -> dict[str, Any]:
+def attempt_data(attempt: Attempt) -> dict[str, Any]:
     """One attempt as ``--json`` gives it: ``who`` is the identity's label, ``identity`` all of it."""
     return {
         "at": attempt.at,
@@ -78,7 +72,7 @@ def attempt_data(attempt: Attempt, message: str) -> dict[str, Any]:
         "who": attempt.who.label,
         "identity": attempt.who.as_data(),
         "reason": attempt.reason,
-        "message": message,
+        "message": attempt.message,
     }
 
 
@@ -91,7 +85,7 @@ def decisions_data(decisions: Decisions) -> dict[str, Any]:
     return {
         "requirement": requirement_data(decisions.requirement),
         "progress": progress_data(decisions.progress) if decisions.progress else None,
-        "attempts": [attempt_data(a, decisions.message(a)) for a in decisions.attempts],
+        "attempts": [attempt_data(a) for a in decisions.attempts],
     }
 
 

@@ -227,7 +227,7 @@ class HumanSide(QueueReader):
             kind,
             key=key,
             summary=summary,
-            entry=entry_data(self.entry_in(tx, entry.id)),
+            entry=notice_entry(self.entry_in(tx, entry.id)),
             runbook={"id": entry.runbook_id},
             host=entry.target,
             details={"decision": decision},
@@ -287,7 +287,7 @@ class HumanSide(QueueReader):
                     NoticeKind.APPROVAL_EXPIRED,
                     key=f"entry:{entry.id}:expired",
                     summary=f"{entry.runbook_id} on {entry.target}: {note}",
-                    entry=entry_data(self.entry_in(tx, entry.id)),
+                    entry=notice_entry(self.entry_in(tx, entry.id)),
                     runbook={"id": entry.runbook_id},
                     host=entry.target,
                     details={"progress": progress.describe(), "approved": list(progress.approved)},
@@ -409,7 +409,7 @@ def _not_waiting_text(entry: Entry) -> str:
     )
 
 
-def entry_data(entry: Entry) -> dict[str, Any]:
+def notice_entry(entry: Entry) -> dict[str, Any]:
     """An entry as a notice carries it."""
     return {
         "id": entry.id,

@@ -235,14 +235,21 @@ def entry_of(row: Sequence[Any]) -> Entry:
     )
 
 
-ATTEMPT_COLUMNS = "id, entry_id, at, action, outcome, identity, reason"
+ATTEMPT_COLUMNS = "id, entry_id, at, action, outcome, identity, reason, message"
 
 
 def attempt_of(row: Sequence[Any]) -> Attempt:
     """An :class:`~engine.core.approval_policy.Attempt` from a row of :data:`ATTEMPT_COLUMNS`."""
-    attempt_id, entry_id, at, action, outcome, identity, reason = row
+    attempt_id, entry_id, at, action, outcome, identity, reason, message = row
     who = identity_of(json.loads(identity))
     assert who is not None
     return Attempt(
-        int(attempt_id), int(entry_id), float(at), Action(action), Outcome(outcome), who, str(reason)
+        int(attempt_id),
+        int(entry_id),
+        float(at),
+        Action(action),
+        Outcome(outcome),
+        who,
+        str(reason),
+        str(message or ""),
     )

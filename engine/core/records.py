@@ -162,20 +162,20 @@ def approval_lines(decisions: Decisions, now: float | None = None) -> list[str]:
     if entry.state.value == "escalated" and entry.expires_at is not None:
         rows.append(("expires", f"{expires_text(entry.expires_at, now)} ({when(entry.expires_at)})"))
     for number, attempt in enumerate(decisions.attempts):
-        rows.append(("attempts" if number == 0 else "", attempt_text(attempt, decisions.message(attempt))))
+        rows.append(("attempts" if number == 0 else "", attempt_text(attempt)))
     head = f"  {entry.run_id or '-'}  {entry.runbook_id} on {entry.target} (queue entry {entry.id}, {entry.state.value})"
     return [head, *(f"    {name:<10} {value}" for name, value in rows)]
 
 
-def attempt_text(attempt: Attempt, message: str) -> str:
+def attempt_text(attempt: Attempt) -> str:
     """One attempt in a line: ``2026-03-01 09:20:00  alice approve: refused — alice may not approve this: …``"""
     said = f"{when(attempt.at)}  {attempt.who.short} {attempt.action.value}: {attempt.outcome.value}"
-    return said + _attempt_why(attempt, message)
+    return said + _attempt_why(attempt)
 
 
-def _attempt_why(attempt: Attempt, message: str) -> str:
+def _attempt_why(attempt: Attempt) -> str:
     """A refusal's message and a decision's reason, after a dash (nothing when there is neither)."""
-    why = [message] if attempt.outcome is Outcome.REFUSED and message else []
+    why = [attempt.message] if attempt.outcome is Outcome.REFUSED and attempt.message else []
     if attempt.reason:
         why.append(f"reason: {attempt.reason}")
     return f" — {'; '.join(why)}" if why else ""
@@ -219,7 +219,7 @@ def decisions_lines(decisions: Decisions) -> list[str]:
     for attempt in decisions.attempts:
         lines.append(
             f"  {when(attempt.at)} {attempt.action.value} {attempt.outcome.value:<9} by {attempt.who.label}"
-            + _attempt_why(attempt, decisions.message(attempt))
+            + _attempt_why(attempt)
         )
     return lines
 

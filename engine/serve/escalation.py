@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.core.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState, entry_data
+from engine.core.alert_queue import WAITS_FOR_A_HUMAN, AlertQueue, Entry, EntryState, notice_entry
 from engine.core.approval_policy import ApprovalPolicy, Requirement
 from engine.core.errors import JournalError
 from engine.core.events import Event, HostFinished, StepFinished, StepStarted
@@ -170,7 +170,7 @@ class Escalation:
             NoticeKind.ESCALATED,
             key=f"entry:{self.entry.id}:escalated:{run}",
             summary=f"{self.runbook.id} on {self.host}: remediation waits for {waits}",
-            entry=entry_data(self.entry)
+            entry=notice_entry(self.entry)
             | {
                 "state": EntryState.ESCALATED.value,
                 "run_id": run,
@@ -300,7 +300,7 @@ class RunNotices:
             kind,
             key=f"run:{self.chain}:{key}",
             summary=f"{self.runbook.id} on {host}: {summary}",
-            entry=entry_data(self.entry) | {"run_id": run_id},
+            entry=notice_entry(self.entry) | {"run_id": run_id},
             runbook=runbook_data(self.runbook),
             host=host,
             details={"run_id": run_id} | details,

@@ -123,7 +123,7 @@ def approval_detail(decisions: Decisions) -> Text:
     for attempt in decisions.attempts:
         text.append("\n  ")
         text.append(
-            attempt_text(attempt, decisions.message(attempt)),
+            attempt_text(attempt),
             style=OUTCOME_STYLE.get(attempt.outcome.value, ""),
         )
     return text
