@@ -47,6 +47,8 @@ LAB_SUFFIXES = (".lab.yaml", ".lab.yml")
 """A runbook's practice lab, declared beside it (``ID.lab.yaml``; :mod:`engine.lab.declared`): not a runbook."""
 PLAYBOOKS = "playbooks"
 """Folders of this name hold Ansible playbooks beside the runbooks, not runbooks."""
+TESTS_SUFFIX = ".tests"
+"""``DIR/ID.tests/`` beside ``DIR/ID.yaml`` holds the runbook's test cases (:mod:`engine.core.replay`), never runbooks."""
 _ID_LINE = re.compile(r"""^["']?id["']?\s*:""")
 
 
@@ -285,6 +287,7 @@ def runbook_files(paths: Iterable[Path]) -> list[Path]:
                     and not p.name.endswith(LAB_SUFFIXES)
                     and p.is_file()
                     and PLAYBOOKS not in p.relative_to(path).parts
+                    and not any(part.endswith(TESTS_SUFFIX) for part in p.relative_to(path).parts[:-1])
                 )
             )
         elif not path.name.endswith(LAB_SUFFIXES):

@@ -138,6 +138,15 @@ def probe_command(programs: list[str]) -> str:
     return f'for p in {words}; do printf \'%s\\t%s\\n\' "$p" "$(command -v -- "$p")"; done'
 
 
+def probed_programs(command: str) -> list[str]:
+    """The programs a :func:`probe_command` asks for (what a recording answers it from)."""
+    head, found, rest = command.partition("for p in ")
+    words, done, _ = rest.partition("; do ")
+    if head or not found or not done:
+        return []
+    return shlex.split(words)
+
+
 def parse_probe(stdout: str, programs: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:
     """(found: program → path, missing) from the probe's output; a program it did not print is missing."""
     found: dict[str, str] = {}

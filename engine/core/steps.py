@@ -160,7 +160,13 @@ class StepRunner:
 
         def call(on_output: OutputCallback) -> CommandResult:
             return self.executors.execute(
-                host, task, timeout=step.timeout, on_output=on_output, cancel=self.cancel, artifacts=artifacts
+                host,
+                task,
+                timeout=step.timeout,
+                on_output=on_output,
+                cancel=self.cancel,
+                artifacts=artifacts,
+                step=(phase, step.id),
             )
 
         return self._execute(state, phase, step, shown, approval, call)

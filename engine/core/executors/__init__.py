@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from engine.core.defaults import DEFAULT_VIA, OUTPUT_LIMIT, Via
 from engine.core.errors import ExecutorError
-from engine.core.model import AnsibleAction, CommandResult, Host
+from engine.core.model import AnsibleAction, CommandResult, Host, Phase
 
 if TYPE_CHECKING:
     from engine.core.executors.ansible import AnsibleExecutor
@@ -58,6 +58,9 @@ class AnsibleTask:
 
 Task = Shell | AnsibleTask
 """What an executor is asked to do."""
+
+StepKey = tuple[Phase, str]
+"""(phase, step id): which step of the runbook a task is."""
 
 TaskT_contra = TypeVar("TaskT_contra", contravariant=True)
 
@@ -157,8 +160,13 @@ class ExecutorSet:
         on_output: OutputCallback | None = None,
         cancel: threading.Event | None = None,
         artifacts: Path | None = None,
+        step: StepKey | None = None,
     ) -> CommandResult:
-        """Do ``task`` on ``host`` with the executor for the task's kind (see :meth:`Executor.execute`)."""
+        """Do ``task`` on ``host`` with the executor for the task's kind (see :meth:`Executor.execute`).
+
+        ``step`` says which step the task is; hosts do not need it (an executor set that answers from
+        a recording, :mod:`engine.core.replay`, looks the answer up by it)."""
+        del step
         match task:
             case AnsibleTask():
                 return self.ansible().execute(
