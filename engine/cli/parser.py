@@ -24,6 +24,7 @@ from engine.cli.commands import (
     run,
     serve,
     show,
+    testing,
     tui,
     validate,
 )
@@ -42,6 +43,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     journal.register,
     lab.register,
     tui.register,
+    testing.register,
     docs.register,
 )
 """Each command module's ``register``, in the order ``cairn --help`` lists their commands."""

@@ -20,6 +20,7 @@ from engine.core.schema import SCHEMA_PATH
 
 RUNBOOK_SCHEMA = "runbook.schema.json"
 LAB_SCHEMA = "lab.schema.json"
+CASE_SCHEMA = "case.schema.json"
 _ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -36,10 +37,23 @@ class Written:
 def schema_files() -> dict[str, Path]:
     """The JSON Schemas Cairn ships, by the file name they are written under."""
     files = {RUNBOOK_SCHEMA: SCHEMA_PATH}
-    lab = SCHEMA_PATH.with_name(LAB_SCHEMA)
-    if lab.is_file():
-        files[LAB_SCHEMA] = lab
+    for name in (LAB_SCHEMA, CASE_SCHEMA):
+        shipped = SCHEMA_PATH.with_name(name)
+        if shipped.is_file():
+            files[name] = shipped
     return files
+
+
+def case_modeline(case_file: Path) -> str:
+    """The modeline a test case written to ``case_file`` (in ``DIR/ID.tests/``) should carry: the
+    repository's schema from its ``runbooks/``, a copy in ``DIR`` (``cairn schema --write DIR``), or none."""
+    runbooks = case_file.resolve().parent.parent
+    shipped = runbooks.parent / "engine" / "core" / "schema" / CASE_SCHEMA
+    if shipped.is_file() and shipped.resolve() == SCHEMA_PATH.with_name(CASE_SCHEMA).resolve():
+        return f"# yaml-language-server: $schema=../../engine/core/schema/{CASE_SCHEMA}"
+    if (runbooks / CASE_SCHEMA).is_file():
+        return f"# yaml-language-server: $schema=../{CASE_SCHEMA}"
+    return ""
 
 
 def write_schemas(folder: Path) -> list[Path]:

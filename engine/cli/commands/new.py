@@ -21,7 +21,7 @@ def register(commands: Commands) -> None:
     schema.add_argument(
         "--write",
         metavar="DIR",
-        help="write runbook.schema.json (and lab.schema.json) into DIR, for the modeline "
+        help="write runbook.schema.json (and lab.schema.json, case.schema.json) into DIR, for the modeline "
         "`# yaml-language-server: $schema=runbook.schema.json` of the runbooks there",
     )
     new = commands.add(

@@ -163,7 +163,10 @@ def changes(recorded: Expected, replayed: Expected, unrecorded: tuple[Unrecorded
         if before.outcome != after.outcome:
             was = before.outcome.value if before.outcome else "none"
             now = after.outcome.value if after.outcome else "none"
-            out.append(Change(name, "outcome", "", was, now, f"outcome: {was} → {now} ({after.reason})"))
+            text = f"outcome: {was} → {now} ({after.reason})"
+            if any(h == name for h, _ in missing):
+                text = f"outcome: {was} → {now}, resting on steps never recorded (below): not a conclusion"
+            out.append(Change(name, "outcome", "", was, now, text))
         was_run, now_run = list(before.remediation or ()), list(after.remediation or ())
         told = {f"remediate.{s}" for s in set(was_run) ^ set(now_run)} | {k for h, k in missing if h == name}
         for key in list(before.steps) + [k for k in after.steps if k not in before.steps]:

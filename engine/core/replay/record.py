@@ -208,8 +208,9 @@ def _expected(
     )
 
 
-def case_yaml(data: Mapping[str, Any], *, comment: str = "") -> str:
-    """A case as YAML people can read: multi-line output as block text, keys in the case's order."""
+def case_yaml(data: Mapping[str, Any], *, comment: str = "", modeline: str = "") -> str:
+    """A case as YAML people can read: multi-line output as block text, keys in the case's order;
+    ``modeline`` (the editor's schema line) and ``comment`` first."""
     import yaml  # noqa: PLC0415
 
     class _Dumper(yaml.SafeDumper):
@@ -222,4 +223,4 @@ def case_yaml(data: Mapping[str, Any], *, comment: str = "") -> str:
     _Dumper.add_representer(str, text)
     body = yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
     head = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
-    return "# yaml-language-server: $schema=../../engine/core/schema/case.schema.json\n" + head + body
+    return (f"{modeline}\n" if modeline else "") + head + body

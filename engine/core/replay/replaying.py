@@ -50,8 +50,10 @@ class Replayed:
             lines.extend(_host_lines(mine))
         if self.exit_before != self.exit_after:
             lines.append(f"\nexit code: {self.exit_before} → {self.exit_after}")
-        count = len(self.changes)
-        lines.append(f"\n{count} difference{'s' if count != 1 else ''}")
+        hosts = len({c.host for c in self.changes})
+        lines.append(
+            f"\ndifferent decisions on {hosts} of {len(self.hosts)} host{'s' if len(self.hosts) != 1 else ''}"
+        )
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
