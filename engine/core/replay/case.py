@@ -44,6 +44,8 @@ class Recorded:
     command: str | None = None
     """The command as it ran; when given, the output stands for exactly that command."""
     duration: float = 0.0
+    data: Mapping[str, Any] | None = None
+    """An ``ansible`` step's module result: what its ``out`` is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +289,7 @@ def _recorded(raw: dict[str, Any]) -> Recorded:
         error=raw.get("error"),
         command=raw.get("command"),
         duration=float(raw.get("duration", 0.0)),
+        data=raw.get("data"),
     )
 
 

@@ -118,7 +118,11 @@ def _answer(recorded: Recorded, timeout: float, on_output: OutputCallback | None
             rc=None, stdout=recorded.stdout, stderr=recorded.stderr, duration=timeout, timed_out=True
         )
     return CommandResult(
-        rc=recorded.rc, stdout=recorded.stdout, stderr=recorded.stderr, duration=recorded.duration
+        rc=recorded.rc,
+        stdout=recorded.stdout,
+        stderr=recorded.stderr,
+        duration=recorded.duration,
+        data=dict(recorded.data) if recorded.data is not None else None,
     )
 
 

@@ -137,6 +137,8 @@ def _host(
         if not step.command:  # a template that could not be rendered: nothing ran, nothing to record
             continue
         answers[key] = _answer(record, step, status)
+        if kinds.get((Phase(step.phase), step.step_id)) is StepKind.ANSIBLE and isinstance(step.out, dict):
+            answers[key]["data"] = step.out  # the module's result: what the step's `out` is
     if decisions:
         item["decisions"] = decisions
     if answers:
