@@ -25,7 +25,7 @@ def parse_output(spec: ParseSpec, stdout: str) -> Any:
             try:
                 return json.loads(stdout)
             except json.JSONDecodeError as exc:
-                raise ParseError(f"expected JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+                raise ParseError(f"expected JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
         case ParseKind.LINES:
             return [line for line in stdout.splitlines() if line.strip()]
         case ParseKind.NUMBER:

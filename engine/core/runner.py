@@ -367,14 +367,15 @@ def _first_failed(results: list[StepResult]) -> str:
 
 def _nothing_carried_out(remediate: list[StepResult]) -> str:
     """Why no remediation step ran, in words: nobody was asked, a human declined or skipped, …"""
+    reasons = []
+    declined = [r for r in remediate if r.status is StepStatus.DECLINED]
+    if declined:  # a person's no comes first: it is why, more than a manual step nobody was asked about
+        reasons.append(f"{declined[0].step_id} {declined[0].message}")
     not_asked = [r for r in remediate if r.status is StepStatus.NOT_ASKED]
     if not_asked:
         why = not_asked[0].message.removeprefix("not asked: ")
-        return f"not remediated: {len(not_asked)} step(s) not asked ({why})"
-    declined = [r for r in remediate if r.status is StepStatus.DECLINED]
-    if declined:
-        return f"not remediated: {declined[0].step_id} {declined[0].message}"
-    return "no remediation step was carried out"
+        reasons.append(f"{len(not_asked)} step(s) not asked ({why})")
+    return f"not remediated: {'; '.join(reasons)}" if reasons else "no remediation step was carried out"
 
 
 def _undecided(results: list[StepResult]) -> str:

@@ -68,11 +68,11 @@ def test_json_invalid_names_line_and_column() -> None:
     with pytest.raises(ParseError) as caught:
         parse_output(ParseSpec(kind=ParseKind.JSON), stdout)
 
-    assert str(caught.value) == "expected JSON: Expecting value at line 4 column 1"
+    assert str(caught.value) == "expected JSON: Expecting value (line 4, column 1)"
 
 
 def test_json_followed_by_other_text_is_invalid() -> None:
-    with pytest.raises(ParseError, match=r"^expected JSON: Extra data at line 2 column 1$"):
+    with pytest.raises(ParseError, match=r"^expected JSON: Extra data \(line 2, column 1\)$"):
         parse_output(ParseSpec(kind=ParseKind.JSON), '{"a": 1}\ndone\n')
 
 
