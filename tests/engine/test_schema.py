@@ -12,14 +12,20 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from engine.core.loader import PLAYBOOKS
+from engine.core.loader import PLAYBOOKS, TESTS_SUFFIX
 from engine.core.model import DURATION_PATTERN, InputType, OnTimeout, ParseKind, Severity
 from engine.core.schema import SCHEMA_ID, SCHEMA_PATH, schema, schema_text
 from tests.conftest import FIXTURES, RUNBOOKS, CairnRunner
 
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
-RUNBOOK_FILES = sorted(p for p in RUNBOOKS.rglob("*.y*ml") if PLAYBOOKS not in p.relative_to(RUNBOOKS).parts)
+RUNBOOK_FILES = sorted(
+    p
+    for p in RUNBOOKS.rglob("*.y*ml")
+    if PLAYBOOKS not in p.relative_to(RUNBOOKS).parts
+    and not any(part.endswith(TESTS_SUFFIX) for part in p.relative_to(RUNBOOKS).parts[:-1])
+)
+CASE_FILES = sorted(RUNBOOKS.glob(f"*{TESTS_SUFFIX}/*.y*ml"))
 FIXTURE_FILES = sorted((FIXTURES / "runbooks").rglob("*.yaml"))
 
 
@@ -130,6 +136,14 @@ def test_modeline_points_at_the_schema(path: Path) -> None:
     match = MODELINE.match(first)
     assert match, f"{path.name} must start with '# yaml-language-server: $schema=…'"
     assert (path.parent / match.group(1)).resolve() == SCHEMA_PATH.resolve()
+
+
+@pytest.mark.parametrize("path", CASE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_bundled_case_names_the_case_schema(path: Path) -> None:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    match = MODELINE.match(first)
+    assert match, f"{path.name} must start with '# yaml-language-server: $schema=…'"
+    assert (path.parent / match.group(1)).resolve() == SCHEMA_PATH.with_name("case.schema.json").resolve()
 
 
 def test_there_are_runbooks_to_check() -> None:
