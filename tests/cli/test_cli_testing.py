@@ -10,6 +10,7 @@ broken case files, steps never recorded, secrets, alerts.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_a_threshold_moved_in_a_copy_fails_its_case_with_a_readable_diff(
     out = done.stdout
     assert f"FAIL   {MEMCG}/present" in out
     assert "--- expected" in out and "+++ got" in out
-    diff = [line.strip() for line in out.splitlines()]
+    diff = [re.sub(r"^([-+])\s+", r"\1", line.strip()) for line in out.splitlines()]  # "-outcome: …"
     assert "-outcome: remediated" in diff and "+outcome: healthy" in diff
     assert "-status: finding" in diff and "+status: ok" in diff
     assert "(bug threshold 3 s)" in out
