@@ -16,5 +16,6 @@ BENCHMARKS = (
     "failover",
     "journal_growth",
     "decide",
+    "runbook_tests",
 )
 """Benchmark module names, in the order ``python -m bench`` runs them."""
