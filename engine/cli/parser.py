@@ -21,6 +21,7 @@ from engine.cli.commands import (
     lab,
     new,
     queue,
+    report,
     run,
     serve,
     show,
@@ -44,6 +45,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     lab.register,
     tui.register,
     testing.register,
+    report.register,
     docs.register,
 )
 """Each command module's ``register``, in the order ``cairn --help`` lists their commands."""

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core.approval_policy import Attempt, Progress, Requirement
 from engine.core.queue_read import ATTEMPT_COLUMNS, Entry, QueueReader, attempt_of
 from engine.core.render import as_data
+
+if TYPE_CHECKING:
+    from engine.core.journal_read import RunRecord
+    from engine.core.store.location import Location
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,23 @@ class Decisions:
     requirement: Requirement | None
     progress: Progress | None
     attempts: tuple[Attempt, ...]
+
+
+def run_decisions(location: Location, run: RunRecord) -> Decisions | None:
+    """The decisions on the queue entry an alert-started run worked on (``None``: none, or pruned since)."""
+    from engine.core.errors import JournalError  # noqa: PLC0415
+
+    entry_id = run.trigger.get("queue_entry")
+    if run.trigger.get("kind") != "alert" or not isinstance(entry_id, int):
+        return None
+    queue = QueueReader(location)
+    try:
+        entry = queue.entry(entry_id)
+        return read_decisions(queue, [entry])[entry.id]
+    except JournalError:  # pruned since (`cairn journal prune`): the run still shows
+        return None
+    finally:
+        queue.close()
 
 
 def read_decisions(reader: QueueReader, entries: Iterable[Entry]) -> dict[int, Decisions]:

@@ -7,15 +7,9 @@ attempt to decide on the queue entry the run worked on (:mod:`engine.core.queue_
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from engine.cli.common import EXIT_OK, emit_json
 from engine.cli.options import Commands
-
-if TYPE_CHECKING:
-    from engine.core.journal_read import RunRecord
-    from engine.core.queue_decisions import Decisions
-    from engine.core.store.location import Location
 
 
 def register(commands: Commands) -> None:
@@ -60,13 +54,14 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_show_run(args: argparse.Namespace) -> int:
     from engine.core.journal_read import JournalReader  # noqa: PLC0415
+    from engine.core.queue_decisions import run_decisions  # noqa: PLC0415
     from engine.core.records import run_text  # noqa: PLC0415
     from engine.core.render import as_data  # noqa: PLC0415
 
     journal = JournalReader(args.journal)
     try:
         run = journal.get_run(args.run_id)
-        decisions = _decisions(journal.location, run)
+        decisions = run_decisions(journal.location, run)
     finally:
         journal.close()
     if args.json:
@@ -79,22 +74,3 @@ def cmd_show_run(args: argparse.Namespace) -> int:
     else:
         print(run_text(run, full_output=args.output, decisions=decisions))
     return EXIT_OK
-
-
-def _decisions(location: Location, run: RunRecord) -> Decisions | None:
-    """The decisions on the queue entry an alert-started run worked on (``None``: no such entry)."""
-    from engine.core.errors import JournalError  # noqa: PLC0415
-    from engine.core.queue_decisions import read_decisions  # noqa: PLC0415
-    from engine.core.queue_read import QueueReader  # noqa: PLC0415
-
-    entry_id = run.trigger.get("queue_entry")
-    if run.trigger.get("kind") != "alert" or not isinstance(entry_id, int):
-        return None
-    queue = QueueReader(location)
-    try:
-        entry = queue.entry(entry_id)
-        return read_decisions(queue, [entry])[entry.id]
-    except JournalError:  # pruned since (`cairn journal prune`): the run still shows
-        return None
-    finally:
-        queue.close()
