@@ -1,4 +1,6 @@
-"""One run from the journal: every step per host with status, message, command and output, every approval."""
+"""One run from the journal: every step per host with status, message, command and output, every approval;
+p writes its incident report (Markdown and HTML, :mod:`engine.core.incident_bundle`) into the
+current folder."""
 
 from __future__ import annotations
 
@@ -108,6 +110,12 @@ class RunDetailScreen(FittedFooterScreen[None]):
         Binding("escape", "back", "Back"),
         Binding("R", "resume", "Resume", tooltip="Go on with this interrupted run from where it stopped"),
         Binding("a", "tab('approvals')", "Approvals"),
+        Binding(
+            "p",
+            "report",
+            "Report",
+            tooltip="Write this run's incident report (cairn-report-RUN.md and .html) into the current folder",
+        ),
         Binding("s", "tab('steps')", "Steps", show=False),
         Binding("f5", "refresh", "Refresh", show=False, tooltip="Read the run from the journal again"),
     ]
@@ -239,6 +247,8 @@ class RunDetailScreen(FittedFooterScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "resume":
             return (self.run is not None and self.run.status is RunStatus.INTERRUPTED) or None
+        if action == "report":
+            return self.run is not None or None
         return True
 
     def action_back(self) -> None:
@@ -254,3 +264,26 @@ class RunDetailScreen(FittedFooterScreen[None]):
 
     def action_refresh(self) -> None:
         self._read()
+
+    def action_report(self) -> None:
+        if self.run is not None:
+            self._write_report(self.run)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run-report")
+    def _write_report(self, run: RunRecord) -> None:
+        """The report as the CLI writes it (the queue's decisions too), beside where the TUI was started."""
+        from engine.core.errors import CairnError  # noqa: PLC0415
+        from engine.core.incident_bundle import write_reports  # noqa: PLC0415
+        from engine.core.queue_decisions import run_decisions  # noqa: PLC0415
+
+        try:
+            folder = Path.cwd()
+            decisions = run_decisions(self.cairn.config.journal_location, run)
+            written = write_reports(run, decisions, folder)
+        except (CairnError, OSError) as exc:
+            self.app.call_from_thread(
+                self.notify, f"report not written: {exc}", severity="error", timeout=15, markup=False
+            )
+            return
+        said = "report written:\n" + "\n".join(str(path) for path in written)
+        self.app.call_from_thread(self.notify, said, title="Report", timeout=15, markup=False)
