@@ -1,10 +1,10 @@
 """``cairn docs build OUT``: the knowledge base as training material, in Markdown and static HTML.
 
 One page per valid runbook (its knowledge, then every step with why it exists and the
-exact command as written) and an index by tag and by symptom that also lists the
-invalid runbook files with their problems. ``OUT/md/`` holds the Markdown,
-``OUT/html/`` the same pages as HTML that open from disk: relative links, one local
-stylesheet, no script, nothing fetched. Runbook text is Markdown but never HTML
+exact command as written, then its test cases as worked examples: ``cases.py``) and an
+index by tag and by symptom that also lists the invalid runbook files with their problems.
+``OUT/md/`` holds the Markdown, ``OUT/html/`` the same pages as HTML that open from disk:
+relative links, one local stylesheet, no script, nothing fetched. Runbook text is Markdown but never HTML
 (raw HTML is escaped), and the same library always gives the same bytes.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,11 +84,20 @@ def build_site(library: Library, out: Path) -> DocsSite:
     runbooks = library.runbooks
     invalid = sorted(library.invalid, key=lambda r: (source_label(r.path, library.searched), r.path))
     labels = {rb.id: source_label(rb.source_path, library.searched) for rb in runbooks}
-    index_body, tag_anchors = index_markdown(runbooks, invalid, library.searched)
+    # imported here: cases.py builds on this module's Markdown helpers
+    from engine.docs import cases  # noqa: PLC0415
+
+    def label_of(path: str) -> str:
+        return source_label(path, library.searched)
+
+    examples = {rb.id: cases.collect(rb, label_of) for rb in runbooks}
+    counts = {rb.id: cases.index_cell(rb.id, examples[rb.id]) for rb in runbooks}
+    index_body, tag_anchors = index_markdown(runbooks, invalid, library.searched, counts)
     bodies = {Path("index"): index_body}
     titles = {Path("index"): "Cairn knowledge base"}
     for rb in runbooks:
-        bodies[Path(PAGES, rb.id)] = runbook_markdown(rb, labels[rb.id], tag_anchors)
+        section = cases.section(rb, examples[rb.id], label_of)
+        bodies[Path(PAGES, rb.id)] = runbook_markdown(rb, labels[rb.id], tag_anchors, section)
         titles[Path(PAGES, rb.id)] = f"{rb.title} — runbook {rb.id}"
     md_dir, html_dir = out / "md", out / "html"
     md = _markdown_renderer()
@@ -199,9 +208,13 @@ class Slugger:
 
 
 def index_markdown(
-    runbooks: list[Runbook], invalid: list[LoadResult], searched: Iterable[str]
+    runbooks: list[Runbook],
+    invalid: list[LoadResult],
+    searched: Iterable[str],
+    examples: Mapping[str, str] | None = None,
 ) -> tuple[str, dict[str, str]]:
-    """The index page, and the anchor of each tag's section on it."""
+    """The index page, and the anchor of each tag's section on it (``examples``: by runbook id, the
+    table's cell counting its worked examples)."""
     anchors = Slugger()
     for heading in ("Cairn knowledge base", "Runbooks", "By tag"):
         anchors(heading)
@@ -224,12 +237,19 @@ def index_markdown(
         "",
     ]
     if runbooks:
-        out += ["| Runbook | Id | Severity | Tags |", "|---|---|---|---|"]
+        counted = examples is not None
+        out += [
+            "| Runbook | Id | Severity | Tags |" + (" Worked examples |" if counted else ""),
+            "|---|---|---|---|" + ("---|" if counted else ""),
+        ]
         for rb in runbooks:
             title = link_text(rb.title).replace("|", "\\|")
-            out.append(
+            row = (
                 f"| [{title}]({PAGES}/{rb.id}.md) | `{rb.id}` | {rb.severity.value} | {', '.join(rb.tags)} |"
             )
+            if examples is not None:
+                row += f" {examples.get(rb.id, 'none')} |"
+            out.append(row)
     else:
         out.append("No valid runbook was found.")
     out += ["", "## By tag", ""]
@@ -279,8 +299,11 @@ def _problem(line: int, column: int, pointer: str, message: str) -> str:
 # --------------------------------------------------------------------------- a runbook's page
 
 
-def runbook_markdown(runbook: Runbook, source: str, tag_anchors: dict[str, str]) -> str:
-    """One runbook's page: knowledge first, then every step of every phase."""
+def runbook_markdown(
+    runbook: Runbook, source: str, tag_anchors: dict[str, str], examples: Sequence[str] = ()
+) -> str:
+    """One runbook's page: knowledge first, then every step of every phase, then ``examples`` (the worked
+    examples section's lines)."""
     rb = runbook
     meta = knowledge_meta(rb, tag=lambda t: f"[{t}](../index.md#{tag_anchors[t]})")
     out = [f"# {rb.title}", "", meta, "", rb.summary.strip(), "", practise(rb), ""]
@@ -316,6 +339,7 @@ def runbook_markdown(runbook: Runbook, source: str, tag_anchors: dict[str, str])
         for number, step in enumerate(rb.verify, 1):
             out += step_markdown(rb, Phase.VERIFY, number, step)
     out += [
+        *examples,
         "---",
         "",
         f"Source: {code(source)} (sha256 {code(rb.sha256[:12])}) · [All runbooks](../index.md)",
