@@ -23,6 +23,7 @@ import yaml
 from engine.core import doctor
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 from tests.alertmanagers import AlertmanagerCluster, start_cluster
+from tests.chromium import Chromium
 from tests.disks import SmallDisk
 from tests.people import Person, ensure_people
 from tests.postgres import PgCluster, PgError
@@ -387,3 +388,13 @@ def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[No
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in killed) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Chromium]:
+    """One real headless chromium for the test (tests/chromium.py), closed after it."""
+    browser = Chromium(tmp_path / "chromium-profile")
+    try:
+        yield browser
+    finally:
+        browser.close()

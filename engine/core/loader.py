@@ -292,9 +292,14 @@ def runbook_files(paths: Iterable[Path]) -> list[Path]:
             )
         elif not path.name.endswith(LAB_SUFFIXES):
             files.append(path)
+    return unique_files(files)
+
+
+def unique_files(files: Iterable[Path]) -> list[Path]:
+    """``files`` in order, each once: a file named twice (itself and its folder) is read once."""
     seen: set[Path] = set()
     unique = []
-    for file in files:  # a file named twice (itself and its folder) is read once
+    for file in files:
         key = file.resolve()
         if key not in seen:
             seen.add(key)

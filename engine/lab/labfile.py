@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import Problem
-from engine.core.loader import LAB_SUFFIXES, PLAYBOOKS, RUNBOOK_SUFFIXES, LoadResult, check_file
+from engine.core.loader import LAB_SUFFIXES, PLAYBOOKS, RUNBOOK_SUFFIXES, LoadResult, check_file, unique_files
 from engine.core.model import Runbook, parse_duration
 from engine.core.schema import SCHEMA_PATH
 from engine.core.yamlsource import Document, pointer, read_yaml_file
@@ -110,14 +110,7 @@ def lab_files(paths: Iterable[Path]) -> list[Path]:
             found.append(path)
         elif path.is_file():
             found.extend(lab_files_beside(path))
-    seen: set[Path] = set()
-    unique = []
-    for file in found:
-        key = file.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(file)
-    return unique
+    return unique_files(found)
 
 
 # --------------------------------------------------------------------------- checking

@@ -14,7 +14,7 @@ import json
 import re
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -286,15 +286,6 @@ def hostile_run(cairn: CairnRunner, runbook_dir: RunbookDir, tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr  # verify still finds the markup
     return journal, ran(done)
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Chromium]:
-    browser = Chromium(tmp_path / "chromium-profile")
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 @pytest.mark.browser

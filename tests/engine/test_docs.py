@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -498,15 +497,6 @@ def test_a_lab_declared_beside_a_runbook_is_in_its_training_page(cairn: CairnRun
 
 
 # --------------------------------------------------------------------------- in a real browser
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Chromium]:
-    browser = Chromium(tmp_path / "chromium-profile")
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 @pytest.mark.browser

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -227,15 +226,6 @@ def test_the_cairn_test_line_a_page_shows_runs_the_case(
 
 
 # --------------------------------------------------------------------------- in a real browser
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Chromium]:
-    browser = Chromium(tmp_path / "chromium-profile")
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 @pytest.mark.browser

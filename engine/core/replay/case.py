@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import Problem
-from engine.core.loader import RUNBOOK_SUFFIXES, TESTS_SUFFIX
+from engine.core.loader import RUNBOOK_SUFFIXES, TESTS_SUFFIX, unique_files
 from engine.core.model import HostOutcome, Phase, StepStatus
 from engine.core.schema import SCHEMA_PATH
 from engine.core.yamlsource import Document, read_yaml_file
@@ -177,14 +177,7 @@ def case_files(paths: Iterable[Path]) -> list[Path]:
                 found.extend(sorted(p for p in folder.iterdir() if p.is_file() and is_case_file(p)))
         else:
             found.append(path)
-    seen: set[Path] = set()
-    unique = []
-    for file in found:
-        key = file.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(file)
-    return unique
+    return unique_files(found)
 
 
 # --------------------------------------------------------------------------- reading
