@@ -171,8 +171,9 @@ def test_the_report_of_a_lab_run_holds_its_trigger_timeline_approvals_verdict_an
 
 @pytest.mark.lab
 @pytest.mark.git
+@pytest.mark.browser
 def test_the_bundle_of_a_lab_run_verifies_with_sha256sum_and_follows_no_planted_link(
-    cairn: CairnRunner, lab_run: tuple[Lab, Path, str], tmp_path: Path
+    cairn: CairnRunner, lab_run: tuple[Lab, Path, str], tmp_path: Path, chromium: Chromium
 ) -> None:
     _lab, journal, run_id = lab_run
     run = read_run(journal, run_id)
@@ -221,6 +222,13 @@ def test_the_bundle_of_a_lab_run_verifies_with_sha256sum_and_follows_no_planted_
     assert [s["step_id"] for s in data["steps"]] == [s.step_id for s in run.steps]
     with tarfile.open(bundle) as tar:
         assert {m.name.split("/")[0] for m in tar.getmembers()} == {top.name}, "one top folder"
+
+    # The bundle's HTML report of the lab run, as a reader opens it from the unpacked folder.
+    chromium.dom((top / "report.html").as_uri())
+    assert chromium.evaluate("document.title") == f"Incident report: branch-cleanup, run {run_id}"
+    rows = chromium.evaluate("document.querySelectorAll('#timeline-table tbody tr').length")
+    assert rows == len(run.steps)
+    assert chromium.evaluate("document.scripts.length") == 0
 
 
 @pytest.mark.lab

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
 CASE_SCHEMA_PATH = SCHEMA_PATH.with_name("case.schema.json")
-DECISIONS = ("approve", "decline", "skip", "not-asked")
 
 
 @dataclass(frozen=True, slots=True)
