@@ -7,16 +7,24 @@ CI does) the group ``cairn-t-sre`` and the accounts ``cairn-t-alice`` and ``cair
 and ``cairn-t-carol`` outside it; :meth:`Person.run` runs a command as one of them with
 ``setpriv`` (uid, gid and supplementary groups switched, environment reset to the account's,
 then the variables the test gives).
+
+For the ``become`` tests: :func:`sudo_rules` installs a sudoers file for the length of a test
+(mode 0440, checked with ``visudo -cf`` first, removed after), :func:`password_of` gives an
+account a password (``chpasswd``) and :func:`login_shell` lets it log in over SSH (bash, not
+locked); both put the account back as it was afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
+import secrets
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,24 +52,28 @@ class Person:
         cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``args`` run as this account (its groups too), with ``env`` added to its own environment."""
-        extra = [f"{k}={v}" for k, v in (env or {}).items()]
         return subprocess.run(
-            [
-                "setpriv",
-                f"--reuid={self.uid}",
-                f"--regid={pwd.getpwuid(self.uid).pw_gid}",
-                "--init-groups",
-                "--reset-env",
-                "env",
-                *extra,
-                *args,
-            ],
+            self.command(args, env),
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
             cwd=cwd or self.home,
         )
+
+    def command(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        """The argv that runs ``args`` as this account (for a test that starts it with ``Popen``)."""
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
+        return [
+            "setpriv",
+            f"--reuid={self.uid}",
+            f"--regid={pwd.getpwuid(self.uid).pw_gid}",
+            "--init-groups",
+            "--reset-env",
+            "env",
+            *extra,
+            *args,
+        ]
 
 
 def _reachable(path: Path) -> None:
@@ -117,3 +129,71 @@ def ensure_people() -> dict[str, Person]:
         os.chown(home, entry.pw_uid, entry.pw_gid)
         people[short] = Person(short, account, entry.pw_uid, home)
     return people
+
+
+SUDOERS_D = Path("/etc/sudoers.d")
+
+
+class SudoMissing(RuntimeError):
+    """sudo (or visudo) is not installed here: the become tests need the Debian package sudo."""
+
+
+@contextlib.contextmanager
+def sudo_rules(text: str) -> Iterator[Path]:
+    """``text`` as a sudoers file in /etc/sudoers.d for the ``with`` block (0440, checked with
+    ``visudo -cf`` before it is installed, so a typo cannot break sudo for the machine); removed after."""
+    if shutil.which("sudo") is None or shutil.which("visudo") is None:
+        raise SudoMissing("the become tests need sudo and visudo: apt-get install sudo")
+    SUDOERS_D.mkdir(mode=0o755, exist_ok=True)
+    # A name without a dot: sudo's @includedir skips files whose name holds one (or ends in ~).
+    path = SUDOERS_D / f"cairn-test-{secrets.token_hex(6)}"
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    staged.chmod(0o440)
+    checked = subprocess.run(["visudo", "-cf", str(staged)], capture_output=True, text=True, check=False)
+    if checked.returncode != 0:
+        staged.unlink()
+        raise ValueError(f"sudoers text refused by visudo: {checked.stdout}{checked.stderr}")
+    staged.rename(path)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _shadow_hash(account: str) -> str:
+    for line in Path("/etc/shadow").read_text(encoding="utf-8").splitlines():
+        name, _, rest = line.partition(":")
+        if name == account:
+            return rest.split(":", 1)[0]
+    raise KeyError(account)
+
+
+@contextlib.contextmanager
+def password_of(person: Person, password: str) -> Iterator[None]:
+    """``person``'s Unix password is ``password`` for the ``with`` block (``chpasswd``); then as before."""
+    before = _shadow_hash(person.account)
+    subprocess.run(
+        ["chpasswd"], input=f"{person.account}:{password}\n", text=True, check=True, capture_output=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(["usermod", "-p", before, person.account], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def login_shell(person: Person) -> Iterator[None]:
+    """``person`` may log in over SSH for the ``with`` block: bash as the shell, and (sshd without
+    PAM refuses a locked account) no ``!`` lock — a password set inside stays until its own block ends."""
+    entry = pwd.getpwnam(person.account)
+    before = _shadow_hash(person.account)
+    subprocess.run(["usermod", "-s", "/bin/bash", person.account], check=True, capture_output=True)
+    if before.startswith("!"):
+        subprocess.run(["usermod", "-p", "*", person.account], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["usermod", "-s", entry.pw_shell, person.account], check=True, capture_output=True)
+        if before.startswith("!") and _shadow_hash(person.account) == "*":
+            subprocess.run(["usermod", "-p", before, person.account], check=True, capture_output=True)

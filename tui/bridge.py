@@ -67,11 +67,15 @@ class Doorbell:
 
 
 class PlannedCommands(Message):
-    """The exact command of every step on every host, as the plan renders them before the run."""
+    """The exact command of every step on every host, as the plan renders them before the run, and how
+    each escalates (``as root via sudo``; only the steps that do)."""
 
-    def __init__(self, commands: dict[tuple[StepKey, str], str]) -> None:
+    def __init__(
+        self, commands: dict[tuple[StepKey, str], str], become: dict[tuple[StepKey, str], str] | None = None
+    ) -> None:
         super().__init__()
         self.commands = commands
+        self.become = become or {}
 
 
 def planned_commands(
@@ -91,6 +95,20 @@ def planned_commands(
         for plan in plans
         for p in plan.steps
         if not (p.deferred or p.error)
+    }
+
+
+def planned_become(runbook: Runbook, hosts: list[Host]) -> dict[tuple[StepKey, str], str]:
+    """``{((phase, step), host): "as root via sudo"}`` for every step that escalates on a host (the step,
+    the runbook and the host's inventory decide; no template is rendered for it)."""
+    from engine.core.become import become_for  # noqa: PLC0415
+
+    return {
+        ((phase, step.id), host.name): escalation.label
+        for phase in Phase
+        for step in runbook.steps(phase)
+        for host in hosts
+        if (escalation := become_for(step, runbook, host.vars)) is not None
     }
 
 

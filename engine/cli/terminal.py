@@ -107,7 +107,10 @@ def print_request(request: ApprovalRequest, out: TextIO) -> None:
 
     Written at once, so that no other thread's line lands inside it."""
     step = request.step
-    lines = ["\n" + visible(f"  ┌ {request.phase.value} step {step.id!r} on {request.host}: {step.title}")]
+    become = f" ({request.become})" if request.become else ""
+    lines = [
+        "\n" + visible(f"  ┌ {request.phase.value} step {step.id!r} on {request.host}{become}: {step.title}")
+    ]
     notes = step_notes(step)
     lines += [markdown_block(note.text, "  │ ", out) for note in notes if note.lead]
     if request.manual:
@@ -204,6 +207,8 @@ class ProgressPrinter:
             case StepStarted():
                 self._heading(event.host, event.phase.value)
                 if self.verbose:
+                    if event.become:
+                        self._print(visible(f"     ({event.become})"))
                     self._print(command_lines(event.command, "     $ ", "     > "))
             case StepOutput() if self.verbose:
                 self.out.write("".join(f"     | {line}\n" for line in visible_lines(event.text)))
@@ -228,7 +233,7 @@ class ProgressPrinter:
                     and result.command
                     and result.message.startswith("dry run")
                 ):
-                    if "human" in result.message:  # a manual step: its instructions, as Markdown
+                    if result.message.startswith("dry run: a human"):  # a manual step: its instructions
                         self._print(markdown_block(result.command, "       would ask > ", self.out))
                     else:
                         self._print(
@@ -297,6 +302,8 @@ class FanOutPrinter:
                 step = visible(f"{event.phase.value} {event.step_id}")
                 self._running[visible(event.host)] = (step, time.monotonic())
                 if self.verbose:
+                    if event.become:
+                        self._line(f"{self._host(event.host)}  {visible(f'({event.become})')}")
                     prefix = f"{self._host(event.host)}  $ "
                     self._line(command_lines(event.command, prefix, continuation(prefix)))
             case StepOutput() if self.verbose:

@@ -51,6 +51,9 @@ class ApprovalRequest:
     step: Step
     text: str
     """The rendered command (secrets redacted) or, for manual steps, the instructions."""
+    become: str = ""
+    """How the command would escalate on this host (``as root via sudo``, :attr:`Become.label
+    <engine.core.become.Become.label>`); ``""``: as the login user."""
 
     @property
     def manual(self) -> bool:

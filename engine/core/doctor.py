@@ -285,6 +285,31 @@ PROGRAMS: tuple[Program, ...] = (
         (_tests("ssh-marked tests: Ansible modules on the loopback hosts (ansible_python_interpreter)"),),
     ),
     Program(
+        "ip",
+        "iproute2",
+        (
+            _tests(
+                "ssh-marked tests: bastions, with targets in network namespaces only a bastion reaches (tests/bastions.py)"
+            ),
+        ),
+    ),
+    Program(
+        "ss",
+        "iproute2",
+        (_tests("ssh-marked tests: the one connection all hosts behind a bastion share, counted"),),
+    ),
+    Program(
+        "sudo",
+        "sudo",
+        (
+            _tests(
+                "become tests: steps run as root through a real sudo, locally and over SSH (its visudo "
+                "checks the sudoers rules they install)"
+            ),
+        ),
+        version=("-V",),
+    ),
+    Program(
         "chromium",
         "chromium",
         (_tests("browser-marked tests: the training site opened in headless chromium"),),
@@ -320,7 +345,7 @@ PROGRAMS: tuple[Program, ...] = (
 
 TEST_MARKERS: dict[str, tuple[str, ...]] = {
     "git": ("git",),
-    "ssh": ("sshd", "ssh-keygen", "/usr/bin/python3"),
+    "ssh": ("sshd", "ssh-keygen", "/usr/bin/python3", "ip", "ss"),
     "nginx": ("nginx",),
     "kubectl": ("kubectl",),
     "browser": ("chromium",),
@@ -328,6 +353,7 @@ TEST_MARKERS: dict[str, tuple[str, ...]] = {
     "alertmanager": ("prometheus-alertmanager", "amtool"),
     "cron": ("crontab",),
     "postgres": ("initdb", "pg_ctl", "postgres", "psql"),
+    "sudo": ("sudo",),
 }
 """The programs a pytest marker's tests need: a test that lacks one fails at once, naming the package."""
 
@@ -346,6 +372,7 @@ EXTRA_PACKAGES: dict[str, str] = {
     "getconf": "libc-bin",
     "kill": "procps",
     "pkill": "procps",
+    "visudo": "sudo",
     **dict.fromkeys(
         ("sleep", "date", "cat", "sort", "head", "tail", "stat", "df", "du", "tr", "wc"), "coreutils"
     ),

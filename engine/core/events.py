@@ -86,6 +86,8 @@ class StepStarted(Event):
     step_id: str
     title: str
     command: str
+    become: str = ""
+    """How the command escalates on this host (``as root via sudo``); ``""``: as the login user."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +110,8 @@ class ApprovalRequested(Event):
     phase: Phase
     step_id: str
     command: str
+    become: str = ""
+    """How the command would escalate on this host (``as root via sudo``); ``""``: as the login user."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -187,6 +187,8 @@ def _step(step: TimelineStep) -> str:
         facts.append(f"<dt>result</dt><dd>{escape(step.message)}</dd>")
     if step.approval:
         facts.append(f"<dt>approval</dt><dd>{escape(step.approval)}</dd>")
+    if step.become:
+        facts.append(f"<dt>become</dt><dd>{escape(step.become)}</dd>")
     parts = [
         f'<section class="step" id="step-{step.number}">',
         f"<h3>{step.number}. {escape(step.host)} · {escape(step.phase)} · <code>{escape(step.step_id)}</code>"

@@ -157,6 +157,8 @@ def _step(step: TimelineStep) -> list[str]:
         out.append(f"- **result**: {md_text(step.message)}")
     if step.approval:
         out.append(f"- **approval**: {md_text(step.approval)}")
+    if step.become:
+        out.append(f"- **become**: {md_text(step.become)}")
     if step.command:
         out += ["", "Command as run:", "", *fenced(step.command, "sh")]
     for excerpt in step.excerpts:

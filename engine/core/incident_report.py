@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.core.incident_artifacts import ArtifactScan, output_path, scan_artifacts, tail_of
+from engine.core.incident_become import DECLARED, declared_become
 from engine.core.incident_timing import RAN, Durations, durations, iso_utc, offset_text
 from engine.core.incident_trigger import trigger_lines
 from engine.core.visible import visible, visible_lines
@@ -69,6 +70,9 @@ class TimelineStep:
     took: float | None
     approval: str
     excerpts: tuple[Excerpt, ...]
+    become: str = ""
+    """What the runbook declared about running it as root (:data:`~engine.core.incident_become.DECLARED`);
+    ``""``: it runs as the login user. How it ran is not journaled (the host's inventory decided)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,7 @@ def build_report(
     scan = scan if scan is not None else scan_artifacts(run.artifacts)
     base = output_base if output_base is not None else run.artifacts
     ordered = time_order(run.steps)
+    as_root = declared_become(run.runbook_text)
     return IncidentReport(
         run_id=visible(run.id),
         runbook_id=visible(run.runbook_id),
@@ -163,7 +168,7 @@ def build_report(
         finished_at=iso_utc(run.finished_at),
         trigger=trigger_lines(run),
         steps=tuple(
-            _timeline_step(number, step, run.started_at, scan, base)
+            _timeline_step(number, step, run.started_at, scan, base, (step.phase, step.step_id) in as_root)
             for number, step in enumerate(ordered, start=1)
         ),
         approvals=tuple(
@@ -198,7 +203,7 @@ def time_order(steps: Sequence[StepRecord]) -> list[StepRecord]:
 
 
 def _timeline_step(
-    number: int, step: StepRecord, run_start: float, scan: ArtifactScan, base: str
+    number: int, step: StepRecord, run_start: float, scan: ArtifactScan, base: str, as_root: bool
 ) -> TimelineStep:
     return TimelineStep(
         number=number,
@@ -219,6 +224,7 @@ def _timeline_step(
             for stream, text in (("stdout", step.stdout), ("stderr", step.stderr))
             if (excerpt := _excerpt(step, stream, text, scan, base)) is not None
         ),
+        become=DECLARED if as_root else "",
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine.core.become import wants_become
 from engine.core.model import (
     AnsibleAction,
     InputType,
@@ -42,10 +43,24 @@ class StepNote:
     """Shown as something to weigh (the trade-off: the TUI colours it, the terminal prefixes it)."""
 
 
-def step_notes(step: Step) -> tuple[StepNote, ...]:
+BECOME_NOTE = StepNote(
+    "Privilege",
+    "runs as root via sudo when the host allows it (become): the host's inventory decides with "
+    "`ansible_become`, and may name another user or method with `ansible_become_user` and "
+    "`ansible_become_method`",
+    caution=True,
+)
+"""What a step that escalates says where no host is known: ``cairn show``, the docs site."""
+
+
+def step_notes(step: Step, runbook: Runbook | None = None) -> tuple[StepNote, ...]:
     """A step's prose, in reading order: the one list the terminal's approval prompt, the TUI's approval
     dialog and step detail, ``cairn show`` and the docs site show. A new prose field of a step is added
-    here (and in the model, the loader and the schema), nowhere else."""
+    here (and in the model, the loader and the schema), nowhere else.
+
+    ``runbook``: where no host is known (``cairn show``, the docs site), a step that escalates by the
+    runbook says so (:data:`BECOME_NOTE`); front ends that know the host show its exact escalation
+    beside the command instead."""
     notes = []
     if step.why:
         notes.append(StepNote("Why", step.why.strip(), lead=True))
@@ -53,6 +68,8 @@ def step_notes(step: Step) -> tuple[StepNote, ...]:
         notes.append(StepNote("Trade-off", step.tradeoff.strip(), caution=True))
     if step.allow_unquoted:  # an approver should know an outsider's text may run as shell here, and why
         notes.append(StepNote("Runs an outsider's text as shell", step.allow_unquoted.strip(), caution=True))
+    if runbook is not None and wants_become(step, runbook, {}):
+        notes.append(BECOME_NOTE)
     return tuple(notes)
 
 
@@ -94,12 +111,12 @@ def knowledge_markdown(runbook: Runbook, *, brief: bool = False) -> str:
         steps = runbook.steps(phase)
         if steps:
             out += [f"## {phase.value.capitalize()}", ""]
-            out += [_step_markdown(i, s) for i, s in enumerate(steps, 1)]
+            out += [_step_markdown(i, s, runbook) for i, s in enumerate(steps, 1)]
     out += ["## Verify", ""]
     if runbook.verify_is_detect:
         out += [VERIFY_IS_DETECT, ""]
     else:
-        out += [_step_markdown(i, s) for i, s in enumerate(runbook.verify, 1)]
+        out += [_step_markdown(i, s, runbook) for i, s in enumerate(runbook.verify, 1)]
     if runbook.inputs:
         out += ["## Inputs", "", *input_lines(runbook), ""]
     if runbook.triggers:
@@ -155,10 +172,10 @@ def reference_lines(runbook: Runbook) -> list[str]:
     return [f"- [{r.title}]({r.url})" for r in runbook.references]
 
 
-def _step_markdown(number: int, step: Step) -> str:
+def _step_markdown(number: int, step: Step, runbook: Runbook) -> str:
     automatic = ", *automatic* when an alert starts the run and the policy allows" if step.automatic else ""
     lines = [f"{number}. **{step.title}** (`{step.id}`, {step.kind.value}{automatic})"]
-    notes = step_notes(step)
+    notes = step_notes(step, runbook)
     for note in notes:  # its own paragraph: not run on from the title line
         if note.lead:
             lines += ["", indent(note.text, "   ")]

@@ -344,6 +344,8 @@ class Step:
     allow_unquoted: str = ""
     """Why ``| unquoted`` (or a shell module's argument) may take text an outsider set: an alert's, or an
     input of an alert-started run. ``""``: it may not (validate and the run refuse it)."""
+    become: bool | None = None
+    """A ``run`` step's privilege escalation (:mod:`engine.core.become`); ``None``: the runbook's default."""
     pointer: str = ""
     """Where the step is in its file (``/detect/2``), for messages."""
     line: int = 0
@@ -372,6 +374,8 @@ class Runbook:
     targets: str = "all"
     requires: tuple[str, ...] = ()
     """Programs (names, paths or templates) every step needs on the target: preflight checks them."""
+    become: bool = False
+    """The default ``become`` of its ``run`` steps."""
     diagnose: tuple[Step, ...] = ()
     remediate: tuple[Step, ...] = ()
     verify: tuple[Step, ...] = ()

@@ -5,16 +5,18 @@ rendered at run time; the plan says so and shows the template instead. The
 templates see what a run's would (:func:`engine.core.context.template_context`,
 the one builder), under each step's own render policy, so a secret shows as the
 ``"$CAIRN_SECRET_<NAME>"`` a run uses and an outsider's text is refused where a
-run would refuse it; every message is redacted.
+run would refuse it; every message is redacted. Each step says how it would escalate on its host
+(``become``: :func:`engine.core.become.become_for`, from the step, the runbook and the host's inventory).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.core import expr
+from engine.core.become import Become, become_for
 from engine.core.context import run_info, template_context
 from engine.core.errors import TemplateError
 from engine.core.inputs import Redactor
@@ -38,6 +40,8 @@ class PlannedStep:
     """``""`` (always runs), ``skip`` (its ``when`` is false now) or ``run time`` (decided later)."""
     error: str = ""
     """A template that fails to render for this host."""
+    become: Become | None = None
+    """How it would escalate on this host (``as root via sudo``); ``None``: as the login user."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +61,7 @@ def plan_run(
     alert: Mapping[str, Any] | None = None,
 ) -> list[HostPlan]:
     """Render every step of the phases a run would go through, for every host."""
-    redact = Redactor.for_inputs(runbook, inputs)
+    redact = Redactor.for_run(runbook, inputs, hosts)
     plans = []
     for host in hosts:
         steps = [
@@ -68,6 +72,7 @@ def plan_run(
                     runbook, host, inputs, alert=alert, run=run_info("(plan)", phase, dry_run=True), steps={}
                 ),
                 redact,
+                become_for(step, runbook, host.vars),
             )
             for phase in phases_until(last_phase)
             if runbook.remediate or phase in (Phase.DETECT, Phase.DIAGNOSE)  # verify follows remediation
@@ -86,9 +91,11 @@ def _written(action: Action) -> str:
             return repr(args) if module else playbook
 
 
-def _plan_step(phase: Phase, step: Step, context: dict[str, Any], redact: Redactor) -> PlannedStep:
+def _plan_step(
+    phase: Phase, step: Step, context: dict[str, Any], redact: Redactor, become: Become | None
+) -> PlannedStep:
     with rendering(step_policy(step)):
-        return _planned(phase, step, context, redact)
+        return replace(_planned(phase, step, context, redact), become=become)
 
 
 def _planned(phase: Phase, step: Step, context: dict[str, Any], redact: Redactor) -> PlannedStep:

@@ -13,6 +13,14 @@ Then:
   says which step needs what and where it comes from (``engine.core.doctor``'s
   package hints).
 
+When a step that may run on the host escalates (``become``: :mod:`engine.core.become`), the
+probe checks the escalation too, before anything changes: the programs those steps need are
+looked for *through the same sudo* (as root, with sudo's PATH), so a host where sudo is
+missing, asks for a password nobody gave, or refuses, says so in one line ("sudo on web-3
+asks for a password: set ansible_become_password, or allow NOPASSWD for alice"), its escalating
+checks end ``not run`` with that line and no remediation starts there, as for a missing
+program.
+
 ``cairn plan`` runs the same probe and shows what is missing per host.
 """
 
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core import expr
+from engine.core.become import Become, become_for
 from engine.core.doctor import package_hint
 from engine.core.errors import ExecutorError, TemplateError
 from engine.core.executors import ExecutionOptions, Executor, Shell
@@ -58,37 +67,81 @@ class Preflight:
     """Step id → what it needs, rendered."""
     error: str = ""
     """Why the probe itself failed ("" when it ran): then every program counts as unknown."""
+    escalates: tuple[str, ...] = ()
+    """Steps that run as another user on this host (``become``)."""
+    escalation: str = ""
+    """Why they cannot here, in one line ("" when they can, or none escalates)."""
+    become: Become | None = None
+    """How they escalate (the label says it: ``as root via sudo``)."""
+    missing_escalated: tuple[str, ...] = ()
+    """Programs the escalating steps need that the host does not have for the user they run as
+    (sudo's PATH); also in :attr:`missing`."""
 
     def lacking(self, step: Step) -> list[str]:
-        """Why ``step`` cannot run here: one phrase per missing or unrenderable program ([] when it can)."""
+        """Why ``step`` cannot run here: one phrase per missing or unrenderable program, and the
+        escalation that fails ([] when it can)."""
         reasons = []
+        if self.escalation and step.id in self.escalates:
+            reasons.append(self.escalation)
         for need in self.needs.get(step.id, ()):
             if need.error:
                 reasons.append(f"its requirement {need.declared!r} could not be rendered: {need.error}")
+            elif self.escalation and step.id in self.escalates:
+                continue  # looked for through sudo, which failed: said above
             elif self.error:
                 reasons.append(f"{need.program} could not be looked for ({self.error})")
-            elif need.program in self.missing:
+            elif need.program in self._missing_for(step):
                 reasons.append(missing_text(need.program, self.host))
         return reasons
 
+    def _missing_for(self, step: Step) -> tuple[str, ...]:
+        """The programs ``step`` needs that the user it runs as does not have here."""
+        absent = self.missing_escalated if step.id in self.escalates else self._missing_plain
+        return tuple(n.program for n in self.needs.get(step.id, ()) if n.program in absent)
+
+    @property
+    def _missing_plain(self) -> tuple[str, ...]:
+        """What the login user's probe did not find (a program only escalating steps need is not asked)."""
+        plain = {n.program for sid, needs in self.needs.items() if sid not in self.escalates for n in needs}
+        return tuple(p for p in self.missing if p in plain)
+
     @property
     def ok(self) -> bool:
-        """True when every program was found."""
+        """True when every program was found and every escalation works."""
         rendered = all(not n.error for needs in self.needs.values() for n in needs)
-        return not self.missing and not self.error and rendered
+        return not self.missing and not self.error and rendered and not self.escalation
 
     def summary(self, runbook: Runbook) -> str:
-        """One line: ``all 3 programs found``, or what is missing and which steps it stops."""
-        programs = {n.program for needs in self.needs.values() for n in needs if n.program}
+        """One line: ``all 3 programs found``, or what is missing and which steps it stops; and
+        whether the steps that escalate can."""
+        parts = [self._programs_summary(runbook)]
+        if self.escalates and self.escalation:
+            stopped = [s for s in _steps(runbook) if s.id in self.escalates]
+            steps = ", ".join(f"{_phase_of(runbook, s)} {s.id}" for s in stopped)
+            parts.append(f"{self.escalation}: {steps} cannot run")
+        elif self.escalates and self.become is not None:
+            parts.append(f"{self.become.method} as {self.become.user} works")
+        return "; ".join(p for p in parts if p)
+
+    def _looked_for(self) -> set[str]:
+        """The programs the probes looked for (not those of steps whose escalation failed)."""
+        blocked = set(self.escalates) if self.escalation else set()
+        return {
+            n.program for sid, needs in self.needs.items() if sid not in blocked for n in needs if n.program
+        }
+
+    def _programs_summary(self, runbook: Runbook) -> str:
+        programs = self._looked_for()
         if self.error:
             return f"could not look for {', '.join(sorted(programs))}: {self.error}"
-        if self.ok:
+        rendered = all(not n.error for needs in self.needs.values() for n in needs)
+        if not self.missing and rendered:
+            if not programs and self.escalates:
+                return ""  # nothing but the escalation to say
             return f"all {len(programs)} program{'s' if len(programs) != 1 else ''} found"
         parts = []
         for program in self.missing:
-            users = [
-                s for s in _steps(runbook) if any(n.program == program for n in self.needs.get(s.id, ()))
-            ]
+            users = [s for s in _steps(runbook) if program in self._missing_for(s)]
             hint = package_hint(program)
             parts.append(
                 f"{program} not found{f' ({hint})' if hint else ''}: "
@@ -157,23 +210,93 @@ def parse_probe(stdout: str, programs: list[str]) -> tuple[dict[str, str], tuple
     return found, tuple(p for p in programs if p not in found)
 
 
+def needs_preflight(runbook: Runbook, host: Host) -> bool:
+    """True when ``host`` must be asked before its first step: some step needs a program, or
+    escalates there."""
+    return runbook.has_requirements or bool(escalating_steps(runbook, host)[1])
+
+
+def escalating_steps(runbook: Runbook, host: Host) -> tuple[Become | None, tuple[str, ...]]:
+    """How steps escalate on ``host`` (the host's variables say it the same way for every step),
+    and which steps do."""
+    found: Become | None = None
+    ids = []
+    for step in _steps(runbook):
+        become = become_for(step, runbook, host.vars)
+        if become is not None:
+            found = found or become
+            ids.append(step.id)
+    return found, tuple(ids)
+
+
 def check_host(
     executor: Executor[Shell], host: Host, runbook: Runbook, context: Mapping[str, Any]
 ) -> Preflight:
-    """Ask ``host`` which programs its steps need it has: one command through its executor."""
+    """Ask ``host`` which programs its steps need it has, and whether the steps that escalate can:
+    one command through its executor for the steps that run as the login user, one through sudo
+    for those that escalate."""
     needs = requirements(runbook, context)
-    programs = sorted({n.program for reqs in needs.values() for n in reqs if n.program})
-    if not programs:
-        return Preflight(host.name, needs=needs)
+    become, escalates = escalating_steps(runbook, host)
+    plain = _programs(needs, lambda step_id: step_id not in escalates)
+    found: dict[str, str] = {}
+    missing: tuple[str, ...] = ()
+    error = ""
+    if plain:
+        try:
+            found, missing = _probe(executor, host, plain, None)
+        except _ProbeFailed as exc:
+            error = str(exc)
+    escalation = ""
+    absent: tuple[str, ...] = ()
+    if become is not None:
+        escalated = _programs(needs, lambda step_id: step_id in escalates)
+        try:
+            more, absent = _probe(executor, host, escalated, become)
+        except _ProbeFailed as exc:
+            escalation = (
+                str(exc) if exc.escalation else f"escalation ({become.label}) failed on {host.name}: {exc}"
+            )
+        else:
+            found = more | found  # where the login user finds it, when both do
+            missing += tuple(p for p in absent if p not in missing)
+    return Preflight(host.name, found, missing, needs, error, escalates, escalation, become, absent)
+
+
+class _ProbeFailed(Exception):
+    """The probe did not answer: the reason, in words (``escalation``: sudo's own one-line reason)."""
+
+    def __init__(self, reason: str, *, escalation: bool = False) -> None:
+        super().__init__(reason)
+        self.escalation = escalation
+
+
+def _programs(needs: Mapping[str, tuple[Requirement, ...]], wanted: Any) -> list[str]:
+    return sorted(
+        {n.program for step_id, reqs in needs.items() if wanted(step_id) for n in reqs if n.program}
+    )
+
+
+def _probe(
+    executor: Executor[Shell], host: Host, programs: list[str], become: Become | None
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(found, missing) of ``programs`` on ``host``, looked for as the user ``become`` says.
+
+    Escalated, the probe runs even with no program to look for: then it only proves that sudo
+    lets it run (``true`` is looked for, and not reported)."""
+    from engine.core.executors.escalation import EscalationFailed  # noqa: PLC0415
+
+    asked = programs or ["true"]
     try:
-        result = executor.execute(host, Shell(probe_command(programs)), timeout=PROBE_TIMEOUT)
+        result = executor.execute(host, Shell(probe_command(asked), become=become), timeout=PROBE_TIMEOUT)
+    except EscalationFailed as exc:
+        raise _ProbeFailed(exc.reason, escalation=True) from None
     except ExecutorError as exc:
-        return Preflight(host.name, needs=needs, error=str(exc))
+        raise _ProbeFailed(str(exc)) from None
     if result.rc != 0 or result.timed_out or result.cancelled:
         detail = (result.stderr.strip().splitlines() or [f"exit code {result.rc}"])[-1][:200]
-        return Preflight(host.name, needs=needs, error=f"the probe failed: {detail}")
-    found, missing = parse_probe(result.stdout, programs)
-    return Preflight(host.name, found, missing, needs)
+        raise _ProbeFailed(f"the probe failed: {detail}")
+    found, missing = parse_probe(result.stdout, asked)
+    return ({p: w for p, w in found.items() if p in programs}, tuple(p for p in missing if p in programs))
 
 
 def check_hosts(

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.core.model import Runbook
+    from engine.core.model import Host, Runbook
 
 REDACTED = "***"
 LINE_AT_LEAST = 4
@@ -70,6 +70,14 @@ class Redactor:
         return cls(
             [str(values[i.name]) for i in runbook.inputs if i.secret and values.get(i.name) is not None]
         )
+
+    @classmethod
+    def for_run(cls, runbook: Runbook, values: Mapping[str, Any], hosts: Iterable[Host]) -> Redactor:
+        """A redactor for a run: the secret inputs of ``runbook`` and the become passwords of ``hosts``."""
+        from engine.core.become import become_passwords  # noqa: PLC0415
+
+        inputs = cls.for_inputs(runbook, values)
+        return inputs.joined(cls(become_passwords([h.vars for h in hosts])))
 
     @property
     def active(self) -> bool:

@@ -20,6 +20,7 @@ from engine.core.model import (
 from engine.core.render import STATUS_MARK, STEP_ID_WIDTH, indent, table
 
 if TYPE_CHECKING:
+    from engine.core.become import Become
     from engine.core.plan import HostPlan
     from engine.core.preflight import Preflight
 
@@ -54,7 +55,8 @@ def plan_text(
             elif planned.condition:
                 notes.append(f"only if: {planned.step.when}")
             note = f"  [{'; '.join(notes)}]" if notes else ""
-            out.append(f"    {planned.step.id}: {planned.step.title}{note}")
+            become = f" ({planned.become.label})" if planned.become is not None else ""
+            out.append(f"    {planned.step.id}: {planned.step.title}{become}{note}")
             if planned.error:
                 out.append(f"      ! cannot render: {planned.error}")
             elif planned.deferred:
@@ -90,6 +92,7 @@ def plan_data(
                         "confirm": s.step.confirm or s.step.kind is StepKind.MANUAL,
                         "timeout": s.step.timeout,
                         "error": s.error,
+                        "become": _become_data(s.become),
                     }
                     for s in p.steps
                 ],
@@ -97,6 +100,13 @@ def plan_data(
             for p in plans
         ],
     }
+
+
+def _become_data(become: Become | None) -> dict[str, str] | None:
+    """As whom and how a step escalates (never its password); ``None``: as the login user."""
+    if become is None:
+        return None
+    return {"user": become.user, "method": become.method}
 
 
 def _preflight_data(runbook: Runbook, preflight: Preflight | None) -> dict[str, Any] | None:

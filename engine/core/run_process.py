@@ -343,7 +343,7 @@ def child_main(fd: int) -> int:
         with contextlib.suppress(KeyboardInterrupt):  # interrupted: RunFinished has said so
             runner.run()
     except Exception as exc:  # a fault of Cairn's: shown by the front end, never a silent exit
-        redact = Redactor.for_inputs(order.spec.runbook, order.spec.inputs)
+        redact = Redactor.for_run(order.spec.runbook, order.spec.inputs, order.spec.hosts)
         link.send(("crashed", redact(f"{type(exc).__name__}: {exc}")))
     finally:
         journal.close()

@@ -42,7 +42,7 @@ from engine.core.model import (
     StepStatus,
 )
 from engine.core.pacing import FreeRunning, Pace, Pacer, PaceRequest
-from engine.core.preflight import blocked_remediation, check_host
+from engine.core.preflight import blocked_remediation, check_host, needs_preflight
 from engine.core.spec import RunSpec
 from engine.core.steps import HostState, StepRunner
 from engine.core.template_bounds import RenderPolicy, rendering
@@ -71,7 +71,7 @@ class Runner:
         """Asked before every step: run it, skip it, or run the previous one again (stepping)."""
         self.cancel = cancel or threading.Event()
         """Set to stop the run: running commands are killed where they run, later steps skipped."""
-        self.redact = Redactor.for_inputs(spec.runbook, spec.inputs)
+        self.redact = Redactor.for_run(spec.runbook, spec.inputs, spec.hosts)
         bus.protect(self.redact)  # every event is redacted by the bus itself, whoever built the bus
         self.executors = executors or ExecutorSet(options=spec.options, redact=self.redact)
         self.artifacts = artifacts
@@ -224,7 +224,7 @@ class Runner:
             executor.connect(host)
         except ExecutorError as exc:
             return HostReport(host.name, HostOutcome.FAILED, (), reason=str(exc))
-        if self.spec.runbook.has_requirements:
+        if needs_preflight(self.spec.runbook, host):
             context = state.context(self.spec, self.run_id, Phase.DETECT)
             with rendering(RenderPolicy(cancel=self.cancel)):  # its `requires` templates stop on a cancel too
                 preflight = check_host(executor, host, self.spec.runbook, context)

@@ -26,7 +26,7 @@ from engine.core.outsider_checks import check_outsiders
 from engine.core.yamlsource import Document, pointer, yaml_repr
 
 PHASES = ("detect", "diagnose", "remediate", "verify")
-_RUN_ONLY_KEYS = ("parse", "expect", "report", "exit_codes", "on_timeout", "timeout")
+_RUN_ONLY_KEYS = ("parse", "expect", "report", "exit_codes", "on_timeout", "timeout", "become")
 _MAX_TIMEOUT = 24 * 3600.0
 
 
@@ -199,6 +199,12 @@ def _check_step(doc: Document, ptr: str, step: dict[str, Any], scope: _Scope) ->
                     key=True,
                 )
     ansible = step.get("ansible")
+    if isinstance(ansible, dict) and "become" in step:
+        doc.add(
+            f"{ptr}/become",
+            "an ansible step escalates with Ansible's own become: write it under ansible (ansible: {become: true})",
+            key=True,
+        )
     if isinstance(ansible, dict):
         _check_data_templates(doc, f"{ptr}/ansible/args", ansible.get("args"), scope)
         playbook = ansible.get("playbook")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.core import expr
 from engine.core.approval import ApprovalRequest, Decision
+from engine.core.become import become_for
 from engine.core.context import run_info, template_context
 from engine.core.errors import ExecutorError, TemplateError
 from engine.core.events import (
@@ -93,13 +94,15 @@ class StepRunner:
         if lacking:  # a check that cannot look is an error, never "nothing found"
             return self.finish(host, phase, step, StepStatus.NOT_RUN, f"not run: {'; '.join(lacking)}")
         base_dir = Path(self.spec.runbook.source_path).parent
+        escalation = become_for(step, self.spec.runbook, host.vars)
+        become = escalation.label if escalation is not None else ""  # shown beside the command everywhere
         try:
             text = render_step(step, ctx, self.redact)
             # The one seam: the action rendered into a task, done by the executor for its kind.
             task = (
                 None
                 if step.kind is StepKind.MANUAL
-                else render_task(step, text, ctx, base_dir=base_dir, redact=self.redact)
+                else render_task(step, text, ctx, base_dir=base_dir, redact=self.redact, become=escalation)
             )
         except TemplateError as exc:
             return self._unrendered(host, phase, step, exc)
@@ -108,7 +111,7 @@ class StepRunner:
             note = (
                 "dry run: a human would be asked to do this"
                 if step.kind is StepKind.MANUAL
-                else "dry run: not run"
+                else "dry run: not run" + (f" ({become})" if become else "")
             )
             return self.finish(host, phase, step, StepStatus.SKIPPED, note, command=shown)
         approval = ""
@@ -117,8 +120,10 @@ class StepRunner:
             or step.confirm
             or (phase is Phase.REMEDIATE and self.spec.unattended)
         ):
-            self.bus.emit(ApprovalRequested(host=host.name, phase=phase, step_id=step.id, command=shown))
-            decided = self.desk.ask(ApprovalRequest(self.bus.run_id, host.name, phase, step, shown))
+            self.bus.emit(
+                ApprovalRequested(host=host.name, phase=phase, step_id=step.id, command=shown, become=become)
+            )
+            decided = self.desk.ask(ApprovalRequest(self.bus.run_id, host.name, phase, step, shown, become))
             approval = decided.by
             self.bus.emit(
                 StepApproval(
@@ -169,7 +174,7 @@ class StepRunner:
                 step=(phase, step.id),
             )
 
-        return self._execute(state, phase, step, shown, approval, call)
+        return self._execute(state, phase, step, shown, approval, call, become=become)
 
     def _unrendered(self, host: Host, phase: Phase, step: Step, exc: TemplateError) -> StepResult:
         """The result of a step one of whose templates could not be rendered: nothing ran."""
@@ -193,11 +198,15 @@ class StepRunner:
         shown: str,
         approval: str,
         call: Callable[[OutputCallback], CommandResult],
+        *,
+        become: str = "",
     ) -> StepResult:
         host = state.host
         started = time.time()
         self.bus.emit(
-            StepStarted(host=host.name, phase=phase, step_id=step.id, title=step.title, command=shown)
+            StepStarted(
+                host=host.name, phase=phase, step_id=step.id, title=step.title, command=shown, become=become
+            )
         )
 
         def emit_lines(stream: str, text: str) -> None:

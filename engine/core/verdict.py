@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core import expr
+from engine.core.become import Become
 from engine.core.errors import TemplateError
 from engine.core.executors import AnsibleTask, Redact, Shell, Task
 from engine.core.model import (
@@ -64,18 +65,25 @@ def render_step(step: Step, context: Mapping[str, Any], redact: Redact | None = 
 
 
 def render_task(
-    step: Step, rendered: str, context: Mapping[str, Any], *, base_dir: Path, redact: Redact | None = None
+    step: Step,
+    rendered: str,
+    context: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    redact: Redact | None = None,
+    become: Become | None = None,
 ) -> Task:
     """What an executor is asked to do for ``step`` on the host of ``context``.
 
     ``rendered`` is :func:`render_step`'s text, the command that was shown (and approved): a
-    ``run`` step runs exactly that. ``base_dir`` is the runbook's folder (playbooks are beside
-    it). A manual step has no task: a human does it.
+    ``run`` step runs exactly that, as ``become`` says (:func:`engine.core.become.become_for`).
+    ``base_dir`` is the runbook's folder (playbooks are beside it). A manual step has no task: a
+    human does it.
     """
     match step.action:
         case RunAction():
             refuse_secret_values(step, rendered, context)
-            return Shell(rendered, secret_env(rendered, context))
+            return Shell(rendered, secret_env(rendered, context), become)
         case AnsibleAction() as action:
             args = None if action.playbook else _ansible_args(step, action, context, redact)
             return AnsibleTask(action, args, base_dir)

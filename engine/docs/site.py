@@ -407,7 +407,7 @@ def step_markdown(runbook: Runbook, phase: Phase, number: int, step: Step) -> li
     """A step: why it exists, what it runs exactly, and how its result is read."""
     kinds = {StepKind.RUN: "command", StepKind.MANUAL: "manual", StepKind.ANSIBLE: "Ansible"}
     out = [f"### {number}. {step.title}", "", f"{code(step.id)} · {kinds[step.kind]}", ""]
-    notes = step_notes(step)
+    notes = step_notes(step, runbook)
     out += [line for note in notes if note.lead for line in (note.text, "")]
     if step.when:
         out += [f"**Only when** {code(step.when)}; otherwise the step is skipped.", ""]

@@ -4,7 +4,8 @@ A lab is named after the runbook it is for. ``up`` builds it in ``ROOT/NAME/``
 (``ROOT``: ``--dir``, else ``$CAIRN_LAB_DIR``, else ``$XDG_STATE_HOME/cairn/lab``)
 and writes, beside what it started:
 
-* ``inventory.yml`` — the lab's hosts in the runbook's ``targets`` group;
+* ``inventory.yml`` — the lab's hosts in the runbook's ``targets`` group, each with
+  ``ansible_become: false`` (a lab's files are the user's own: a runbook's ``become`` needs no sudo);
 * ``inputs.yaml`` — the runbook inputs that point it at the lab (``-e @inputs.yaml``);
 * ``ROOT/labs.json`` — every lab that is up and the processes it started, so
   that ``down`` (a later process) stops exactly those, and ``status`` can tell
@@ -116,6 +117,12 @@ def check_programs(lab: LabDefinition) -> None:
 
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+LAB_HOST_VARS: dict[str, Any] = {"ansible_connection": "local", "ansible_become": False}
+"""What every lab host starts from (the lab's own vars win): reached on this machine, and never escalated —
+the inventory's ``ansible_become`` decides over a runbook's ``become``, as in Ansible."""
+LAB_BECOME_COMMENT = "# ansible_become: false: the lab's files are the user's own: no sudo needed.\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,11 +268,11 @@ class LabRoot:
     # ------------------------------------------------------------------ files
 
     def _write_files(self, name: str, directory: Path, result: LabResult) -> None:
-        hosts = {host: {"ansible_connection": "local"} | dict(hvars) for host, hvars in result.hosts.items()}
+        hosts = {host: LAB_HOST_VARS | dict(hvars) for host, hvars in result.hosts.items()}
         inventory = {"all": {"children": {result.group: {"hosts": hosts}}}}
         header = f"# Written by `cairn lab up {name}`; removed by `cairn lab down {name}`.\n"
         (directory / "inventory.yml").write_text(
-            header + yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8"
+            header + LAB_BECOME_COMMENT + yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8"
         )
         (directory / "inputs.yaml").write_text(
             header + yaml.safe_dump(result.inputs, sort_keys=False, width=1000), encoding="utf-8"

@@ -10,6 +10,11 @@ Every host has its own ``sshd`` process, host key, config, pid file and log, so
 killing one host leaves the others serving. Each ``sshd`` runs in the foreground
 (``-D``) as our child: we hold its pid from the start and reap it ourselves.
 
+Two options serve the bastion tests and benchmark: ``forwarding=True`` lets the hosts forward
+TCP (a bastion opens ``direct-tcpip`` channels to the hosts behind it), and ``netns=NAME`` starts
+each sshd inside that network namespace (``ip netns exec``), where only what shares the
+namespace, or a relay into it, can reach it.
+
 As root, logins go to a plain user ``cairn-lab`` (created on first use), never to
 root, whose shell start-up is slow here. Otherwise the current user logs in.
 
@@ -67,10 +72,23 @@ class FleetHost:
 class SshFleet:
     """N ``sshd`` processes on loopback addresses sharing one port. Build it with :func:`make_fleet`."""
 
-    def __init__(self, root: Path, user: str, hosts: list[FleetHost], shared: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        user: str,
+        hosts: list[FleetHost],
+        shared: Path,
+        *,
+        netns: str | None = None,
+        forwarding: bool = False,
+    ) -> None:
         self.root = root
         self.user = user
         self.hosts = hosts
+        self.netns = netns
+        """The network namespace every sshd runs in (``None``: this process's own)."""
+        self.forwarding = forwarding
+        """Whether the hosts allow TCP forwarding (``direct-tcpip``): what a bastion needs."""
         self.user_key = root / "user_key"
         self.known_hosts = root / "known_hosts"
         # sshd reads authorized_keys as the login user, who cannot enter root/ (pytest's
@@ -198,7 +216,7 @@ class SshFleet:
             "MaxSessions 100",
             "UseDNS no",
             "LogLevel INFO",  # INFO logs "Accepted publickey for ...": accepted_logins() counts them
-            "AllowTcpForwarding no",
+            f"AllowTcpForwarding {'yes' if self.forwarding else 'no'}",
             "X11Forwarding no",
             "PrintMotd no",
             "Subsystem sftp internal-sftp",
@@ -210,6 +228,8 @@ class SshFleet:
         pid_file.unlink(missing_ok=True)  # a stale one would look like readiness
         log_file = self._file(host.name, "sshd.log")
         argv = [SSHD, "-D", "-f", str(self._file(host.name, "sshd_config")), "-E", str(log_file)]
+        if self.netns is not None:  # `ip netns exec` execs sshd: the pid stays the same
+            argv = ["ip", "netns", "exec", self.netns, *argv]
         # stderr to the log too: whatever sshd says before -E takes effect is kept for the error.
         with log_file.open("ab") as sink:
             proc = subprocess.Popen(
@@ -228,12 +248,17 @@ class SshFleet:
                 if proc.poll() is not None:
                     self._fail(host, f"sshd exited with status {proc.returncode}")
                 pid_file = self._file(host.name, "sshd.pid")
-                if pid_file.exists() and _connects(host.address, host.port):
+                if pid_file.exists() and self._accepts(host, proc.pid):
                     pending.remove(host)
             if pending and time.monotonic() > deadline:
                 self._fail(pending[0], f"sshd not listening after {START_TIMEOUT:.0f} s")
             if pending:
                 time.sleep(_POLL)
+
+    def _accepts(self, host: FleetHost, pid: int) -> bool:
+        if self.netns is None:
+            return _connects(host.address, host.port)
+        return _listening_in(pid, host.address, host.port)  # out of our reach: ask its namespace
 
     def _fail(self, host: FleetHost, why: str) -> None:
         log_file = self._file(host.name, "sshd.log")
@@ -356,6 +381,22 @@ def _connects(address: str, port: int) -> bool:
         return False
 
 
+def _listening_in(pid: int, address: str, port: int) -> bool:
+    """Whether ``address:port`` listens (TCP, IPv4) in the network namespace of process ``pid``."""
+    try:
+        table = Path(f"/proc/{pid}/net/tcp").read_text(encoding="ascii")
+    except OSError:
+        return False
+    # The kernel prints the address as the 32-bit value in host byte order, in hex.
+    wanted = f"{int.from_bytes(socket.inet_aton(address), sys.byteorder):08X}:{port:04X}"
+    listen = "0A"
+    return any(
+        fields[1] == wanted and fields[3] == listen
+        for fields in (line.split() for line in table.splitlines()[1:])
+        if len(fields) > 3
+    )
+
+
 def _free_port(addresses: list[str]) -> int:
     """A port free on every address (one port serves the whole fleet)."""
     for _ in range(100):
@@ -393,8 +434,21 @@ def _login_user() -> str:
     return LAB_USER
 
 
-def make_fleet(root: Path, count: int, *, first_address: int = 2, user: str | None = None) -> SshFleet:
-    """Prepare (keys, configs, known_hosts) a fleet of ``count`` hosts from 127.0.0.<first_address>; not started."""
+def make_fleet(
+    root: Path,
+    count: int,
+    *,
+    first_address: int = 2,
+    user: str | None = None,
+    netns: str | None = None,
+    forwarding: bool = False,
+) -> SshFleet:
+    """Prepare (keys, configs, known_hosts) a fleet of ``count`` hosts from 127.0.0.<first_address>; not started.
+
+    ``netns``: the sshds will run in that (existing) network namespace; ``forwarding``: they allow
+    TCP forwarding, as a bastion must. The port is picked free in this process's namespace, so a
+    relay can listen on the same address and port here.
+    """
     if count < 1 or first_address < 1 or first_address + count - 1 > 254:
         raise FleetError(f"{count} hosts from 127.0.0.{first_address} do not fit in 127.0.0.1-254")
     if not Path(SSHD).is_file():
@@ -410,7 +464,7 @@ def make_fleet(root: Path, count: int, *, first_address: int = 2, user: str | No
     hosts = [FleetHost(f"host{i + 1:02d}", address, port) for i, address in enumerate(addresses)]
     # Under /tmp itself, never $TMPDIR: every parent must be traversable by the login user.
     shared = Path(tempfile.mkdtemp(prefix="cairn-fleet-", dir="/tmp"))
-    fleet = SshFleet(root, login, hosts, shared)
+    fleet = SshFleet(root, login, hosts, shared, netns=netns, forwarding=forwarding)
     try:
         _keygen([fleet.user_key] + [fleet._file(h.name, "host_key") for h in hosts])
         fleet._write_authorized_keys()

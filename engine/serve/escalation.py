@@ -111,6 +111,8 @@ def remediation_of(
                 "condition": planned.condition,
                 "error": planned.error,
                 "automatic": step.automatic,
+                "as_user": planned.become.user if planned.become is not None else "",
+                "become": planned.become.label if planned.become is not None else "",
                 "why": step.why,
                 "tradeoff": step.tradeoff,
             }

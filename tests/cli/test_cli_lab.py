@@ -113,7 +113,13 @@ def test_the_worked_example_up_run_remediate_status_down(
     assert yaml.safe_load(Path(info["inputs"]).read_text()) == {"lock_dir": str(locks)}
     inventory = yaml.safe_load(Path(info["inventory"]).read_text())
     assert inventory == {
-        "all": {"children": {"batch_workers": {"hosts": {"batch-node-1": {"ansible_connection": "local"}}}}}
+        "all": {
+            "children": {
+                "batch_workers": {
+                    "hosts": {"batch-node-1": {"ansible_connection": "local", "ansible_become": False}}
+                }
+            }
+        }
     }
     assert sorted(p.name for p in locks.iterdir()) == [
         "cache-warm.lock",
@@ -473,10 +479,11 @@ def test_every_key_of_a_lab_file(cairn: CairnRunner, tmp_path: Path, lab_root: P
         assert hosts == {
             "node-1": {
                 "ansible_connection": "local",
+                "ansible_become": False,
                 "role": f"worker on {port}",
                 "ansible_python_interpreter": "/usr/bin/python3",
             },
-            "node-2": {"ansible_connection": "local"},
+            "node-2": {"ansible_connection": "local", "ansible_become": False},
         }
         assert info["notes"] == [
             f"the worker answers on http://127.0.0.1:{port}/ (practice)",

@@ -30,7 +30,7 @@ def only_these_programs(folder: Path, *names: str) -> str:
 def test_every_program_is_here_on_a_machine_set_up_by_the_test_script(cairn: CairnRunner) -> None:
     done = cairn("doctor")
     assert done.returncode == 0, done.stdout  # ./scripts/test installed every package it names
-    assert "all 23 programs are here" in done.stdout
+    assert "all 26 programs are here" in done.stdout
 
 
 def test_a_missing_program_is_named_with_its_package_and_what_it_blocks(

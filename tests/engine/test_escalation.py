@@ -34,7 +34,7 @@ from engine.core.spec import RunSpec, Trigger, TriggerKind
 from engine.core.store.database import Database
 from engine.core.store.location import locate
 from engine.serve.conclusions import Conclusion, escalating, recorded_results, resume_chain
-from engine.serve.escalation import RunNotices, escalation_of
+from engine.serve.escalation import RunNotices, escalation_of, remediation_of
 
 SECRET = "hunter2-Zq9"
 RUNBOOK = """
@@ -382,3 +382,15 @@ def test_an_escalation_concluded_from_an_earlier_run_takes_its_findings_from_the
     assert notice["details"]["run_id"] == earlier.run_id
     done = Conclusion(EntryState.DONE, "healthy")
     assert escalating(done, entry, book, Host("web-1"), inputs, results) is done
+
+
+def test_an_escalation_says_which_steps_would_run_as_root(tmp_path: Path) -> None:
+    book = runbook(tmp_path)
+    inputs = {"dir": str(tmp_path), "api_key": SECRET}
+    escalated = remediation_of(book, Host("web-1", vars={"ansible_become": True}), inputs, None)
+    fix, tell, call = escalated
+    assert tell["as_user"] == "root", "every run step escalates where the inventory says ansible_become"
+    assert (fix["as_user"], fix["become"]) == ("root", "as root via sudo")
+    assert (call["kind"], call["as_user"]) == ("manual", ""), "a human's step runs as nobody's login"
+    plain = remediation_of(book, Host("web-1"), inputs, None)
+    assert [s["as_user"] for s in plain] == ["", "", ""]

@@ -73,7 +73,13 @@ def test_up_writes_inventory_and_inputs_and_down_stops_every_process(
     inventory = yaml.safe_load(info.inventory.read_text())
     assert inventory == {
         "all": {
-            "children": {"demo": {"hosts": {"demo-host": {"ansible_connection": "local", "color": "red"}}}}
+            "children": {
+                "demo": {
+                    "hosts": {
+                        "demo-host": {"ansible_connection": "local", "ansible_become": False, "color": "red"}
+                    }
+                }
+            }
         }
     }
     assert yaml.safe_load(info.inputs.read_text()) == {"path": str(info.directory)}

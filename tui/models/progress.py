@@ -105,6 +105,8 @@ class HostStep:
     state: StepState = StepState.PENDING
     started_at: float = 0.0
     command: str = ""
+    become: str = ""
+    """How its command escalates on this host (``as root via sudo``): from the plan, then the run's events."""
     result: StepResult | None = None
     runs: int = 0
     """How many times it started (a re-run makes it 2)."""
@@ -163,13 +165,13 @@ class RunProgress:
                     cell.output.append(("note", f"── run {cell.runs + 1} ──\n"))
                 cell.runs += 1
                 cell.state, cell.started_at, cell.command = StepState.RUNNING, event.at, event.command
-                cell.result = None
+                cell.become, cell.result = event.become, None
                 return (event.phase, event.step_id)
             case StepOutput():
                 self._cell((event.phase, event.step_id), event.host).output.append((event.stream, event.text))
             case ApprovalRequested():
                 cell = self._cell((event.phase, event.step_id), event.host)
-                cell.state, cell.command = StepState.APPROVAL, event.command
+                cell.state, cell.command, cell.become = StepState.APPROVAL, event.command, event.become
                 return (event.phase, event.step_id)
             case StepApproval():
                 return (event.phase, event.step_id)

@@ -1,4 +1,5 @@
-"""The approval modal: the exact command (or the manual instructions), why, the trade-off and the hosts."""
+"""The approval modal: the exact command (or the manual instructions), as whom it runs (``become``), why,
+the trade-off and the hosts."""
 
 from __future__ import annotations
 
@@ -78,7 +79,12 @@ class ApprovalScreen(ModalScreen[ApprovalChoice]):
                 # Prose as paragraphs (the author's line breaks out): the dialog wraps it at its own width.
                 for note in step_notes(step):
                     yield Static(note_text(note), id=f"approval-{note_id(note)}")
-                yield Label("Do this by hand:" if manual else "Exact command:", classes="approval-label")
+                become = f" ({request.become})" if request.become else ""  # as root via sudo, on this host
+                yield Label(
+                    "Do this by hand:" if manual else f"Exact command{become}:",
+                    classes="approval-label",
+                    markup=False,
+                )
                 text = request.text.strip()
                 shown = reflow("\n".join(visible_lines(text))) if manual else command_lines(text, "$ ", "> ")
                 yield Static(Text(shown, style="cyan"), id="approval-command")

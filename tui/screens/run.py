@@ -28,6 +28,7 @@ from tui.bridge import (
     PacingChanged,
     PlannedCommands,
     RunEventsReady,
+    planned_become,
     planned_commands,
 )
 from tui.config import CairnConfig
@@ -191,7 +192,7 @@ class RunScreen(FittedFooterScreen[None]):
 
         spec = self.spec
         planned = planned_commands(spec.runbook, list(spec.hosts), spec.inputs, spec.last_phase)
-        self.post_message(PlannedCommands(planned))
+        self.post_message(PlannedCommands(planned, planned_become(spec.runbook, list(spec.hosts))))
         order = RunOrder(spec, self.config.journal_location)
         run_in_child(
             order,
@@ -251,6 +252,8 @@ class RunScreen(FittedFooterScreen[None]):
             if isinstance(event, StepStarted):
                 started = (event.phase, event.step_id)
                 if started == selected:
+                    if event.become:
+                        output += output_lines(event.host, "note", f"({event.become})", many_hosts=many)
                     output += output_lines(event.host, "note", f"$ {event.command}", many_hosts=many)
             elif isinstance(event, StepOutput) and (event.phase, event.step_id) == selected:
                 output += output_lines(event.host, event.stream, event.text, many_hosts=many)
@@ -273,6 +276,10 @@ class RunScreen(FittedFooterScreen[None]):
             cell = self.progress.steps.get(key, {}).get(host)
             if cell is not None and not cell.command:
                 cell.command = command
+        for (key, host), become in message.become.items():
+            cell = self.progress.steps.get(key, {}).get(host)
+            if cell is not None and not cell.runs:  # the run's own events say it once the step starts
+                cell.become = become
         self._show_selected()
 
     def on_approval_needed(self, message: ApprovalNeeded) -> None:

@@ -1,4 +1,4 @@
-"""The selected step: why it exists, what it runs, and its result on each host."""
+"""The selected step: why it exists, what it runs (and as whom: ``become``), and its result on each host."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class StepDetail(Static):
             return (None, None)
         cells = self.progress.steps.get(key, {})
         shown = list(cells.items())[:HOSTS_SHOWN]
-        return (key, len(cells), [(h, c.command, id(c.result)) for h, c in shown]), [
+        return (key, len(cells), [(h, c.command, c.become, id(c.result)) for h, c in shown]), [
             c.label(now) for _, c in shown
         ]
 
@@ -85,8 +85,12 @@ class StepDetail(Static):
             case AnsibleAction():
                 template = ""  # its arguments are YAML, not a command: shown once rendered
         shown = command or template.strip()
+        # As whom it runs: beside the command when every host says the same, else on each host's line.
+        becomes = {c.become for c in cells.values()}
+        same_become = next(iter(becomes)) if len(becomes) == 1 else ""
         if shown:
             label = "" if command else " (template; differs per host)" if commands else " (template)"
+            label += f" ({same_become})" if same_become else ""
             parts.append(Text(f"{'Instructions' if manual else 'Command'}{label}:", style="bold"))
             # A command line by line, as it runs; instructions are prose, wrapped as paragraphs.
             lines = reflow("\n".join(visible_lines(shown))) if manual else command_lines(shown, "$ ", "> ")
@@ -100,6 +104,8 @@ class StepDetail(Static):
             if many:
                 line.append(f"{host}  ", style="bold")
             line.append(cell.label(now), style=STATE_STYLE[cell.state])
+            if cell.become and not same_become:
+                line.append(f"  ({cell.become})", style="yellow")
             result = cell.result
             if result is not None:
                 if result.duration:

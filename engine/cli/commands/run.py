@@ -126,18 +126,19 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any], list[Any]]:
     given = parse_extra_vars(args.extra_vars)
     interactive = sys.stdin.isatty() and not getattr(args, "json", False)
     inputs = resolve_inputs(runbook, given, ask=ask_input if interactive else None)
-    _hide_secrets(runbook, inputs)
+    _hide_secrets(runbook, inputs, [])
     hosts = resolve_targets(args.inventory, runbook.targets, args.limit)
+    _hide_secrets(runbook, inputs, hosts)
     return runbook, inputs, hosts
 
 
-def _hide_secrets(runbook: Any, inputs: Any) -> None:
-    """From here on, whatever this process prints or logs shows no secret input (one place for the CLI,
-    as :meth:`EventBus.emit` is for events)."""
+def _hide_secrets(runbook: Any, inputs: Any, hosts: Any) -> None:
+    """From here on, whatever this process prints or logs shows no secret input nor become password of
+    ``hosts`` (one place for the CLI, as :meth:`EventBus.emit` is for events)."""
     from engine.cli.redacting import redact_output  # noqa: PLC0415
     from engine.core.redaction import Redactor  # noqa: PLC0415
 
-    redact_output(Redactor.for_inputs(runbook, inputs))
+    redact_output(Redactor.for_run(runbook, inputs, hosts))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -148,9 +149,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     runbook, inputs, hosts = _prepare(args)
     plans = plan_run(runbook, hosts, inputs, last_phase=Phase(args.phase))
     preflights = None
-    if runbook.has_requirements and not args.no_preflight:
-        from engine.core.preflight import check_hosts  # noqa: PLC0415
+    from engine.core.preflight import check_hosts, needs_preflight  # noqa: PLC0415
 
+    if any(needs_preflight(runbook, h) for h in hosts) and not args.no_preflight:
         preflights = check_hosts(runbook, hosts, inputs, execution_options(args), forks=args.forks)
     if args.json:
         emit_json(plan_data(runbook, plans, preflights))
@@ -212,7 +213,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     except BaseException:
         journal.close()
         raise
-    _hide_secrets(plan.spec.runbook, plan.spec.inputs)
+    _hide_secrets(plan.spec.runbook, plan.spec.inputs, plan.spec.hosts)
     if not args.json:
         print(f"resuming run {record.id}: {plan.reused} finished step(s) are reused, not run again")
     console = _console(args, plan.spec, journal)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from engine.core.become import Become
 from engine.core.defaults import DEFAULT_VIA, OUTPUT_LIMIT, Via
 from engine.core.errors import ExecutorError
 from engine.core.model import AnsibleAction, CommandResult, Host, Phase
@@ -43,6 +44,8 @@ class Shell:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Variables set for this command's process only (never on a command line, never in a repr):
     the run's secret inputs, which the command refers to as ``"$CAIRN_SECRET_<NAME>"``."""
+    become: Become | None = None
+    """Run it as another user (``sudo``; :mod:`engine.core.become`); ``None``: as the login user."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,10 @@ nothing.
   output comes back), marked as the step's (``CAIRN_STEP``): after the deadline the wrapper
   ends what left the group (:func:`~engine.core.executors.process_trees.kill_script`), and on
   cancel a second task does.
+- **become.** A plain command of a step with ``become`` runs with the task's ``become``,
+  ``become_user``, ``become_method`` and ``become_flags`` (any method Ansible knows); the
+  password is Ansible's own ``ansible_become_password`` from the run's inventory, never
+  written here. A cancelled escalated command is killed by an escalated task, locally too.
 - **Secrets.** A plain command's variables (:attr:`Shell.env`) go on its stdin (the shell
   module's ``stdin``), read by the wrapper before the command runs: ansible's ``environment:``
   would put them on the module's ``/bin/sh -c`` command line. ``task_args`` and ``invocation``
@@ -58,6 +62,7 @@ from typing import Any
 
 import yaml
 
+from engine.core.become import Become
 from engine.core.confine import OutsideFolder, inside
 from engine.core.errors import ExecutorError
 from engine.core.executors import AnsibleTask, ExecutionOptions, OutputCallback, Redact, Shell, Task
@@ -209,12 +214,14 @@ class AnsibleExecutor:
         shell |= {"executable": "/bin/bash", "strip_empty_ends": False}  # output exactly as printed
         if env:  # in the module's arguments, which travel on ssh's stdin (pipelining), not argv
             shell["stdin"] = _Unsafe(env_payload(env).decode())
-        task = {"ansible.builtin.shell": shell}
+        become = shell_task.become
+        task = {"ansible.builtin.shell": shell} | _become_keywords(become)
         job = Job(host.name, on_output, self._redact, stream_events=False, limit=self.options.output_limit)
         outcome = self._execute(host, job, task, False, timeout + REMOTE_GRACE, cancel, artifacts)
         left = ""
-        if outcome.status == "canceled" and host.connection != "local":  # local ones died with the job
-            left = self._kill_marked(host, token)
+        # Local commands died with the job, unless they run as another user: not ours to signal.
+        if outcome.status == "canceled" and (host.connection != "local" or become is not None):
+            left = self._kill_marked(host, token, become)
         result = task_result(host, job, outcome, msg_in_stderr=False)
         if left:
             result = dataclasses.replace(result, stderr=f"{result.stderr}{left}")
@@ -344,10 +351,11 @@ class AnsibleExecutor:
         local = {"ansible_connection": "local", "ansible_python_interpreter": python}
         return {"all": {"hosts": {host.name: local}}}
 
-    def _kill_marked(self, host: Host, token: str) -> str:
-        """Kill a cancelled command on ``host``, and all it started: every process with its mark.
-        Returns what the host said could not be killed."""
+    def _kill_marked(self, host: Host, token: str, become: Become | None = None) -> str:
+        """Kill a cancelled command on ``host``, and all it started: every process with its mark
+        (as the user it ran as). Returns what the host said could not be killed."""
         task = {"ansible.builtin.command": {"argv": ["/bin/sh", "-c", kill_script(token, None)]}}
+        task |= _become_keywords(become)
         job = Job(host.name, None, None, stream_events=False)
         try:
             self._execute(host, job, task | {"failed_when": False}, False, KILL_TASK_TIMEOUT, None, None)
@@ -358,6 +366,19 @@ class AnsibleExecutor:
             )
         said = str(job.results[-1].res.get("stdout") or "") if job.results else ""
         return f"{said}\n" if said else ""
+
+
+def _become_keywords(become: Become | None) -> dict[str, Any]:
+    """A task's become keywords for a step with ``become`` (none without). The password is not
+    among them: Ansible reads ``ansible_become_password`` from the run's inventory itself, so it
+    is never written into the generated playbook, nor into extravars."""
+    if become is None:
+        return {}
+    keywords: dict[str, Any] = {"become": True, "become_user": _literal(become.user)}
+    keywords["become_method"] = _literal(become.method)
+    if become.flags:
+        keywords["become_flags"] = _literal(become.flags)
+    return keywords
 
 
 def _wrap(command: str, token: str, timeout: float, with_env: bool) -> str:

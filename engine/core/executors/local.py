@@ -5,20 +5,34 @@ line) and the step's mark (:mod:`engine.core.executors.step_env`). On timeout or
 process of the step is killed — its group and whatever carries the mark, so also what left
 the group (SIGTERM, then SIGKILL after a grace period: :mod:`engine.core.executors.process_trees`)
 — and the output read so far is kept; a process that could not be killed is named in stderr.
+
+A step with ``become`` runs through ``sudo`` instead (:mod:`engine.core.executors.escalation`):
+its variables and the password go on sudo's stdin, never into an environment, and the kill runs
+through the same sudo, since the step's processes are another user's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pwd
 import selectors
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.core.executors import ExecutionOptions, OutputCallback, Redact, Shell
-from engine.core.executors.process_trees import end_step, survivors_note
+from engine.core.executors.escalation import (
+    EscalatedStderr,
+    Escalation,
+    EscalationFailed,
+    StreamSink,
+    escalation_for,
+)
+from engine.core.executors.process_trees import KILL_GRACE, end_step, kill_script, survivors_note
 from engine.core.executors.step_env import STEP_ENV, checked_env, new_token
 from engine.core.executors.streams import OutputStream
 from engine.core.lines import redacted_forms
@@ -135,26 +149,24 @@ class LocalExecutor:
         """Run the task's command with bash; see the module docstring for timeout semantics."""
         started = time.monotonic()
         token = new_token()
-        env = {**os.environ, **checked_env(host.name, task.env), STEP_ENV: token}
-        proc = subprocess.Popen(
-            [self.shell, "-c", task.command],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=env,
-        )
+        env = checked_env(host.name, task.env)
+        escalation = None
+        if task.become is not None:
+            escalation = escalation_for(host.name, task.become, login=_login(), token=token, env=env)
+        proc = self._start(host, task.command, token, env, escalation)
         assert proc.stdout is not None and proc.stderr is not None
         limit = self.options.output_limit
         out = OutputStream("stdout", on_output, limit=limit, forms=self._forms)
         err = OutputStream("stderr", on_output, limit=limit, forms=self._forms)
-        streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+        said = None if escalation is None else escalation.stderr(err, send=_writer(proc), close=_closer(proc))
+        err_in: StreamSink = err if said is None else said
+        streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err_in}
         timed_out = cancelled = False
         try:
             timed_out, cancelled = self._pump(proc, streams, started + timeout, cancel)
         except BaseException:
             # Ctrl-C or a failing subscriber: never leave the command running behind us.
-            end_step(token, proc.pid, reap=proc.poll)
+            self._end(proc, token, escalation, said)
             proc.wait()
             raise
         finally:
@@ -162,12 +174,15 @@ class LocalExecutor:
                 stream.feed(b"", final=True)
             proc.stdout.close()
             proc.stderr.close()
+            _closer(proc)()
         if timed_out or cancelled:
-            left = end_step(token, proc.pid, reap=proc.poll)
+            left = self._end(proc, token, escalation, said)
             if left:
-                log.warning("%s: processes of a killed step are still running: %s", host.name, left)
-                err.note(survivors_note(left), own_line=True)
+                log.warning("%s: processes of a killed step are still running: %s", host.name, left.strip())
+                err.note(left, own_line=True)
         rc = proc.wait()
+        if escalation is not None and said is not None and not said.ready and not (timed_out or cancelled):
+            raise EscalationFailed(host.name, escalation.failure(rc, said))
         return CommandResult(
             rc=None if timed_out or cancelled else rc,
             stdout=out.text,
@@ -178,10 +193,67 @@ class LocalExecutor:
             truncated=out.truncated or err.truncated,
         )
 
+    def _start(
+        self, host: Host, command: str, token: str, env: dict[str, str], escalation: Escalation | None
+    ) -> subprocess.Popen[bytes]:
+        """The command's process: bash with the step's variables in its environment, or (escalated)
+        sudo, whose environment holds only the mark; the variables go on its stdin."""
+        if escalation is None:
+            return subprocess.Popen(
+                [self.shell, "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env={**os.environ, **env, STEP_ENV: token},
+            )
+        try:
+            proc = subprocess.Popen(
+                escalation.argv(command),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env={**os.environ, STEP_ENV: token},  # sudo itself carries the mark too
+            )
+        except FileNotFoundError:
+            raise EscalationFailed(host.name, escalation.not_installed()) from None
+        _writer(proc)(escalation.opening())
+        if not escalation.handshake:
+            _closer(proc)()
+        return proc
+
+    def _end(
+        self,
+        proc: subprocess.Popen[bytes],
+        token: str,
+        escalation: Escalation | None,
+        said: EscalatedStderr | None,
+    ) -> str:
+        """Kill every process of the step; returns what the step's stderr says about survivors ("" none)."""
+        if escalation is None:
+            return survivors_note(end_step(token, proc.pid, reap=proc.poll))
+        # The command runs as another user: only that user may read and signal its processes.
+        groups = [proc.pid] + ([said.pgid] if said is not None and said.pgid else [])
+        try:
+            done = subprocess.run(
+                escalation.kill_argv(kill_script(token, groups)),
+                input=escalation.kill_input(),
+                capture_output=True,
+                timeout=2 * KILL_GRACE + 10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cairn: could not end the step's processes as {escalation.become.user} ({exc})\n"
+        finally:
+            proc.poll()
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        return escalation.kill_note(done.returncode, output)
+
     def _pump(
         self,
         proc: subprocess.Popen[bytes],
-        streams: dict[int, OutputStream],
+        streams: dict[int, StreamSink],
         deadline: float,
         cancel: threading.Event | None,
     ) -> tuple[bool, bool]:
@@ -222,3 +294,35 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Nothing to release for local commands."""
+
+
+def _login() -> str:
+    """Who this process runs as (named when sudo refuses it)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _writer(proc: subprocess.Popen[bytes]) -> Callable[[bytes], None]:
+    """Writes to the command's stdin; a command that ended (or closed it) reads nothing more."""
+
+    def write(data: bytes) -> None:
+        if proc.stdin is None or proc.stdin.closed:
+            return
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+    return write
+
+
+def _closer(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """Ends the command's stdin (once; later calls do nothing)."""
+
+    def close() -> None:
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                proc.stdin.close()
+
+    return close

@@ -8,11 +8,15 @@ up to :data:`KILL_GRACE` seconds for them to go, then SIGKILL until none is left
 Python (:func:`end_step`); on an SSH host, or through Ansible, the same in a POSIX shell
 (:func:`kill_script`, one ``grep -z`` over the environments).
 
+A step that runs as another user (``become``: :mod:`engine.core.executors.escalation`) is
+ended by the same script run as that user through the same ``sudo``: only that user (or root)
+may read its processes' environments and signal them. Such a step has two groups, the login
+side's and the escalated command's (sudo's ``use_pty`` starts it in a session of its own), and
+the script ends both.
+
 What it cannot find: a process that clears or rewrites its environment (``env -i``) *and*
-leaves the group, and a process of another user (after ``sudo``: its environment is not
-readable, nor could it be signalled). What it finds but cannot end (a process stuck in the
-kernel, one it may read but not signal) is reported with its pid, never passed over as
-killed.
+leaves the group. What it finds but cannot end (a process stuck in the kernel, one it may read
+but not signal) is reported with its pid, never passed over as killed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.core.executors.step_env import STEP_ENV
@@ -116,38 +120,46 @@ def survivors_note(left: dict[int, str], where: str = "") -> str:
     )
 
 
-def kill_script(token: str, pgid: int | None, grace: float = KILL_GRACE) -> str:
+def kill_script(token: str, pgid: int | Sequence[int] | None, grace: float = KILL_GRACE) -> str:
     """POSIX shell that ends the step's processes on a host as :func:`end_step` does here.
 
+    ``pgid`` is the step's process group, or its groups (an escalated step has two), or ``None``.
     ``kill`` gets no ``--``: dash (``/bin/sh`` on Debian) refuses it, and takes ``kill -TERM -PGID``
     as a group. It prints nothing when all are gone; otherwise :func:`survivors_note`'s line for what is left,
     or a line saying the host cannot look for marked processes (no ``grep -z``). Run it outside the
     step's environment: a process carrying the mark would find itself.
     """
-    group = "" if pgid is None else str(pgid)
+    groups = [] if pgid is None else [pgid] if isinstance(pgid, int) else list(pgid)
+    header = f"m='{STEP_ENV}={token}'; g='{' '.join(str(int(g)) for g in groups)}'"
+    return header + "\n" + kill_body(grace)
+
+
+def kill_body(grace: float = KILL_GRACE) -> str:
+    """:func:`kill_script` without its first line: ends what carries the mark ``$m`` and the live
+    members of the groups ``$g`` (space-separated; may be empty)."""
     steps = max(1, round(grace / 0.1))
     return "\n".join(
         [
-            f"m='{STEP_ENV}={token}'; g='{group}'",
-            # The group's live members (zombies do not count), then every process with the mark.
+            # The groups' live members (zombies do not count), then every process with the mark.
             "live() {",
-            '  { if [ -n "$g" ]; then',
+            "  { for x in $g; do",
             "      if command -v ps >/dev/null 2>&1; then",
-            "        ps -A -o pid=,pgid=,stat= | awk -v g=\"$g\" '$2==g && $3 !~ /^Z/ {print $1}'",
-            '      elif kill -0 "-$g" 2>/dev/null; then echo "-$g"; fi',
-            "    fi",
+            "        ps -A -o pid=,pgid=,stat= | awk -v g=\"$x\" '$2==g && $3 !~ /^Z/ {print $1}'",
+            '      elif kill -0 "-$x" 2>/dev/null; then echo "-$x"; fi',
+            "    done",
             '    grep -lsxzF -- "$m" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3',
             "  } | sort -u",
             "}",
+            'signal_groups() { for x in $g; do kill -$1 "-$x" 2>/dev/null; done; }',
             "if ! printf 'x\\0' | grep -qsxzF x 2>/dev/null; then",
             "  echo \"cairn: this host cannot look for processes that left the step's group"
             ' (its grep has no -z): only the group was killed"',
             "fi",
             'p=$(live); [ -z "$p" ] && exit 0',
-            '[ -n "$g" ] && kill -TERM "-$g" 2>/dev/null; kill -TERM $p 2>/dev/null',
+            "signal_groups TERM; kill -TERM $p 2>/dev/null",
             f'i=0; while [ $i -lt {steps} ]; do sleep 0.1; p=$(live); [ -z "$p" ] && exit 0; i=$((i+1)); done',
             f"i=0; while [ $i -lt {steps} ]; do",
-            '  [ -n "$g" ] && kill -KILL "-$g" 2>/dev/null; kill -KILL $p 2>/dev/null',
+            "  signal_groups KILL; kill -KILL $p 2>/dev/null",
             '  sleep 0.1; p=$(live); [ -z "$p" ] && exit 0; i=$((i+1))',
             "done",
             'l=""; for x in $p; do case $x in -*) continue;; esac',

@@ -9,6 +9,11 @@
   what they leave out comes from ``~/.ssh/config`` (HostName, Port, User,
   IdentityFile, ProxyCommand, ConnectTimeout, UserKnownHostsFile,
   StrictHostKeyChecking); keys from ssh-agent are offered too.
+* **Bastions** (ProxyJump, from the inventory's ``ansible_ssh_common_args``/``_extra_args``
+  or ssh_config; :mod:`engine.core.executors.ssh_jumps`): each hop is opened like a host, host
+  key checked, and the next one is reached over a ``direct-tcpip`` channel of it. One connection
+  per chain of bastions is shared by every host behind it for the whole run; a bastion that
+  fails is remembered, and every host behind it fails naming it.
 * **Host keys are verified** against known_hosts (the file given by the
   ``--known-hosts`` option, else ssh_config's UserKnownHostsFile, else
   ``~/.ssh/known_hosts``; ``/etc/ssh/ssh_known_hosts`` is read as well). An
@@ -37,7 +42,6 @@
 
 from __future__ import annotations
 
-import getpass
 import logging
 import math
 import secrets
@@ -54,6 +58,7 @@ import paramiko
 
 from engine.core.errors import ExecutorError
 from engine.core.executors import ExecutionOptions, OutputCallback, Redact, Shell
+from engine.core.executors.escalation import Escalation, EscalationFailed, escalation_for
 from engine.core.executors.process_trees import KILL_GRACE, kill_script
 from engine.core.executors.ssh_hosts import (
     AcceptNew,
@@ -66,8 +71,23 @@ from engine.core.executors.ssh_hosts import (
     first_bytes,
     first_line,
 )
-from engine.core.executors.ssh_remote import GUARD_SCRIPT, Guard, MarkedStderr
-from engine.core.executors.step_env import ENV_READER, checked_env, env_payload, mark, new_token
+from engine.core.executors.ssh_jumps import (
+    BastionFailed,
+    JumpChains,
+    ProxyCommandSocket,
+    describe_ignored,
+    describe_jumps,
+    inventory_ssh_args,
+    resolve_endpoint,
+)
+from engine.core.executors.ssh_remote import (
+    GUARD_SCRIPT,
+    Guard,
+    MarkedStderr,
+    escalated_stderr,
+    send_input,
+)
+from engine.core.executors.step_env import ENV_READER, checked_env, mark, new_token
 from engine.core.executors.streams import OutputStream
 from engine.core.lines import redacted_forms
 from engine.core.model import CommandResult, Host
@@ -83,7 +103,6 @@ GUARD_AFTER = 1.0
 _EXIT_DRAIN = 1.0
 """After the exit status arrives, seconds to wait for a background child to close the output."""
 _POLL = 0.1
-DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 
 
@@ -102,58 +121,25 @@ class SSHExecutor:
         self._keys: dict[str, paramiko.PKey] = {}
         self._ssh_config: paramiko.SSHConfig | None = None
         self._marker = f"CAIRN-PGID-{secrets.token_hex(4)}"
+        self._jumps = JumpChains(self._open)  # the bastions, shared by the hosts behind each
 
     # ------------------------------------------------------------ endpoints
 
     def endpoint(self, host: Host) -> Endpoint:
-        """Combine the host's inventory variables with ``~/.ssh/config`` the way ``ansible`` does."""
-        v = host.vars
-        target = str(v.get("ansible_host") or v.get("ansible_ssh_host") or host.name)
-        config = self._config_for(host.name, target)
-        port = v.get("ansible_port") or v.get("ansible_ssh_port") or config.get("port") or 22
-        user = v.get("ansible_user") or v.get("ansible_ssh_user") or config.get("user") or getpass.getuser()
-        key = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
-        keys = (str(Path(key).expanduser()),) if key else tuple(config.get("identityfile", []))
-        known = self.options.known_hosts or Path(
-            str(config.get("userknownhostsfile", "")).split()[0]
-            if config.get("userknownhostsfile")
-            else DEFAULT_KNOWN_HOSTS
-        )
-        strict = str(config.get("stricthostkeychecking", "yes")).lower()
-        if config.get("proxyjump"):
-            raise ExecutorError(
-                host.name,
-                "ProxyJump in ssh_config is not supported by Cairn's SSH executor; "
-                "use ProxyCommand, or rerun with --via ansible",
-            )
-        try:
-            port_number = int(port)
-        except (TypeError, ValueError):
-            raise ExecutorError(host.name, f"ansible_port {port!r} is not a port number") from None
-        return Endpoint(
-            host=host.name,
-            address=str(config.get("hostname", target)) if target == host.name else target,
-            port=port_number,
-            user=str(user),
-            key_files=keys,
-            key_from_inventory=bool(key),
-            password=v.get("ansible_password") or v.get("ansible_ssh_pass"),
-            proxy_command=config.get("proxycommand"),
-            connect_timeout=float(config.get("connecttimeout") or self.options.connect_timeout),
-            known_hosts=known.expanduser(),
-            accept_new=self.options.accept_new_host_keys or strict in ("accept-new", "no", "off"),
-        )
+        """Combine the host's inventory variables with ``~/.ssh/config`` the way ``ansible`` does,
+        bastions included (:func:`~engine.core.executors.ssh_jumps.resolve_endpoint`)."""
+        return resolve_endpoint(host, lambda name: self._config_for(host.name, name), self.options)
 
     def describe(self, host: Host) -> str:
         """Where, as whom and with which keys ``host`` is reached, from its :meth:`endpoint` (never connects)."""
         try:
             ep = self.endpoint(host)
+            ignored = describe_ignored(inventory_ssh_args(host.name, host.vars))
         except ExecutorError as exc:
             return f"ssh: cannot: {exc}"
         key = ", ".join(ep.key_files) if ep.key_files else "ssh-agent/default keys"
-        via = f" via ProxyCommand {ep.proxy_command!r}" if ep.proxy_command else ""
         trust = "accept-new" if ep.accept_new else "strict"
-        return f"ssh {ep}{via}, key {key}, host keys {ep.known_hosts} ({trust})"
+        return f"ssh {ep}{describe_jumps(ep)}, key {key}, host keys {ep.known_hosts} ({trust}){ignored}"
 
     def _config_for(self, name: str, target: str) -> dict[str, Any]:
         path = self.options.ssh_config or Path("~/.ssh/config").expanduser()
@@ -187,7 +173,10 @@ class SSHExecutor:
                 return client
             if client:
                 client.close()
-            client = self._open(self.endpoint(host))
+            try:
+                client = self._open(self.endpoint(host))
+            except BastionFailed as exc:  # a bastion before it: say so in the host's own error
+                raise exc.for_host(host.name) from None
             self._guards.pop(host.name, None)
             self._bash_login.pop(host.name, None)
             self._clients[host.name] = client
@@ -276,9 +265,13 @@ class SSHExecutor:
         return client
 
     def _socket(self, ep: Endpoint) -> Any:
+        """What ``ep``'s SSH connection goes over: a channel through its bastions, its ProxyCommand,
+        or a TCP socket. Raises :class:`BastionFailed` when a bastion cannot be reached."""
+        if ep.jumps:
+            return self._jumps.channel_to(ep)
         if ep.proxy_command:
             command = ep.proxy_command.replace("%h", ep.address).replace("%p", str(ep.port))
-            return paramiko.ProxyCommand(command.replace("%r", ep.user))
+            return ProxyCommandSocket(command.replace("%r", ep.user))
         try:
             sock = socket.create_connection((ep.address, ep.port), timeout=ep.connect_timeout)
         except ConnectionRefusedError:
@@ -358,37 +351,48 @@ class SSHExecutor:
         client = self._client(host)
         transport = client.get_transport()
         token = new_token()
+        escalation = None
+        if task.become is not None:  # as the login user it would run unescalated: never
+            login = self.endpoint(host).user
+            escalation = escalation_for(host.name, task.become, login=login, token=token, env=env)
         try:
             assert transport is not None
             channel = transport.open_session(timeout=self.options.connect_timeout)
             bash_login = self._bash_login.get(host.name, False)
-            channel.exec_command(self._wrap(task.command, token, bool(env), bash_login=bash_login))
-            if env:  # on stdin, never in the exec request: that is a command line on the host
-                channel.sendall(env_payload(env))
-            channel.shutdown_write()  # the command's stdin ends here, as a local command's does
+            wrapped = self._wrap(task.command, token, bool(env), bash_login=bash_login, escalation=escalation)
+            channel.exec_command(wrapped)
+            send_input(channel, env, escalation)
         except Exception as exc:  # the connection died between steps
             self._forget(host)
             raise ExecutorError(host.name, f"cannot start the command: connection lost ({exc})") from None
         limit = self.options.output_limit
         out = OutputStream("stdout", on_output, limit=limit, forms=self._forms)
-        err = MarkedStderr(self._marker, OutputStream("stderr", on_output, limit=limit, forms=self._forms))
+        err_stream = OutputStream("stderr", on_output, limit=limit, forms=self._forms)
+        said = escalated_stderr(channel, escalation, err_stream)
+        err = MarkedStderr(self._marker, said or err_stream)
         guarded: list[Guard] = []
 
         def guard_it() -> None:  # the command runs long: make sure a lost connection cannot orphan it
             guard = self._guard(host, client) if err.pgid is not None else None
             if guard is not None:
                 guard.send(f"watch {err.pgid} {math.ceil(started + timeout - time.monotonic())} {token}")
+                if escalation is not None and err.pgid is not None and said is not None:
+                    guard.send(escalation.guard_lines(err.pgid, said.pgid).rstrip("\n"))
                 guarded.append(guard)
+
+        def kill() -> str:
+            group = said.pgid if said is not None else None
+            return self._kill(host, client, err.pgid, token, escalation=escalation, group=group)
 
         left = ""
         try:
             timed_out, cancelled = self._pump(channel, out, err, started + timeout, cancel, guard_it)
         except BaseException:
-            self._kill(host, client, err.pgid, token)  # Ctrl-C: never leave the command running behind us
+            kill()  # Ctrl-C: never leave the command running behind us
             channel.close()
             raise
         if timed_out or cancelled:
-            left = self._kill(host, client, err.pgid, token)
+            left = kill()
             self._drain(channel, out, err)
             rc = None
         elif channel.exit_status_ready() and (channel.exit_status != -1 or _transport_alive(channel)):
@@ -408,25 +412,38 @@ class SSHExecutor:
         channel.close()
         out.feed(b"", final=True)
         err.finish()
+        if escalation is not None and said is not None and not said.ready and rc is not None:
+            raise EscalationFailed(host.name, escalation.failure(rc, said))  # sudo never ran it
         if left:
-            err.stream.note(left, own_line=True)
+            err_stream.note(left, own_line=True)
         return CommandResult(
             rc=rc,
             stdout=out.text,
-            stderr=err.stream.text,
+            stderr=err_stream.text,
             duration=time.monotonic() - started,
             timed_out=timed_out,
             cancelled=cancelled,
-            truncated=out.truncated or err.stream.truncated,
+            truncated=out.truncated or err_stream.truncated,
         )
 
-    def _wrap(self, command: str, token: str, with_env: bool, *, bash_login: bool) -> str:
+    def _wrap(
+        self,
+        command: str,
+        token: str,
+        with_env: bool,
+        *,
+        bash_login: bool,
+        escalation: Escalation | None = None,
+    ) -> str:
         """The login shell reports its process group and marks the step, bash reads the step's
-        variables from stdin (when it has any), then runs the command.
+        variables from stdin (when it has any), then runs the command; or (``escalation``) the login
+        shell runs sudo, which runs the command as another user (:mod:`.escalation`).
 
         When the login shell is bash already, the command runs in it: one process fewer per step.
         """
         report = f'echo {self._marker} $$ "${{BASH_VERSION:-}}" >&2; {mark(token)}'
+        if escalation is not None:
+            return report + escalation.shell_command(command)
         body = (ENV_READER if with_env else "") + command
         return report + (body if bash_login else f"exec bash -c {shlex.quote(body)}")
 
@@ -485,9 +502,21 @@ class SSHExecutor:
             self._read_ready(channel, out, err)
         self._read_ready(channel, out, err)
 
-    def _kill(self, host: Host, client: paramiko.SSHClient, pgid: int | None, token: str) -> str:
+    def _kill(
+        self,
+        host: Host,
+        client: paramiko.SSHClient,
+        pgid: int | None,
+        token: str,
+        *,
+        escalation: Escalation | None = None,
+        group: int | None = None,
+    ) -> str:
         """End every process of the step on the host — its group and whatever carries its mark:
-        TERM, then KILL after a grace period. Returns what the host said could not be ended."""
+        TERM, then KILL after a grace period. Returns what the host said could not be ended.
+
+        An escalated step is ended through the same sudo (its processes are another user's), its
+        own process group (``group``) too."""
         if pgid is None:
             log.warning(
                 "%s: the command never reported its process group; ending its marked processes", host.name
@@ -497,14 +526,21 @@ class SSHExecutor:
             assert transport is not None
             channel = transport.open_session(timeout=self.options.connect_timeout)
             channel.settimeout(2 * KILL_GRACE + 10)
-            channel.exec_command(kill_script(token, pgid))  # a session of its own: not marked
+            if escalation is None:
+                channel.exec_command(kill_script(token, pgid))  # a session of its own: not marked
+            else:
+                groups = [g for g in (pgid, group) if g is not None]
+                channel.set_combine_stderr(True)  # what sudo says, if it refuses this time
+                channel.exec_command(escalation.kill_shell(kill_script(token, groups)))
+                channel.sendall(escalation.kill_input())
+                channel.shutdown_write()
             said = channel.makefile("rb").read().decode(errors="replace")
-            channel.recv_exit_status()
+            rc = channel.recv_exit_status()
             channel.close()
         except Exception as exc:  # a dead connection: the host's guard ends it at its deadline
             log.warning("%s: could not kill the step's processes (group %s): %s", host.name, pgid, exc)
             return f"cairn: could not reach {host.name} to kill the step's processes ({exc})\n"
-        return said
+        return said if escalation is None else escalation.kill_note(rc, said)
 
     def _forget(self, host: Host) -> None:
         with self._lock:
@@ -514,7 +550,7 @@ class SSHExecutor:
             client.close()
 
     def close(self) -> None:
-        """Close every connection."""
+        """Close every connection: the hosts', then the bastions' they went through."""
         with self._lock:
             clients = list(self._clients.values())
             guards = [g for g in self._guards.values() if g is not None]
@@ -524,6 +560,7 @@ class SSHExecutor:
             guard.close()  # end of input: the guard exits (nothing is left to watch)
         for client in clients:
             client.close()
+        self._jumps.close()
 
 
 def _transport_alive(channel: paramiko.Channel) -> bool:

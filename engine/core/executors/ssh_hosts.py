@@ -1,5 +1,9 @@
 """Where an SSH host is (:class:`Endpoint`), whether it speaks SSH, and whether to trust its key.
 
+An endpoint behind bastions carries them (:attr:`Endpoint.jumps`, each an endpoint itself, first
+hop first; :mod:`engine.core.executors.ssh_jumps` resolves them). ``ssh-keyscan`` cannot go
+through a bastion, so the line that would trust such a host runs it on the last bastion.
+
 :func:`first_bytes` looks at what a host sends first, before paramiko does: a host that sends
 nothing, closes at once or answers something else fails with one line saying so.
 :func:`fast_transport` prefers AES-GCM. Known hosts are checked the OpenSSH way: an unknown key is refused with its fingerprint and
@@ -43,6 +47,8 @@ class Endpoint:
     connect_timeout: float
     known_hosts: Path
     accept_new: bool
+    jumps: tuple[Endpoint, ...] = ()
+    """The bastions it is reached through (ProxyJump), first hop first; each with the hops before it."""
 
     @property
     def known_hosts_name(self) -> str:
@@ -69,12 +75,22 @@ class RefuseUnknown(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         ep = self.ep
-        scan = f"ssh-keyscan -p {ep.port} {ep.address}" if ep.port != 22 else f"ssh-keyscan {ep.address}"
+        scan = keyscan_command(ep)
         raise HostKeyRefused(
             f"host key of {hostname} is not in {ep.known_hosts} (it offers {_fingerprint(key)}). "
             f"Check that fingerprint with the host's owner, then trust it: `{scan} >> {ep.known_hosts}`, "
             "or rerun with --accept-new-host-keys to record keys of hosts not seen before"
         )
+
+
+def keyscan_command(ep: Endpoint) -> str:
+    """The command that prints ``ep``'s host key: ``ssh-keyscan``, run on the last bastion if it has one."""
+    scan = f"ssh-keyscan -p {ep.port} {ep.address}" if ep.port != 22 else f"ssh-keyscan {ep.address}"
+    if not ep.jumps:
+        return scan
+    *before, last = ep.jumps
+    through = f"-J {','.join(f'{h.user}@{h.host}:{h.port}' for h in before)} " if before else ""
+    return f"ssh {through}-p {last.port} {last.user}@{last.host} {scan}"
 
 
 class AcceptNew(paramiko.MissingHostKeyPolicy):

@@ -4,42 +4,67 @@
   group); :class:`MarkedStderr` takes it out before the output is streamed.
 * The host's *guard* (:data:`GUARD_SCRIPT`, one bash loop per connection, driven by
   :class:`Guard`) knows each long command's group, mark and deadline; when its stdin closes
-  with commands still watched (the connection is gone), it ends them at their deadlines.
+  with commands still watched (the connection is gone), it ends them at their deadlines. A
+  command that runs as another user (``become``) is ended through the same ``sudo`` it ran
+  with (the password, when there is one, is on the guard's stdin too, never a command line).
+* What a command's stdin gets first (:func:`send_input`): its variables, or for an escalated
+  command what :class:`~engine.core.executors.escalation.Escalation` says.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import threading
+from collections.abc import Mapping
 
 import paramiko
 
-from engine.core.executors.step_env import STEP_ENV
-from engine.core.executors.streams import OutputStream
+from engine.core.executors.escalation import EscalatedStderr, Escalation, StreamSink
+from engine.core.executors.process_trees import kill_body
+from engine.core.executors.step_env import STEP_ENV, env_payload
 
 log = logging.getLogger(__name__)
 
 GUARD_SCRIPT = r"""
-declare -A deadline mark
-while read -r verb pgid seconds token; do
+declare -A deadline mark group how secret
+kill_body=@KILL_BODY@
+while read -r verb pgid rest; do
   case $verb in
-    watch) printf -v now '%(%s)T' -1; deadline[$pgid]=$((now + seconds)); mark[$pgid]=$token;;
-    done) unset "deadline[$pgid]" "mark[$pgid]";;
+    watch) read -r seconds token <<< "$rest"; printf -v now '%(%s)T' -1
+      deadline[$pgid]=$((now + seconds)); mark[$pgid]=$token;;
+    escalated) read -r g h <<< "$rest"; [ "$g" = - ] && g=; group[$pgid]=$g; how[$pgid]=$h;;
+    password) IFS= read -r p; secret[$pgid]=$p; unset p;;
+    done) unset "deadline[$pgid]" "mark[$pgid]" "group[$pgid]" "how[$pgid]" "secret[$pgid]";;
   esac
 done
 marked() { grep -lsxzF -- "@STEP_ENV@=$1" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3; }
 for pgid in "${!deadline[@]}"; do
   ( printf -v now '%(%s)T' -1; left=$(( ${deadline[$pgid]} - now )); token=${mark[$pgid]}
     if [ "$left" -gt 0 ]; then sleep "$left"; fi
-    kill -TERM -- "-$pgid" $(marked "$token") 2>/dev/null; sleep 2
-    kill -KILL -- "-$pgid" $(marked "$token") 2>/dev/null ) &
+    if [ -n "${how[$pgid]}" ]; then
+      eval "sudo_=(${how[$pgid]})"
+      script="exec </dev/null; m='@STEP_ENV@=$token'; g='$pgid ${group[$pgid]}'
+$kill_body"
+      if [ -n "${secret[$pgid]+set}" ]; then
+        printf '%s\n' "${secret[$pgid]}" | "${sudo_[@]}" sh -c "$script" >/dev/null 2>&1
+      else
+        "${sudo_[@]}" sh -c "$script" </dev/null >/dev/null 2>&1
+      fi
+    else
+      kill -TERM -- "-$pgid" $(marked "$token") 2>/dev/null; sleep 2
+      kill -KILL -- "-$pgid" $(marked "$token") 2>/dev/null
+    fi ) &
 done
 wait
-""".replace("@STEP_ENV@", STEP_ENV)
+""".replace("@STEP_ENV@", STEP_ENV).replace("@KILL_BODY@", shlex.quote(kill_body()))
 """Runs on each host for the life of its connection. Cairn tells it each command's process group,
-timeout and mark; when its stdin closes while a command still runs (the connection was lost), it
-ends that command's group and marked processes at the command's deadline, as Cairn would have."""
+timeout and mark (and, for a command run as another user, that command's own group and the sudo
+to end it with: ``escalated PGID GROUP SUDO…``, then ``password PGID`` and the password on the next
+line when there is one); when its stdin closes while a command still runs (the connection was
+lost), it ends that command's group and marked processes at the command's deadline, as Cairn
+would have."""
 HEAD_LIMIT = 64 * 1024
 """Bytes of stderr held while waiting for the wrapper's process-group line."""
 
@@ -69,7 +94,7 @@ class Guard:
 class MarkedStderr:
     """stderr with the wrapper's process-group line taken out (it comes before any command output)."""
 
-    def __init__(self, marker: str, stream: OutputStream) -> None:
+    def __init__(self, marker: str, stream: StreamSink) -> None:
         self.marker = marker.encode()
         self.stream = stream
         self.pgid: int | None = None
@@ -104,3 +129,35 @@ class MarkedStderr:
             self.stream.feed(self._head)
             self._head = b""
         self.stream.feed(b"", final=True)
+
+
+def send_input(channel: paramiko.Channel, env: Mapping[str, str], escalation: Escalation | None) -> None:
+    """Start the command's stdin: its variables (on stdin, never in the exec request: that is a
+    command line on the host), or what an escalated command gets first. Then stdin ends, unless
+    the escalated command's variables wait for its first line (:func:`escalated_stderr`)."""
+    if escalation is not None:
+        channel.sendall(escalation.opening())
+        if escalation.handshake:
+            return
+    elif env:
+        channel.sendall(env_payload(env))
+    channel.shutdown_write()  # the command's stdin ends here, as a local command's does
+
+
+def escalated_stderr(
+    channel: paramiko.Channel, escalation: Escalation | None, stream: StreamSink
+) -> EscalatedStderr | None:
+    """The filter of an escalated command's stderr (``None`` for a plain one), which sends the
+    variables on the channel when the wrapper says it runs, and ends the channel's input."""
+    if escalation is None:
+        return None
+
+    def send(data: bytes) -> None:
+        with contextlib.suppress(Exception):  # the command ended: it reads nothing more
+            channel.sendall(data)
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            channel.shutdown_write()
+
+    return escalation.stderr(stream, send=send, close=close)

@@ -14,6 +14,9 @@ Two things go into every step's environment:
   ``setenv``, and an exec request is a command line) and through Ansible (whose ``environment:``
   keyword puts ``NAME=value`` on the module's ``/bin/sh -c`` command line). The stdin is at its
   end after that, as a command's stdin always is here.
+
+A command run as another user (``become``) gets both on stdin, locally too, mark included: sudo
+resets the environment (:mod:`engine.core.executors.escalation`).
 """
 
 from __future__ import annotations
