@@ -10,6 +10,7 @@ BENCHMARKS = (
     "validate_1000",
     "cold_start",
     "fanout",
+    "fanout_bastion",
     "tui",
     "serve",
     "output",
