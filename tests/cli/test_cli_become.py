@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from engine.core import doctor
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 from tests.conftest import CairnRunner, cairn_command
 from tests.people import Person, login_shell, password_of, sudo_rules
+from tests.procs import wait_until
 
 pytestmark = pytest.mark.cli
 
@@ -221,15 +221,6 @@ def live_with(needle: str) -> list[int]:
     return found
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
-
-
 def results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``phase.step`` → that step's result, for the run's one host."""
     [host] = report["hosts"]
@@ -256,7 +247,7 @@ def run_waits(
         desk.command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=desk.root
     )
     try:
-        assert wait_until(lambda: live_with(f"[ ! -e {go} ]")), "the root step never started"
+        assert wait_until(lambda: live_with(f"[ ! -e {go} ]"), timeout=20), "the root step never started"
         seen = where_visible(password)
     finally:
         go.touch()

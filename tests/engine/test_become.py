@@ -21,7 +21,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from engine.core.inventory import load_inventory
 from engine.core.model import LOCALHOST, CommandResult, Host
 from engine.lab.ssh_fleet import FleetError, SshFleet, make_fleet
 from tests.people import Person, login_shell, password_of, sudo_rules
+from tests.procs import wait_until
 
 RULES = """\
 cairn-t-alice ALL=(ALL) NOPASSWD: ALL
@@ -109,15 +109,6 @@ def where_visible(secret: str) -> list[str]:
                 if secret.encode() in Path(f"/proc/{entry}/{part}").read_bytes():
                     hits.append(f"/proc/{entry}/{part}")
     return hits
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 @pytest.fixture

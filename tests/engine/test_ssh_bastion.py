@@ -20,8 +20,8 @@ from engine.core.executors import ExecutionOptions, Shell
 from engine.core.executors.ssh import SSHExecutor
 from engine.core.model import Host
 from engine.lab.ssh_fleet import SshFleet
-from tests.bastions import BastionSite, bastion_site, established_to, wait_until
-from tests.procs import processes_with
+from tests.bastions import BastionSite, bastion_site, established_to
+from tests.procs import processes_with, wait_until
 
 pytestmark = [pytest.mark.ssh]
 

@@ -7,9 +7,8 @@ import os
 import signal
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +23,7 @@ from engine.core.model import Host
 from engine.lab.not_sshd import Behaviour, NotSshd
 from engine.lab.ssh_fleet import SshFleet
 from tests.conftest import OwnFleet
+from tests.procs import wait_until
 
 pytestmark = [pytest.mark.ssh, pytest.mark.inventory]
 
@@ -72,15 +72,6 @@ def live_processes(needle: str) -> list[str]:
         if needle in cmdline and state not in ("Z", "X") and "pytest" not in cmdline:
             found.append(cmdline)
     return found
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 # --------------------------------------------------------------------------- commands
