@@ -103,7 +103,11 @@ def test_an_alert_runs_detect_and_diagnose_on_the_host_it_names(serve: Callable[
         ("diagnose", "more", "ok"),
     ], "detect found the pitfall, diagnose ran; remediation waits: nothing in it is automatic"
     assert run.exit_code == 1
-    [entry] = entries(served.journal)
+    # The worker concludes the entry after the run's end is journaled: wait for that, not only the run.
+    [entry] = wait_for(
+        lambda: [e for e in entries(served.journal) if e.state is not EntryState.RUNNING],
+        "the entry's conclusion",
+    )
     assert (entry.state, entry.run_id) == (EntryState.ESCALATED, run.id)
     assert (
         entry.note == "remediation waits for a human: runbook 'slow-web' marks no remediation step automatic"
