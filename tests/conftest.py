@@ -72,8 +72,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own journal; nothing touches ~/.local/state."""
+    """Every test gets its own journal and cache folder; nothing touches ~/.local/state or ~/.cache."""
     state = tmp_path / "state"
+    monkeypatch.setenv("CAIRN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CAIRN_NO_CACHE", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     monkeypatch.setenv("CAIRN_JOURNAL", str(state / "cairn" / "journal.db"))
     monkeypatch.delenv("CAIRN_RUNBOOKS", raising=False)

@@ -2,7 +2,8 @@
 
 Hosts, groups, patterns (``k8s_nodes:!node3``), ``host_vars``/``group_vars`` and
 the connection variables mean exactly what they mean to ``ansible``. ansible-core
-is imported only when an inventory is used: it costs ~0.6 s.
+is imported only when an inventory is used, and not even then when the same question
+was answered for the same files before (:mod:`engine.core.inventory_cache`): it costs ~0.4 s.
 """
 
 from __future__ import annotations
@@ -171,5 +172,13 @@ def resolve_targets(inventory_sources: Sequence[str] | None, pattern: str, limit
                 f"--limit {limit!r} needs an inventory (-i); without one the target is localhost"
             )
         return [LOCALHOST]
+    from engine.core import inventory_cache  # noqa: PLC0415
+
+    key = inventory_cache.cache_key(inventory_sources, pattern, limit)
+    if key is not None and (hosts := inventory_cache.lookup(key)) is not None:
+        return hosts  # ansible-core's own answer to this question, for these very bytes
     with _ANSIBLE:  # loaded and matched in one go: one resolution at a time
-        return load_inventory(inventory_sources).hosts(pattern, limit)
+        hosts = load_inventory(inventory_sources).hosts(pattern, limit)
+    if key is not None:
+        inventory_cache.store(key, hosts)
+    return hosts
