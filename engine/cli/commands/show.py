@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli.common import EXIT_OK, emit_json, library
+from engine.cli.common import EXIT_OK, emit_json, library, library_runbook
 from engine.cli.options import Commands
 
 
@@ -54,7 +54,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from engine.core.knowledge import knowledge_markdown  # noqa: PLC0415
     from engine.core.render import as_data  # noqa: PLC0415
 
-    runbook = library(args).get(args.id)
+    runbook = library_runbook(args, args.id)
     if args.json:
         data = as_data(runbook)
         data.pop("source_text", None)

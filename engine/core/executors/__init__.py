@@ -240,6 +240,9 @@ def _native_factories(
         return LocalExecutor(options, redact=redact)
 
     def ssh() -> Executor[Shell]:
+        from engine.core.lazy_import import defer  # noqa: PLC0415
+
+        defer("invoke")  # paramiko's import of it is most of paramiko's start-up: engine.core.lazy_import
         from engine.core.executors.ssh import SSHExecutor  # noqa: PLC0415
 
         return SSHExecutor(options, redact=redact)
