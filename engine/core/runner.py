@@ -12,6 +12,7 @@ caller are faults of the inputs (raised before anything runs) or Ctrl-C.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import traceback
@@ -41,6 +42,7 @@ from engine.core.model import (
     StepResult,
     StepStatus,
 )
+from engine.core.open_files import out_of_files
 from engine.core.pacing import FreeRunning, Pace, Pacer, PaceRequest
 from engine.core.preflight import blocked_remediation, check_host, needs_preflight
 from engine.core.spec import RunSpec
@@ -97,6 +99,7 @@ class Runner:
         where they run; the run ends as interrupted and the interrupt is re-raised.
         """
         req = self.spec
+        self._load_executors()
         self.bus.emit(
             RunStarted(
                 runbook_id=req.runbook.id,
@@ -134,6 +137,17 @@ class Runner:
         if self._interrupted:
             raise KeyboardInterrupt
         return finished.report  # as the subscribers saw it: redacted
+
+    def _load_executors(self) -> None:
+        """Create the executor of each kind of host now, on this thread, once: importing one (paramiko
+        for SSH) is start-up, paid before the run starts rather than by every worker at once, waiting
+        on the same import lock. A kind no executor serves fails its hosts later, each with the reason."""
+        first_of_kind = {host.connection: host for host in reversed(self.spec.hosts)}
+        for host in first_of_kind.values():
+            try:
+                self.executors.for_host(host)
+            except Exception as exc:  # each of its hosts meets it again in its worker, which reports it
+                log.debug("no executor for %s yet: %s", host.name, exc)
 
     def _orchestrate(self, pool: WorkerPool) -> None:
         """Every host through every phase; remediation rolls in batches when a step asks for ``serial``."""
@@ -179,17 +193,20 @@ class Runner:
         except KeyboardInterrupt:  # only in tests (Ctrl-C lands on the main thread), but be exact
             self._interrupt()
             report = HostReport(host.name, HostOutcome.FAILED, (), reason="interrupted")
+        except OSError as exc:
+            report = self._internal_error(host, exc) if exc.errno != errno.EMFILE else out_of_files(host)
         except Exception as exc:
-            # The traceback is logged redacted: an exception's text can hold a rendered command.
-            trace = "".join(traceback.format_exception(exc))
-            log.error("internal error on %s\n%s", host.name, self.bus.redact(trace))
-            report = HostReport(
-                host.name,
-                HostOutcome.FAILED,
-                (),
-                reason=f"internal error in Cairn: {type(exc).__name__}: {exc}",
-            )
+            report = self._internal_error(host, exc)
         return self._host_done(report) if report is not None else None
+
+    def _internal_error(self, host: Host, exc: Exception) -> HostReport:
+        """A fault in Cairn itself, on one host: logged with its traceback, said in one line."""
+        # The traceback is logged redacted: an exception's text can hold a rendered command.
+        trace = "".join(traceback.format_exception(exc))
+        log.error("internal error on %s\n%s", host.name, self.bus.redact(trace))
+        return HostReport(
+            host.name, HostOutcome.FAILED, (), reason=f"internal error in Cairn: {type(exc).__name__}: {exc}"
+        )
 
     def _whole_host(self, host: Host) -> None:
         def work() -> HostReport:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import textwrap
 import threading
 
@@ -632,3 +633,15 @@ def test_a_step_whose_processes_survived_the_kill_never_says_they_were_killed() 
     events, _ = execute(runbook, ScriptedExecutor([("sleep", hung())]))
     result = next(e.result for e in events if isinstance(e, StepFinished))
     assert result.message == "timed out after 10s; the command was killed"
+
+
+def test_running_out_of_open_files_says_so_and_how_to_fix_it() -> None:
+    def no_more_files(command: str) -> CommandResult:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    _, report = execute(load(ZOMBIES), ScriptedExecutor([("count-zombies", no_more_files)]))
+    (host,) = report.hosts
+    assert host.outcome is HostOutcome.FAILED
+    assert host.reason.startswith("Cairn ran out of open files (limit ")
+    assert "`ulimit -n`" in host.reason and "--limit" in host.reason
+    assert "internal error" not in host.reason

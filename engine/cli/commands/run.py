@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, emit_json, execution_options, library, usage
+from engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, emit_json, execution_options, library_runbook, usage
 from engine.cli.options import Commands, forks
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any], list[Any]]:
     from engine.core.inputs import parse_extra_vars, resolve_inputs  # noqa: PLC0415
     from engine.core.inventory import resolve_targets  # noqa: PLC0415
 
-    runbook = library(args).get(args.id)
+    runbook = library_runbook(args, args.id)
     given = parse_extra_vars(args.extra_vars)
     interactive = sys.stdin.isatty() and not getattr(args, "json", False)
     inputs = resolve_inputs(runbook, given, ask=ask_input if interactive else None)
@@ -163,12 +163,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.core.launch import prepare_run  # noqa: PLC0415
     from engine.core.model import Phase  # noqa: PLC0415
+    from engine.core.open_files import ensure_open_files  # noqa: PLC0415
     from engine.core.spec import RunSpec, Trigger  # noqa: PLC0415
 
     refused = _step_refused(args)
     if refused:
         return usage(refused)
     runbook, inputs, hosts = _prepare(args)
+    ensure_open_files(len(hosts), args.forks)  # before anything is journaled or run
     spec = RunSpec(
         runbook=runbook,
         hosts=tuple(hosts),
@@ -194,6 +196,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from engine.cli.terminal import ask_input  # noqa: PLC0415
     from engine.core.inputs import parse_extra_vars  # noqa: PLC0415
     from engine.core.launch import prepare_run  # noqa: PLC0415
+    from engine.core.open_files import ensure_open_files  # noqa: PLC0415
     from engine.core.resume import resume_plan  # noqa: PLC0415
 
     refused = _step_refused(args)
@@ -210,6 +213,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             options=execution_options(args),
             forks=args.forks,
         )
+        ensure_open_files(len(plan.spec.hosts), plan.spec.forks)
     except BaseException:
         journal.close()
         raise
