@@ -9,6 +9,7 @@ never asserted.
 BENCHMARKS = (
     "validate_1000",
     "cold_start",
+    "startup",
     "fanout",
     "fanout_bastion",
     "tui",
