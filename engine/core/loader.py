@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.core import schema, semantics
 from engine.core.errors import Problem, RunbookInvalid, RunbookNotFound
@@ -50,6 +51,8 @@ PLAYBOOKS = "playbooks"
 TESTS_SUFFIX = ".tests"
 """``DIR/ID.tests/`` beside ``DIR/ID.yaml`` holds the runbook's test cases (:mod:`engine.core.replay`), never runbooks."""
 _ID_LINE = re.compile(r"""^["']?id["']?\s*:""")
+_Item = TypeVar("_Item")
+_Out = TypeVar("_Out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +68,9 @@ class LoadResult:
     """What may go wrong depending on the data (``cairn validate`` shows it; the file is still valid)."""
 
 
-def check_document(doc: Document) -> LoadResult:
-    """Validate a parsed document and build its runbook when it has no problem."""
+def check_document(doc: Document, *, build: bool = True) -> LoadResult:
+    """Validate a parsed document and build its runbook when it has no problem (and ``build``: a
+    verdict alone, as ``cairn validate`` needs, is a valid result without the runbook)."""
     warnings: list[Problem] = []
     if isinstance(doc.data, dict):
         # Even when reading found problems (a duplicate key, a tag), check the rest:
@@ -87,7 +91,7 @@ def check_document(doc: Document) -> LoadResult:
     declared = doc.data.get("id") if isinstance(doc.data, dict) else None
     declared_id = declared if isinstance(declared, str) else Path(doc.file).stem
     found = tuple(sorted(warnings, key=lambda p: (p.line, p.column, p.message)))
-    if problems:
+    if problems or not build:
         return LoadResult(doc.file, None, problems, declared_id, found)
     return LoadResult(doc.file, _build_runbook(doc.data, doc), (), declared_id, found)
 
@@ -266,35 +270,69 @@ PARALLEL_FROM = 64
 
 def _check_files(files: list[Path], jobs: int) -> list[LoadResult]:
     """``check_file`` for every file, in order; in forked worker processes when worth it."""
-    if jobs <= 1 or len(files) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
-        return [check_file(f) for f in files]
+    return map_in_workers(check_file, files, jobs)
+
+
+def map_in_workers(function: Callable[[_Item], _Out], items: list[_Item], jobs: int) -> list[_Out]:
+    """``function`` over ``items``, in order; in ``jobs`` forked worker processes when there are many.
+
+    ``function`` must be a module-level function (it is sent to the workers by name)."""
+    if jobs <= 1 or len(items) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        return [function(item) for item in items]
     from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
 
-    chunk = max(8, len(files) // (jobs * 4))
+    # Small chunks (~16 per worker): whichever worker finishes first takes the next, so the last
+    # chunk leaves the other CPU idle for a short while only.
+    chunk = max(8, len(items) // (jobs * 16))
     context = multiprocessing.get_context("fork")  # workers inherit the imported modules: no start-up cost
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        return list(pool.map(check_file, files, chunksize=chunk))
+        return list(pool.map(function, items, chunksize=chunk))
 
 
 def runbook_files(paths: Iterable[Path]) -> list[Path]:
-    """YAML files named by ``paths``: files as given, folders searched recursively; never lab files."""
-    files: list[Path] = []
+    """YAML files named by ``paths``: files as given, folders searched recursively; never lab files.
+
+    A folder's symlinks to files count, symlinks to folders are not followed (as ``Path.rglob``)."""
+    found: list[tuple[Path, str | None]] = []
     for path in paths:
         if path.is_dir():
-            files.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.suffix in RUNBOOK_SUFFIXES
-                    and not p.name.endswith(LAB_SUFFIXES)
-                    and p.is_file()
-                    and PLAYBOOKS not in p.relative_to(path).parts
-                    and not any(part.endswith(TESTS_SUFFIX) for part in p.relative_to(path).parts[:-1])
-                )
-            )
+            found.extend(sorted(_folder_files(path, str(path.resolve())), key=lambda pair: pair[0]))
         elif not path.name.endswith(LAB_SUFFIXES):
-            files.append(path)
-    return unique_files(files)
+            found.append((path, None))
+    seen: set[str] = set()
+    unique = []
+    for file, real in found:
+        key = real or str(file.resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(file)
+    return unique
+
+
+def _folder_files(folder: Path, real: str) -> Iterator[tuple[Path, str | None]]:
+    """Runbook files under ``folder`` (whose real path is ``real``), each with its real path when that
+    is known without asking the file system again (None for a symlink: resolved later)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return  # an unreadable folder holds no runbook we could read (as rglob skips it)
+    for entry in entries:
+        name = entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if name != PLAYBOOKS and not name.endswith(TESTS_SUFFIX):
+                    yield from _folder_files(folder / name, os.path.join(real, name))
+            elif _is_runbook_name(name) and entry.is_file():
+                yield folder / name, None if entry.is_symlink() else os.path.join(real, name)
+        except OSError:
+            continue
+
+
+def _is_runbook_name(name: str) -> bool:
+    """``name`` has a runbook's suffix (``.yaml`` alone is a hidden file without one) and is no lab file."""
+    return (
+        name.endswith(RUNBOOK_SUFFIXES) and name not in RUNBOOK_SUFFIXES and not name.endswith(LAB_SUFFIXES)
+    )
 
 
 def unique_files(files: Iterable[Path]) -> list[Path]:
@@ -332,22 +370,26 @@ def _with_unique_ids(results: Iterable[LoadResult]) -> list[LoadResult]:
         runbook = result.runbook
         if runbook is not None:
             if runbook.id in seen:
-                line = next(
-                    (i + 1 for i, ln in enumerate(runbook.source_text.splitlines()) if _ID_LINE.match(ln)),
-                    1,
-                )
-                problem = Problem(
-                    result.path,
-                    line,
-                    1,
-                    "/id",
-                    f"runbook id {runbook.id!r} is already used by {seen[runbook.id]}; ids must be unique",
+                problem = duplicate_id(
+                    result.path, id_line(runbook.source_text), runbook.id, seen[runbook.id]
                 )
                 result = LoadResult(result.path, None, (problem,), runbook.id)  # noqa: PLW2901
             else:
                 seen[runbook.id] = result.path
         unique.append(result)
     return unique
+
+
+def id_line(text: str) -> int:
+    """The line of a runbook's top-level ``id:`` (1 when none is found), where a duplicate id is reported."""
+    return next((i + 1 for i, ln in enumerate(text.splitlines()) if _ID_LINE.match(ln)), 1)
+
+
+def duplicate_id(path: str, line: int, runbook_id: str, first: str) -> Problem:
+    """The problem of a runbook whose id the file ``first`` already has."""
+    return Problem(
+        path, line, 1, "/id", f"runbook id {runbook_id!r} is already used by {first}; ids must be unique"
+    )
 
 
 FIRST_BATCH = 12

@@ -11,8 +11,9 @@ macro arguments), so validate can refuse an outsider's text there.
 
 from __future__ import annotations
 
+import re
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any
@@ -55,6 +56,11 @@ _LOCALS_OF: dict[type, tuple[str, ...]] = {
     nodes.CallBlock: ("caller",),
 }
 _UNKNOWN = object()
+_COMPUTED = (nodes.BinExpr, nodes.Filter, nodes.Call)
+_LOOKUPS = (nodes.Getattr, nodes.Getitem)
+_OUTPUT = re.compile(r"\{\{(?![-+])([^{}'\"#]*?)(?<![-+])\}\}")
+"""A ``{{ … }}`` whose expression holds no brace, quote or ``#`` (so its end is the first ``}}``) and no
+whitespace control: the parts of templates :func:`_output_only` splits."""
 _BINOPS: dict[type[nodes.BinExpr], str] = {
     nodes.Add: "+",
     nodes.Sub: "-",
@@ -70,11 +76,50 @@ def check_template(source: str, *, expression: bool = False) -> TemplateCheck:
     """Parse a template (or an expression) and report what it uses and what is wrong (cached by :func:`expr.check`)."""
     if not expression and not any(d in source for d in _DELIMITERS):
         return _NOTHING  # plain text: nothing to parse (most instructions, many commands)
+    if not expression and (parts := _output_only(source)) is not None:
+        combined = _combined([expr.check(part, expression=True) for part in parts])
+        if combined is not None:
+            return combined
     text = "{{ " + expr.unwrap(source) + " }}" if expression else source
     try:
         return _check(text, expression)
     except RecursionError:
         return TemplateCheck(errors=("is nested too deeply to compile; simplify it",))
+
+
+def _output_only(source: str) -> list[str] | None:
+    """The expressions of a template that is only text and simple ``{{ … }}`` (no statement, comment or
+    whitespace control); None for any other template."""
+    pieces = _OUTPUT.split(source)
+    if any(d in text for text in pieces[0::2] for d in _DELIMITERS):
+        return None
+    return pieces[1::2]
+
+
+def _combined(parts: Sequence[TemplateCheck]) -> TemplateCheck | None:
+    """What a template of text and these expressions is, from their checks (cached: the same few
+    expressions recur across runbooks, so most are parsed once); None when any has an error or
+    a warning, so that the whole template is parsed and they are reported as for any template."""
+    if any(part.errors or part.warnings for part in parts):
+        return None
+    return TemplateCheck(
+        names=frozenset().union(*(part.names for part in parts)),
+        step_refs=frozenset().union(*(part.step_refs for part in parts)),
+        input_refs=frozenset().union(*(part.input_refs for part in parts)),
+        unquoted_reads=frozenset().union(*(part.unquoted_reads for part in parts)),
+    )
+
+
+def _children(node: nodes.Node) -> list[nodes.Node]:
+    """``node.iter_child_nodes()`` as a list, in the same order, without its generic field filtering."""
+    found: list[nodes.Node] = []
+    for name in node.fields:
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            found.extend(item for item in value if isinstance(item, nodes.Node))
+        elif isinstance(value, nodes.Node):
+            found.append(value)
+    return found
 
 
 def _check(text: str, expression: bool) -> TemplateCheck:
@@ -99,9 +144,9 @@ def _check(text: str, expression: bool) -> TemplateCheck:
     kinds: set[type] = set()
     while stack:
         node = stack.pop()
-        stack.extend(node.iter_child_nodes())
+        stack.extend(_children(node))
         kinds.add(type(node))
-        if isinstance(node, nodes.BinExpr | nodes.Filter | nodes.Call):
+        if isinstance(node, _COMPUTED):
             computed.append(node)
         if isinstance(node, nodes.Name):
             (stored if node.ctx in ("store", "param") else loaded).add(node.name)
@@ -109,7 +154,7 @@ def _check(text: str, expression: bool) -> TemplateCheck:
             errors.append(f"uses unknown filter {node.name!r}{_suggest(node.name, env.filters)}")
         elif isinstance(node, nodes.Test) and node.name not in env.tests:
             errors.append(f"uses unknown test {node.name!r}{_suggest(node.name, env.tests)}")
-        elif isinstance(node, nodes.Getattr | nodes.Getitem):
+        elif isinstance(node, _LOOKUPS):
             inner = node.node
             if isinstance(inner, nodes.Name) and inner.name in refs:
                 key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
@@ -230,7 +275,7 @@ class _Bounds:
         """Loops inside each other: how many times the innermost body runs (over constant ranges),
         and how deep they nest; the deepest nesting under ``node``."""
         deepest = depth
-        for child in node.iter_child_nodes():
+        for child in _children(node):
             if not isinstance(child, nodes.For):
                 deepest = max(deepest, self.loops(child, runs, path, depth))
                 continue
