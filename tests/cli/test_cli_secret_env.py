@@ -35,7 +35,7 @@ detect:
     title: Use the token while the test looks at every process
     run: >-
       touch {{ inputs.folder }}/started;
-      while [ ! -e {{ inputs.folder }}/release ]; do sleep 0.05; done;
+      bash -c 'while [ ! -e "$1" ]; do sleep 0.05; done' waiting-for-CAIRN_SECRET_TOKEN {{ inputs.folder }}/release;
       printf '%s\\n' {{ inputs.token }} {{ 'Bearer ' ~ inputs.token }}
   - id: leak
     title: A template that would put the value on the command line
@@ -100,7 +100,7 @@ def run_while_scanning(args: list[str], folder: Path) -> tuple[dict[int, str], d
 
 def assert_never_on_a_command_line(lines: dict[int, str], results: dict[str, Any]) -> None:
     running = [line for line in lines.values() if "CAIRN_SECRET_TOKEN" in line]
-    assert running, "the scan saw the step's own command (it refers to the variable)"
+    assert running, "the scan saw the step's waiting command (its first word names the variable)"
     assert [line for line in lines.values() if SECRET in line] == []
     # The command got the value through its environment: printed, then redacted in what Cairn keeps.
     assert results["call"]["stdout"] == "***\nBearer ***\n", results["call"]
