@@ -35,8 +35,8 @@ summary: Benchmark load for the TUI.
 targets: fleet
 detect:
   - id: stream
-    title: a line every 10 ms for a minute
-    run: perl -e '$| = 1; for my $i (0 .. 5999) { print "line $i\\n"; select(undef, undef, undef, 0.01) }'
+    title: a line every 10 ms for three minutes
+    run: perl -e '$| = 1; for my $i (0 .. 17999) { print "line $i\\n"; select(undef, undef, undef, 0.01) }'
     timeout: 5m
 """
 

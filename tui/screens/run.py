@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Markdown, OptionList
+from textual.widgets import Footer, Header
 
 from engine.core.approval import ApprovalChoice, ApprovalRequest, AskingApprover
 from engine.core.events import StepOutput, StepStarted
@@ -35,6 +35,7 @@ from tui.config import CairnConfig
 from tui.models.progress import RunProgress
 from tui.screens.approval import ApprovalScreen
 from tui.screens.fitted_footer import FittedFooterScreen
+from tui.widgets.knowledge import KnowledgePane
 from tui.widgets.step_detail import StepDetail
 from tui.widgets.step_list import StepList
 from tui.widgets.step_output import StepOutputLog, output_lines
@@ -107,13 +108,12 @@ class RunScreen(FittedFooterScreen[None]):
         yield Header()
         yield RunStatusLine(id="run-status")
         with Horizontal(id="run-body"):
-            yield StepList(self.progress, id="steps")
+            yield StepList(self.progress, id="steps", on_highlight=self._show_selected)
             with Vertical(id="step-pane"):
                 with VerticalScroll(id="step-detail-scroll"):
                     yield StepDetail(self.progress, id="step-detail")
                 yield StepOutputLog(id="output")
-            with VerticalScroll(id="knowledge"):
-                yield Markdown(id="knowledge-text")
+            yield KnowledgePane(id="knowledge")
         yield RunVerdict(id="verdict")
         yield Footer(compact=True)
 
@@ -152,12 +152,12 @@ class RunScreen(FittedFooterScreen[None]):
         return self._waiting_approval is not None
 
     def _load_knowledge(self) -> None:
-        """Render the knowledge once; hiding and showing it again keeps it."""
-        from engine.core.knowledge import knowledge_markdown  # noqa: PLC0415
+        """Render the knowledge once; hiding and showing it again keeps it.
 
+        As in the library: rendered once per width into one Static (Textual's Markdown widget mounted
+        a widget per block, and every ``k`` laid out and drew them all again)."""
         self._knowledge_loaded = True
-        # Markdown joins a paragraph's lines by itself: the runbook's prose is reflowed to the pane's width.
-        self.query_one("#knowledge-text", Markdown).update(knowledge_markdown(self.spec.runbook))
+        self.query_one(KnowledgePane).show_runbook(self.spec.runbook)
 
     def on_resize(self) -> None:
         """Beside or instead of the step's detail, depending on the width."""
@@ -394,10 +394,6 @@ class RunScreen(FittedFooterScreen[None]):
         self._tell_app("run_closed")
 
     # ------------------------------------------------------------ drawing
-
-    @on(OptionList.OptionHighlighted, "#steps")
-    def _highlighted(self) -> None:
-        self._show_selected()
 
     def _show_selected(self) -> None:
         key = self.query_one(StepList).selected_step

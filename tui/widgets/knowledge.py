@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
 
 
+def _is_plain(markdown: str) -> bool:
+    """One line without any Markdown syntax: rendered as it is."""
+    return (
+        "\n" not in markdown
+        and markdown[:1].isalpha()  # no list item, heading or quote
+        and "&" not in markdown  # no entity
+        and not _MARKDOWN_SPECIAL.search(markdown)
+    )
+
+
 def escape_markdown(text: str) -> str:
     """``text`` shown literally in Markdown."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
@@ -91,6 +101,11 @@ class KnowledgePane(VerticalScroll):
         if width <= 0 or width == self._rendered_width:
             return
         self._rendered_width = width
+        if _is_plain(self.markdown):
+            # A one-line message ("Loading the runbooks…" at the first paint) reads the same without
+            # Markdown: no parser (markdown-it, pygments: ~40 ms) imported before the first frame.
+            self.query_one("#knowledge-text", Static).update(Text(self.markdown))
+            return
         from rich.markdown import Markdown  # noqa: PLC0415 - not needed for the first paint
 
         console = self.app.console

@@ -1,8 +1,16 @@
-"""The run's steps grouped by phase, each with its live state across the run's hosts."""
+"""The run's steps grouped by phase, each with its live state across the run's hosts.
+
+An :class:`~textual.widgets.OptionList` that redraws only the rows that change: the stock one
+repaints every row when the highlight moves and drops every row's rendering when one prompt is
+replaced, which made each ``↓``/``↑`` during a 50-host fan-out cost a full redraw of the list.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
@@ -36,9 +44,20 @@ def step_key(option: str) -> StepKey:
 class StepList(OptionList):
     """Phases as headers, steps as rows with their state; highlighting a step shows it in the detail pane."""
 
-    def __init__(self, progress: RunProgress, *, id: str | None = None) -> None:
+    highlighted: reactive[int | None] = reactive(None, repaint=False)
+    """As the OptionList's, but moving it repaints the two rows it leaves and reaches, not every row."""
+
+    def __init__(
+        self, progress: RunProgress, *, id: str | None = None, on_highlight: Callable[[], None] | None = None
+    ) -> None:
+        """``on_highlight``: called as soon as the highlight moves from one step to another (the screen
+        shows the step in the same frame; the ``OptionHighlighted`` message arrives after a frame that
+        drew the list alone). Not for the first step, highlighted at mount: the screen shows that one."""
         super().__init__(id=id)
+        self._highlight_drawn: int | None = None
+        """The row drawn highlighted: the one to repaint when the highlight moves on."""
         self.progress = progress
+        self.on_highlight = on_highlight
         self.state_width = STATE_WIDTH
         """Where the state column starts, counted from the right edge (every row's state starts there)."""
         options: list[Option] = []
@@ -77,7 +96,7 @@ class StepList(OptionList):
         prompt = self._prompt(key, state)
         current = self.get_option(option_id(key)).prompt
         if not isinstance(current, Text) or current.plain != prompt.plain or current.spans != prompt.spans:
-            self.replace_option_prompt(option_id(key), prompt)
+            self._replace_row(key, prompt)
 
     def refresh_rows(self) -> None:
         """Redraw every step's row (those that read the same are left alone)."""
@@ -94,6 +113,37 @@ class StepList(OptionList):
         if max(STATE_WIDTH, widest) < self.state_width:
             self.state_width = max(STATE_WIDTH, widest)
             self.refresh_rows()
+
+    def watch_highlighted(self, highlighted: int | None) -> None:
+        """Repaint the row the highlight left and the one it reached; then as the OptionList does."""
+        left, self._highlight_drawn = self._highlight_drawn, highlighted
+        for index in (left, highlighted):
+            self._refresh_row(index)
+        super().watch_highlighted(highlighted)
+        if self.on_highlight is not None and left is not None and left != highlighted:  # not the first
+            self.on_highlight()
+
+    def _refresh_row(self, index: int | None) -> None:
+        line = self._index_to_line.get(index) if index is not None and self.is_mounted else None
+        if line is not None:
+            self.refresh_line(line)
+
+    def _replace_row(self, key: StepKey, prompt: Text) -> None:
+        """A step's new prompt, redrawing its row only (``replace_option_prompt`` redraws them all).
+
+        A one-line row replaced by one that fits stays one line, so no other row moves; any other
+        change of height goes the stock way (every row measured again). Uses the OptionList's own
+        caches as textual 8.2 (pinned in pyproject.toml) has them."""
+        index = self.get_option_index(option_id(key))
+        if prompt.cell_len > self.scrollable_content_region.width or self._heights.get(index) != 1:
+            self.replace_option_prompt(option_id(key), prompt)
+            return
+        option = self.get_option_at_index(index)
+        option._set_prompt(prompt)
+        renders = self._option_render_cache
+        for cached in [k for k in renders.keys() if k[0] is option]:  # noqa: SIM118 - not a dict
+            renders.discard(cached)
+        self._refresh_row(index)
 
     def select_step(self, key: StepKey) -> None:
         """Move the highlight to ``key``."""
