@@ -44,11 +44,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import secrets
-import select
 import shlex
 import socket
 import threading
@@ -84,20 +82,16 @@ from engine.core.executors.ssh_jumps import (
     resolve_endpoint,
 )
 from engine.core.executors.ssh_remote import (
+    EXIT_DRAIN,
+    GUARD_AFTER,
     GUARD_SCRIPT,
     Guard,
     MarkedStderr,
     escalated_stderr,
     send_input,
+    wait_readable,
 )
-from engine.core.executors.ssh_shell import (
-    Outcome,
-    PersistentShell,
-    await_group,
-    can_run,
-    drain,
-    wait_for_step,
-)
+from engine.core.executors.ssh_shell_steps import Lent, ShellSteps
 from engine.core.executors.step_env import ENV_READER, checked_env, mark, new_token
 from engine.core.executors.streams import OutputStream
 from engine.core.lines import redacted_forms
@@ -109,10 +103,6 @@ log = logging.getLogger(__name__)
 # handler here keeps them out, and the CLI's -vv (a root handler) still shows them.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-GUARD_AFTER = 1.0
-"""Seconds a command runs before the host's guard is told about it (and started, the first time)."""
-_EXIT_DRAIN = 1.0
-"""After the exit status arrives, seconds to wait for a background child to close the output."""
 _POLL = 0.1
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 
@@ -126,10 +116,6 @@ class SSHExecutor:
         self._clients: dict[str, paramiko.SSHClient] = {}
         self._guards: dict[str, Guard | None] = {}
         self._bash_login: dict[str, bool] = {}
-        self._shells: dict[str, list[PersistentShell]] = {}
-        """Each host's idle persistent shells (:mod:`.ssh_shell`): one, unless steps ran at once."""
-        self._no_shell: set[str] = set()
-        """Hosts whose persistent shell could not run a command: every step there has a session."""
         self._parsed: dict[Path, paramiko.HostKeys] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -137,6 +123,12 @@ class SSHExecutor:
         self._ssh_config: paramiko.SSHConfig | None = None
         self._marker = f"CAIRN-PGID-{secrets.token_hex(4)}"
         self._jumps = JumpChains(self._open)  # the bastions, shared by the hosts behind each
+        self._shells = ShellSteps(
+            marker=self._marker,
+            options=self.options,
+            forms=self._forms,
+            lend=Lent(kill=self._kill, guard=self._guard, forget=self._forget, connected=self._connected),
+        )
 
     # ------------------------------------------------------------ endpoints
 
@@ -194,7 +186,7 @@ class SSHExecutor:
                 raise exc.for_host(host.name) from None
             self._guards.pop(host.name, None)
             self._bash_login.pop(host.name, None)
-            self._drop_shells(host)
+            self._shells.drop(host.name)
             self._clients[host.name] = client
             return client
 
@@ -371,8 +363,8 @@ class SSHExecutor:
         if task.become is not None:  # as the login user it would run unescalated: never
             login = self.endpoint(host).user
             escalation = escalation_for(host.name, task.become, login=login, token=token, env=env)
-        elif can_run(task.command, env) and host.name not in self._no_shell:
-            result = self._execute_in_shell(
+        elif self._shells.can_run(host.name, task.command, env):
+            result = self._shells.execute(
                 host, client, task.command, env, token, started, timeout, on_output, cancel
             )
             if result is not None:
@@ -448,146 +440,6 @@ class SSHExecutor:
             truncated=out.truncated or err_stream.truncated,
         )
 
-    # ------------------------------------------------------------ the persistent shell
-
-    def _execute_in_shell(
-        self,
-        host: Host,
-        client: paramiko.SSHClient,
-        command: str,
-        env: dict[str, str],
-        token: str,
-        started: float,
-        timeout: float,
-        on_output: OutputCallback | None,
-        cancel: threading.Event | None,
-    ) -> CommandResult | None:
-        """Run the command in the host's persistent shell (:mod:`.ssh_shell`); ``None`` when that
-        shell ended before it started the command (the caller runs it in a session of its own)."""
-        shell = self._take_shell(host, client)
-        try:
-            shell.start(token, env, command)
-        except Exception as exc:
-            shell.close()
-            self._forget(host)
-            raise ExecutorError(host.name, f"cannot start the command: connection lost ({exc})") from None
-        limit = self.options.output_limit
-        out = OutputStream("stdout", on_output, limit=limit, forms=self._forms)
-        err_stream = OutputStream("stderr", on_output, limit=limit, forms=self._forms)
-        err = MarkedStderr(self._marker, err_stream)
-        out_end, err_end = shell.streams(out, err)
-        guarded: list[Guard] = []
-
-        def guard_it() -> bool:  # the command runs long: make sure a lost connection cannot orphan it
-            if err.pgid is None:
-                return False
-            guard = self._guard(host, client)
-            if guard is not None:
-                guard.send(f"watch {err.pgid} {math.ceil(started + timeout - time.monotonic())} {token}")
-                guarded.append(guard)
-            return True
-
-        try:
-            outcome = wait_for_step(
-                shell,
-                out_end,
-                err_end,
-                deadline=started + timeout,
-                cancel=cancel,
-                guard_at=time.monotonic() + GUARD_AFTER,
-                long_running=guard_it,
-            )
-        except BaseException:  # Ctrl-C: never leave the command running behind us
-            with contextlib.suppress(Exception):
-                await_group(shell, out_end, err_end, lambda: err.pgid is not None)
-            self._kill(host, client, err.pgid, token)
-            shell.close()
-            raise
-        left = ""
-        if outcome in (Outcome.TIMED_OUT, Outcome.CANCELLED):
-            await_group(shell, out_end, err_end, lambda: err.pgid is not None)
-            left = self._kill(host, client, err.pgid, token)
-            drain(shell, out_end, err_end, KILL_GRACE, to_end=True)
-        elif outcome is Outcome.CONNECTION_LOST:
-            shell.close()
-            self._forget(host)
-            raise ExecutorError(
-                host.name,
-                "connection lost during the step (sshd went away or the network dropped); "
-                "the host's guard ends the command at the step's deadline",
-            )
-        elif outcome is Outcome.SHELL_GONE:
-            shell.close()
-            if err.pgid is None:  # the driver never started the command: a session of its own will
-                if shell.steps == 1:
-                    log.warning("%s: no persistent shell (it ended at once); a session per step", host.name)
-                    self._no_shell.add(host.name)
-                return None
-            raise ExecutorError(
-                host.name, "the host's shell session ended during the step; its result is unknown"
-            )
-        elif out_end.still_running or err_end.still_running:
-            drain(shell, out_end, err_end, _EXIT_DRAIN, to_end=False)  # what a session's step would get
-        for guard in guarded:
-            guard.send(f"done {err.pgid}")
-        rc = err_end.rc if outcome is Outcome.ENDED else None
-        if (
-            outcome is Outcome.ENDED
-            and rc is not None
-            and rc == out_end.rc
-            and not (out_end.still_running or err_end.still_running)
-        ):
-            self._give_back(host, shell)
-        else:
-            shell.close()
-        if outcome is Outcome.ENDED and rc is None:
-            raise ExecutorError(host.name, "the host's shell session answered what Cairn cannot read")
-        out_end.flush()
-        err_end.flush()
-        out.feed(b"", final=True)
-        err.finish()
-        if left:
-            err_stream.note(left, own_line=True)
-        return CommandResult(
-            rc=rc,
-            stdout=out.text,
-            stderr=err_stream.text,
-            duration=time.monotonic() - started,
-            timed_out=outcome is Outcome.TIMED_OUT,
-            cancelled=outcome is Outcome.CANCELLED,
-            truncated=out.truncated or err_stream.truncated,
-        )
-
-    def _take_shell(self, host: Host, client: paramiko.SSHClient) -> PersistentShell:
-        """An idle persistent shell of ``host``, or a new one."""
-        with self._lock:
-            idle = self._shells.get(host.name, [])
-            while idle:
-                shell = idle.pop()
-                if not shell.gone:
-                    return shell
-                shell.close()
-        try:
-            transport = client.get_transport()
-            assert transport is not None
-            return PersistentShell.open(transport, self._marker, self.options.connect_timeout)
-        except Exception as exc:  # the connection died between steps
-            self._forget(host)
-            raise ExecutorError(host.name, f"cannot start the command: connection lost ({exc})") from None
-
-    def _give_back(self, host: Host, shell: PersistentShell) -> None:
-        with self._lock:
-            if self._clients.get(host.name) is not None:
-                self._shells.setdefault(host.name, []).append(shell)
-                return
-        shell.close()  # the host was forgotten meanwhile
-
-    def _drop_shells(self, host: Host) -> None:
-        with self._lock:
-            shells = self._shells.pop(host.name, [])
-        for shell in shells:
-            shell.close()
-
     def _wrap(
         self,
         command: str,
@@ -638,13 +490,13 @@ class SSHExecutor:
                 # so select() would spin (and starve the thread that delivers the status).
                 channel.status_event.wait(min(_POLL, deadline - now))
             else:
-                select.select([channel], [], [], min(_POLL, deadline - now))
+                wait_readable(channel, min(_POLL, deadline - now))
             self._read_ready(channel, out, err)
             if not _transport_alive(channel):
                 return False, False  # the connection dropped: the caller sees no exit status
             if channel.exit_status_ready():
                 exited_at = exited_at or now
-                if channel.eof_received or now - exited_at > _EXIT_DRAIN:
+                if channel.eof_received or now - exited_at > EXIT_DRAIN:
                     self._read_ready(channel, out, err)
                     return False, False
 
@@ -660,7 +512,7 @@ class SSHExecutor:
         """After a kill: collect what the command wrote before it died (bounded)."""
         deadline = time.monotonic() + KILL_GRACE
         while time.monotonic() < deadline and not (channel.eof_received or channel.closed):
-            select.select([channel], [], [], _POLL)
+            wait_readable(channel, _POLL)
             self._read_ready(channel, out, err)
         self._read_ready(channel, out, err)
 
@@ -704,11 +556,14 @@ class SSHExecutor:
             return f"cairn: could not reach {host.name} to kill the step's processes ({exc})\n"
         return said if escalation is None else escalation.kill_note(rc, said)
 
+    def _connected(self, name: str) -> bool:
+        return self._clients.get(name) is not None
+
     def _forget(self, host: Host) -> None:
         with self._lock:
             client = self._clients.pop(host.name, None)
             self._guards.pop(host.name, None)
-        self._drop_shells(host)
+        self._shells.drop(host.name)
         if client:
             client.close()
 
@@ -717,12 +572,9 @@ class SSHExecutor:
         with self._lock:
             clients = list(self._clients.values())
             guards = [g for g in self._guards.values() if g is not None]
-            shells = [shell for idle in self._shells.values() for shell in idle]
             self._clients.clear()
             self._guards.clear()
-            self._shells.clear()
-        for shell in shells:
-            shell.close()
+        self._shells.close()
         for guard in guards:
             guard.close()  # end of input: the guard exits (nothing is left to watch)
         for client in clients:

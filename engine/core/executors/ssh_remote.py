@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import shlex
 import threading
 from collections.abc import Mapping
@@ -26,6 +27,22 @@ from engine.core.executors.process_trees import kill_body
 from engine.core.executors.step_env import STEP_ENV, env_payload
 
 log = logging.getLogger(__name__)
+
+GUARD_AFTER = 1.0
+"""Seconds a command runs before the host's guard is told about it (and started, the first time)."""
+EXIT_DRAIN = 1.0
+"""After a command ends, seconds to wait for a background child of it to close the output."""
+
+
+def wait_readable(channel: paramiko.Channel, timeout: float) -> None:
+    """Wait until ``channel`` has something to read (or its end), at most ``timeout`` seconds.
+
+    poll(2), never select(2): a run on hundreds of hosts holds more than 1,024 descriptors, and
+    select cannot watch one numbered past that ("filedescriptor out of range in select()")."""
+    poller = select.poll()
+    poller.register(channel.fileno(), select.POLLIN)
+    poller.poll(max(0.0, timeout) * 1000)
+
 
 GUARD_SCRIPT = r"""
 declare -A deadline mark group how secret

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import secrets
-import select
 import shlex
 import threading
 import time
@@ -46,6 +45,7 @@ from typing import Protocol
 
 import paramiko
 
+from engine.core.executors.ssh_remote import wait_readable
 from engine.core.executors.step_env import STEP_ENV, env_payload
 
 DRIVER = r"""
@@ -255,7 +255,7 @@ def wait_for_step(
             return Outcome.TIMED_OUT
         if not guarded and now >= guard_at:
             guarded = long_running()
-        select.select([channel], [], [], min(_POLL, deadline - now))
+        wait_readable(channel, min(_POLL, deadline - now))
         read_ready(channel, out, err)
         if out.ended and err.ended:
             return Outcome.ENDED
@@ -282,7 +282,7 @@ def await_group(shell: PersistentShell, out: StepEnd, err: StepEnd, known: Calla
     deadline = time.monotonic() + _GROUP_WAIT
     read_ready(shell.channel, out, err)
     while not known() and time.monotonic() < deadline and not shell.gone:
-        select.select([shell.channel], [], [], _POLL)
+        wait_readable(shell.channel, _POLL)
         read_ready(shell.channel, out, err)
 
 
@@ -294,6 +294,6 @@ def drain(shell: PersistentShell, out: StepEnd, err: StepEnd, seconds: float, *,
     while time.monotonic() < deadline and not shell.gone:
         if to_end and out.ended and err.ended:
             return
-        select.select([channel], [], [], _POLL)
+        wait_readable(channel, _POLL)
         read_ready(channel, out, err)
     read_ready(channel, out, err)
