@@ -1,25 +1,25 @@
 """Fan-out: one command on N real loopback sshd hosts, Cairn against the tools people use instead.
 
-The command is ``uname -r; cat /proc/loadavg`` on N = 20 and N = 50 hosts of an
-``engine.lab.ssh_fleet`` (one real OpenSSH ``sshd`` per host). Methods, all in
-this process and this run, each repetition running every method once in turn
-(round-robin, so a burst of load on the noisy machine hits all of them alike):
+The command is ``uname -r; cat /proc/loadavg`` on the hosts of one ``engine.lab.ssh_fleet``
+(real OpenSSH, 16 hosts per ``sshd``, addresses 127.0.0.180 and up). Two tables, one run, each
+repetition running every case once in turn (round-robin, so a burst of load on the noisy machine
+hits all of them alike), a warm-up of every case first, every answer checked:
 
-* **Cairn**: a real in-process run (runner, SSH executor, journal), ``forks=N``;
-* **ansible -m command** and **ansible -m raw**: the ``ansible`` CLI, ``-f N``;
-* **parallel-ssh**: ``ParallelSSHClient.run_command`` + ``join`` (no host-key checking);
-* **paramiko, sequential**: the naive loop, connect/exec/read/close per host.
+* **whole process** (the lead table, ``bench.fanout_process``), N = 20, 50, 500: ``cairn run``,
+  ``ansible -m command`` / ``-m raw`` and Debian's ``parallel-ssh`` command, each a fresh process
+  checking host keys; peak memory and fds of its process tree; cairn's start-up;
+* **in-process, the floor**, N = 20, 50: Cairn's runner called in this process (hosts resolved,
+  interpreter warm), the ``parallel-ssh`` Python library (no host-key checking), a sequential
+  paramiko loop, and Cairn with a 4-step detect phase (connection reuse).
 
-Plus **connection reuse**: Cairn with a 4-step detect phase against the 1-step
-phase at the largest N. Goals (reported, never asserted): Cairn at least 8x faster
-than ``ansible -m command`` at N = 50, no slower than parallel-ssh at N = 50, and
-the 4-step phase under 1.5x the 1-step phase.
+Goals (reported, never asserted): at N = 50 ``cairn run`` >= 8x faster than ``ansible -m command``
+and >= 2.5x faster than ``parallel-ssh``; at N = 500 ``cairn run`` <= 10 s; start-up before the
+first step <= 0.3 s at N = 50; the 4-step phase <= 1.3x the 1-step phase.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import tempfile
@@ -30,46 +30,34 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.machine import tool
+from bench import fanout_process as proc
+from bench.fanout_process import CAIRN_RUN, COMMAND, runbook_text
+from bench.proctree import fd_limits
 from bench.report import print_table, seconds
-from bench.timing import Stats, bench_env
+from bench.timing import Stats
 
 DESCRIPTION = (
-    "one command on 20/50 loopback sshd hosts: Cairn vs ansible, parallel-ssh, paramiko "
-    "(goals: 8x ansible -m command, >= parallel-ssh, 4 steps < 1.5x 1 step)"
+    "one command on 20/50/500 loopback sshd hosts, whole processes: cairn run vs ansible, Debian "
+    "parallel-ssh (goals at 50: 8x ansible, 2.5x parallel-ssh, start-up <= 0.3 s; 500: <= 10 s); "
+    "in-process floor"
 )
-COMMAND = "uname -r; cat /proc/loadavg"
 FIRST_ADDRESS = 180
-"""host01 is 127.0.0.180: a range the tests (which start at .2 and .120) do not use."""
-SIZES, QUICK_SIZES = (20, 50), (20,)
-GOAL_X_ANSIBLE, GOAL_X_PSSH, GOAL_REUSE = 8.0, 1.0, 1.5
+"""host01 is 127.0.0.180 (then 127.0.1.1 and up): a range the tests (.2-.21, .100-.130) do not use."""
+FLOOR_UP_TO = 50
+"""The in-process floor runs at N <= 50: at 500 it would add minutes (the sequential loop) and no news."""
+GOAL_X_PSSH_LIBRARY, GOAL_REUSE = 1.0, 1.3
 SETTLE_S = 0.5
 """Pause before each timed run: sshd session processes of the previous one finish exiting."""
-CAIRN, CAIRN_4 = "cairn", "cairn, 4-step detect"
-ANSIBLE_COMMAND, ANSIBLE_RAW = "ansible -m command", "ansible -m raw"
-PSSH, PARAMIKO = "parallel-ssh", "paramiko, sequential"
+CAIRN, CAIRN_4 = "cairn, in-process", "cairn, in-process, 4-step detect"
+PSSH, PARAMIKO = "parallel-ssh library", "paramiko, sequential"
 HOST_KEYS = {PSSH: "NOT checked"}
 if TYPE_CHECKING:
     from engine.core.model import Runbook
     from engine.lab.ssh_fleet import SshFleet
 
-_ANSWER = re.compile(r"^(\S+) \| (?:CHANGED|SUCCESS) \| rc=0 ", re.MULTILINE)
-
-
-def runbook_text(steps: int) -> str:
-    """A runbook whose detect phase runs COMMAND ``steps`` times on the ``fleet`` group."""
-    body = "".join(
-        f"  - id: look{i}\n    title: kernel and load {i}\n    run: '{COMMAND}'\n"
-        for i in range(1, steps + 1)
-    )
-    return (
-        f"id: fanout-{steps}\ntitle: Fan-out benchmark, {steps} step(s)\nseverity: info\n"
-        f"summary: Kernel release and load average of every host.\ntargets: fleet\ndetect:\n{body}"
-    )
-
 
 class FanOut:
-    """The fleet, its inventory, a journal and one timing function per method."""
+    """The in-process floor: the fleet, its inventory, a journal and one timing function per method."""
 
     def __init__(self, fleet: SshFleet, work: Path) -> None:
         from engine.core.executors import ExecutionOptions
@@ -90,20 +78,6 @@ class FanOut:
             if loaded.runbook is None:
                 raise RuntimeError(f"the benchmark's runbook is invalid: {loaded.problems}")
             self.runbooks[steps] = loaded.runbook
-        ssh_args = (
-            f"-F none -o ControlMaster=no -o StrictHostKeyChecking=yes "
-            f"-o UserKnownHostsFile={fleet.known_hosts} -o IdentitiesOnly=yes"
-        )
-        ansible = tool("ansible")
-        if ansible is None:
-            raise RuntimeError("no `ansible` script beside this interpreter or on PATH")
-        self.ansible = ansible
-        self.ansible_env = bench_env() | {
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_SSH_ARGS": ssh_args,
-            "ANSIBLE_PIPELINING": "True",
-            "PATH": f"{Path(ansible).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
 
     def close(self) -> None:
         """Close the journal."""
@@ -117,8 +91,6 @@ class FanOut:
                 (CAIRN, n, partial(self.cairn, n, steps=1)),
                 (PSSH, n, partial(self.parallel_ssh, n)),
                 (PARAMIKO, n, partial(self.paramiko_sequential, n)),
-                (ANSIBLE_COMMAND, n, partial(self.ansible_adhoc, n, raw=False)),
-                (ANSIBLE_RAW, n, partial(self.ansible_adhoc, n, raw=True)),
             ]
         cases.append((CAIRN_4, sizes[-1], partial(self.cairn, sizes[-1], steps=4)))
         return cases
@@ -150,31 +122,6 @@ class FanOut:
         ]
         if len(report.hosts) != n or bad:
             raise RuntimeError(f"cairn: {len(report.hosts)} of {n} hosts reported; not healthy: {bad[:5]}")
-        return elapsed
-
-    def ansible_adhoc(self, n: int, *, raw: bool) -> float:
-        """``ansible fleet[0:n-1] -m command|raw -f n`` as a fresh process; rc 0 and every host answered."""
-        module, args = ("raw", COMMAND) if raw else ("command", f"sh -c '{COMMAND}'")
-        argv = [self.ansible, f"fleet[0:{n - 1}]", "-i", str(self.inventory), "-f", str(n)]
-        argv += ["-m", module, "-a", args]
-        start = time.perf_counter()
-        done = subprocess.run(
-            argv,
-            check=False,
-            cwd=self.work,
-            env=self.ansible_env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-        )
-        elapsed = time.perf_counter() - start
-        answered = set(_ANSWER.findall(done.stdout))
-        missing = [h.name for h in self.hosts[:n] if h.name not in answered]
-        if done.returncode != 0 or missing:
-            raise RuntimeError(
-                f"ansible -m {module} exited {done.returncode}, no answer from {missing[:5]}:\n"
-                f"{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
-            )
         return elapsed
 
     def parallel_ssh(self, n: int) -> float:
@@ -236,83 +183,138 @@ class FanOut:
         return time.perf_counter() - start
 
 
+Case = tuple[str, str, int, Callable[[], object], int]
+"""(table, method, N, run-time-and-check, repetitions): ``action()`` returns seconds or a Measured."""
+
+
 def run(quick: bool) -> dict[str, Any]:
     from engine.lab.ssh_fleet import make_fleet
 
     if _installed("parallel-ssh") is None:
         raise RuntimeError("parallel-ssh is not installed: `.venv/bin/pip install -e '.[bench]'`")
-    runs, sizes = (3, QUICK_SIZES) if quick else (5, SIZES)
+    sizes = proc.QUICK_PROCESS_SIZES if quick else proc.PROCESS_SIZES
+    floor_sizes = tuple(n for n in sizes if n <= FLOOR_UP_TO)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cairn-bench-fanout-") as tmp:
         work = Path(tmp)
-        with make_fleet(work / "fleet", max(sizes), first_address=FIRST_ADDRESS) as fleet:
-            bench = FanOut(fleet, work)
+        fleet = make_fleet(
+            work / "fleet", max(sizes), first_address=FIRST_ADDRESS, hosts_per_sshd=proc.HOSTS_PER_SSHD
+        )
+        with fleet:
+            floor, whole = FanOut(fleet, work), proc.ProcessFanOut(fleet, work, sizes)
+            if whole.pssh is None:
+                print(proc.PSSH_MISSING, flush=True)
             try:
-                cases = bench.methods(sizes)
-                for _, _, action in cases:  # warm-up: imports, caches, and a check that each method works
-                    action()
-                times: dict[tuple[str, int], list[float]] = {(m, n): [] for m, n, _ in cases}
-                for _ in range(runs):
-                    for method, n, action in cases:
-                        time.sleep(SETTLE_S)
-                        times[(method, n)].append(action())
+                cases = _cases(floor, whole, sizes, floor_sizes, quick)
+                measured, failed = _round_robin(cases)
             finally:
-                bench.close()
-    stats = {key: Stats(tuple(values)) for key, values in times.items()}
-    results = _results(stats, sizes, runs, load_before, os.getloadavg())
+                floor.close()
+    floor_stats = {(m, n): Stats(tuple(v)) for (t, m, n), v in measured.items() if t == "floor"}
+    whole_runs = {(m, n): v for (t, m, n), v in measured.items() if t == "process"}
+    results = _results(floor_stats, floor_sizes, whole_runs, failed, sizes, load_before, os.getloadavg())
+    results["pssh_installed"] = whole.pssh is not None
     _print(results)
     return results
 
 
-def _results(
-    stats: dict[tuple[str, int], Stats],
+def _cases(
+    floor: FanOut,
+    whole: proc.ProcessFanOut,
     sizes: tuple[int, ...],
-    runs: int,
-    load_before: tuple[float, float, float],
-    load_after: tuple[float, float, float],
-) -> dict[str, Any]:
+    floor_sizes: tuple[int, ...],
+    quick: bool,
+) -> list[Case]:
+    """Every case with its repetitions: 5 (3 at N = 500), or 2 with ``--quick``."""
+
+    def runs(n: int) -> int:
+        return proc.QUICK_RUNS if quick else proc.RUNS_AT_500 if n >= 500 else proc.RUNS
+
+    cases: list[Case] = [("process", m, n, action, runs(n)) for m, n, action in whole.cases(sizes)]
+    cases += [("floor", m, n, action, runs(n)) for m, n, action in floor.methods(floor_sizes)]
+    return cases
+
+
+def _round_robin(
+    cases: list[Case],
+) -> tuple[dict[tuple[str, str, int], list[Any]], dict[tuple[str, int], proc.CaseFailed]]:
+    """A warm-up of every case, then repetitions: each runs every case (that still needs one) in turn.
+
+    A whole-process case that fails (``CaseFailed``) is reported FAILED with its reason and not run
+    again, so one method breaking at 500 hosts does not hide the others' figures; any other failure
+    (the floor, the fleet) stops the benchmark.
+    """
+    measured: dict[tuple[str, str, int], list[Any]] = {(t, m, n): [] for t, m, n, _, _ in cases}
+    failed: dict[tuple[str, int], proc.CaseFailed] = {}
+    for repetition in range(-1, max(c[4] for c in cases)):  # -1: the warm-up, not kept
+        print("warm-up" if repetition < 0 else f"repetition {repetition + 1}", flush=True)
+        for table, method, n, action, runs in cases:
+            if repetition >= runs or (method, n) in failed:
+                continue
+            if repetition >= 0:
+                time.sleep(SETTLE_S)
+            try:
+                result = action()
+            except proc.CaseFailed as exc:
+                failed[(method, n)] = exc
+                print(f"FAILED: {exc}", flush=True)
+                continue
+            if repetition >= 0:
+                measured[(table, method, n)].append(result)
+    return measured, failed
+
+
+def _floor_rows(stats: dict[tuple[str, int], Stats]) -> list[dict[str, Any]]:
     rows = []
     for (method, n), s in stats.items():
-        cairn = stats[(CAIRN, n)].median
         rows.append(
             {"method": method, "hosts": n, **s.as_dict()}
             | {
                 "per_host_ms": s.median / n * 1000,
-                "x_cairn": s.median / cairn,
+                "x_cairn": s.median / stats[(CAIRN, n)].median,
                 "host_keys": HOST_KEYS.get(method, "checked"),
             }
         )
-    big = sizes[-1]
+    return rows
+
+
+def _floor_goals(stats: dict[tuple[str, int], Stats], big: int) -> list[dict[str, Any]]:
     cairn_big = stats[(CAIRN, big)].median
-    goals = [
-        {
-            "goal": f"{ANSIBLE_COMMAND} / cairn at N={big}",
-            "value": stats[(ANSIBLE_COMMAND, big)].median / cairn_big,
-            "target": f">= {GOAL_X_ANSIBLE:g}",
-            "passed": stats[(ANSIBLE_COMMAND, big)].median / cairn_big >= GOAL_X_ANSIBLE,
-        },
-        {
-            "goal": f"{PSSH} / cairn at N={big}",
-            "value": stats[(PSSH, big)].median / cairn_big,
-            "target": f">= {GOAL_X_PSSH:g}",
-            "passed": stats[(PSSH, big)].median / cairn_big >= GOAL_X_PSSH,
-        },
-        {
-            "goal": f"cairn 4-step / 1-step detect at N={big}",
-            "value": stats[(CAIRN_4, big)].median / cairn_big,
-            "target": f"< {GOAL_REUSE:g}",
-            "passed": stats[(CAIRN_4, big)].median / cairn_big < GOAL_REUSE,
-        },
-    ]
+    x_pssh, reuse = stats[(PSSH, big)].median / cairn_big, stats[(CAIRN_4, big)].median / cairn_big
+    return [
+        proc.goal(f"(floor) {PSSH} / {CAIRN} at N={big}", x_pssh, f">= {GOAL_X_PSSH_LIBRARY:g}x",
+              x_pssh >= GOAL_X_PSSH_LIBRARY),
+        proc.goal(f"(floor) cairn 4-step / 1-step detect at N={big}", reuse, f"<= {GOAL_REUSE:g}x",
+              reuse <= GOAL_REUSE),
+    ]  # fmt: skip
+
+
+def _results(
+    floor: dict[tuple[str, int], Stats],
+    floor_sizes: tuple[int, ...],
+    whole: dict[tuple[str, int], list[proc.Measured]],
+    failed: dict[tuple[str, int], proc.CaseFailed],
+    sizes: tuple[int, ...],
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> dict[str, Any]:
+    process_rows = proc.process_rows(whole, failed)
+    soft, hard = fd_limits()
+    cairn_500 = next((r for r in process_rows if r["method"] == CAIRN_RUN and r["hosts"] == 500), {})
     return {
         "command": COMMAND,
-        "versions": {p: _installed(p) for p in ("paramiko", "parallel-ssh", "ssh2-python", "ansible-core")},
-        "runs": runs,
+        "versions": {p: _installed(p) for p in ("paramiko", "parallel-ssh", "ssh2-python", "ansible-core")}
+        | {"pssh (Debian)": _debian_version("pssh")},
+        "runs": {str(n): max(len(v) for (_, size), v in whole.items() if size == n) for n in sizes},
         "sizes": list(sizes),
+        "floor_sizes": list(floor_sizes),
+        "hosts_per_sshd": proc.HOSTS_PER_SSHD,
+        "ulimit_n": {"soft": soft, "hard": hard},
+        "cairn_500_peak_fds_of_soft_limit": cairn_500["peak_fds"] / soft if "peak_fds" in cairn_500 else None,
         "load_average_before": list(load_before),
         "load_average_after": list(load_after),
-        "rows": rows,
-        "goals": goals,
+        "process_rows": process_rows,
+        "rows": _floor_rows(floor),
+        "goals": proc.process_goals(process_rows) + _floor_goals(floor, floor_sizes[-1]),
     }
 
 
@@ -323,35 +325,46 @@ def _installed(package: str) -> str | None:
         return None
 
 
+def _debian_version(package: str) -> str | None:
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or None
+
+
 def _print(results: dict[str, Any]) -> None:
+    runs = ", ".join(f"{n} at N={size}" for size, n in results["runs"].items())
+    proc.print_process_table(
+        results["process_rows"],
+        f"WHOLE PROCESS: `{results['command']}` on N loopback sshd hosts, each method a fresh process "
+        f"checking host keys; median of {runs} (round-robin); x cairn = method / cairn run",
+    )
     print_table(
-        f"`{results['command']}` on N loopback sshd hosts: median of {results['runs']} "
-        "(round-robin); x cairn = method / cairn, above 1.00x means Cairn is faster",
+        f"IN-PROCESS (the floor): median, round-robin in the same run; x cairn = method / {CAIRN}",
         ["method", "N", "median", "p90", "per host", "x cairn", "host keys"],
         [
-            [
-                r["method"],
-                r["hosts"],
-                seconds(r["median_s"]),
-                seconds(r["p90_s"]),
-                f"{r['per_host_ms']:.1f} ms",
-                f"{r['x_cairn']:.2f}x",
-                r["host_keys"],
-            ]
+            [r["method"], r["hosts"], seconds(r["median_s"]), seconds(r["p90_s"]),
+             f"{r['per_host_ms']:.1f} ms", f"{r['x_cairn']:.2f}x", r["host_keys"]]
             for r in results["rows"]
         ],
-    )
+    )  # fmt: skip
     print_table(
-        "goals",
+        "goals (reported, never asserted)",
         ["goal", "measured", "target", "result"],
         [
-            [g["goal"], f"{g['value']:.2f}x", g["target"], "PASS" if g["passed"] else "FAIL"]
+            [g["goal"], "FAILED" if g["value"] is None else f"{g['value']:.2f}{' s' if g['unit'] == 's' else 'x'}",
+             g["target"], "PASS" if g["passed"] else "FAIL"]
             for g in results["goals"]
         ],
-    )
+    )  # fmt: skip
+    limit, share = results["ulimit_n"], results["cairn_500_peak_fds_of_soft_limit"]
+    at_500 = "" if share is None else f"; cairn run at N=500 peaked at {share:.0%} of the soft limit"
+    print(f"\nulimit -n of the benchmark (inherited): soft {limit['soft']}, hard {limit['hard']}{at_500}")
+    if not results["pssh_installed"]:
+        print(proc.PSSH_MISSING)
     before, after = results["load_average_before"], results["load_average_after"]
     print(
-        f"\nload average (1/5/15 min) before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
+        f"load average (1/5/15 min) before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
         f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f} (on {os.cpu_count()} CPUs); "
-        "parallel-ssh does no host-key checking at all"
+        "the parallel-ssh library (floor) does no host-key checking at all"
     )

@@ -10,6 +10,12 @@ Every host has its own ``sshd`` process, host key, config, pid file and log, so
 killing one host leaves the others serving. Each ``sshd`` runs in the foreground
 (``-D``) as our child: we hold its pid from the start and reap it ourselves.
 
+For hundreds of hosts, ``hosts_per_sshd=16`` gives each ``sshd`` up to 16 listen sockets (OpenSSH's
+``MAX_LISTEN_SOCKS``): 500 hosts are 32 processes. Hosts sharing an sshd share its host key, log
+and fate (``kill_host`` kills them all); ``known_hosts`` still has one line per host. Past
+127.0.0.254 the addresses go on at 127.0.1.1, 127.0.1.2, ... (never .0 or .255): every host keeps
+its own address, as in a real fleet, and the one port stays the same for all.
+
 Two options serve the bastion tests and benchmark: ``forwarding=True`` lets the hosts forward
 TCP (a bastion opens ``direct-tcpip`` channels to the hosts behind it), and ``netns=NAME`` starts
 each sshd inside that network namespace (``ip netns exec``), where only what shares the
@@ -18,7 +24,7 @@ namespace, or a relay into it, can reach it.
 As root, logins go to a plain user ``cairn-lab`` (created on first use), never to
 root, whose shell start-up is slow here. Otherwise the current user logs in.
 
-    python -m engine.lab.ssh_fleet up DIR --count N [--group NAME]
+    python -m engine.lab.ssh_fleet up DIR --count N [--group NAME] [--hosts-per-sshd K]
     python -m engine.lab.ssh_fleet down DIR
 """
 
@@ -52,6 +58,10 @@ LAB_USER = "cairn-lab"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 STATE_FILE = "fleet.json"
+MAX_LISTEN_SOCKS = 16
+"""OpenSSH's limit on ListenAddress sockets per sshd (sshd.c)."""
+ADDRESSES = 256 * 254
+"""127.0.0.1 .. 127.0.255.254, without the .0 and .255 of each /24."""
 PROG = "python -m engine.lab.ssh_fleet"
 _POLL = 0.005
 
@@ -70,7 +80,10 @@ class FleetHost:
 
 
 class SshFleet:
-    """N ``sshd`` processes on loopback addresses sharing one port. Build it with :func:`make_fleet`."""
+    """``sshd`` processes on loopback addresses sharing one port. Build it with :func:`make_fleet`.
+
+    A *server* is one sshd, named after its first host; with ``hosts_per_sshd=1`` it is its host.
+    """
 
     def __init__(
         self,
@@ -81,10 +94,18 @@ class SshFleet:
         *,
         netns: str | None = None,
         forwarding: bool = False,
+        hosts_per_sshd: int = 1,
     ) -> None:
         self.root = root
         self.user = user
         self.hosts = hosts
+        self.hosts_per_sshd = hosts_per_sshd
+        """How many hosts (listen sockets) one sshd serves."""
+        self._servers = {
+            group[0].name: group
+            for group in (hosts[i : i + hosts_per_sshd] for i in range(0, len(hosts), hosts_per_sshd))
+        }
+        self._server_of = {h.name: server for server, group in self._servers.items() for h in group}
         self.netns = netns
         """The network namespace every sshd runs in (``None``: this process's own)."""
         self.forwarding = forwarding
@@ -103,6 +124,10 @@ class SshFleet:
                 return host
         raise FleetError(f"no host {name!r} in this fleet ({self.hosts[0].name}..{self.hosts[-1].name})")
 
+    def _server(self, name: str) -> str:
+        """The server (sshd) that host ``name`` listens on."""
+        return self._server_of[self._host(name).name]
+
     def _file(self, name: str, what: str) -> Path:
         return self.root / name / what
 
@@ -113,9 +138,9 @@ class SshFleet:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation chroot
         self._write_authorized_keys()
         try:
-            waiting = [h for h in self.hosts if self._live_pid(h.name) is None]
-            for host in waiting:
-                self._launch(host)
+            waiting = [server for server in self._servers if self._live_pid(server) is None]
+            for server in waiting:
+                self._launch(server)
             self._wait_ready(waiting)
         except BaseException:
             self.stop()
@@ -124,25 +149,25 @@ class SshFleet:
 
     def stop(self) -> None:
         """Kill every sshd of the fleet and all its session processes, reap them; idempotent."""
-        self._kill([h.name for h in self.hosts])
+        self._kill(list(self._servers))
         shutil.rmtree(self._shared, ignore_errors=True)
 
     def kill_host(self, name: str) -> None:
-        """SIGKILL that host's sshd and every live session under it: the host dies mid-step."""
-        self._kill([self._host(name).name])
+        """SIGKILL that host's sshd and every live session under it: the host (and its sshd's others) dies."""
+        self._kill([self._server(name)])
 
     def restart_host(self, name: str, *, new_host_key: bool = False) -> None:
         """Start that host's sshd again, optionally with a new host key; ``known_hosts`` is left as is."""
-        host = self._host(name)
-        self._kill([name])
+        server = self._server(name)
+        self._kill([server])
         if new_host_key:
-            _keygen([self._file(name, "host_key")])
+            _keygen([self._file(server, "host_key")])
         self._write_authorized_keys()
         try:
-            self._launch(host)
-            self._wait_ready([host])
+            self._launch(server)
+            self._wait_ready([server])
         except BaseException:
-            self._kill([name])
+            self._kill([server])
             raise
 
     def __enter__(self) -> SshFleet:
@@ -156,14 +181,17 @@ class SshFleet:
 
     def host_public_key(self, name: str) -> str:
         """``ssh-ed25519 AAAA...`` of that host's current key (no comment)."""
-        self._host(name)
-        fields = self._file(name, "host_key.pub").read_text(encoding="utf-8").split()
+        fields = self._file(self._server(name), "host_key.pub").read_text(encoding="utf-8").split()
         return " ".join(fields[:2])
 
     def accepted_logins(self, name: str | None = None) -> int:
         """Successful authentications seen by that host's sshd (all hosts if ``None``), restarts included."""
-        logs = [self._file(h.name, "sshd.log") for h in ([self._host(name)] if name else self.hosts)]
-        return sum(_read(path).count("Accepted publickey for ") for path in logs)
+        if name is None:
+            logs = [self._file(server, "sshd.log") for server in self._servers]
+            return sum(_read(path).count("Accepted publickey for ") for path in logs)
+        host = self._host(name)
+        text = _read(self._file(self._server(name), "sshd.log"))
+        return text.count("Accepted publickey for ") if self.hosts_per_sshd == 1 else _logins_on(text, host)
 
     def write_inventory(
         self, path: Path, *, group: str = "fleet", host_vars: dict[str, dict[str, Any]] | None = None
@@ -199,11 +227,11 @@ class SshFleet:
         keys.write_text(self.user_key.with_suffix(".pub").read_text(encoding="utf-8"), encoding="utf-8")
         keys.chmod(0o644)
 
-    def _config(self, host: FleetHost) -> str:
+    def _config(self, server: str) -> str:
         settings = [
-            f"ListenAddress {host.address}:{host.port}",
-            f"HostKey {self._file(host.name, 'host_key')}",
-            f"PidFile {self._file(host.name, 'sshd.pid')}",
+            *(f"ListenAddress {host.address}:{host.port}" for host in self._servers[server]),
+            f"HostKey {self._file(server, 'host_key')}",
+            f"PidFile {self._file(server, 'sshd.pid')}",
             f"AuthorizedKeysFile {self._shared / 'authorized_keys'}",
             "AuthenticationMethods publickey",
             "PubkeyAuthentication yes",
@@ -215,7 +243,9 @@ class SshFleet:
             "MaxStartups 200",  # benchmarks open many connections at once
             "MaxSessions 100",
             "UseDNS no",
-            "LogLevel INFO",  # INFO logs "Accepted publickey for ...": accepted_logins() counts them
+            # INFO logs "Accepted publickey for ...": accepted_logins() counts them; VERBOSE adds the
+            # address each connection came in on, which tells apart the hosts of one sshd.
+            f"LogLevel {'INFO' if self.hosts_per_sshd == 1 else 'VERBOSE'}",
             f"AllowTcpForwarding {'yes' if self.forwarding else 'no'}",
             "X11Forwarding no",
             "PrintMotd no",
@@ -223,11 +253,11 @@ class SshFleet:
         ]
         return "\n".join(settings) + "\n"
 
-    def _launch(self, host: FleetHost) -> None:
-        pid_file = self._file(host.name, "sshd.pid")
+    def _launch(self, server: str) -> None:
+        pid_file = self._file(server, "sshd.pid")
         pid_file.unlink(missing_ok=True)  # a stale one would look like readiness
-        log_file = self._file(host.name, "sshd.log")
-        argv = [SSHD, "-D", "-f", str(self._file(host.name, "sshd_config")), "-E", str(log_file)]
+        log_file = self._file(server, "sshd.log")
+        argv = [SSHD, "-D", "-f", str(self._file(server, "sshd_config")), "-E", str(log_file)]
         if self.netns is not None:  # `ip netns exec` execs sshd: the pid stays the same
             argv = ["ip", "netns", "exec", self.netns, *argv]
         # stderr to the log too: whatever sshd says before -E takes effect is kept for the error.
@@ -235,19 +265,20 @@ class SshFleet:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True
             )
-        self._procs[host.name] = proc
-        self._pids[host.name] = proc.pid
-        log.debug("ssh fleet: %s sshd pid %d on %s:%d", host.name, proc.pid, host.address, host.port)
+        self._procs[server] = proc
+        self._pids[server] = proc.pid
+        log.debug("ssh fleet: %s sshd pid %d, %d host(s)", server, proc.pid, len(self._servers[server]))
 
-    def _wait_ready(self, hosts: list[FleetHost]) -> None:
+    def _wait_ready(self, servers: list[str]) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        pending = list(hosts)
+        pending = [host for server in servers for host in self._servers[server]]
         while pending:
             for host in list(pending):
-                proc = self._procs[host.name]
+                server = self._server_of[host.name]
+                proc = self._procs[server]
                 if proc.poll() is not None:
                     self._fail(host, f"sshd exited with status {proc.returncode}")
-                pid_file = self._file(host.name, "sshd.pid")
+                pid_file = self._file(server, "sshd.pid")
                 if pid_file.exists() and self._accepts(host, proc.pid):
                     pending.remove(host)
             if pending and time.monotonic() > deadline:
@@ -261,12 +292,12 @@ class SshFleet:
         return _listening_in(pid, host.address, host.port)  # out of our reach: ask its namespace
 
     def _fail(self, host: FleetHost, why: str) -> None:
-        log_file = self._file(host.name, "sshd.log")
+        log_file = self._file(self._server_of[host.name], "sshd.log")
         text = "\n".join(f"    {line}" for line in _read(log_file).splitlines()[-15:]) or "    (empty)"
         raise FleetError(f"{host.name} ({host.address}:{host.port}): {why}; end of {log_file}:\n{text}")
 
     def _live_pid(self, name: str) -> int | None:
-        """The pid of that host's listening sshd if it still runs (checked against /proc, not trusted)."""
+        """The pid of that server's listening sshd if it still runs (checked against /proc, not trusted)."""
         pid = self._pids.get(name)
         if pid is None:
             try:
@@ -311,6 +342,28 @@ def _keygen(paths: list[Path]) -> None:
         output, _ = job.communicate()
         if job.returncode != 0:
             raise FleetError(f"ssh-keygen failed: {output.decode(errors='replace').strip()}")
+
+
+def _logins_on(log_text: str, host: FleetHost) -> int:
+    """Logins on ``host`` in a VERBOSE sshd log: each "Accepted ... from C port P" matched to the latest
+    "Connection from C port P on ADDRESS port ..." of that client (concurrent sessions interleave)."""
+    arrived_on: dict[tuple[str, str], str] = {}
+    count = 0
+    for line in log_text.splitlines():
+        words = line.split()
+        if "Connection from " in line and "on" in words:
+            at = words.index("on")
+            arrived_on[(words[at - 3], words[at - 1])] = words[at + 1]
+        elif "Accepted publickey for " in line and "port" in words:
+            at = words.index("port")
+            count += arrived_on.get((words[at - 1], words[at + 1])) == host.address
+    return count
+
+
+def _address(number: int) -> str:
+    """The ``number``-th usable loopback address: 1 is 127.0.0.1, 254 is 127.0.0.254, 255 is 127.0.1.1."""
+    high, low = divmod(number - 1, 254)
+    return f"127.0.{high}.{low + 1}"
 
 
 def _read(path: Path) -> str:
@@ -442,15 +495,23 @@ def make_fleet(
     user: str | None = None,
     netns: str | None = None,
     forwarding: bool = False,
+    hosts_per_sshd: int = 1,
 ) -> SshFleet:
     """Prepare (keys, configs, known_hosts) a fleet of ``count`` hosts from 127.0.0.<first_address>; not started.
 
     ``netns``: the sshds will run in that (existing) network namespace; ``forwarding``: they allow
     TCP forwarding, as a bastion must. The port is picked free in this process's namespace, so a
-    relay can listen on the same address and port here.
+    relay can listen on the same address and port here. ``hosts_per_sshd`` (1-16): hosts served by
+    one sshd; ``first_address + count`` past 254 goes on at 127.0.1.1.
     """
-    if count < 1 or first_address < 1 or first_address + count - 1 > 254:
-        raise FleetError(f"{count} hosts from 127.0.0.{first_address} do not fit in 127.0.0.1-254")
+    if count < 1 or first_address < 1 or first_address + count - 1 > ADDRESSES:
+        raise FleetError(
+            f"{count} hosts from 127.0.0.{first_address} do not fit in 127.0.0.1-{_address(ADDRESSES)}"
+        )
+    if not 1 <= hosts_per_sshd <= MAX_LISTEN_SOCKS:
+        raise FleetError(
+            f"hosts_per_sshd={hosts_per_sshd}: give 1 to 16 hosts per sshd (OpenSSH's MAX_LISTEN_SOCKS)"
+        )
     if not Path(SSHD).is_file():
         raise FleetError(f"{SSHD} not found: install it with `apt-get install openssh-server`")
     if shutil.which("ssh-keygen") is None:
@@ -459,17 +520,19 @@ def make_fleet(
     if any(c.isspace() for c in str(root)):
         raise FleetError(f"{root}: sshd_config paths cannot hold whitespace; pick another folder")
     login = user or _login_user()
-    addresses = [f"127.0.0.{first_address + i}" for i in range(count)]
+    addresses = [_address(first_address + i) for i in range(count)]
     port = _free_port(addresses)
     hosts = [FleetHost(f"host{i + 1:02d}", address, port) for i, address in enumerate(addresses)]
     # Under /tmp itself, never $TMPDIR: every parent must be traversable by the login user.
     shared = Path(tempfile.mkdtemp(prefix="cairn-fleet-", dir="/tmp"))
-    fleet = SshFleet(root, login, hosts, shared, netns=netns, forwarding=forwarding)
+    fleet = SshFleet(
+        root, login, hosts, shared, netns=netns, forwarding=forwarding, hosts_per_sshd=hosts_per_sshd
+    )
     try:
-        _keygen([fleet.user_key] + [fleet._file(h.name, "host_key") for h in hosts])
+        _keygen([fleet.user_key] + [fleet._file(server, "host_key") for server in fleet._servers])
         fleet._write_authorized_keys()
-        for host in hosts:
-            fleet._file(host.name, "sshd_config").write_text(fleet._config(host), encoding="utf-8")
+        for server in fleet._servers:
+            fleet._file(server, "sshd_config").write_text(fleet._config(server), encoding="utf-8")
         # Exact "[address]:port type key" lines, as ssh-keyscan -p writes them: paramiko needs them so.
         lines = [f"[{h.address}]:{h.port} {fleet.host_public_key(h.name)}\n" for h in hosts]
         fleet.known_hosts.write_text("".join(lines), encoding="utf-8")
@@ -487,6 +550,7 @@ def _save(fleet: SshFleet) -> None:
         "user": fleet.user,
         "shared": str(fleet._shared),
         "hosts": [asdict(h) for h in fleet.hosts],
+        "hosts_per_sshd": fleet.hosts_per_sshd,
         "pids": fleet._pids,
     }
     (fleet.root / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
@@ -497,23 +561,29 @@ def _load(root: Path) -> SshFleet:
         state = json.loads((root / STATE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FleetError(f"no fleet in {root} (no {STATE_FILE})") from None
-    fleet = SshFleet(root, state["user"], [FleetHost(**h) for h in state["hosts"]], Path(state["shared"]))
+    hosts = [FleetHost(**h) for h in state["hosts"]]
+    per_sshd = int(state.get("hosts_per_sshd", 1))  # absent in the state of an older fleet
+    fleet = SshFleet(root, state["user"], hosts, Path(state["shared"]), hosts_per_sshd=per_sshd)
     fleet._pids = {str(name): int(pid) for name, pid in state["pids"].items()}
     return fleet
 
 
-def _up(root: Path, count: int, group: str, first_address: int, user: str | None) -> None:
+def _up(root: Path, count: int, group: str, first_address: int, user: str | None, per_sshd: int) -> None:
     if (root / STATE_FILE).exists():
         old = _load(root)
         if any(old._live_pid(h.name) for h in old.hosts):
             raise FleetError(f"a fleet is already up in {root}: run `{PROG} down {root}` first")
         old.stop()  # leftovers of a dead fleet (its /tmp folder)
-    fleet = make_fleet(root, count, first_address=first_address, user=user)
+    fleet = make_fleet(root, count, first_address=first_address, user=user, hosts_per_sshd=per_sshd)
     fleet.start()
     inventory = fleet.write_inventory(root / "inventory.yml", group=group)
     _save(fleet)
     first = fleet.hosts[0]
-    print(f"{count} sshd hosts up, user {fleet.user}, port {first.port}, state in {root / STATE_FILE}:")
+    processes = len(fleet._servers)
+    print(
+        f"{count} sshd hosts up ({processes} sshd processes), user {fleet.user}, port {first.port}, "
+        f"state in {root / STATE_FILE}:"
+    )
     for host in fleet.hosts:
         print(f"  {host.name}  {host.address}:{host.port}")
     checking = f"-o UserKnownHostsFile={fleet.known_hosts} -o StrictHostKeyChecking=yes"
@@ -532,6 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--group", default="fleet", help="inventory group (default: fleet)")
     up.add_argument("--first-address", type=int, default=2, help="last byte of host01's 127.0.0.x")
     up.add_argument("--user", help=f"login user (default: {LAB_USER} as root, else you)")
+    up.add_argument(
+        "--hosts-per-sshd", type=int, default=1, help="hosts (listen sockets) per sshd, 1-16 (default: 1)"
+    )
     down = commands.add_parser("down", help="stop the fleet in DIR")
     down.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
@@ -539,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     root: Path = args.dir.resolve()
     try:
         if args.command == "up":
-            _up(root, args.count, args.group, args.first_address, args.user)
+            _up(root, args.count, args.group, args.first_address, args.user, args.hosts_per_sshd)
         else:
             _load(root).stop()
             (root / STATE_FILE).unlink()
