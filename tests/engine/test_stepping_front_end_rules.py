@@ -160,7 +160,12 @@ def test_a_run_spec_holds_forks_within_the_limit(runbook_dir: RunbookDir) -> Non
 
 
 @pytest.mark.inventory
-def test_resolving_targets_waits_for_the_engines_one_ansible_lock(tmp_path: Path) -> None:
+def test_resolving_targets_waits_for_the_engines_one_ansible_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "CAIRN_NO_CACHE", "1"
+    )  # every resolution goes into ansible-core (a cache hit never does)
     hosts = tmp_path / "hosts.yml"
     hosts.write_text("all:\n  hosts:\n    web-1: {ansible_connection: local}\n")
     inventory.resolve_targets([str(hosts)], "all", None)  # ansible-core imported: a resolution takes ms now
@@ -175,4 +180,22 @@ def test_resolving_targets_waits_for_the_engines_one_ansible_lock(tmp_path: Path
         other.join(timeout=0.5)
         assert other.is_alive(), "the resolution waits for the lock"
     other.join(timeout=60)
+    assert resolved == [["web-1"]]
+
+
+@pytest.mark.inventory
+def test_a_cached_resolution_never_enters_ansible_nor_waits_for_its_lock(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text("all:\n  hosts:\n    web-1: {ansible_connection: local}\n")
+    inventory.resolve_targets([str(hosts)], "all", None)  # ansible-core's answer, now cached
+    resolved: list[list[str]] = []
+
+    def resolve() -> None:
+        resolved.append([h.name for h in inventory.resolve_targets([str(hosts)], "all", None)])
+
+    with inventory._ANSIBLE:  # someone else is inside ansible-core's inventory code
+        other = threading.Thread(target=resolve)
+        other.start()
+        other.join(timeout=60)
+        assert not other.is_alive(), "a cached answer does not need ansible-core"
     assert resolved == [["web-1"]]
