@@ -29,7 +29,12 @@ from jinja2.utils import Namespace
 from engine.core.errors import TemplateError
 
 MAX_RENDER_SECONDS = 2.0
-"""Seconds one template may take to render (less when the step's timeout is shorter)."""
+"""Seconds of its own CPU time one template may take to render (less when the step's timeout is
+shorter). CPU time, not the clock: a run on hundreds of hosts has as many threads taking turns at
+the interpreter, and one of them rendering ``uname -r`` waited over 2 s for its turn (a 500-host
+run failed a host that way); a loop that never ends burns CPU and is stopped all the same."""
+MAX_RENDER_WAIT = 30.0
+"""Seconds by the clock a render may last, waiting included, outside a step with a shorter timeout."""
 MAX_OUTPUT_CHARS = 1 << 20
 """Characters a rendered text (instructions, report, ansible argument) may have: 1 MiB."""
 MAX_COMMAND_BYTES = 64 << 10
@@ -106,6 +111,12 @@ class Budget:
     by_step: bool
     """The step's timeout is the limit (else :data:`MAX_RENDER_SECONDS`)."""
     deadline: float
+    """By the clock: the earliest moment the limit can have been spent (CPU time never runs ahead
+    of the clock). Only past it is the thread's CPU time asked for (a system call)."""
+    cpu_deadline: float
+    """This thread's CPU time (:func:`time.thread_time`) at which the limit is spent."""
+    wall_deadline: float
+    """By the clock, waiting included: the step's timeout, else :data:`MAX_RENDER_WAIT`."""
     shell_text: bool = False
     """Text that becomes shell code (an ansible shell or command module's arguments)."""
     work: int = 0
@@ -117,7 +128,8 @@ class Budget:
         cancel = self.policy.cancel
         if cancel is not None and cancel.is_set():
             raise _Cancelled
-        if time.monotonic() > self.deadline:
+        now = time.monotonic()
+        if now > self.deadline and (now > self.wall_deadline or time.thread_time() > self.cpu_deadline):
             raise _DeadlinePassed
 
     def spend(self, amount: int) -> None:
@@ -155,8 +167,11 @@ def budget(*, shell_text: bool = False) -> Iterator[Budget]:
     """One render's budget, started now under the current policy."""
     rules = policy()
     seconds = min(MAX_RENDER_SECONDS, rules.timeout)
+    by_step = rules.timeout < MAX_RENDER_SECONDS
+    now = time.monotonic()
+    wall = seconds if by_step else max(rules.timeout, MAX_RENDER_WAIT)
     started = Budget(
-        rules, seconds, rules.timeout < MAX_RENDER_SECONDS, time.monotonic() + seconds, shell_text
+        rules, seconds, by_step, now + seconds, time.thread_time() + seconds, now + wall, shell_text
     )
     token = _BUDGET.set(started)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from engine.core import expr
+from engine.core import template_bounds as bounds
 from engine.core.errors import TemplateError
 from engine.core.template_bounds import (
     MAX_COMMAND_BYTES,
@@ -457,3 +458,23 @@ def test_cairn_validate_reports_hostile_templates_with_file_and_line(
     assert "unknown variable 'lipsum'" in lines["/detect/3/run"]
     assert "'a' * 300000000 would be 286.102 MiB" in lines["/detect/4/run"]
     assert cairn("validate", str(runbook_dir(AT_RUN_TIME, name="later"))).returncode == 0
+
+
+def test_time_spent_waiting_for_a_turn_is_not_counted_against_a_template(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """500 hosts are 500 threads taking turns at the interpreter: a trivial render that waited 5 s by
+    the clock for its turn, using almost no CPU, is rendered — the 2 s limit is the render's own CPU."""
+    clock = bounds.time.monotonic
+    waited = {"calls": 0}
+
+    def slow_clock() -> float:  # every reading after the budget's start is 5 s later than the real clock
+        waited["calls"] += 1
+        return clock() + (5.0 if waited["calls"] > 1 else 0.0)
+
+    monkeypatch.setattr(bounds.time, "monotonic", slow_clock)
+    text = expr.render_text(
+        "{% for i in range(3) %}{{ i }}{% endfor %} uname -r", {}, step_id="s", field="run"
+    )
+    assert text == "012 uname -r"
+    assert waited["calls"] > 1  # the render did look at the clock
