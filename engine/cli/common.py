@@ -64,36 +64,37 @@ def library_runbook(args: argparse.Namespace, runbook_id: str) -> Any:
     A ``cairn run`` needs one runbook, and checking every file of a large library first (Jinja
     compiles each template) cost ~65 ms for the six bundled runbooks and seconds for a thousand.
     When exactly one file's top-level ``id:`` line names the runbook, only that file is loaded and
-    checked; anything less certain — no such line, two files naming it, a file that turns out to
-    hold another id — loads the whole library as before, so its answers (a duplicate id, an
+    checked; anything less certain — a file whose id is not one plain ``id: VALUE`` line, two files
+    naming it, a file that turns out to hold another id — loads the whole library as before, so its answers (a duplicate id, an
     invalid file, "no runbook with id") are the library's.
     """
     import re  # noqa: PLC0415
 
-    from engine.core.errors import CairnError, RunbookNotFound  # noqa: PLC0415
+    from engine.core.errors import CairnError  # noqa: PLC0415
     from engine.core.loader import load_library, runbook_files  # noqa: PLC0415
 
     dirs = runbook_dirs(args)
     if missing_runbook_dirs(dirs):
         return library(args).get(runbook_id)  # says which folder is missing
-    declares = re.compile(
-        rb"""^["']?id["']?[ \t]*:[ \t]*["']?(%s)["']?[ \t]*(?:#.*)?$""" % re.escape(runbook_id.encode()), re.M
+    any_id = re.compile(rb"""^["']?id["']?[ \t]*:""", re.M)
+    plain_id = re.compile(
+        rb"""^["']?id["']?[ \t]*:[ \t]*(["']?)([A-Za-z0-9][A-Za-z0-9._-]*)\1[ \t]*(?:#.*)?$""", re.M
     )
-    ids = re.compile(rb"""^["']?id["']?[ \t]*:""", re.M)
     named: list[Path] = []
     for path in runbook_files(dirs):
         try:
             text = path.read_bytes()
         except OSError:
             return library(args).get(runbook_id)  # the library says what is wrong with it
-        if declares.search(text):
+        ids = plain_id.findall(text)
+        if len(any_id.findall(text)) != 1 or len(ids) != 1:
+            return library(args).get(runbook_id)  # an id this scan cannot read for sure: no guessing
+        if ids[0][1] == runbook_id.encode():
             named.append(path)
-        elif not ids.search(text):
-            return library(args).get(runbook_id)  # an id this scan cannot read: no guessing
     if len(named) == 1:
         try:
             return load_library(named).get(runbook_id)
-        except (RunbookNotFound, CairnError):
+        except CairnError:
             pass
     return library(args).get(runbook_id)
 

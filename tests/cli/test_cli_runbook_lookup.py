@@ -65,3 +65,16 @@ def test_an_unknown_id_lists_the_known_ones(cairn: CairnRunner, tmp_path: Path) 
     code, _, err = plan(cairn, tmp_path, "omega")
     assert code == 2
     assert "no runbook with id 'omega'" in err and "alpha" in err
+
+
+def test_a_duplicate_whose_id_the_scan_cannot_read_still_gets_the_librarys_answer(
+    cairn: CairnRunner, tmp_path: Path
+) -> None:
+    # a.yaml comes first and holds the id in a folded scalar: the library runs it, the later file is the duplicate
+    (tmp_path / "a.yaml").write_text(
+        runbook("twin", "echo folded", id_line="id: >-\n  twin"), encoding="utf-8"
+    )
+    (tmp_path / "b.yaml").write_text(runbook("twin", "echo plain"), encoding="utf-8")
+    code, out, err = plan(cairn, tmp_path, "twin")
+    assert code == 0, err
+    assert "$ echo folded" in out and "echo plain" not in out
