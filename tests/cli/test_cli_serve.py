@@ -272,6 +272,11 @@ def test_a_real_alertmanager_starts_a_run_and_its_resolve_cancels_queued_work(
         ("detect", "look", "finding"),
         ("diagnose", "more", "ok"),
     ]
+    # The worker writes the entry's conclusion after the run's end: wait for it, as a reader would.
+    wait_for(
+        lambda: {e.target: e.state for e in entries(served.journal)}.get("web-1") is not EntryState.RUNNING,
+        "web-1's entry to be concluded",
+    )
     by_target = {e.target: e for e in entries(served.journal)}
     assert (by_target["web-1"].state, by_target["web-1"].run_id) == (EntryState.ESCALATED, run.id)
     assert by_target["web-2"].note == "the alert resolved before its run started"
